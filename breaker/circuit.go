@@ -1,0 +1,504 @@
+package breaker
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"math"
+	"sync/atomic"
+	"time"
+)
+
+// State is the Circuit's state.
+type State int32
+
+const (
+	Closed   State = iota // requests flow; failures are counted
+	Open                  // requests are rejected until openUntil
+	HalfOpen              // only probes are admitted
+)
+
+func (s State) String() string {
+	switch s {
+	case Closed:
+		return "closed"
+	case Open:
+		return "open"
+	case HalfOpen:
+		return "half-open"
+	}
+	return fmt.Sprintf("State(%d)", int32(s))
+}
+
+// MarshalText makes State read as its name in JSON.
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// CircuitConfig tunes a Circuit. Zero fields take the defaults.
+type CircuitConfig struct {
+	ErrorRatio  float64       // open at failures/total >= this (default 0.5)
+	MinRequests int           // no opening below this many requests in the window (default 20)
+	Window      time.Duration // failure-counting window, in 10 buckets (default 30s)
+	OpenFor     time.Duration // first Open duration (default 60s)
+	MaxOpenFor  time.Duration // cap of the doubling backoff (default 16*OpenFor)
+	Probes      int           // Half-Open probes in flight, and successes needed to close (default 1)
+	ProbeLease  time.Duration // a probe's slot is freed for another after this long (default 30s)
+}
+
+// Circuit defaults.
+const (
+	DefaultErrorRatio  = 0.5
+	DefaultMinRequests = 20
+	DefaultWindow      = 30 * time.Second
+	DefaultOpenFor     = 60 * time.Second
+	DefaultProbes      = 1
+	DefaultProbeLease  = 30 * time.Second
+	// MaxProbes bounds Probes: each Half-Open episode allocates a slot per probe.
+	MaxProbes = 1024
+)
+
+// Validate reports a config that NewCircuit would have to correct.
+func (c CircuitConfig) Validate() error {
+	var errs []error
+	if math.IsNaN(c.ErrorRatio) || c.ErrorRatio < 0 || c.ErrorRatio > 1 {
+		errs = append(errs, fmt.Errorf("error_ratio must be within (0, 1], got %v", c.ErrorRatio))
+	}
+	if c.MinRequests < 0 {
+		errs = append(errs, fmt.Errorf("min_requests must be >= 0, got %d", c.MinRequests))
+	}
+	if c.Window < 0 || (c.Window > 0 && c.Window < windowBuckets) {
+		errs = append(errs, fmt.Errorf("window must be at least %dns, got %v", windowBuckets, c.Window))
+	}
+	if c.OpenFor < 0 {
+		errs = append(errs, fmt.Errorf("open_for must be positive, got %v", c.OpenFor))
+	}
+	if c.MaxOpenFor < 0 {
+		errs = append(errs, fmt.Errorf("max_open_for must be positive, got %v", c.MaxOpenFor))
+	} else if openFor := cmp.Or(c.OpenFor, DefaultOpenFor); c.MaxOpenFor > 0 && c.MaxOpenFor < openFor {
+		errs = append(errs, fmt.Errorf("max_open_for (%v) must be at least open_for (%v)", c.MaxOpenFor, openFor))
+	}
+	if c.Probes < 0 || c.Probes > MaxProbes {
+		errs = append(errs, fmt.Errorf("probes must be within 1..%d, got %d", MaxProbes, c.Probes))
+	}
+	if c.ProbeLease < 0 {
+		errs = append(errs, fmt.Errorf("probe_lease must be positive, got %v", c.ProbeLease))
+	}
+	return errors.Join(errs...)
+}
+
+// WithDefaults returns the config with defaults filled in and invalid
+// values replaced, as NewCircuit would use it.
+func (c CircuitConfig) WithDefaults() CircuitConfig { return c.normalize() }
+
+func (c CircuitConfig) normalize() CircuitConfig {
+	if !(c.ErrorRatio > 0 && c.ErrorRatio <= 1) {
+		c.ErrorRatio = DefaultErrorRatio
+	}
+	if c.MinRequests <= 0 {
+		c.MinRequests = DefaultMinRequests
+	}
+	if c.Window < windowBuckets {
+		c.Window = DefaultWindow
+	}
+	if c.OpenFor <= 0 {
+		c.OpenFor = DefaultOpenFor
+	}
+	if c.MaxOpenFor <= 0 {
+		c.MaxOpenFor = 16 * c.OpenFor
+		if c.MaxOpenFor/16 != c.OpenFor { // overflow
+			c.MaxOpenFor = math.MaxInt64
+		}
+	}
+	c.MaxOpenFor = max(c.MaxOpenFor, c.OpenFor)
+	if c.Probes <= 0 || c.Probes > MaxProbes {
+		c.Probes = DefaultProbes
+	}
+	if c.ProbeLease <= 0 {
+		c.ProbeLease = DefaultProbeLease
+	}
+	return c
+}
+
+// Ticket is what Allow hands out and Done takes back. It is a small value
+// with no pointers. The zero Ticket is not valid; Done ignores it.
+type Ticket struct {
+	slot  int32 // probe slot, -1 for a normal request
+	lease int64 // probe: the lease stamp the slot held when granted
+}
+
+// Probe reports whether the ticket is a Half-Open probe.
+func (t Ticket) Probe() bool { return t.slot >= 0 && t.lease != 0 }
+
+var normalTicket = Ticket{slot: -1}
+
+// Slot values: free, or held by a probe done reporting (never expires),
+// otherwise a lease stamp = the lease's expiry (mono ns).
+const (
+	slotFree    int64 = 0
+	slotClosing int64 = math.MaxInt64
+)
+
+// phase is one immutable episode of the Circuit's state. Every transition
+// installs a new phase by CAS on Circuit.ph, so state, openUntil and backoff
+// change together, exactly one of racing transitions wins, and a probe
+// result from an earlier episode can never act on a later one.
+type phase struct {
+	state     State
+	since     time.Time
+	reason    string
+	openUntil int64         // Open: mono when Half-Open is due
+	backoff   time.Duration // Open: this open's duration; else the next one's
+	ratio     float64       // window failure ratio at the transition
+
+	probes    []atomic.Int64 // HalfOpen: one slot per probe
+	successes atomic.Int64   // HalfOpen: probe successes this episode
+	announced atomic.Bool    // reported as a Transition (Done, Poll) yet
+}
+
+// Circuit is a Closed / Open / Half-Open breaker on upstream failures.
+//
+// Closed counts outcomes in a sliding window and opens when, on a failure,
+// the window holds at least MinRequests requests and failures/total >=
+// ErrorRatio. Open rejects until its backoff has elapsed, then the first
+// Allow or Poll moves it to Half-Open. Half-Open admits up to Probes probes
+// at once, each holding a slot for at most ProbeLease; a probe failure
+// reopens with the backoff doubled (capped at MaxOpenFor), and Probes
+// successes close it, clearing the window and resetting the backoff to
+// OpenFor.
+//
+// Every state change is a compare-and-swap of the current phase; Allow and
+// Done take no lock, and Closed + success is a few atomic ops with no
+// allocation.
+type Circuit struct {
+	cfg   atomic.Pointer[CircuitConfig] // replaced whole by SetConfig
+	ph    atomic.Pointer[phase]
+	win   atomic.Pointer[window] // replaced when the window's length changes
+	stamp atomic.Int64           // last lease stamp handed out; stamps strictly increase
+
+	opens       atomic.Uint64
+	transitions atomic.Uint64
+}
+
+// NewCircuit returns a Closed circuit. Invalid config fields are replaced by
+// their defaults (see CircuitConfig.Validate for the errors).
+func NewCircuit(cfg CircuitConfig) *Circuit {
+	cfg = cfg.normalize()
+	c := &Circuit{}
+	c.cfg.Store(&cfg)
+	c.win.Store(newWindow(cfg.Window))
+	c.stamp.Store(math.MinInt64)
+	p := &phase{state: Closed, backoff: cfg.OpenFor}
+	p.announced.Store(true)
+	c.ph.Store(p)
+	return c
+}
+
+// Config returns the effective (defaulted) config.
+func (c *Circuit) Config() CircuitConfig { return *c.cfg.Load() }
+
+// SetConfig applies a reloaded config and keeps the state. A window of
+// another length starts empty (old buckets mean nothing in it); a new probe
+// count applies from the next Half-Open.
+func (c *Circuit) SetConfig(cfg CircuitConfig) {
+	cfg = cfg.normalize()
+	if old := c.cfg.Swap(&cfg); old.Window != cfg.Window {
+		c.win.Store(newWindow(cfg.Window))
+	}
+}
+
+// State returns the current state: one atomic load.
+func (c *Circuit) State() State { return c.ph.Load().state }
+
+// Allow decides for one request at now. Closed admits. Open rejects with
+// retryIn = time left until Half-Open, or, when that is due, moves to
+// Half-Open and proceeds as Half-Open. Half-Open grants a probe when a slot
+// is free or its lease expired, else rejects with retryIn = time until the
+// earliest lease expires. An Open → Half-Open move made here is not returned
+// (the request path stays lean) but shows in Status and in the next Poll.
+func (c *Circuit) Allow(now time.Time) (t Ticket, ok bool, retryIn time.Duration) {
+	m := mono(now)
+	for {
+		p := c.ph.Load()
+		switch p.state {
+		case Closed:
+			return normalTicket, true, 0
+		case Open:
+			if m < p.openUntil {
+				return normalTicket, false, time.Duration(p.openUntil - m)
+			}
+			c.toHalfOpen(p, now, false) // win or lose, look again
+		default:
+			t, ok, retryIn, again := c.probe(p, m)
+			if !again {
+				return t, ok, retryIn
+			}
+		}
+	}
+}
+
+// probe tries to take a Half-Open slot of phase p. again asks the caller to
+// re-read the phase: it changed while a slot was being taken.
+func (c *Circuit) probe(p *phase, m int64) (t Ticket, ok bool, retryIn time.Duration, again bool) {
+	earliest := int64(math.MaxInt64)
+	for i := range p.probes {
+		s := &p.probes[i]
+		v := s.Load()
+		if v == slotFree || (v != slotClosing && v <= m) {
+			stamp := c.nextStamp(m)
+			if s.CompareAndSwap(v, stamp) {
+				if c.ph.Load() != p {
+					// The episode ended meanwhile: give the slot back and
+					// decide again under the new state.
+					s.CompareAndSwap(stamp, slotFree)
+					return Ticket{}, false, 0, true
+				}
+				return Ticket{slot: int32(i), lease: stamp}, true, 0, false
+			}
+			v = s.Load() // lost the race; account for the winner's lease
+		}
+		switch {
+		case v == slotFree:
+			earliest = min(earliest, m) // freed meanwhile: retry at once
+		case v != slotClosing:
+			earliest = min(earliest, v)
+		}
+	}
+	if earliest == math.MaxInt64 {
+		// Every slot is reporting: the state is about to change.
+		return normalTicket, false, 0, false
+	}
+	return normalTicket, false, time.Duration(max(earliest-m, 0)), false
+}
+
+// nextStamp returns a lease stamp: the lease's expiry m+ProbeLease, raised
+// when needed so that stamps strictly increase and never collide with the
+// slot sentinels. Unique stamps let Done tell a probe from the one that took
+// its expired slot.
+func (c *Circuit) nextStamp(m int64) int64 {
+	want := m + int64(c.cfg.Load().ProbeLease)
+	if want < m { // overflow
+		want = slotClosing - 1
+	}
+	for {
+		old := c.stamp.Load()
+		s := max(want, old+1)
+		if s == slotFree {
+			s++
+		}
+		if s >= slotClosing {
+			s = slotClosing - 1 // only reachable ~292 years after epoch
+		}
+		if c.stamp.CompareAndSwap(old, s) {
+			return s
+		}
+	}
+}
+
+// Done reports an admitted request's outcome at now; the caller decides
+// what failed means (5xx, dial error, timeout). It returns the transition the
+// outcome caused, if any.
+//
+// A normal ticket counts into the window; a failure while Closed opens the
+// circuit when the window holds at least MinRequests requests and the failure
+// ratio reaches ErrorRatio. A probe ticket counts only while its slot still
+// holds its lease (else the lease expired and the slot went to another probe,
+// or the episode ended: the late result is ignored).
+func (c *Circuit) Done(now time.Time, t Ticket, failed bool) (tr Transition, changed bool) {
+	m := mono(now)
+	if t.slot < 0 {
+		c.win.Load().record(m, failed)
+		if !failed {
+			return Transition{}, false
+		}
+		return c.maybeOpen(now, m)
+	}
+	if t.lease == slotFree {
+		return Transition{}, false // the zero Ticket
+	}
+	p := c.ph.Load()
+	if p.state != HalfOpen || int(t.slot) >= len(p.probes) {
+		return Transition{}, false
+	}
+	s := &p.probes[t.slot]
+	// Hold the slot while reporting, so no new probe starts on it in an
+	// episode this result is about to end.
+	if !s.CompareAndSwap(t.lease, slotClosing) {
+		return Transition{}, false
+	}
+	if failed {
+		b := p.backoff
+		if b > c.cfg.Load().MaxOpenFor/2 {
+			b = c.cfg.Load().MaxOpenFor
+		} else {
+			b *= 2
+		}
+		reason := fmt.Sprintf("half-open probe failed; open for %v", b)
+		return c.swap(p, c.openPhase(now, m, b, reason, 0))
+	}
+	if p.successes.Add(1) < int64(c.cfg.Load().Probes) {
+		s.Store(slotFree)
+		return Transition{}, false
+	}
+	np := &phase{
+		state:   Closed,
+		since:   now,
+		backoff: c.cfg.Load().OpenFor,
+		reason:  fmt.Sprintf("%d half-open probe(s) succeeded", c.cfg.Load().Probes),
+	}
+	tr, changed = c.swap(p, np)
+	if changed {
+		c.win.Load().reset()
+	}
+	return tr, changed
+}
+
+// maybeOpen opens a Closed circuit when the window's failure ratio demands.
+// Off the success path: it runs on failures only.
+func (c *Circuit) maybeOpen(now time.Time, m int64) (Transition, bool) {
+	p := c.ph.Load()
+	if p.state != Closed {
+		return Transition{}, false
+	}
+	total, failures := c.win.Load().sum(m)
+	if total == 0 || total < uint64(c.cfg.Load().MinRequests) {
+		return Transition{}, false
+	}
+	ratio := float64(failures) / float64(total)
+	if ratio < c.cfg.Load().ErrorRatio {
+		return Transition{}, false
+	}
+	reason := fmt.Sprintf("%d of %d requests failed (%.0f%% >= %.0f%%) within %v; open for %v",
+		failures, total, 100*ratio, 100*c.cfg.Load().ErrorRatio, c.cfg.Load().Window, p.backoff)
+	return c.swap(p, c.openPhase(now, m, p.backoff, reason, ratio))
+}
+
+func (c *Circuit) openPhase(now time.Time, m int64, backoff time.Duration, reason string, ratio float64) *phase {
+	until := m + int64(backoff)
+	if until < m { // overflow
+		until = math.MaxInt64
+	}
+	return &phase{state: Open, since: now, reason: reason, openUntil: until, backoff: backoff, ratio: ratio}
+}
+
+// toHalfOpen moves an Open phase p whose time is up to Half-Open; announced
+// says whether the caller reports the transition itself.
+func (c *Circuit) toHalfOpen(p *phase, now time.Time, announced bool) (Transition, bool) {
+	np := &phase{
+		state:   HalfOpen,
+		since:   now,
+		backoff: p.backoff,
+		reason:  fmt.Sprintf("open for %v elapsed; admitting %d probe(s)", p.backoff, c.cfg.Load().Probes),
+		probes:  make([]atomic.Int64, c.cfg.Load().Probes),
+	}
+	np.announced.Store(announced)
+	return c.swap(p, np)
+}
+
+// swap installs np if p is still current and describes the change.
+func (c *Circuit) swap(p, np *phase) (Transition, bool) {
+	if np.state == Closed || np.state == Open {
+		np.announced.Store(true)
+	}
+	if !c.ph.CompareAndSwap(p, np) {
+		return Transition{}, false
+	}
+	if np.state == Open {
+		c.opens.Add(1)
+	}
+	c.transitions.Add(1)
+	return c.transition(p.state, np), true
+}
+
+func (c *Circuit) transition(from State, np *phase) Transition {
+	return Transition{
+		Name:      "circuit",
+		Tripped:   np.state != Closed,
+		From:      from,
+		To:        np.state,
+		Reason:    np.reason,
+		Value:     np.ratio,
+		Threshold: c.cfg.Load().ErrorRatio,
+		At:        np.since,
+	}
+}
+
+// Poll is for a periodic timer (about 1 s): it moves an Open circuit whose
+// time is up to Half-Open, so logs and events see it even without traffic,
+// and reports a move to Half-Open that Allow made since. Each Half-Open
+// episode is reported at most once, whoever made it; when Allow and Poll race
+// for the move, exactly one wins.
+func (c *Circuit) Poll(now time.Time) (Transition, bool) {
+	p := c.ph.Load()
+	switch {
+	case p.state == Open && mono(now) >= p.openUntil:
+		if tr, ok := c.toHalfOpen(p, now, true); ok {
+			return tr, true
+		}
+		p = c.ph.Load() // Allow won: report its move below
+		if p.state != HalfOpen {
+			return Transition{}, false
+		}
+		fallthrough
+	case p.state == HalfOpen:
+		if p.announced.Swap(true) {
+			return Transition{}, false
+		}
+		return c.transition(Open, p), true
+	}
+	return Transition{}, false
+}
+
+// CircuitStatus is a JSON-ready snapshot of a Circuit.
+type CircuitStatus struct {
+	State          State         `json:"state"`
+	Since          time.Time     `json:"since,omitzero"` // last transition; zero if none
+	Opens          uint64        `json:"opens"`
+	Transitions    uint64        `json:"transitions"`
+	OpenFor        time.Duration `json:"open_for"` // current backoff; nanoseconds in JSON
+	RetryIn        time.Duration `json:"retry_in"` // Open: time to Half-Open; nanoseconds in JSON
+	Requests       uint64        `json:"window_requests"`
+	Failures       uint64        `json:"window_failures"`
+	Ratio          float64       `json:"window_ratio"`
+	ProbesInFlight int           `json:"probes_in_flight"`
+	LastReason     string        `json:"last_reason,omitempty"`
+}
+
+// Status returns a snapshot of the circuit. Lock-free; its fields are read
+// one by one, so under concurrent change they may disagree slightly.
+func (c *Circuit) Status(now time.Time) CircuitStatus {
+	m := mono(now)
+	p := c.ph.Load()
+	total, failures := c.win.Load().sum(m)
+	st := CircuitStatus{
+		State:       p.state,
+		Since:       p.since,
+		Opens:       c.opens.Load(),
+		Transitions: c.transitions.Load(),
+		OpenFor:     p.backoff,
+		Requests:    total,
+		Failures:    failures,
+		LastReason:  p.reason,
+	}
+	if total > 0 {
+		st.Ratio = float64(min(failures, total)) / float64(total)
+	}
+	if p.state == Open && p.openUntil > m {
+		st.RetryIn = time.Duration(p.openUntil - m)
+	}
+	for i := range p.probes {
+		if v := p.probes[i].Load(); v == slotClosing || (v != slotFree && v > m) {
+			st.ProbesInFlight++
+		}
+	}
+	return st
+}
+
+// Reset forces the circuit Closed at now: window cleared, backoff back to
+// OpenFor, probes in flight forgotten (their results will be ignored).
+func (c *Circuit) Reset(now time.Time) {
+	np := &phase{state: Closed, since: now, backoff: c.cfg.Load().OpenFor, reason: "reset"}
+	np.announced.Store(true)
+	if old := c.ph.Swap(np); old.state != Closed {
+		c.transitions.Add(1)
+	}
+	c.win.Load().reset()
+}

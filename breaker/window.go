@@ -1,0 +1,98 @@
+package breaker
+
+import (
+	"math"
+	"sync/atomic"
+	"time"
+)
+
+// windowBuckets is how many buckets a window is counted in.
+const windowBuckets = 10
+
+// window counts requests and failures over a sliding window of
+// windowBuckets buckets of dur each, lock-free.
+//
+// A bucket belongs to the bucket epoch floor(mono/dur) it last counted for;
+// it is reused for epoch e when e ≡ its index (mod windowBuckets). The first
+// writer of a new epoch claims the bucket by CAS on its epoch and zeroes its
+// counters. Races lose a little precision, never correctness of the state
+// machine: an increment landing between the claim and the zeroing is lost,
+// and a reader may see a bucket's counters mid-update. Samples older than the
+// bucket's epoch (a caller with a stale now) are dropped rather than clobber
+// newer counts.
+type window struct {
+	dur     int64 // bucket length in ns, > 0
+	buckets [windowBuckets]bucket
+}
+
+type bucket struct {
+	epoch    atomic.Int64
+	total    atomic.Uint64
+	failures atomic.Uint64
+	_        [40]byte // pad to a cache line: buckets are written by many cores
+}
+
+func newWindow(size time.Duration) *window {
+	d := int64(size) / windowBuckets
+	if d <= 0 {
+		d = 1
+	}
+	w := &window{dur: d}
+	for i := range w.buckets {
+		// No epoch yet: older than any, so the first sample claims it even
+		// for synthetic times before the package epoch.
+		w.buckets[i].epoch.Store(math.MinInt64)
+	}
+	return w
+}
+
+// slot returns bucket epoch e's bucket.
+func (w *window) slot(e int64) *bucket {
+	i := e % windowBuckets
+	if i < 0 {
+		i += windowBuckets
+	}
+	return &w.buckets[i]
+}
+
+// record counts one outcome at mono time m: two or three atomic ops in the
+// common case (bucket already current), no allocation.
+func (w *window) record(m int64, failed bool) {
+	e := floorDiv(m, w.dur)
+	b := w.slot(e)
+	if old := b.epoch.Load(); old != e {
+		if old > e {
+			return // stale sample: the bucket already counts a newer epoch
+		}
+		if b.epoch.CompareAndSwap(old, e) {
+			b.total.Store(0)
+			b.failures.Store(0)
+		}
+	}
+	b.total.Add(1)
+	if failed {
+		b.failures.Add(1)
+	}
+}
+
+// sum returns the counts of the buckets within the last windowBuckets
+// epochs up to and including m's.
+func (w *window) sum(m int64) (total, failures uint64) {
+	e := floorDiv(m, w.dur)
+	for i := range w.buckets {
+		b := &w.buckets[i]
+		if be := b.epoch.Load(); be <= e && be > e-windowBuckets && be != math.MinInt64 {
+			total += b.total.Load()
+			failures += b.failures.Load()
+		}
+	}
+	return total, failures
+}
+
+// reset zeroes every bucket. Increments racing with it may survive.
+func (w *window) reset() {
+	for i := range w.buckets {
+		w.buckets[i].total.Store(0)
+		w.buckets[i].failures.Store(0)
+	}
+}
