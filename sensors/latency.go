@@ -1,0 +1,219 @@
+package sensors
+
+import (
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// Histogram range: 1 µs to one hour at two significant digits (1% error),
+// about 26 KiB per histogram.
+const (
+	histLowest  = 1
+	histHighest = int64(time.Hour / time.Microsecond)
+	histDigits  = 2
+)
+
+func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(histLowest, histHighest, histDigits) }
+
+// LatencyConfig is the `latency` block.
+type LatencyConfig struct {
+	Percentile  float64       // which percentile the level watches (99)
+	Window      time.Duration // one judgement per window (10s)
+	Factor      float64       // trip above history mean × Factor (1.8)
+	Consecutive int           // bad windows in a row before tripping (3); applied by the level
+	Ceiling     time.Duration // any window above this trips at once (8s)
+	Measure     string        // "ttfb" or "total"; applied by the caller that records
+	// MinSamples is how many responses a window needs before it may teach
+	// the history (default 20): a P99 of three requests is noise.
+	MinSamples int64
+	// Alpha is the weight of a new healthy window in the history mean (0.2).
+	Alpha float64
+}
+
+// Defaults fills zero fields with DESIGN.md's defaults.
+func (c *LatencyConfig) Defaults() {
+	if c.Percentile <= 0 || c.Percentile > 100 {
+		c.Percentile = 99
+	}
+	if c.Window <= 0 {
+		c.Window = 10 * time.Second
+	}
+	if c.Factor <= 0 {
+		c.Factor = 1.8
+	}
+	if c.Consecutive <= 0 {
+		c.Consecutive = 3
+	}
+	if c.Ceiling <= 0 {
+		c.Ceiling = 8 * time.Second
+	}
+	if c.Measure == "" {
+		c.Measure = "ttfb"
+	}
+	if c.MinSamples <= 0 {
+		c.MinSamples = 20
+	}
+	if c.Alpha <= 0 || c.Alpha > 1 {
+		c.Alpha = 0.2
+	}
+}
+
+// LatencySample is one sampler period's result. The short-period fields are
+// filled every call and steer the medium lane; the window fields only when
+// a window closed, and feed the latency level.
+type LatencySample struct {
+	Short      time.Duration // percentile over the period just ended
+	ShortCount int64
+	Mean       time.Duration // history: EWMA of healthy windows; 0 before the first
+
+	Closed      bool          // a window ended with this call
+	Value       time.Duration // the window's percentile
+	Count       int64         // responses in the window
+	Threshold   time.Duration // Mean × Factor; 0 while nothing is learned
+	OverCeiling bool          // Value > Ceiling: trips at once
+	Stuck       bool          // requests were in flight but none answered all window
+	Learning    bool          // the window was healthy and taught the history
+}
+
+type latShard struct {
+	mu sync.Mutex
+	h  *hdrhistogram.Histogram
+	_  [48]byte
+}
+
+// Latency records response times into sharded HDR histograms and judges
+// them per window against their own history.
+//
+// Record may be called from any goroutine: it locks one of several shards
+// picked at random, so writers rarely meet. Sample, SetConfig and Reset
+// belong to the sampler; Last may be called from anywhere.
+type Latency struct {
+	shards []latShard
+	mask   uint32
+
+	mu          sync.Mutex
+	cfg         LatencyConfig
+	period      *hdrhistogram.Histogram // merged shards of the period being closed
+	window      *hdrhistogram.Histogram // periods of the current window
+	windowStart time.Time
+	mean        time.Duration
+	last        LatencySample
+}
+
+// NewLatency returns a sensor with no history.
+func NewLatency(cfg LatencyConfig) *Latency {
+	cfg.Defaults()
+	n := shardCount()
+	l := &Latency{shards: make([]latShard, n), mask: uint32(n - 1), cfg: cfg, period: newHist(), window: newHist()}
+	for i := range l.shards {
+		l.shards[i].h = newHist()
+	}
+	return l
+}
+
+// Record adds one response time. It does not allocate.
+func (l *Latency) Record(d time.Duration) {
+	us := min(max(int64(d/time.Microsecond), histLowest), histHighest)
+	s := &l.shards[rand.Uint32()&l.mask]
+	s.mu.Lock()
+	_ = s.h.RecordValue(us) // in range by construction
+	s.mu.Unlock()
+}
+
+// SetConfig applies a reloaded config. The history mean stays: it is a
+// property of the upstream, not of the thresholds.
+func (l *Latency) SetConfig(cfg LatencyConfig) {
+	cfg.Defaults()
+	l.mu.Lock()
+	l.cfg = cfg
+	l.mu.Unlock()
+}
+
+// Sample closes the period that ends at now and, when Window has passed
+// since the window began, the window too. learn=false keeps the window out
+// of the history (the caller does so while shedding). inflight is the number
+// of requests still waiting for an answer: a window in which requests were
+// waiting but none answered is judged as lasting the whole window, so a hung
+// upstream cannot look healthy for lack of samples.
+func (l *Latency) Sample(now time.Time, learn bool, inflight int64) LatencySample {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := range l.shards {
+		s := &l.shards[i]
+		s.mu.Lock()
+		l.period.Merge(s.h)
+		s.h.Reset()
+		s.mu.Unlock()
+	}
+	q := l.cfg.Percentile
+	out := LatencySample{ShortCount: l.period.TotalCount(), Mean: l.mean}
+	if out.ShortCount > 0 {
+		out.Short = us(l.period.ValueAtPercentile(q))
+	}
+	l.window.Merge(l.period)
+	l.period.Reset()
+
+	if l.windowStart.IsZero() {
+		l.windowStart = now
+	}
+	// Half a period of slack so ticker jitter cannot postpone a window by a
+	// whole period.
+	if elapsed := now.Sub(l.windowStart); elapsed >= l.cfg.Window-500*time.Millisecond {
+		l.closeWindow(&out, elapsed, learn, inflight)
+		l.windowStart = now
+	}
+	l.last = out
+	return out
+}
+
+func (l *Latency) closeWindow(out *LatencySample, elapsed time.Duration, learn bool, inflight int64) {
+	out.Closed = true
+	out.Count = l.window.TotalCount()
+	switch {
+	case out.Count > 0:
+		out.Value = us(l.window.ValueAtPercentile(l.cfg.Percentile))
+	case inflight > 0:
+		out.Value, out.Stuck = elapsed, true
+	}
+	l.window.Reset()
+	if l.mean > 0 {
+		out.Threshold = time.Duration(float64(l.mean) * l.cfg.Factor)
+	}
+	out.OverCeiling = out.Value > l.cfg.Ceiling
+	healthy := !out.OverCeiling && !out.Stuck && (out.Threshold == 0 || out.Value <= out.Threshold)
+	if learn && healthy && out.Count >= l.cfg.MinSamples {
+		if l.mean == 0 {
+			l.mean = out.Value
+		} else {
+			l.mean += time.Duration(l.cfg.Alpha * float64(out.Value-l.mean))
+		}
+		out.Learning = true
+	}
+	out.Mean = l.mean
+}
+
+// Last returns the most recent sample.
+func (l *Latency) Last() LatencySample {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.last
+}
+
+// Mean returns the learned history mean (0 before the first healthy window).
+func (l *Latency) Mean() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.mean
+}
+
+// Reset forgets the history (the admin API's reset).
+func (l *Latency) Reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.mean = 0
+}
+
+func us(v int64) time.Duration { return time.Duration(v) * time.Microsecond }

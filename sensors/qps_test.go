@@ -1,0 +1,160 @@
+package sensors
+
+import (
+	"math"
+	"sync"
+	"testing"
+	"time"
+)
+
+// feed makes n arrivals and closes a one-second period at *now.
+func feed(q *QPS, now *time.Time, n int, learn bool) QPSSample {
+	for range n {
+		q.Arrive()
+	}
+	*now = now.Add(time.Second)
+	return q.Sample(*now, learn)
+}
+
+func TestQPSRateAndBaseline(t *testing.T) {
+	now := time.Unix(0, 0)
+	q := NewQPS(QPSConfig{Window: time.Minute, Sigma: 2, TripFactor: 1.5, MinBaseline: 5, Warmup: 10})
+	q.Sample(now, true) // opens the first period
+	var s QPSSample
+	for i := range 10 {
+		// alternate 18 and 22 req/s: mean 20, σ 2
+		s = feed(q, &now, 18+4*(i%2), true)
+	}
+	if s.Learned != 10 {
+		t.Fatalf("learned %d", s.Learned)
+	}
+	if s.Rate != 22 {
+		t.Fatalf("rate %v, want 22", s.Rate)
+	}
+	if math.Abs(s.Baseline-24) > 1e-9 || math.Abs(s.Threshold-36) > 1e-9 {
+		t.Fatalf("baseline %v threshold %v, want 24 and 36", s.Baseline, s.Threshold)
+	}
+}
+
+func TestQPSNoThresholdDuringWarmup(t *testing.T) {
+	now := time.Unix(0, 0)
+	q := NewQPS(QPSConfig{Window: time.Minute, Warmup: 5})
+	q.Sample(now, true)
+	for range 4 {
+		if s := feed(q, &now, 100, true); s.Threshold != 0 {
+			t.Fatalf("threshold %v before warm-up", s.Threshold)
+		}
+	}
+	if s := feed(q, &now, 100, true); s.Threshold == 0 {
+		t.Fatal("no threshold after warm-up")
+	}
+}
+
+func TestQPSMinBaselineAndLimit(t *testing.T) {
+	now := time.Unix(0, 0)
+	q := NewQPS(QPSConfig{Window: time.Minute, MinBaseline: 5, TripFactor: 1.5, Warmup: 3})
+	q.Sample(now, true)
+	var s QPSSample
+	for range 3 {
+		s = feed(q, &now, 1, true)
+	}
+	if s.Baseline != 5 || s.Threshold != 7.5 {
+		t.Fatalf("quiet traffic: baseline %v threshold %v, want the floor 5 and 7.5", s.Baseline, s.Threshold)
+	}
+	q.SetConfig(QPSConfig{Window: time.Minute, MinBaseline: 5, TripFactor: 1.5, Warmup: 3, Limit: 4})
+	if s = feed(q, &now, 1, true); s.Threshold != 4 {
+		t.Fatalf("a fixed limit below the learned threshold: %v", s.Threshold)
+	}
+	fresh := NewQPS(QPSConfig{Limit: 50})
+	fresh.Sample(now, true)
+	if s := feed(fresh, &now, 1, true); s.Threshold != 50 {
+		t.Fatalf("the fixed limit applies during warm-up: %v", s.Threshold)
+	}
+}
+
+func TestQPSFrozenWhileShedding(t *testing.T) {
+	now := time.Unix(0, 0)
+	q := NewQPS(QPSConfig{Window: time.Minute, Warmup: 5})
+	q.Sample(now, true)
+	var before QPSSample
+	for range 10 {
+		before = feed(q, &now, 10, true)
+	}
+	var during QPSSample
+	for range 30 {
+		during = feed(q, &now, 100, false)
+	}
+	if during.Rate != 100 || during.Learning {
+		t.Fatalf("during overload: %+v", during)
+	}
+	if during.Baseline != before.Baseline || during.Learned != before.Learned {
+		t.Fatalf("overload leaked into the baseline: before %+v during %+v", before, during)
+	}
+}
+
+func TestQPSWindowSlides(t *testing.T) {
+	now := time.Unix(0, 0)
+	q := NewQPS(QPSConfig{Window: 10 * time.Second, Sigma: 0.001, MinBaseline: 1, Warmup: 10})
+	q.Sample(now, true)
+	for range 10 {
+		feed(q, &now, 10, true)
+	}
+	var s QPSSample
+	for range 10 {
+		s = feed(q, &now, 40, true)
+	}
+	if s.Learned != 10 || math.Abs(s.Baseline-40) > 0.01 {
+		t.Fatalf("old samples did not age out: %+v", s)
+	}
+}
+
+func TestQPSSetConfigForgetsOnNewWindow(t *testing.T) {
+	now := time.Unix(0, 0)
+	q := NewQPS(QPSConfig{Window: time.Minute})
+	q.Sample(now, true)
+	for range 5 {
+		feed(q, &now, 10, true)
+	}
+	if q.SetConfig(QPSConfig{Window: time.Minute, Sigma: 3}) {
+		t.Fatal("same window forgot the baseline")
+	}
+	if q.Learned() != 5 {
+		t.Fatalf("learned %d after a threshold change", q.Learned())
+	}
+	if !q.SetConfig(QPSConfig{Window: 2 * time.Minute}) || q.Learned() != 0 {
+		t.Fatal("a new window kept a baseline of the wrong length")
+	}
+	feed(q, &now, 10, true)
+	q.Reset()
+	if q.Learned() != 0 {
+		t.Fatal("Reset kept samples")
+	}
+}
+
+func TestQPSConcurrentArrivals(t *testing.T) {
+	now := time.Unix(0, 0)
+	q := NewQPS(QPSConfig{})
+	q.Sample(now, true)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 1000 {
+				q.Arrive()
+			}
+		})
+	}
+	wg.Wait()
+	if s := q.Sample(now.Add(2*time.Second), true); s.Rate != 4000 {
+		t.Fatalf("rate %v, want 8000 arrivals over 2 s", s.Rate)
+	}
+}
+
+func BenchmarkQPSArrive(b *testing.B) {
+	q := NewQPS(QPSConfig{})
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			q.Arrive()
+		}
+	})
+}
