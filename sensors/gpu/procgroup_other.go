@@ -1,0 +1,8 @@
+//go:build !unix
+
+package gpu
+
+import "os/exec"
+
+// killGroup keeps exec's default: kill the process itself on cancel.
+func killGroup(cmd *exec.Cmd) {}

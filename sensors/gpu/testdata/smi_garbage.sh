@@ -1,0 +1,2 @@
+#!/bin/sh
+printf 'index, uuid, memory.used [MiB], memory.total [MiB]\n'
