@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"sync/atomic"
 	"time"
 )
@@ -293,6 +294,19 @@ func (c *Circuit) nextStamp(m int64) int64 {
 	}
 }
 
+// Cancel gives back an admitted request's ticket without an outcome: the
+// client went away, which says nothing about the upstream. A probe's slot
+// is freed at once for the next probe; a normal ticket needs nothing.
+func (c *Circuit) Cancel(t Ticket) {
+	if t.slot < 0 || t.lease == slotFree {
+		return
+	}
+	p := c.ph.Load()
+	if p.state == HalfOpen && int(t.slot) < len(p.probes) {
+		p.probes[t.slot].CompareAndSwap(t.lease, slotFree)
+	}
+}
+
 // Done reports an admitted request's outcome at now; the caller decides
 // what failed means (5xx, dial error, timeout). It returns the transition the
 // outcome caused, if any.
@@ -303,9 +317,16 @@ func (c *Circuit) nextStamp(m int64) int64 {
 // holds its lease (else the lease expired and the slot went to another probe,
 // or the episode ended: the late result is ignored).
 func (c *Circuit) Done(now time.Time, t Ticket, failed bool) (tr Transition, changed bool) {
+	return c.DoneAt(now, t, failed, rand.Uint32())
+}
+
+// DoneAt is Done with a shard hint: callers that already drew a random
+// number for the request pass it, so outcomes recorded at once on many
+// cores land on different cache lines.
+func (c *Circuit) DoneAt(now time.Time, t Ticket, failed bool, hint uint32) (tr Transition, changed bool) {
 	m := mono(now)
 	if t.slot < 0 {
-		c.win.Load().record(m, failed)
+		c.win.Load().record(m, failed, hint)
 		if !failed {
 			return Transition{}, false
 		}

@@ -571,3 +571,30 @@ func BenchmarkLevelTripped(b *testing.B) {
 		}
 	})
 }
+
+func TestCircuitCancelFreesProbeWithoutOutcome(t *testing.T) {
+	now := time.Unix(1000, 0)
+	c := NewCircuit(CircuitConfig{MinRequests: 1, ErrorRatio: 0.5, OpenFor: time.Second, Probes: 1})
+	tk, _, _ := c.Allow(now)
+	c.Done(now, tk, true)
+	now = now.Add(time.Second)
+	probe, ok, _ := c.Allow(now)
+	if !ok || !probe.Probe() {
+		t.Fatalf("no probe granted at Half-Open")
+	}
+	if _, ok, _ := c.Allow(now); ok {
+		t.Fatal("a second probe while the first is out")
+	}
+	c.Cancel(probe)
+	if c.State() != HalfOpen {
+		t.Fatalf("cancel changed the state to %v", c.State())
+	}
+	next, ok, _ := c.Allow(now)
+	if !ok || !next.Probe() {
+		t.Fatal("the cancelled probe's slot was not freed")
+	}
+	c.Cancel(Ticket{slot: -1}) // a normal ticket: nothing to do
+	if tr, ok := c.Done(now, next, false); !ok || tr.To != Closed {
+		t.Fatalf("probe success after a cancel: %+v %v", tr, ok)
+	}
+}

@@ -2,6 +2,7 @@ package breaker
 
 import (
 	"math"
+	"runtime"
 	"sync/atomic"
 	"time"
 )
@@ -20,16 +21,21 @@ const windowBuckets = 10
 // and a reader may see a bucket's counters mid-update. Samples older than the
 // bucket's epoch (a caller with a stale now) are dropped rather than clobber
 // newer counts.
+//
+// The ring is sharded: each writer counts into the shard its hint selects,
+// so cores recording outcomes at once do not fight over one cache line;
+// readers (on failures, and status) add the shards up.
 type window struct {
-	dur     int64 // bucket length in ns, > 0
-	buckets [windowBuckets]bucket
+	dur    int64 // bucket length in ns, > 0
+	mask   uint32
+	shards [][windowBuckets]bucket
 }
 
 type bucket struct {
 	epoch    atomic.Int64
 	total    atomic.Uint64
 	failures atomic.Uint64
-	_        [40]byte // pad to a cache line: buckets are written by many cores
+	_        [104]byte // pad to two cache lines: buckets are written by many cores
 }
 
 func newWindow(size time.Duration) *window {
@@ -37,29 +43,38 @@ func newWindow(size time.Duration) *window {
 	if d <= 0 {
 		d = 1
 	}
-	w := &window{dur: d}
-	for i := range w.buckets {
-		// No epoch yet: older than any, so the first sample claims it even
-		// for synthetic times before the package epoch.
-		w.buckets[i].epoch.Store(math.MinInt64)
+	// Four shards per CPU: writers pick one at random, so two writing at
+	// once collide with a chance of 1/n.
+	n := 8
+	for n < 4*runtime.GOMAXPROCS(0) && n < 256 {
+		n <<= 1
+	}
+	w := &window{dur: d, mask: uint32(n - 1), shards: make([][windowBuckets]bucket, n)}
+	for s := range w.shards {
+		for i := range w.shards[s] {
+			// No epoch yet: older than any, so the first sample claims it
+			// even for synthetic times before the package epoch.
+			w.shards[s][i].epoch.Store(math.MinInt64)
+		}
 	}
 	return w
 }
 
-// slot returns bucket epoch e's bucket.
-func (w *window) slot(e int64) *bucket {
+// slot returns bucket epoch e's bucket in shard s.
+func (w *window) slot(s uint32, e int64) *bucket {
 	i := e % windowBuckets
 	if i < 0 {
 		i += windowBuckets
 	}
-	return &w.buckets[i]
+	return &w.shards[s&w.mask][i]
 }
 
-// record counts one outcome at mono time m: two or three atomic ops in the
-// common case (bucket already current), no allocation.
-func (w *window) record(m int64, failed bool) {
+// record counts one outcome at mono time m in the shard hint selects: two
+// or three atomic ops in the common case (bucket already current), no
+// allocation.
+func (w *window) record(m int64, failed bool, hint uint32) {
 	e := floorDiv(m, w.dur)
-	b := w.slot(e)
+	b := w.slot(hint, e)
 	if old := b.epoch.Load(); old != e {
 		if old > e {
 			return // stale sample: the bucket already counts a newer epoch
@@ -79,11 +94,13 @@ func (w *window) record(m int64, failed bool) {
 // epochs up to and including m's.
 func (w *window) sum(m int64) (total, failures uint64) {
 	e := floorDiv(m, w.dur)
-	for i := range w.buckets {
-		b := &w.buckets[i]
-		if be := b.epoch.Load(); be <= e && be > e-windowBuckets && be != math.MinInt64 {
-			total += b.total.Load()
-			failures += b.failures.Load()
+	for s := range w.shards {
+		for i := range w.shards[s] {
+			b := &w.shards[s][i]
+			if be := b.epoch.Load(); be <= e && be > e-windowBuckets && be != math.MinInt64 {
+				total += b.total.Load()
+				failures += b.failures.Load()
+			}
 		}
 	}
 	return total, failures
@@ -91,8 +108,10 @@ func (w *window) sum(m int64) (total, failures uint64) {
 
 // reset zeroes every bucket. Increments racing with it may survive.
 func (w *window) reset() {
-	for i := range w.buckets {
-		w.buckets[i].total.Store(0)
-		w.buckets[i].failures.Store(0)
+	for s := range w.shards {
+		for i := range w.shards[s] {
+			w.shards[s][i].total.Store(0)
+			w.shards[s][i].failures.Store(0)
+		}
 	}
 }

@@ -34,6 +34,14 @@ func (p Priority) String() string {
 // Parse reads a priority claim case-insensitively, ignoring surrounding
 // spaces. It does not allocate.
 func Parse(s string) (Priority, bool) {
+	switch s { // the common spellings, without trimming or folding
+	case "high":
+		return High, true
+	case "medium":
+		return Medium, true
+	case "low":
+		return Low, true
+	}
 	s = strings.TrimSpace(s)
 	for i, n := range names {
 		if strings.EqualFold(s, n) {

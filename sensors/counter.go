@@ -10,20 +10,22 @@ import (
 	"sync/atomic"
 )
 
-// shardCount returns a power of two near GOMAXPROCS, so concurrent writers
-// mostly land on different cache lines.
-func shardCount() int {
-	n := 1
-	for n < runtime.GOMAXPROCS(0) && n < 64 {
+// ShardCount returns a power of two of at least four shards per CPU (and at
+// least 8): writers pick shards at random, so two writing at once collide
+// with a chance of one in ShardCount.
+func ShardCount() int {
+	n := 8
+	for n < 4*runtime.GOMAXPROCS(0) && n < 1024 {
 		n <<= 1
 	}
 	return n
 }
 
-// paddedCounter fills a cache line so neighbouring shards do not share one.
+// paddedCounter fills two cache lines (the unit adjacent-line prefetchers
+// move), so neighbouring shards never share one.
 type paddedCounter struct {
 	n atomic.Uint64
-	_ [56]byte
+	_ [120]byte
 }
 
 // Counter is a monotonically increasing count that many goroutines add to
@@ -36,12 +38,16 @@ type Counter struct {
 
 // NewCounter returns a counter at zero.
 func NewCounter() *Counter {
-	n := shardCount()
+	n := ShardCount()
 	return &Counter{shards: make([]paddedCounter, n), mask: uint32(n - 1)}
 }
 
 // Inc adds one. It does not allocate.
-func (c *Counter) Inc() { c.shards[rand.Uint32()&c.mask].n.Add(1) }
+func (c *Counter) Inc() { c.IncAt(rand.Uint32()) }
+
+// IncAt adds one on the shard hint selects, so a caller bumping several
+// counters for one event draws one random number, not one per counter.
+func (c *Counter) IncAt(hint uint32) { c.shards[hint&c.mask].n.Add(1) }
 
 // Load returns the total so far.
 func (c *Counter) Load() uint64 {

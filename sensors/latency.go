@@ -81,7 +81,7 @@ type LatencySample struct {
 type latShard struct {
 	mu sync.Mutex
 	h  *hdrhistogram.Histogram
-	_  [48]byte
+	_  [112]byte // two cache lines per shard, as paddedCounter
 }
 
 // Latency records response times into sharded HDR histograms and judges
@@ -106,7 +106,7 @@ type Latency struct {
 // NewLatency returns a sensor with no history.
 func NewLatency(cfg LatencyConfig) *Latency {
 	cfg.Defaults()
-	n := shardCount()
+	n := ShardCount()
 	l := &Latency{shards: make([]latShard, n), mask: uint32(n - 1), cfg: cfg, period: newHist(), window: newHist()}
 	for i := range l.shards {
 		l.shards[i].h = newHist()
@@ -115,9 +115,12 @@ func NewLatency(cfg LatencyConfig) *Latency {
 }
 
 // Record adds one response time. It does not allocate.
-func (l *Latency) Record(d time.Duration) {
+func (l *Latency) Record(d time.Duration) { l.RecordAt(d, rand.Uint32()) }
+
+// RecordAt is Record on the shard hint selects (see Counter.IncAt).
+func (l *Latency) RecordAt(d time.Duration, hint uint32) {
 	us := min(max(int64(d/time.Microsecond), histLowest), histHighest)
-	s := &l.shards[rand.Uint32()&l.mask]
+	s := &l.shards[hint&l.mask]
 	s.mu.Lock()
 	_ = s.h.RecordValue(us) // in range by construction
 	s.mu.Unlock()

@@ -79,6 +79,9 @@ func NewQPS(cfg QPSConfig) *QPS {
 // Arrive counts one request. It does not allocate or lock.
 func (q *QPS) Arrive() { q.arrivals.Inc() }
 
+// ArriveAt is Arrive with a shard hint (see Counter.IncAt).
+func (q *QPS) ArriveAt(hint uint32) { q.arrivals.IncAt(hint) }
+
 // SetConfig applies a reloaded config. A window of another length makes the
 // learned ring meaningless, so it is forgotten; it reports whether it was.
 func (q *QPS) SetConfig(cfg QPSConfig) (forgot bool) {
