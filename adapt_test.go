@@ -1,0 +1,67 @@
+package adaptivethrottle
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+)
+
+var update = flag.Bool("update", false, "rewrite the adapt golden files")
+
+// Each testdata/adapt/*.caddyfile adapts to the JSON beside it: the
+// directive's order (before reverse_proxy, whatever the file says), its
+// matcher, every subdirective and the derived instance names.
+func TestAdaptGolden(t *testing.T) {
+	files, _ := filepath.Glob("testdata/adapt/*.caddyfile")
+	if len(files) == 0 {
+		t.Fatal("no golden files")
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			in, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt(in, map[string]any{"filename": f})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(warnings) > 0 {
+				t.Fatalf("warnings: %v", warnings)
+			}
+			var pretty bytes.Buffer
+			if err := json.Indent(&pretty, out, "", "\t"); err != nil {
+				t.Fatal(err)
+			}
+			golden := strings.TrimSuffix(f, ".caddyfile") + ".json"
+			if *update {
+				if err := os.WriteFile(golden, append(pretty.Bytes(), '\n'), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test -run TestAdaptGolden -update)", err)
+			}
+			if got := append(pretty.Bytes(), '\n'); !bytes.Equal(got, want) {
+				t.Fatalf("%s adapts to\n%s\nwant\n%s", f, got, want)
+			}
+		})
+	}
+}
+
+func TestAdaptErrorNamesFileAndLine(t *testing.T) {
+	in := []byte(":8080 {\n\tadaptive_throttle {\n\t\tlatency {\n\t\t\tfactor one\n\t\t}\n\t}\n}\n")
+	_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt(in, map[string]any{"filename": "Caddyfile.bad"})
+	if err == nil || !strings.Contains(err.Error(), "Caddyfile.bad:4") || !strings.Contains(err.Error(), "factor must be a number") {
+		t.Fatalf("error %v does not name Caddyfile.bad:4 and the problem", err)
+	}
+}

@@ -1,0 +1,262 @@
+package adaptivethrottle
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(adminAPI{})
+}
+
+// adminAPI serves /throttle/* on Caddy's admin endpoint. It holds no
+// instance: the admin server is rebuilt on every config load, so each
+// request looks instances up in the pool.
+type adminAPI struct{}
+
+// CaddyModule returns the Caddy module information.
+func (adminAPI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.adaptive_throttle",
+		New: func() caddy.Module { return new(adminAPI) },
+	}
+}
+
+// Routes returns the admin routes.
+func (a adminAPI) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{
+		{Pattern: "/throttle/status", Handler: caddy.AdminHandlerFunc(a.handleStatus)},
+		{Pattern: "/throttle/override", Handler: caddy.AdminHandlerFunc(a.handleOverride)},
+		{Pattern: "/throttle/reset", Handler: caddy.AdminHandlerFunc(a.handleReset)},
+	}
+}
+
+// maxInstancesShown bounds the status answer whatever the config holds.
+const maxInstancesShown = 256
+
+// maxAdminBody bounds what a POST may send.
+const maxAdminBody = 64 << 10
+
+// statusResponse is GET /throttle/status.
+type statusResponse struct {
+	Instances []Status `json:"instances"`
+	// Truncated is set when more instances exist than are shown.
+	Truncated bool `json:"truncated,omitempty"`
+}
+
+func (a adminAPI) handleStatus(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return methodNotAllowed(w, "GET")
+	}
+	now := time.Now()
+	var resp statusResponse
+	if name := r.URL.Query().Get("instance"); name != "" {
+		in, err := lookup(name)
+		if err != nil {
+			return err
+		}
+		resp.Instances = []Status{in.status(now)}
+	} else {
+		all := allInstances()
+		if len(all) > maxInstancesShown {
+			all, resp.Truncated = all[:maxInstancesShown], true
+		}
+		resp.Instances = make([]Status, 0, len(all))
+		for _, in := range all {
+			resp.Instances = append(resp.Instances, in.status(now))
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(resp)
+}
+
+// overrideRequest is POST /throttle/override.
+type overrideRequest struct {
+	Instance string `json:"instance"`
+	State    string `json:"state"`
+	For      string `json:"for"`
+}
+
+func (a adminAPI) handleOverride(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodPost {
+		return methodNotAllowed(w, "POST")
+	}
+	var req overrideRequest
+	if err := decodeStrict(w, r, &req); err != nil {
+		return err
+	}
+	var until time.Time
+	now := time.Now()
+	switch req.State {
+	case "shed", "pass":
+		if req.For != "" {
+			d, err := caddy.ParseDuration(req.For)
+			if err != nil || d <= 0 {
+				return badRequest(`"for" must be a positive duration such as "10m"`)
+			}
+			until = now.Add(d)
+		}
+	case "auto":
+		if req.For != "" {
+			return badRequest(`"for" does not apply to state "auto"`)
+		}
+	case "":
+		return badRequest(`"state" is required: shed, pass or auto`)
+	default:
+		return badRequest(`"state" must be shed, pass or auto`)
+	}
+	in, err := lookup(req.Instance)
+	if err != nil {
+		return err
+	}
+	in.setOverride(req.State, now, until)
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(in.status(now))
+}
+
+// resetRequest is POST /throttle/reset.
+type resetRequest struct {
+	Instance string `json:"instance"`
+	What     string `json:"what"`
+}
+
+func (a adminAPI) handleReset(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodPost {
+		return methodNotAllowed(w, "POST")
+	}
+	var req resetRequest
+	if err := decodeStrict(w, r, &req); err != nil {
+		return err
+	}
+	if req.What == "" {
+		req.What = "all"
+	}
+	if req.What != "baselines" && req.What != "circuit" && req.What != "all" {
+		return badRequest(`"what" must be baselines, circuit or all`)
+	}
+	in, err := lookup(req.Instance)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	in.reset(req.What, now)
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(in.status(now))
+}
+
+// setOverride installs (or with "auto" clears) an operator's override.
+func (in *instance) setOverride(state string, now, until time.Time) {
+	if state == "auto" {
+		in.override.Store(nil)
+	} else {
+		in.override.Store(&override{State: state, Until: until, Set: now})
+	}
+	fields := []zap.Field{zap.String("instance", in.name), zap.String("state", state)}
+	if !until.IsZero() {
+		fields = append(fields, zap.Time("until", until))
+	}
+	in.logger.Load().Info("override set", fields...)
+	in.refresh(now)
+}
+
+// reset forgets learned baselines (and the trips they caused) and/or
+// closes the circuit.
+func (in *instance) reset(what string, now time.Time) {
+	if what == "baselines" || what == "all" {
+		in.qps.Reset()
+		in.latency.Reset()
+		in.levels[levelQPS].Reset()
+		in.levels[levelLatency].Reset()
+	}
+	if what == "circuit" || what == "all" {
+		in.circuit.Reset(now)
+	}
+	in.logger.Load().Info("state reset", zap.String("instance", in.name), zap.String("what", what))
+	in.refresh(now)
+}
+
+// allInstances returns the live instances sorted by name.
+func allInstances() []*instance {
+	var all []*instance
+	instances.Range(func(_, v any) bool {
+		all = append(all, v.(*instance))
+		return true
+	})
+	slices.SortFunc(all, func(a, b *instance) int { return strings.Compare(a.name, b.name) })
+	return all
+}
+
+// lookup finds an instance by name; an empty name is allowed when there is
+// exactly one.
+func lookup(name string) (*instance, error) {
+	if name == "" {
+		all := allInstances()
+		if len(all) == 1 {
+			return all[0], nil
+		}
+		return nil, badRequest(fmt.Sprintf(`"instance" is required: %d instances are configured`, len(all)))
+	}
+	var found *instance
+	instances.Range(func(k, v any) bool {
+		if k == name {
+			found = v.(*instance)
+			return false
+		}
+		return true
+	})
+	if found == nil {
+		return nil, caddy.APIError{HTTPStatus: http.StatusNotFound, Message: "unknown instance"}
+	}
+	return found, nil
+}
+
+// decodeStrict reads a bounded JSON object with no unknown fields and
+// nothing after it.
+func decodeStrict(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAdminBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		var unknown *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &tooBig):
+			return badRequest(fmt.Sprintf("body larger than %d bytes", maxAdminBody))
+		case errors.Is(err, io.EOF):
+			return badRequest("empty body: a JSON object is required")
+		case errors.As(err, &unknown):
+			return badRequest(fmt.Sprintf("field %q has the wrong type", unknown.Field))
+		case strings.HasPrefix(err.Error(), "json: unknown field"):
+			// The field name comes from the request: not echoed back.
+			return badRequest("unknown field in body")
+		}
+		return badRequest("body is not valid JSON")
+	}
+	if dec.More() {
+		return badRequest("body has data after the JSON object")
+	}
+	return nil
+}
+
+func badRequest(msg string) error {
+	return caddy.APIError{HTTPStatus: http.StatusBadRequest, Message: msg}
+}
+
+func methodNotAllowed(w http.ResponseWriter, allow string) error {
+	w.Header().Set("Allow", allow)
+	return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Message: "method not allowed; use " + allow}
+}
+
+// Interface guards
+var (
+	_ caddy.Module      = (*adminAPI)(nil)
+	_ caddy.AdminRouter = (*adminAPI)(nil)
+)

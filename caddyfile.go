@@ -1,0 +1,424 @@
+package adaptivethrottle
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("adaptive_throttle", parseCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("adaptive_throttle", httpcaddyfile.Before, "reverse_proxy")
+}
+
+// stateKey counts adaptive_throttle directives in one Caddyfile, so that
+// unnamed ones get distinct, stable names in the order they appear.
+const stateKey = "adaptive_throttle_count"
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	t := new(Handler)
+	if err := t.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	n, _ := h.State[stateKey].(int)
+	n++
+	h.State[stateKey] = n
+	if t.Name == "" {
+		t.Name = defaultName
+		if n > 1 {
+			t.Name += "-" + strconv.Itoa(n)
+		}
+	}
+	return t, nil
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	adaptive_throttle [<matcher>] {
+//		name        <name>
+//		qps {
+//			window       <duration>   # 5m
+//			sigma        <n>          # 2
+//			trip_factor  <n>          # 1.5
+//			min_baseline <req/s>      # 5
+//			limit        <req/s>      # none
+//			warmup       <seconds>    # 30
+//		}
+//		gpu off
+//		gpu {
+//			source      auto | nvml | nvidia-smi [<path>] | prometheus <url>... | off
+//			metric      <name> [total|free <name>]
+//			labels      <label>=<value>...
+//			aggregate   max | mean
+//			threshold   <percent>%|<fraction>   # 75%
+//			interval    <duration>   # 2s
+//			timeout     <duration>   # 80% of interval
+//			stale_after <duration>   # 10s
+//			devices     <index|uuid>...
+//			on_error    allow | shed
+//		}
+//		latency {
+//			percentile  <n>          # 99
+//			window      <duration>   # 10s
+//			factor      <n>          # 1.8
+//			consecutive <n>          # 3
+//			ceiling     <duration>   # 8s
+//			measure     ttfb | total
+//		}
+//		circuit {
+//			error_ratio   <n>        # 0.5
+//			min_requests  <n>        # 20
+//			window        <duration> # 30s
+//			open_for      <duration> # 60s
+//			max_open_for  <duration> # 16 × open_for
+//			probes        <n>        # 1
+//			probe_timeout <duration> # 30s
+//		}
+//		priority {
+//			from         <placeholder>  # {header.X-Priority}
+//			default      high | medium | low
+//			high_reserve <n>            # 8
+//			medium_floor <req/s>        # 1
+//		}
+//		retry_after <duration>         # 5s
+//	}
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		var err error
+		switch d.Val() {
+		case "name":
+			err = oneArg(d, func(v string) error { h.Name = v; return nil })
+		case "qps":
+			h.QPS = new(QPSConfig)
+			err = parseBlock(d, h.QPS.subdirective)
+		case "gpu":
+			h.GPU = new(GPUConfig)
+			if d.NextArg() {
+				if d.Val() != "off" || d.NextArg() {
+					return d.Errf("gpu takes a block, or the single argument off")
+				}
+				h.GPU.Source = "off"
+				continue
+			}
+			err = parseBlock(d, h.GPU.subdirective)
+		case "latency":
+			h.Latency = new(LatencyConfig)
+			err = parseBlock(d, h.Latency.subdirective)
+		case "circuit":
+			h.Circuit = new(CircuitConfig)
+			err = parseBlock(d, h.Circuit.subdirective)
+		case "priority":
+			h.Priority = new(PriorityConfig)
+			err = parseBlock(d, h.Priority.subdirective)
+		case "retry_after":
+			err = oneArg(d, durationInto(d, &h.RetryAfter))
+		default:
+			return d.Errf("unrecognized subdirective %q", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parseBlock runs sub for each line of a nested block; a block is required.
+func parseBlock(d *caddyfile.Dispenser, sub func(*caddyfile.Dispenser) error) error {
+	name := d.Val()
+	if d.NextArg() {
+		return d.Errf("%s takes a block, not arguments", name)
+	}
+	nesting := d.Nesting()
+	for d.NextBlock(nesting) {
+		if err := sub(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *QPSConfig) subdirective(d *caddyfile.Dispenser) error {
+	switch d.Val() {
+	case "window":
+		return oneArg(d, durationInto(d, &c.Window))
+	case "sigma":
+		return oneArg(d, floatInto(d, &c.Sigma, 0))
+	case "trip_factor":
+		return oneArg(d, floatInto(d, &c.TripFactor, 1))
+	case "min_baseline":
+		return oneArg(d, floatInto(d, &c.MinBaseline, 0))
+	case "limit":
+		return oneArg(d, floatInto(d, &c.Limit, 0))
+	case "warmup":
+		return oneArg(d, intInto(d, &c.Warmup, 1))
+	}
+	return d.Errf("unrecognized qps subdirective %q", d.Val())
+}
+
+func (c *GPUConfig) subdirective(d *caddyfile.Dispenser) error {
+	switch d.Val() {
+	case "source":
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return d.ArgErr()
+		}
+		c.Source = args[0]
+		switch c.Source {
+		case "auto", "nvml", "off":
+			if len(args) > 1 {
+				return d.Errf("gpu source %s takes no further arguments", c.Source)
+			}
+		case "nvidia-smi":
+			if len(args) > 2 {
+				return d.Errf("gpu source nvidia-smi takes at most one path")
+			}
+			if len(args) == 2 {
+				c.Path = args[1]
+			}
+		case "prometheus":
+			if len(args) < 2 {
+				return d.Errf("gpu source prometheus needs at least one /metrics URL")
+			}
+			c.URLs = args[1:]
+		default:
+			return d.Errf("unknown gpu source %q (want auto, nvml, nvidia-smi, prometheus or off)", c.Source)
+		}
+		return nil
+	case "metric":
+		args := d.RemainingArgs()
+		switch len(args) {
+		case 1:
+			c.Metric = args[0]
+		case 3:
+			if args[1] != "total" && args[1] != "free" {
+				return d.Errf("metric %s: the second argument must be total or free, got %q", args[0], args[1])
+			}
+			c.Metric, c.PairKind, c.PairMetric = args[0], args[1], args[2]
+		default:
+			return d.Errf("metric takes <name> or <name> total|free <name>")
+		}
+		return nil
+	case "labels":
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return d.ArgErr()
+		}
+		c.Labels = make(map[string]string, len(args))
+		for _, a := range args {
+			k, v, ok := strings.Cut(a, "=")
+			if !ok || k == "" {
+				return d.Errf("label filter %q must be name=value", a)
+			}
+			c.Labels[k] = strings.Trim(v, `"`)
+		}
+		return nil
+	case "aggregate":
+		return oneArg(d, func(v string) error {
+			if v != "max" && v != "mean" {
+				return d.Errf("aggregate must be max or mean, got %q", v)
+			}
+			c.Aggregate = v
+			return nil
+		})
+	case "threshold":
+		return oneArg(d, func(v string) error {
+			f, err := parseFraction(v)
+			if err != nil {
+				return d.Errf("threshold %q: %v", v, err)
+			}
+			c.Threshold = f
+			return nil
+		})
+	case "interval":
+		return oneArg(d, durationInto(d, &c.Interval))
+	case "timeout":
+		return oneArg(d, durationInto(d, &c.Timeout))
+	case "stale_after":
+		return oneArg(d, durationInto(d, &c.StaleAfter))
+	case "devices":
+		c.Devices = d.RemainingArgs()
+		if len(c.Devices) == 0 {
+			return d.ArgErr()
+		}
+		return nil
+	case "on_error":
+		return oneArg(d, func(v string) error {
+			if v != "allow" && v != "shed" {
+				return d.Errf("on_error must be allow or shed, got %q", v)
+			}
+			c.OnError = v
+			return nil
+		})
+	}
+	return d.Errf("unrecognized gpu subdirective %q", d.Val())
+}
+
+func (c *LatencyConfig) subdirective(d *caddyfile.Dispenser) error {
+	switch d.Val() {
+	case "percentile":
+		return oneArg(d, func(v string) error {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || !(f > 0 && f <= 100) {
+				return d.Errf("percentile must be a number in (0,100], got %q", v)
+			}
+			c.Percentile = f
+			return nil
+		})
+	case "window":
+		return oneArg(d, durationInto(d, &c.Window))
+	case "factor":
+		return oneArg(d, floatInto(d, &c.Factor, 1))
+	case "consecutive":
+		return oneArg(d, intInto(d, &c.Consecutive, 1))
+	case "ceiling":
+		return oneArg(d, durationInto(d, &c.Ceiling))
+	case "measure":
+		return oneArg(d, func(v string) error {
+			if v != "ttfb" && v != "total" {
+				return d.Errf("measure must be ttfb or total, got %q", v)
+			}
+			c.Measure = v
+			return nil
+		})
+	}
+	return d.Errf("unrecognized latency subdirective %q", d.Val())
+}
+
+func (c *CircuitConfig) subdirective(d *caddyfile.Dispenser) error {
+	switch d.Val() {
+	case "error_ratio":
+		return oneArg(d, func(v string) error {
+			f, err := parseFraction(v)
+			if err != nil {
+				return d.Errf("error_ratio %q: %v", v, err)
+			}
+			c.ErrorRatio = f
+			return nil
+		})
+	case "min_requests":
+		return oneArg(d, intInto(d, &c.MinRequests, 1))
+	case "window":
+		return oneArg(d, durationInto(d, &c.Window))
+	case "open_for":
+		return oneArg(d, durationInto(d, &c.OpenFor))
+	case "max_open_for":
+		return oneArg(d, durationInto(d, &c.MaxOpenFor))
+	case "probes":
+		return oneArg(d, intInto(d, &c.Probes, 1))
+	case "probe_timeout":
+		return oneArg(d, durationInto(d, &c.ProbeTimeout))
+	}
+	return d.Errf("unrecognized circuit subdirective %q", d.Val())
+}
+
+func (c *PriorityConfig) subdirective(d *caddyfile.Dispenser) error {
+	switch d.Val() {
+	case "from":
+		return oneArg(d, func(v string) error { c.From = v; return nil })
+	case "default":
+		return oneArg(d, func(v string) error {
+			if v != "high" && v != "medium" && v != "low" {
+				return d.Errf("default must be high, medium or low, got %q", v)
+			}
+			c.Default = v
+			return nil
+		})
+	case "high_reserve":
+		return oneArg(d, func(v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return d.Errf("high_reserve must be a whole number ≥ 0, got %q", v)
+			}
+			c.HighReserve = &n
+			return nil
+		})
+	case "medium_floor":
+		return oneArg(d, floatInto(d, &c.MediumFloor, 0))
+	}
+	return d.Errf("unrecognized priority subdirective %q", d.Val())
+}
+
+// oneArg reads exactly one argument and hands it to set.
+func oneArg(d *caddyfile.Dispenser, set func(string) error) error {
+	name := d.Val()
+	if !d.NextArg() {
+		return d.Errf("%s needs a value", name)
+	}
+	v := d.Val()
+	if d.NextArg() {
+		return d.Errf("%s takes one value, got more", name)
+	}
+	return set(v)
+}
+
+func durationInto(d *caddyfile.Dispenser, dst *caddy.Duration) func(string) error {
+	name := d.Val()
+	return func(v string) error {
+		dur, err := caddy.ParseDuration(v)
+		if err != nil || dur <= 0 {
+			return d.Errf("%s must be a positive duration such as 10s, got %q", name, v)
+		}
+		*dst = caddy.Duration(dur)
+		return nil
+	}
+}
+
+// floatInto parses a number that must be above min (strictly, when min is 1: factors).
+func floatInto(d *caddyfile.Dispenser, dst *float64, min float64) func(string) error {
+	name := d.Val()
+	return func(v string) error {
+		f, err := strconv.ParseFloat(v, 64)
+		switch {
+		case err != nil || f != f:
+			return d.Errf("%s must be a number, got %q", name, v)
+		case min == 1 && f <= 1:
+			return d.Errf("%s must be above 1, got %q", name, v)
+		case f < min:
+			return d.Errf("%s must be at least %g, got %q", name, min, v)
+		}
+		*dst = f
+		return nil
+	}
+}
+
+func intInto(d *caddyfile.Dispenser, dst *int, min int) func(string) error {
+	name := d.Val()
+	return func(v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < min {
+			return d.Errf("%s must be a whole number ≥ %d, got %q", name, min, v)
+		}
+		*dst = n
+		return nil
+	}
+}
+
+// parseFraction reads "75%" or "0.75" as 0.75; the result is in (0,1].
+func parseFraction(v string) (float64, error) {
+	pct := strings.HasSuffix(v, "%")
+	f, err := strconv.ParseFloat(strings.TrimSuffix(v, "%"), 64)
+	if err != nil {
+		return 0, errFraction
+	}
+	if pct {
+		f /= 100
+	}
+	if !(f > 0 && f <= 1) {
+		return 0, errFraction
+	}
+	return f, nil
+}
+
+var errFraction = errors.New("want a percentage such as 75% or a fraction in (0,1]")
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -1,0 +1,391 @@
+package adaptivethrottle
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ai-guardian/adaptivethrottle/breaker"
+	"github.com/ai-guardian/adaptivethrottle/priority"
+	"github.com/ai-guardian/adaptivethrottle/sensors"
+	"github.com/ai-guardian/adaptivethrottle/sensors/gpu"
+)
+
+// The three levels, in the order a refusal names them when several are
+// tripped: the most physical cause first.
+const (
+	levelGPU = iota
+	levelLatency
+	levelQPS
+	numLevels
+)
+
+var levelNames = [numLevels]string{"gpu", "latency", "qps"}
+
+// tickEvery is the sampler period: QPS rates, the latency short period and
+// the medium lane's controller all run once a second.
+const tickEvery = time.Second
+
+// instance is one named throttle: what it has learned, its samplers and the
+// atomics the request path reads. It lives in a caddy.UsagePool keyed by
+// name, so it outlives config reloads; handlers come and go around it.
+type instance struct {
+	name string
+
+	// Read or bumped by the request path.
+	qps      *sensors.QPS
+	latency  *sensors.Latency
+	levels   [numLevels]*breaker.Level
+	circuit  *breaker.Circuit
+	lanes    priority.Lanes
+	tripped  atomic.Uint32 // bit i set: levels[i] tripped
+	shedAt   atomic.Int64  // unix ns when the current shedding is expected to end
+	override atomic.Pointer[override]
+	admitted *sensors.Counter                                  // requests sent on to the upstream
+	finished *sensors.Counter                                  // ... and back
+	verdicts [priority.Count][numVerdicts + 1]*sensors.Counter // last: refused by the circuit
+	shedBy   [numShedCauses]atomic.Uint64
+	shedLog  *shedLogger
+
+	// Sampler side.
+	mu         sync.Mutex // cfg, gpu sensor, lastFinished
+	cfg        settings
+	gpuSensor  *gpu.Sensor
+	gpuSource  gpu.Source
+	gpuWarning string
+	gpuStop    context.CancelFunc
+	gpuDone    chan struct{}
+	lastFinish uint64
+	lastTick   time.Time
+	logger     atomic.Pointer[zap.Logger]
+	stop       context.CancelFunc
+	done       chan struct{}
+}
+
+// override is an operator's decision that beats the levels until it expires.
+type override struct {
+	State string    // "shed" or "pass"
+	Until time.Time // zero: until cleared
+	Set   time.Time
+}
+
+const (
+	numVerdicts    = int(priority.ShedLow) + 1
+	verdictCircuit = numVerdicts // refused by an open circuit, before any lane
+)
+
+// Refusal causes, for shed counts: the levels, the circuit, an override.
+const (
+	causeCircuit = numLevels + iota
+	causeOverride
+	numShedCauses
+)
+
+func causeName(c int) string {
+	switch {
+	case c < numLevels:
+		return levelNames[c]
+	case c == causeCircuit:
+		return "circuit"
+	}
+	return "override"
+}
+
+// newInstance builds an instance from settings, opens its GPU source and
+// starts its samplers.
+func newInstance(name string, s settings, logger *zap.Logger) (*instance, error) {
+	in := &instance{
+		name:     name,
+		qps:      sensors.NewQPS(s.qps),
+		latency:  sensors.NewLatency(s.latency),
+		circuit:  breaker.NewCircuit(s.circuit),
+		lanes:    priority.Lanes{Reserve: priority.NewReserve(s.reserve), Bucket: priority.NewBucket(s.bucket)},
+		admitted: sensors.NewCounter(),
+		finished: sensors.NewCounter(),
+		shedLog:  newShedLogger(),
+		cfg:      s,
+	}
+	for p := range in.verdicts {
+		for v := range in.verdicts[p] {
+			in.verdicts[p][v] = sensors.NewCounter()
+		}
+	}
+	for i := range in.levels {
+		in.levels[i] = breaker.NewLevel(levelNames[i], levelConfig(i, s))
+	}
+	in.logger.Store(logger)
+	if err := in.openGPU(s.gpu); err != nil {
+		return nil, err
+	}
+	startClock()
+	ctx, cancel := context.WithCancel(context.Background())
+	in.stop, in.done = cancel, make(chan struct{})
+	go in.run(ctx)
+	return in, nil
+}
+
+// levelConfig is each level's hysteresis. QPS needs two bad seconds in a
+// row (one busy second is noise); latency the configured number of bad
+// windows; GPU memory trips on one reading, since an OOM does not wait.
+func levelConfig(i int, s settings) breaker.LevelConfig {
+	switch i {
+	case levelQPS:
+		return breaker.LevelConfig{TripAfter: 2, RecoverAfter: 3, MinTripped: 5 * time.Second, Period: tickEvery}
+	case levelLatency:
+		return breaker.LevelConfig{TripAfter: s.latency.Consecutive, RecoverAfter: 1, MinTripped: s.latency.Window, Period: s.latency.Window}
+	}
+	return breaker.LevelConfig{TripAfter: 1, RecoverAfter: 2, MinTripped: 5 * time.Second, Period: s.gpu.Interval}
+}
+
+// Destruct stops the samplers when the last handler using this instance is
+// cleaned up (caddy.Destructor, called by the UsagePool).
+func (in *instance) Destruct() error {
+	in.stop()
+	<-in.done
+	stopClock()
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.closeGPU()
+	return nil
+}
+
+// apply takes a reloaded config without losing what was learned. Only a
+// change that makes old state meaningless resets that part, and says so.
+func (in *instance) apply(s settings, logger *zap.Logger) error {
+	in.logger.Store(logger)
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	old := in.cfg
+	in.cfg = s
+	if in.qps.SetConfig(s.qps) {
+		logger.Info("qps window changed: learned baseline forgotten",
+			zap.String("instance", in.name), zap.Duration("old", old.qps.Window), zap.Duration("new", s.qps.Window))
+	}
+	in.latency.SetConfig(s.latency)
+	for i := range in.levels {
+		if levelConfig(i, old) != levelConfig(i, s) {
+			in.levels[i].SetConfig(levelConfig(i, s))
+		}
+	}
+	if old.circuit != s.circuit {
+		in.circuit.SetConfig(s.circuit)
+	}
+	in.lanes.Reserve.SetCap(s.reserve)
+	in.lanes.Bucket.SetConfig(time.Now(), s.bucket)
+	if !gpuConfigEqual(old.gpu, s.gpu) {
+		in.closeGPU()
+		if err := in.openGPU(s.gpu); err != nil {
+			return err
+		}
+		logger.Info("gpu source reopened for the new config", zap.String("instance", in.name),
+			zap.String("source", s.gpu.Source))
+	}
+	return nil
+}
+
+// openGPU opens the configured source and starts its sampler. Called with
+// mu held, or before the instance is shared.
+func (in *instance) openGPU(c gpu.Config) error {
+	src, warning, err := gpu.Open(c)
+	if err != nil {
+		return fmt.Errorf("gpu: %w", err)
+	}
+	in.gpuSource, in.gpuWarning = src, warning
+	if warning != "" {
+		in.logger.Load().Warn("gpu level off", zap.String("instance", in.name), zap.String("reason", warning))
+	}
+	if src == nil {
+		in.levels[levelGPU].Reset()
+		return nil
+	}
+	in.gpuSensor = gpu.NewSensor(src, c, in.onGPU)
+	ctx, cancel := context.WithCancel(context.Background())
+	in.gpuStop, in.gpuDone = cancel, make(chan struct{})
+	go func(s *gpu.Sensor, done chan struct{}) {
+		defer close(done)
+		s.SampleOnce(ctx, time.Now())
+		s.Run(ctx)
+	}(in.gpuSensor, in.gpuDone)
+	return nil
+}
+
+func (in *instance) closeGPU() {
+	if in.gpuStop != nil {
+		in.gpuStop()
+		<-in.gpuDone
+		in.gpuStop = nil
+	}
+	if in.gpuSource != nil {
+		_ = in.gpuSource.Close()
+	}
+	in.gpuSensor, in.gpuSource = nil, nil
+}
+
+func gpuConfigEqual(a, b gpu.Config) bool {
+	return fmt.Sprint(a) == fmt.Sprint(b)
+}
+
+// run is the one-second sampler.
+func (in *instance) run(ctx context.Context) {
+	defer close(in.done)
+	t := time.NewTicker(tickEvery)
+	defer t.Stop()
+	in.tick(time.Now())
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			in.tick(now)
+		}
+	}
+}
+
+// shedding reports whether any level is tripped or an override sheds.
+func (in *instance) shedding(now time.Time) bool {
+	return in.tripped.Load() != 0 || in.overrideAt(now) == "shed"
+}
+
+// overrideAt returns the operator's override in force at now, or "".
+func (in *instance) overrideAt(now time.Time) string {
+	o := in.override.Load()
+	if o == nil || (!o.Until.IsZero() && !now.Before(o.Until)) {
+		return ""
+	}
+	return o.State
+}
+
+// tick runs one sampler period: QPS, latency, the circuit's timer and the
+// medium lane's controller.
+func (in *instance) tick(now time.Time) {
+	in.mu.Lock()
+	cfg := in.cfg
+	dt := now.Sub(in.lastTick)
+	in.lastTick = now
+	fin := in.finished.Load()
+	served := 0.0
+	if dt > 0 && dt < time.Minute {
+		served = float64(fin-in.lastFinish) / dt.Seconds()
+	}
+	in.lastFinish = fin
+	in.mu.Unlock()
+
+	in.expireOverride(now)
+	learn := !in.shedding(now)
+
+	q := in.qps.Sample(now, learn)
+	in.observe(now, levelQPS, breaker.Observation{Value: q.Rate, Threshold: q.Threshold,
+		Reason: fmt.Sprintf("%.1f req/s > %.1f (baseline %.1f × %.2g)", q.Rate, q.Threshold, q.Baseline, cfg.qps.TripFactor)})
+
+	l := in.latency.Sample(now, learn, in.inflight())
+	if l.Closed {
+		reason := fmt.Sprintf("p%g %v > %.2g × history %v", cfg.latency.Percentile, l.Value.Round(time.Millisecond),
+			cfg.latency.Factor, l.Mean.Round(time.Millisecond))
+		switch {
+		case l.Stuck:
+			reason = fmt.Sprintf("no response for %v with requests in flight", l.Value.Round(time.Millisecond))
+		case l.OverCeiling:
+			reason = fmt.Sprintf("p%g %v > ceiling %v", cfg.latency.Percentile, l.Value.Round(time.Millisecond), cfg.latency.Ceiling)
+		}
+		in.observe(now, levelLatency, breaker.Observation{Value: l.Value.Seconds(), Threshold: l.Threshold.Seconds(),
+			Hard: l.OverCeiling, Reason: reason})
+	}
+
+	if tr, ok := in.circuit.Poll(now); ok {
+		in.logTransition(tr)
+	}
+
+	// The medium lane follows the upstream's health, never the arrival
+	// rate: a short-period TTFB above its history, GPU pressure or a
+	// circuit that is not closed mean the upstream stopped keeping up.
+	slow := l.ShortCount > 0 && l.Mean > 0 && float64(l.Short) > float64(l.Mean)*cfg.latency.Factor
+	congested := slow || in.levels[levelGPU].Tripped() || in.circuit.State() != breaker.Closed
+	in.lanes.Bucket.Tune(now, priority.Health{Shedding: in.shedding(now), Served: served, Congested: congested})
+	in.refresh(now)
+}
+
+// onGPU receives every GPU reading, from the GPU sensor's goroutine, and
+// applies on_error to a source that cannot be read.
+func (in *instance) onGPU(r gpu.Reading) {
+	in.mu.Lock()
+	onError := in.cfg.gpu.OnError
+	in.mu.Unlock()
+	o := breaker.Observation{Value: r.Value, Threshold: r.Threshold,
+		Reason: fmt.Sprintf("gpu %s %.1f%% > %.1f%%", r.Source, 100*r.Value, 100*r.Threshold)}
+	if !r.Available {
+		if onError == "shed" {
+			o = breaker.Observation{Threshold: r.Threshold, Hard: true, Reason: "gpu source unavailable (on_error shed): " + r.Reason}
+		} else {
+			// on_error allow: an unreadable source is no evidence of pressure.
+			o = breaker.Observation{Threshold: r.Threshold}
+		}
+	}
+	in.observe(r.At, levelGPU, o)
+	in.refresh(r.At)
+}
+
+// observe feeds one level and logs a transition.
+func (in *instance) observe(now time.Time, level int, o breaker.Observation) {
+	if math.IsNaN(o.Value) || math.IsInf(o.Value, 0) {
+		o.Value = 0
+	}
+	if tr, ok := in.levels[level].Observe(now, o); ok {
+		in.logTransition(tr)
+	}
+}
+
+// refresh publishes the levels' state to the atomics the request path
+// reads: which are tripped, and when shedding is expected to end.
+func (in *instance) refresh(now time.Time) {
+	var mask uint32
+	var until time.Duration
+	for i, l := range in.levels {
+		if l.Tripped() {
+			mask |= 1 << i
+			until = max(until, l.RecoverIn(now))
+		}
+	}
+	in.tripped.Store(mask)
+	in.shedAt.Store(now.Add(until).UnixNano())
+}
+
+func (in *instance) expireOverride(now time.Time) {
+	o := in.override.Load()
+	if o != nil && !o.Until.IsZero() && !now.Before(o.Until) && in.override.CompareAndSwap(o, nil) {
+		in.logger.Load().Info("override expired", zap.String("instance", in.name), zap.String("state", o.State))
+	}
+}
+
+func (in *instance) logTransition(tr breaker.Transition) {
+	msg := "level recovered"
+	switch {
+	case tr.Name == "circuit":
+		msg = "circuit " + tr.To.String()
+	case tr.Tripped:
+		msg = "level tripped"
+	}
+	in.logger.Load().Info(msg, zap.String("instance", in.name), zap.String("level", tr.Name),
+		zap.String("reason", tr.Reason), zap.Float64("value", tr.Value), zap.Float64("threshold", tr.Threshold))
+}
+
+// inflight is the number of admitted requests not yet answered.
+func (in *instance) inflight() int64 {
+	f := in.finished.Load() // first, so a racing finish cannot make it negative
+	return max(0, int64(in.admitted.Load())-int64(f))
+}
+
+// shedCause names the level a refusal is attributed to.
+func (in *instance) shedCause() int {
+	mask := in.tripped.Load()
+	for i := range numLevels {
+		if mask&(1<<i) != 0 {
+			return i
+		}
+	}
+	return causeOverride
+}

@@ -1,0 +1,355 @@
+package adaptivethrottle
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"golang.org/x/time/rate"
+)
+
+// newHandler provisions a handler outside Caddy, with the GPU level off, and
+// cleans it up at the end of the test.
+func newHandler(tb testing.TB, h *Handler) *Handler {
+	tb.Helper()
+	if h.GPU == nil {
+		h.GPU = &GPUConfig{Source: "off"}
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	if err := h.Provision(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := h.Cleanup(); err != nil {
+			tb.Error(err)
+		}
+		cancel()
+	})
+	return h
+}
+
+func request(prio string, repl *caddy.Replacer) *http.Request {
+	r := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", nil)
+	if prio != "" {
+		r.Header.Set("X-Priority", prio)
+	}
+	return r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl))
+}
+
+var ok200 = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+	w.WriteHeader(http.StatusOK)
+	return nil
+})
+
+func TestHeaderOf(t *testing.T) {
+	cases := map[string]string{
+		"{http.request.header.X-Priority}": "X-Priority",
+		"{http.request.header.x-tier}":     "X-Tier",
+		"{http.request.cookie.tier}":       "",
+		"{http.request.header.A}{path}":    "",
+		"static":                           "",
+	}
+	for in, want := range cases {
+		if got := headerOf(in); got != want {
+			t.Errorf("headerOf(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestClassifyFromPlaceholder(t *testing.T) {
+	h := newHandler(t, &Handler{Name: t.Name(), Priority: &PriorityConfig{From: "{http.request.uri.query.tier}", Default: "low"}})
+	repl := caddy.NewReplacer()
+	r := httptest.NewRequest(http.MethodGet, "/?tier=high", nil)
+	repl.Map(func(key string) (any, bool) {
+		if key == "http.request.uri.query.tier" {
+			return r.URL.Query().Get("tier"), true
+		}
+		return nil, false
+	})
+	if p := h.classify(r, repl); p.String() != "high" {
+		t.Fatalf("query placeholder: %v", p)
+	}
+	if p := h.classify(httptest.NewRequest(http.MethodGet, "/", nil), caddy.NewReplacer()); p.String() != "low" {
+		t.Fatalf("default: %v", p)
+	}
+}
+
+// While shedding, each priority gets its lane's answer; refusals carry the
+// documented JSON, a Retry-After matching it, and the placeholders.
+func TestShedByPriority(t *testing.T) {
+	reserve := 1
+	h := newHandler(t, &Handler{Name: t.Name(), Priority: &PriorityConfig{HighReserve: &reserve, MediumFloor: 1},
+		RetryAfter: caddy.Duration(3 * time.Second)})
+	h.inst.setOverride("shed", time.Now(), time.Time{})
+
+	serve := func(prio string, next caddyhttp.Handler) (*httptest.ResponseRecorder, *caddy.Replacer, error) {
+		repl := caddy.NewReplacer()
+		w := httptest.NewRecorder()
+		err := h.ServeHTTP(w, request(prio, repl), next)
+		return w, repl, err
+	}
+
+	w, repl, err := serve("low", ok200)
+	if err != nil || w.Code != http.StatusTooManyRequests {
+		t.Fatalf("low: %d %v", w.Code, err)
+	}
+	var body shedJSON
+	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
+		t.Fatalf("body %q: %v", w.Body, err)
+	}
+	if body.Error != "overloaded" || body.Level != "override" || body.Priority != "low" || body.RetryAfter < 3 || body.RetryAfter > 4 {
+		t.Fatalf("body %+v", body)
+	}
+	if got := w.Header().Get("Retry-After"); got != strconv.Itoa(body.RetryAfter) {
+		t.Fatalf("Retry-After %q vs body %d", got, body.RetryAfter)
+	}
+	if d, _ := repl.Get(phDecision); d != "shed" {
+		t.Fatalf("decision placeholder %v", d)
+	}
+	if l, _ := repl.Get(phLevel); l != "override" {
+		t.Fatalf("level placeholder %v", l)
+	}
+
+	// High holds the single reserve slot until its response is done; a
+	// second high meanwhile finds the reserve full (503).
+	inside := make(chan struct{})
+	release := make(chan struct{})
+	go func() {
+		serve("high", caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			close(inside)
+			<-release
+			w.WriteHeader(http.StatusOK)
+			return nil
+		}))
+	}()
+	<-inside
+	if h.inst.lanes.Reserve.InUse() != 1 {
+		t.Fatalf("reserve in use %d", h.inst.lanes.Reserve.InUse())
+	}
+	if w, _, _ := serve("high", ok200); w.Code != http.StatusServiceUnavailable {
+		t.Fatalf("second high with a full reserve: %d", w.Code)
+	}
+	close(release)
+	deadline := time.Now().Add(5 * time.Second)
+	for h.inst.lanes.Reserve.InUse() != 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if h.inst.lanes.Reserve.InUse() != 0 {
+		t.Fatal("reserve slot not released after the response")
+	}
+
+	// Medium: the bucket at its floor (1 req/s, burst 1) admits one.
+	if w, repl, _ := serve("medium", ok200); w.Code != http.StatusOK {
+		t.Fatalf("first medium: %d", w.Code)
+	} else if d, _ := repl.Get(phDecision); d != "pass" {
+		t.Fatalf("decision placeholder on pass: %v", d)
+	}
+	if w, _, _ := serve("medium", ok200); w.Code != http.StatusTooManyRequests {
+		t.Fatalf("second medium: %d", w.Code)
+	}
+
+	// pass beats everything; auto hands back to the levels (none tripped).
+	h.inst.setOverride("pass", time.Now(), time.Time{})
+	if w, _, _ := serve("low", ok200); w.Code != http.StatusOK {
+		t.Fatalf("low under override pass: %d", w.Code)
+	}
+	h.inst.setOverride("auto", time.Now(), time.Time{})
+	if w, _, _ := serve("low", ok200); w.Code != http.StatusOK {
+		t.Fatalf("low with nothing tripped: %d", w.Code)
+	}
+	st := h.inst.status(time.Now())
+	if st.Lanes.Low.Shed != 1 || st.Lanes.High.Shed != 1 || st.Lanes.Medium.Shed != 1 || st.Shed["override"] != 3 {
+		t.Fatalf("counts: %+v %v", st.Lanes, st.Shed)
+	}
+}
+
+type shedJSON struct {
+	Error      string `json:"error"`
+	Level      string `json:"level"`
+	Priority   string `json:"priority"`
+	RetryAfter int    `json:"retry_after"`
+}
+
+// The outcome of each admitted request reaches the circuit: 5xx and handler
+// errors count as failures, client cancellations do not.
+func TestOutcomesFeedTheCircuit(t *testing.T) {
+	h := newHandler(t, &Handler{Name: t.Name(), Circuit: &CircuitConfig{MinRequests: 3, ErrorRatio: 0.5}})
+	fail := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		return caddyhttp.Error(http.StatusBadGateway, errors.New("dial tcp: connection refused"))
+	})
+	canceled, cancel := context.WithCancel(context.WithValue(context.Background(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+	cancel()
+	for range 5 {
+		r := httptest.NewRequest(http.MethodGet, "/", nil).WithContext(canceled)
+		_ = h.ServeHTTP(httptest.NewRecorder(), r, fail)
+	}
+	if st := h.inst.circuit.Status(time.Now()); st.Failures != 0 || st.State.String() != "closed" {
+		t.Fatalf("client cancellations counted as failures: %+v", st)
+	}
+	for range 3 {
+		err := h.ServeHTTP(httptest.NewRecorder(), request("", caddy.NewReplacer()), fail)
+		if statusOf(err) != http.StatusBadGateway {
+			t.Fatalf("the handler error was not passed on: %v", err)
+		}
+	}
+	if st := h.inst.circuit.Status(time.Now()); st.State.String() != "open" || st.Failures != 3 {
+		t.Fatalf("three 502s of eight requests: %+v", st)
+	}
+	w := httptest.NewRecorder()
+	_ = h.ServeHTTP(w, request("high", caddy.NewReplacer()), ok200)
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" {
+		t.Fatalf("open circuit answered %d", w.Code)
+	}
+}
+
+// unwrapOnly hides the Flusher of the writer below, as Caddy's own wrappers
+// do; flushing must still reach it.
+type unwrapOnly struct{ rw http.ResponseWriter }
+
+func (u unwrapOnly) Header() http.Header         { return u.rw.Header() }
+func (u unwrapOnly) Write(b []byte) (int, error) { return u.rw.Write(b) }
+func (u unwrapOnly) WriteHeader(c int)           { u.rw.WriteHeader(c) }
+func (u unwrapOnly) Unwrap() http.ResponseWriter { return u.rw }
+
+func TestRecorderFlushesThroughUnwrap(t *testing.T) {
+	under := httptest.NewRecorder()
+	rec := getRecorder(unwrapOnly{under}, true)
+	if err := http.NewResponseController(rec).Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if !under.Flushed || !rec.wrote || rec.status != http.StatusOK || rec.at.IsZero() {
+		t.Fatalf("flushed %v wrote %v status %d", under.Flushed, rec.wrote, rec.status)
+	}
+	rec.WriteHeader(http.StatusTeapot) // a late WriteHeader does not change the recorded status
+	if rec.status != http.StatusOK {
+		t.Fatalf("status %d", rec.status)
+	}
+	rec2 := getRecorder(httptest.NewRecorder(), false)
+	rec2.WriteHeader(http.StatusEarlyHints)
+	rec2.WriteHeader(http.StatusCreated)
+	if rec2.status != http.StatusCreated || !rec2.at.IsZero() {
+		t.Fatalf("1xx taken as the status, or time taken when not asked: %d %v", rec2.status, rec2.at)
+	}
+}
+
+// caddyReplacer is a replacer as Caddy's HTTP server hands it to handlers:
+// the core providers plus the HTTP one, which leaves room for ours.
+func caddyReplacer() *caddy.Replacer {
+	repl := caddy.NewReplacer()
+	repl.Map(func(string) (any, bool) { return nil, false })
+	return repl
+}
+
+// The healthy request path allocates nothing, placeholders included. Each
+// request gets a fresh replacer, as in Caddy.
+func TestServeHTTPDoesNotAllocate(t *testing.T) {
+	h := newHandler(t, &Handler{Name: t.Name()})
+	const runs = 100
+	reqs := make([]*http.Request, runs+1)
+	for i := range reqs {
+		reqs[i] = request("medium", caddyReplacer())
+	}
+	w := &nopWriter{h: http.Header{}}
+	i := 0
+	if n := testing.AllocsPerRun(runs, func() {
+		_ = h.ServeHTTP(w, reqs[i], ok200)
+		i++
+	}); n != 0 {
+		t.Fatalf("ServeHTTP allocates %v times per request", n)
+	}
+	if d, ok := reqs[0].Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer).Get(phDecision); !ok || d != "pass" {
+		t.Fatalf("decision placeholder %v %v", d, ok)
+	}
+}
+
+// nopWriter is a ResponseWriter that costs nothing, so benchmarks measure
+// the handler and not httptest.
+type nopWriter struct{ h http.Header }
+
+func (w *nopWriter) Header() http.Header         { return w.h }
+func (w *nopWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w *nopWriter) WriteHeader(int)             {}
+
+func benchHandler(b *testing.B, shed bool) {
+	h := newHandler(b, &Handler{Name: b.Name()})
+	h.logger = zap.NewNop()
+	h.inst.logger.Store(zap.NewNop())
+	if shed {
+		h.inst.setOverride("shed", time.Now(), time.Time{})
+	}
+	// The core: classify, decide, next (a no-op), record. No replacer in
+	// the context, so the serial and parallel figures compare.
+	b.Run("serial", func(b *testing.B) {
+		b.ReportAllocs()
+		w := &nopWriter{h: http.Header{}}
+		r := httptest.NewRequest(http.MethodPost, "/", nil)
+		r.Header.Set("X-Priority", "low")
+		for b.Loop() {
+			_ = h.ServeHTTP(w, r, ok200)
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			w := &nopWriter{h: http.Header{}}
+			r := httptest.NewRequest(http.MethodPost, "/", nil)
+			r.Header.Set("X-Priority", "low")
+			for pb.Next() {
+				_ = h.ServeHTTP(w, r, ok200)
+			}
+		})
+	})
+	// With placeholders published into a fresh Caddy-like replacer per
+	// request (made outside the timer, in chunks).
+	b.Run("serial+placeholders", func(b *testing.B) {
+		b.ReportAllocs()
+		const chunk = 4096
+		reqs := make([]*http.Request, chunk)
+		w := &nopWriter{h: http.Header{}}
+		for i := 0; i < b.N; i++ {
+			if i%chunk == 0 {
+				b.StopTimer()
+				for j := range reqs {
+					reqs[j] = request("low", caddyReplacer())
+				}
+				b.StartTimer()
+			}
+			_ = h.ServeHTTP(w, reqs[i%chunk], ok200)
+		}
+	})
+}
+
+// BenchmarkHandlerHealthy is the whole per-request cost when nothing is
+// tripped: classify, decide, the next handler (a no-op) and record.
+func BenchmarkHandlerHealthy(b *testing.B) { benchHandler(b, false) }
+
+// BenchmarkHandlerShedding is the cost of refusing a low-priority request.
+func BenchmarkHandlerShedding(b *testing.B) { benchHandler(b, true) }
+
+// BenchmarkRateLimiterAllow is the yardstick: one golang.org/x/time/rate
+// Limiter.Allow, measured in the same run.
+func BenchmarkRateLimiterAllow(b *testing.B) {
+	lim := rate.NewLimiter(rate.Inf, 1)
+	b.Run("serial", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			lim.Allow()
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				lim.Allow()
+			}
+		})
+	})
+}
