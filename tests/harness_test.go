@@ -1,0 +1,193 @@
+// Package tests runs adaptive_throttle inside a real Caddy (caddytest, one
+// in-process server per test binary, admin on localhost:2999) in front of
+// real upstreams on 127.0.0.1.
+package tests
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+
+	adaptivethrottle "github.com/ai-guardian/adaptivethrottle"
+	"github.com/ai-guardian/adaptivethrottle/internal/llmsim"
+)
+
+const (
+	adminURL = "http://localhost:2999"
+	siteURL  = "http://localhost:9080"
+)
+
+// loaded counts configs that a real Caddy accepted. caddytest skips rather
+// than fails when it cannot start Caddy; a run in which nothing loaded must
+// not pass as green.
+var loaded atomic.Int32
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "adaptivethrottle-tests-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	// Caddy writes nothing into $HOME.
+	os.Setenv("XDG_DATA_HOME", dir+"/data")
+	os.Setenv("XDG_CONFIG_HOME", dir+"/config")
+	code := m.Run()
+	os.RemoveAll(dir)
+	filtered := flag.Lookup("test.run").Value.String() != ""
+	if code == 0 && !testing.Short() && !filtered && loaded.Load() == 0 {
+		fmt.Fprintln(os.Stderr, "FAIL: no Caddy config was ever loaded: the integration tests ran nothing")
+		code = 1
+	}
+	os.Exit(code)
+}
+
+// caddyfile wraps a site block with the global options caddytest needs.
+func caddyfile(site string) string {
+	return `{
+	admin localhost:2999
+	http_port 9080
+	https_port 9443
+	skip_install_trust
+	persist_config off
+	grace_period 1s
+	log {
+		level ERROR
+	}
+}
+` + site
+}
+
+// start loads cfg into the test binary's Caddy and fails the test if
+// Caddy refuses it.
+func start(t *testing.T, cfg string) *caddytest.Tester {
+	t.Helper()
+	tc := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{TestRequestTimeout: 20 * time.Second})
+	tc.InitServer(caddyfile(cfg), "caddyfile")
+	if t.Failed() {
+		t.FailNow()
+	}
+	loaded.Add(1)
+	return tc
+}
+
+// upstream starts the demo LLM server on 127.0.0.1 with fast timings.
+func upstream(t *testing.T, cfg llmsim.Config) (*llmsim.Server, string) {
+	t.Helper()
+	if cfg.PrefillTime == 0 {
+		cfg.PrefillTime = time.Millisecond
+	}
+	if cfg.TokenTime == 0 {
+		cfg.TokenTime = time.Millisecond
+	}
+	if cfg.DefaultMaxTokens == 0 {
+		cfg.DefaultMaxTokens = 4
+	}
+	sim := llmsim.New(cfg)
+	srv := httptest.NewServer(sim)
+	t.Cleanup(func() {
+		sim.Close()
+		srv.Close()
+	})
+	return sim, strings.TrimPrefix(srv.URL, "http://")
+}
+
+// chat sends one chat completion through Caddy with the given priority.
+func chat(t *testing.T, tc *caddytest.Tester, prio string, stream bool) *http.Response {
+	t.Helper()
+	body := fmt.Sprintf(`{"model":"demo-llm","messages":[{"role":"user","content":"hello there"}],"stream":%v}`, stream)
+	req, err := http.NewRequest(http.MethodPost, siteURL+"/v1/chat/completions", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if prio != "" {
+		req.Header.Set("X-Priority", prio)
+	}
+	resp, err := tc.Client.Do(req)
+	if err != nil {
+		t.Fatalf("request through Caddy: %v", err)
+	}
+	return resp
+}
+
+// drain reads and closes a response body, returning it.
+func drain(t *testing.T, resp *http.Response) string {
+	t.Helper()
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("reading body: %v", err)
+	}
+	return string(b)
+}
+
+// status fetches one instance from the admin API.
+func status(t *testing.T, name string) adaptivethrottle.Status {
+	t.Helper()
+	resp, err := http.Get(adminURL + "/throttle/status?instance=" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := drain(t, resp)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status: %d %s", resp.StatusCode, body)
+	}
+	var out struct{ Instances []adaptivethrottle.Status }
+	if err := json.Unmarshal([]byte(body), &out); err != nil || len(out.Instances) != 1 {
+		t.Fatalf("status body %q: %v", body, err)
+	}
+	return out.Instances[0]
+}
+
+// eventually polls cond until it holds or the deadline passes. It waits
+// for a state to be reached; the assertions are made on that state.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// shedBody is the JSON a refused client receives.
+type shedBody struct {
+	Error      string `json:"error"`
+	Level      string `json:"level"`
+	Priority   string `json:"priority"`
+	RetryAfter int    `json:"retry_after"`
+}
+
+// assertShed checks a refusal: status, Retry-After matching the body, and
+// the documented JSON.
+func assertShed(t *testing.T, resp *http.Response, code int, level, prio string, minRetry int) shedBody {
+	t.Helper()
+	body := drain(t, resp)
+	if resp.StatusCode != code {
+		t.Fatalf("status %d, want %d (body %q)", resp.StatusCode, code, body)
+	}
+	var b shedBody
+	if err := json.Unmarshal([]byte(body), &b); err != nil {
+		t.Fatalf("refusal body %q is not JSON: %v", body, err)
+	}
+	if b.Error != "overloaded" || b.Level != level || b.Priority != prio {
+		t.Fatalf("refusal body %+v, want level %s priority %s", b, level, prio)
+	}
+	ra := resp.Header.Get("Retry-After")
+	if ra != fmt.Sprint(b.RetryAfter) || b.RetryAfter < minRetry {
+		t.Fatalf("Retry-After %q, body retry_after %d, want equal and ≥ %d", ra, b.RetryAfter, minRetry)
+	}
+	return b
+}
