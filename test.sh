@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The test command (README): formatting, vet (with and without cgo), the
+# xcaddy build, the race-enabled suite — unit tests, a real Caddy in-process
+# (caddytest) and the xcaddy binary, in front of real upstreams on
+# 127.0.0.1 — and the suite again built without cgo.
+set -euo pipefail
+cd "$(dirname "$0")"
+export PATH="/usr/local/go/bin:$PATH"
+export PATH="$(go env GOPATH)/bin:$PATH"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step gofmt
+unformatted=$(gofmt -l .)
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+
+step "go vet (cgo and CGO_ENABLED=0)"
+go vet ./...
+CGO_ENABLED=0 go vet ./...
+
+step "xcaddy build"
+./xcaddy-build.sh
+
+step "go test -race ./..."
+CADDY_BIN="$PWD/caddy" go test -race -count=1 ./...
+
+step "CGO_ENABLED=0 go test ./..."
+CGO_ENABLED=0 go test -count=1 ./...
+
+echo; echo "all tests passed"
