@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -56,5 +55,3 @@ func traceID(r *http.Request) string {
 	return parts[1]
 }
 
-// since formats a duration in seconds for logs and status.
-func seconds(d time.Duration) float64 { return d.Seconds() }
