@@ -54,4 +54,3 @@ func traceID(r *http.Request) string {
 	}
 	return parts[1]
 }
-
