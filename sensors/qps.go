@@ -91,6 +91,7 @@ func (q *QPS) SetConfig(cfg QPSConfig) (forgot bool) {
 	if cfg.slots() != len(q.ring) {
 		q.ring = make([]float64, cfg.slots())
 		q.head, q.n, q.sum, q.sq = 0, 0, 0, 0
+		q.last = QPSSample{}
 		forgot = true
 	}
 	q.cfg = cfg
@@ -112,22 +113,32 @@ func (q *QPS) Sample(now time.Time, learn bool) QPSSample {
 	}
 	first := q.lastAt.IsZero()
 	q.lastTotal, q.lastAt = total, now
-	if learn && !first {
+	// A second above the learned threshold is not learned even before the
+	// level trips on it: the onset of a surge must not widen the baseline
+	// that is about to judge it. Gradual growth below it is learned.
+	if _, th := q.learned(); learn && !first && (th == 0 || s.Rate <= th) {
 		q.push(s.Rate)
 		s.Learning = true
 	}
 	s.Learned = q.n
-	if q.n >= q.cfg.Warmup {
-		mean := q.sum / float64(q.n)
-		sd := math.Sqrt(math.Max(0, q.sq/float64(q.n)-mean*mean))
-		s.Baseline = math.Max(mean+q.cfg.Sigma*sd, q.cfg.MinBaseline)
-		s.Threshold = s.Baseline * q.cfg.TripFactor
-	}
+	s.Baseline, s.Threshold = q.learned()
 	if q.cfg.Limit > 0 && (s.Threshold == 0 || q.cfg.Limit < s.Threshold) {
 		s.Threshold = q.cfg.Limit
 	}
 	q.last = s
 	return s
+}
+
+// learned returns the baseline and the threshold it implies, or zeros while
+// warming up. Called with mu held.
+func (q *QPS) learned() (baseline, threshold float64) {
+	if q.n < q.cfg.Warmup {
+		return 0, 0
+	}
+	mean := q.sum / float64(q.n)
+	sd := math.Sqrt(math.Max(0, q.sq/float64(q.n)-mean*mean))
+	baseline = math.Max(mean+q.cfg.Sigma*sd, q.cfg.MinBaseline)
+	return baseline, baseline * q.cfg.TripFactor
 }
 
 func (q *QPS) push(r float64) {
@@ -165,6 +176,7 @@ func (q *QPS) Reset() {
 	defer q.mu.Unlock()
 	clear(q.ring)
 	q.head, q.n, q.sum, q.sq = 0, 0, 0, 0
+	q.last = QPSSample{}
 }
 
 // Learned returns how many one-second samples the baseline holds.

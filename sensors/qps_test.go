@@ -100,10 +100,10 @@ func TestQPSWindowSlides(t *testing.T) {
 		feed(q, &now, 10, true)
 	}
 	var s QPSSample
-	for range 10 {
-		s = feed(q, &now, 40, true)
+	for range 10 { // 14 stays below the threshold (15 and rising), so it is learned
+		s = feed(q, &now, 14, true)
 	}
-	if s.Learned != 10 || math.Abs(s.Baseline-40) > 0.01 {
+	if s.Learned != 10 || math.Abs(s.Baseline-14) > 0.01 {
 		t.Fatalf("old samples did not age out: %+v", s)
 	}
 }
@@ -157,4 +157,25 @@ func BenchmarkQPSArrive(b *testing.B) {
 			q.Arrive()
 		}
 	})
+}
+
+// The first seconds of a surge, before the level trips on them, stay out of
+// the baseline; growth below the threshold is learned.
+func TestQPSSpikesAboveThresholdAreNotLearned(t *testing.T) {
+	now := time.Unix(0, 0)
+	q := NewQPS(QPSConfig{Window: time.Minute, Warmup: 10, MinBaseline: 1})
+	q.Sample(now, true)
+	var s QPSSample
+	for range 10 {
+		s = feed(q, &now, 10, true)
+	}
+	if s.Threshold != 15 {
+		t.Fatalf("threshold %v", s.Threshold)
+	}
+	if s = feed(q, &now, 40, true); s.Learning || s.Threshold != 15 {
+		t.Fatalf("a spike to 40 was learned: %+v", s)
+	}
+	if s = feed(q, &now, 14, true); !s.Learning || s.Threshold <= 15 {
+		t.Fatalf("growth to 14, below the threshold, was not learned: %+v", s)
+	}
 }
