@@ -65,6 +65,10 @@ type instance struct {
 	logger     atomic.Pointer[zap.Logger]
 	stop       context.CancelFunc
 	done       chan struct{}
+	eventsState
+	emitStop chan struct{}
+	emitDone chan struct{}
+	slow     slowest
 }
 
 // override is an operator's decision that beats the levels until it expires.
@@ -99,6 +103,22 @@ func causeName(c int) string {
 // newInstance builds an instance from settings, opens its GPU source and
 // starts its samplers.
 func newInstance(name string, s settings, logger *zap.Logger) (*instance, error) {
+	in := buildInstance(name, s, logger)
+	if err := in.openGPU(s.gpu); err != nil {
+		return nil, err
+	}
+	startClock()
+	ctx, cancel := context.WithCancel(context.Background())
+	in.stop, in.done = cancel, make(chan struct{})
+	in.emitStop, in.emitDone = make(chan struct{}), make(chan struct{})
+	go in.run(ctx)
+	go in.emitLoop(in.emitStop, in.emitDone)
+	return in, nil
+}
+
+// buildInstance makes the state with nothing started: tests drive its
+// tick and onGPU by hand with synthetic times.
+func buildInstance(name string, s settings, logger *zap.Logger) *instance {
 	in := &instance{
 		name:     name,
 		qps:      sensors.NewQPS(s.qps),
@@ -119,14 +139,8 @@ func newInstance(name string, s settings, logger *zap.Logger) (*instance, error)
 		in.levels[i] = breaker.NewLevel(levelNames[i], levelConfig(i, s))
 	}
 	in.logger.Store(logger)
-	if err := in.openGPU(s.gpu); err != nil {
-		return nil, err
-	}
-	startClock()
-	ctx, cancel := context.WithCancel(context.Background())
-	in.stop, in.done = cancel, make(chan struct{})
-	go in.run(ctx)
-	return in, nil
+	in.events = make(chan event, eventQueue)
+	return in
 }
 
 // levelConfig is each level's hysteresis. QPS needs two bad seconds in a
@@ -147,6 +161,8 @@ func levelConfig(i int, s settings) breaker.LevelConfig {
 func (in *instance) Destruct() error {
 	in.stop()
 	<-in.done
+	close(in.emitStop)
+	<-in.emitDone
 	stopClock()
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -280,7 +296,7 @@ func (in *instance) tick(now time.Time) {
 
 	q := in.qps.Sample(now, learn)
 	in.observe(now, levelQPS, breaker.Observation{Value: q.Rate, Threshold: q.Threshold,
-		Reason: fmt.Sprintf("%.1f req/s > %.1f (baseline %.1f × %.2g)", q.Rate, q.Threshold, q.Baseline, cfg.qps.TripFactor)})
+		Reason: fmt.Sprintf("%.1f req/s > %.1f (baseline %.1f × %.2g)", q.Rate, q.Threshold, q.Baseline, cfg.qps.TripFactor)}, "")
 
 	l := in.latency.Sample(now, learn, in.inflight())
 	if l.Closed {
@@ -293,11 +309,11 @@ func (in *instance) tick(now time.Time) {
 			reason = fmt.Sprintf("p%g %v > ceiling %v", cfg.latency.Percentile, l.Value.Round(time.Millisecond), cfg.latency.Ceiling)
 		}
 		in.observe(now, levelLatency, breaker.Observation{Value: l.Value.Seconds(), Threshold: l.Threshold.Seconds(),
-			Hard: l.OverCeiling, Reason: reason})
+			Hard: l.OverCeiling, Reason: reason}, in.slow.take())
 	}
 
 	if tr, ok := in.circuit.Poll(now); ok {
-		in.logTransition(tr)
+		in.transition(tr, "")
 	}
 
 	// The medium lane follows the upstream's health, never the arrival
@@ -325,17 +341,17 @@ func (in *instance) onGPU(r gpu.Reading) {
 			o = breaker.Observation{Threshold: r.Threshold}
 		}
 	}
-	in.observe(r.At, levelGPU, o)
+	in.observe(r.At, levelGPU, o, "")
 	in.refresh(r.At)
 }
 
-// observe feeds one level and logs a transition.
-func (in *instance) observe(now time.Time, level int, o breaker.Observation) {
+// observe feeds one level and reports a transition.
+func (in *instance) observe(now time.Time, level int, o breaker.Observation, traceID string) {
 	if math.IsNaN(o.Value) || math.IsInf(o.Value, 0) {
 		o.Value = 0
 	}
 	if tr, ok := in.levels[level].Observe(now, o); ok {
-		in.logTransition(tr)
+		in.transition(tr, traceID)
 	}
 }
 
@@ -359,18 +375,6 @@ func (in *instance) expireOverride(now time.Time) {
 	if o != nil && !o.Until.IsZero() && !now.Before(o.Until) && in.override.CompareAndSwap(o, nil) {
 		in.logger.Load().Info("override expired", zap.String("instance", in.name), zap.String("state", o.State))
 	}
-}
-
-func (in *instance) logTransition(tr breaker.Transition) {
-	msg := "level recovered"
-	switch {
-	case tr.Name == "circuit":
-		msg = "circuit " + tr.To.String()
-	case tr.Tripped:
-		msg = "level tripped"
-	}
-	in.logger.Load().Info(msg, zap.String("instance", in.name), zap.String("level", tr.Name),
-		zap.String("reason", tr.Reason), zap.Float64("value", tr.Value), zap.Float64("threshold", tr.Threshold))
 }
 
 // inflight is the number of admitted requests not yet answered.

@@ -148,7 +148,7 @@ func (in *instance) status(now time.Time) Status {
 
 	q := in.qps.Last()
 	st.Levels.QPS = QPSStatus{LevelStatus: levelStatus(in.levels[levelQPS].Status(now)),
-		Baseline: q.Baseline, LearnedS: q.Learned, Learning: q.Learning, Limit: cfg.qps.Limit}
+		Baseline: q.Baseline, LearnedS: in.qps.Learned(), Learning: q.Learning, Limit: cfg.qps.Limit}
 
 	l := in.latency.Last()
 	st.Levels.Latency = LatencyStatus{LevelStatus: levelStatus(in.levels[levelLatency].Status(now)),

@@ -1,0 +1,193 @@
+package adaptivethrottle
+
+import (
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ai-guardian/adaptivethrottle/breaker"
+	"github.com/ai-guardian/adaptivethrottle/priority"
+	"github.com/ai-guardian/adaptivethrottle/sensors/gpu"
+)
+
+// testInstance builds an instance with nothing running; the test ticks it.
+func testInstance(t *testing.T, h *Handler) *instance {
+	t.Helper()
+	if h.GPU == nil {
+		h.GPU = &GPUConfig{Source: "off"}
+	}
+	s, err := h.settings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buildInstance("test", s, zap.NewNop())
+}
+
+// arrive makes n arrivals, as the request path counts them.
+func arrive(in *instance, n int) {
+	for range n {
+		in.qps.Arrive()
+	}
+}
+
+func TestQPSSurgeShedsAndRecovers(t *testing.T) {
+	in := testInstance(t, &Handler{QPS: &QPSConfig{Warmup: 10}})
+	now := time.Unix(1000, 0)
+	in.tick(now)
+	for range 20 { // learn 10 req/s
+		arrive(in, 10)
+		now = now.Add(time.Second)
+		in.tick(now)
+	}
+	if in.shedding(now) {
+		t.Fatal("shedding at the learned rate")
+	}
+	baseline := in.qps.Last().Baseline
+
+	// One busy second is noise; the second one trips.
+	arrive(in, 40)
+	now = now.Add(time.Second)
+	in.tick(now)
+	if in.shedding(now) {
+		t.Fatal("tripped on a single busy second")
+	}
+	arrive(in, 40)
+	now = now.Add(time.Second)
+	in.tick(now)
+	if !in.shedding(now) || in.shedCause() != levelQPS {
+		t.Fatalf("not shedding after two seconds at 4× the baseline: %+v", in.levels[levelQPS].Status(now))
+	}
+	if v := in.lanes.Admit(priority.Low, in.shedding(now), now); v != priority.ShedLow {
+		t.Fatalf("low while shedding: %v", v)
+	}
+	// The surge goes on: the baseline must not learn it.
+	for range 20 {
+		arrive(in, 40)
+		now = now.Add(time.Second)
+		in.tick(now)
+	}
+	if got := in.qps.Last().Baseline; got != baseline || !in.shedding(now) {
+		t.Fatalf("baseline moved from %v to %v during the surge (shedding %v)", baseline, got, in.shedding(now))
+	}
+	if until := time.Duration(in.shedAt.Load() - now.UnixNano()); until <= 0 {
+		t.Fatalf("no recovery estimate while shedding: %v", until)
+	}
+	// Load back to normal: three good seconds recover it.
+	for i := range 3 {
+		arrive(in, 10)
+		now = now.Add(time.Second)
+		in.tick(now)
+		if i < 2 && !in.shedding(now) {
+			t.Fatalf("recovered after %d good seconds", i+1)
+		}
+	}
+	if in.shedding(now) {
+		t.Fatalf("still shedding after the surge: %+v", in.levels[levelQPS].Status(now))
+	}
+	if st := in.levels[levelQPS].Status(now); st.Transitions != 2 {
+		t.Fatalf("one episode made %d transitions", st.Transitions)
+	}
+}
+
+func TestGPUReadingsAndOnError(t *testing.T) {
+	in := testInstance(t, &Handler{GPU: &GPUConfig{Source: "off", OnError: "shed"}})
+	now := time.Unix(1000, 0)
+	in.onGPU(gpu.Reading{Source: "nvidia-smi", Available: true, Value: 0.5, Threshold: 0.75, At: now})
+	if in.shedding(now) {
+		t.Fatal("50% of memory tripped")
+	}
+	now = now.Add(2 * time.Second)
+	in.onGPU(gpu.Reading{Source: "nvidia-smi", Available: true, Value: 0.9, Threshold: 0.75, At: now})
+	if !in.shedding(now) || in.shedCause() != levelGPU {
+		t.Fatal("90% of memory did not trip")
+	}
+	if r := in.levels[levelGPU].Status(now).LastReason; r != "gpu nvidia-smi 90.0% > 75.0%" {
+		t.Fatalf("reason %q", r)
+	}
+	for range 4 {
+		now = now.Add(2 * time.Second)
+		in.onGPU(gpu.Reading{Source: "nvidia-smi", Available: true, Value: 0.3, Threshold: 0.75, At: now})
+	}
+	if in.shedding(now) {
+		t.Fatal("did not recover at 30%")
+	}
+	// on_error shed: a failing source trips at once, with its reason.
+	now = now.Add(2 * time.Second)
+	in.onGPU(gpu.Reading{Source: "nvidia-smi", Reason: "exit status 9", Threshold: 0.75, At: now})
+	if !in.shedding(now) {
+		t.Fatal("an unreadable source under on_error shed did not trip")
+	}
+	if r := in.levels[levelGPU].Status(now).LastReason; r != "gpu source unavailable (on_error shed): exit status 9" {
+		t.Fatalf("reason %q", r)
+	}
+
+	// on_error allow: the same failure is no pressure.
+	allow := testInstance(t, &Handler{GPU: &GPUConfig{Source: "off"}})
+	allow.onGPU(gpu.Reading{Source: "nvidia-smi", Reason: "exit status 9", Threshold: 0.75, At: now})
+	if allow.shedding(now) {
+		t.Fatal("an unreadable source under on_error allow tripped")
+	}
+}
+
+func TestMediumLaneFollowsUpstreamHealth(t *testing.T) {
+	in := testInstance(t, &Handler{})
+	now := time.Unix(1000, 0)
+	in.tick(now)
+	// Healthy and not shedding: the lane tracks what the upstream serves.
+	for range 20 {
+		for range 20 {
+			in.admitted.Inc()
+			in.finished.Inc()
+		}
+		now = now.Add(time.Second)
+		in.tick(now)
+	}
+	if r := in.lanes.Bucket.Limit(); r != 20 {
+		t.Fatalf("medium rate %v, want the served 20 req/s", r)
+	}
+	// Shedding, and the circuit says the upstream is failing: decrease.
+	in.setOverride("shed", now, time.Time{})
+	for range 25 {
+		tk, _, _ := in.circuit.Allow(now)
+		in.circuit.Done(now, tk, true)
+	}
+	if in.circuit.State() != breaker.Open {
+		t.Fatal("circuit did not open")
+	}
+	now = now.Add(time.Second)
+	in.tick(now)
+	if r := in.lanes.Bucket.Limit(); r != 14 {
+		t.Fatalf("medium rate %v after a congested second, want 20 × 0.7", r)
+	}
+}
+
+func TestApplyKeepsWhatWasLearned(t *testing.T) {
+	in := testInstance(t, &Handler{QPS: &QPSConfig{Warmup: 3}})
+	now := time.Unix(1000, 0)
+	in.tick(now)
+	for range 5 {
+		arrive(in, 10)
+		now = now.Add(time.Second)
+		in.tick(now)
+	}
+	tripFactor := func(f float64) settings {
+		s, err := (&Handler{QPS: &QPSConfig{Warmup: 3, TripFactor: f}, GPU: &GPUConfig{Source: "off"}}).settings()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	if err := in.apply(tripFactor(3), zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	if in.qps.Learned() != 5 {
+		t.Fatalf("learned %d after a threshold change", in.qps.Learned())
+	}
+	arrive(in, 10)
+	now = now.Add(time.Second)
+	in.tick(now)
+	if q := in.qps.Last(); q.Threshold != 3*q.Baseline {
+		t.Fatalf("new trip factor not applied: %+v", q)
+	}
+}
