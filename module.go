@@ -82,6 +82,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.inst = val.(*instance)
+	if err := h.inst.setEmitter(ctx); err != nil {
+		_, _ = instances.Delete(h.Name)
+		return err
+	}
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		_, _ = instances.Delete(h.Name)
+		return err
+	}
 	if loaded {
 		if err := h.inst.apply(s, h.logger); err != nil {
 			_, _ = instances.Delete(h.Name)
@@ -171,12 +179,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		in.circuit.Cancel(ticket)
 	case status >= 500:
 		if tr, ok := in.circuit.DoneAt(end, ticket, true, hint); ok {
-			in.logTransition(tr)
+			in.transition(tr, traceID(r))
 		}
 	default:
-		in.latency.RecordAt(end.Sub(start), hint)
+		d := end.Sub(start)
+		in.latency.RecordAt(d, hint)
+		in.slow.note(d, r)
 		if tr, ok := in.circuit.DoneAt(end, ticket, false, hint); ok {
-			in.logTransition(tr)
+			in.transition(tr, traceID(r))
 		}
 	}
 	if verdict == priority.PassReserved {
