@@ -1,0 +1,349 @@
+package tests
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ai-guardian/adaptivethrottle/internal/llmsim"
+)
+
+// adminDo sends one admin API request and returns status and body.
+func adminDo(t *testing.T, method, path, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, adminURL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, drain(t, resp)
+}
+
+func TestAdminOverrideAndReset(t *testing.T) {
+	sim, addr := upstream(t, llmsim.Config{})
+	tc := start(t, `http://localhost:9080 {
+	header >X-Throttle "{http.adaptive_throttle.decision}/{http.adaptive_throttle.level}/{http.adaptive_throttle.priority}"
+	adaptive_throttle {
+		name ops
+		gpu off
+		circuit {
+			min_requests 2
+			open_for 1m
+		}
+	}
+	reverse_proxy `+addr+`
+}`)
+	code, body := adminDo(t, "POST", "/throttle/override", `{"instance":"ops","state":"shed","for":"1m"}`)
+	if code != 200 || !strings.Contains(body, `"state":"shed"`) {
+		t.Fatalf("override: %d %s", code, body)
+	}
+	st := status(t, "ops")
+	if st.Override == nil || st.Override.State != "shed" || st.Override.ExpiresInS < 50 || !st.Shedding {
+		t.Fatalf("status after override: %+v", st.Override)
+	}
+	resp := chat(t, tc, "low", false)
+	if h := resp.Header.Get("X-Throttle"); h != "shed/override/low" {
+		t.Fatalf("placeholders on a refusal: %q", h)
+	}
+	assertShed(t, resp, 429, "override", "low", 5)
+
+	adminDo(t, "POST", "/throttle/override", `{"instance":"ops","state":"auto"}`)
+	if resp := chat(t, tc, "low", false); resp.StatusCode != 200 {
+		t.Fatalf("after auto: %d", resp.StatusCode)
+	} else {
+		drain(t, resp)
+	}
+
+	// An override with an expiry ends by itself.
+	adminDo(t, "POST", "/throttle/override", `{"instance":"ops","state":"shed","for":"300ms"}`)
+	eventually(t, 5*time.Second, "the override to expire", func() bool { return status(t, "ops").Override == nil })
+	if resp := chat(t, tc, "low", false); resp.StatusCode != 200 {
+		t.Fatalf("after expiry: %d", resp.StatusCode)
+	} else {
+		drain(t, resp)
+	}
+
+	// Open the circuit, then close it through the admin API.
+	sim.SetFault(llmsim.Fault{Status: 502})
+	for range 2 {
+		drain(t, chat(t, tc, "high", false))
+	}
+	sim.SetFault(llmsim.Fault{})
+	if st := status(t, "ops"); st.Circuit.State != "open" {
+		t.Fatalf("circuit: %+v", st.Circuit)
+	}
+	code, body = adminDo(t, "POST", "/throttle/reset", `{"instance":"ops","what":"circuit"}`)
+	if code != 200 || status(t, "ops").Circuit.State != "closed" {
+		t.Fatalf("reset circuit: %d %s", code, body)
+	}
+	if resp := chat(t, tc, "high", false); resp.StatusCode != 200 {
+		t.Fatalf("after closing: %d", resp.StatusCode)
+	} else {
+		drain(t, resp)
+	}
+}
+
+// Every bad admin request is refused with the documented code and a
+// one-line reason in Caddy's {"error": …} form, and changes nothing.
+func TestAdminRefusesBadRequests(t *testing.T) {
+	_, addr := upstream(t, llmsim.Config{})
+	start(t, `http://localhost:9080 {
+	adaptive_throttle {
+		name strict
+		gpu off
+	}
+	reverse_proxy `+addr+`
+}`)
+	before := status(t, "strict")
+	cases := []struct {
+		method, path, body string
+		code               int
+		reason             string
+	}{
+		{"POST", "/throttle/override", `{"instance":"strict","state":`, 400, "not valid JSON"},
+		{"POST", "/throttle/override", `{"instance":"strict","state":"shed","until":"later"}`, 400, "unknown field"},
+		{"POST", "/throttle/override", `{"instance":"strict","state":"maybe"}`, 400, "state"},
+		{"POST", "/throttle/override", `{"instance":"strict","state":"shed","for":"-5s"}`, 400, "positive duration"},
+		{"POST", "/throttle/override", `{"instance":"strict","state":"auto","for":"5s"}`, 400, "does not apply"},
+		{"POST", "/throttle/override", `{"instance":"strict","state":7}`, 400, "wrong type"},
+		{"POST", "/throttle/override", ``, 400, "empty body"},
+		{"POST", "/throttle/override", `{"instance":"strict","state":"shed"} {}`, 400, "after the JSON"},
+		{"POST", "/throttle/override", `{"instance":"nope","state":"shed"}`, 404, "unknown instance"},
+		{"POST", "/throttle/reset", `{"instance":"strict","what":"everything"}`, 400, "what"},
+		{"POST", "/throttle/reset", `{"instance":"nope"}`, 404, "unknown instance"},
+		{"GET", "/throttle/override", ``, 405, "method not allowed"},
+		{"DELETE", "/throttle/reset", ``, 405, "method not allowed"},
+		{"POST", "/throttle/status", `{}`, 405, "method not allowed"},
+		{"GET", "/throttle/status?instance=nope", ``, 404, "unknown instance"},
+		{"POST", "/throttle/override", `{"instance":"strict","state":"shed","x":"` + strings.Repeat("a", 70000) + `"}`, 400, "larger than"},
+	}
+	for _, c := range cases {
+		code, body := adminDo(t, c.method, c.path, c.body)
+		var e struct{ Error string }
+		if code != c.code || json.Unmarshal([]byte(body), &e) != nil || !strings.Contains(e.Error, c.reason) {
+			t.Errorf("%s %s %.60q: %d %s, want %d with %q", c.method, c.path, c.body, code, body, c.code, c.reason)
+		}
+		if strings.Contains(body, "aaaa") || strings.Contains(body, "maybe") || strings.Contains(body, "nope") {
+			t.Errorf("%s %s echoed request data: %s", c.method, c.path, body)
+		}
+	}
+	after := status(t, "strict")
+	if after.Override != nil || after.Circuit.State != before.Circuit.State || after.Shedding {
+		t.Fatalf("a refused request changed the state: %+v", after)
+	}
+}
+
+// A threshold changed through Caddy's /config API applies at once and the
+// learned baseline survives the reload; a new window forgets it.
+func TestReloadKeepsLearnedState(t *testing.T) {
+	_, addr := upstream(t, llmsim.Config{})
+	cfg := fmt.Sprintf(`{
+	"admin": {"listen": "localhost:2999"},
+	"logging": {"logs": {"default": {"level": "ERROR"}}},
+	"apps": {
+		"pki": {"certificate_authorities": {"local": {"install_trust": false}}},
+		"http": {"http_port": 9080, "https_port": 9443, "servers": {"srv0": {
+			"listen": [":9080"],
+			"automatic_https": {"disable": true},
+			"routes": [{"handle": [
+				{"@id": "throttle", "handler": "adaptive_throttle", "name": "reload",
+				 "qps": {"window": "20s", "warmup": 3, "trip_factor": 1.5}, "gpu": {"source": "off"}},
+				{"handler": "reverse_proxy", "upstreams": [{"dial": %q}]}
+			]}]
+		}}}
+	}
+}`, addr)
+	tc := caddyJSON(t, cfg)
+	stop := lightTraffic(t, tc.Client, 10)
+	defer stop()
+	eventually(t, 15*time.Second, "a learned baseline", func() bool {
+		q := status(t, "reload").Levels.QPS
+		return q.LearnedS >= 4 && q.Baseline > 0 && q.Threshold > 0
+	})
+	before := status(t, "reload").Levels.QPS
+
+	code, body := adminDo(t, "PATCH", "/id/throttle/qps/trip_factor", `3`)
+	if code != 200 {
+		t.Fatalf("PATCH: %d %s", code, body)
+	}
+	after := status(t, "reload").Levels.QPS
+	if after.LearnedS < before.LearnedS || after.Baseline == 0 {
+		t.Fatalf("the reload lost the baseline: before %+v after %+v", before, after)
+	}
+	// The new factor applies from the next sample: threshold = baseline × 3.
+	eventually(t, 5*time.Second, "the new trip factor", func() bool {
+		q := status(t, "reload").Levels.QPS
+		return q.Baseline > 0 && abs(q.Threshold-3*q.Baseline) < 1e-6
+	})
+
+	code, body = adminDo(t, "PATCH", "/id/throttle/qps/window", `"30s"`)
+	if code != 200 {
+		t.Fatalf("PATCH window: %d %s", code, body)
+	}
+	if q := status(t, "reload").Levels.QPS; q.LearnedS > 2 {
+		t.Fatalf("a new window kept %d s of a baseline of the old length", q.LearnedS)
+	}
+}
+
+// lightTraffic sends rps low-priority requests a second until stopped.
+func lightTraffic(t *testing.T, tc interface {
+	Do(*http.Request) (*http.Response, error)
+}, rps int) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(time.Second / time.Duration(rps))
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				req, _ := http.NewRequestWithContext(ctx, "POST", siteURL+"/v1/chat/completions",
+					strings.NewReader(`{"messages":[{"role":"user","content":"hi"}]}`))
+				req.Header.Set("X-Priority", "low")
+				if resp, err := tc.Do(req); err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		}
+	})
+	return func() { cancel(); wg.Wait() }
+}
+
+func abs(f float64) float64 {
+	if f < 0 {
+		return -f
+	}
+	return f
+}
+
+// /metrics on the admin endpoint shows the collectors with the right values,
+// and they continue across a reload.
+func TestMetricsAcrossReload(t *testing.T) {
+	_, addr := upstream(t, llmsim.Config{})
+	site := func(threshold string) string {
+		return `http://localhost:9080 {
+	adaptive_throttle {
+		name metrics
+		gpu off
+		latency {
+			ceiling ` + threshold + `
+		}
+	}
+	reverse_proxy ` + addr + `
+}`
+	}
+	tc := start(t, site("8s"))
+	for range 3 {
+		drain(t, chat(t, tc, "low", false))
+	}
+	drain(t, chat(t, tc, "high", false))
+	m := scrape(t)
+	if got := m[`caddy_adaptive_throttle_requests_total{decision="pass",instance="metrics",priority="low"}`]; got != 3 {
+		t.Fatalf("low passes: %v", got)
+	}
+	if got := m[`caddy_adaptive_throttle_requests_total{decision="pass",instance="metrics",priority="high"}`]; got != 1 {
+		t.Fatalf("high passes: %v", got)
+	}
+	for _, k := range []string{`caddy_adaptive_throttle_level_tripped{instance="metrics",level="latency"}`,
+		`caddy_adaptive_throttle_circuit_state{instance="metrics",state="closed"}`,
+		`caddy_adaptive_throttle_reserve_capacity{instance="metrics"}`, `caddy_adaptive_throttle_medium_rate{instance="metrics"}`} {
+		if _, ok := m[k]; !ok {
+			t.Fatalf("%s missing from /metrics", k)
+		}
+	}
+	if m[`caddy_adaptive_throttle_circuit_state{instance="metrics",state="closed"}`] != 1 || m[`caddy_adaptive_throttle_reserve_capacity{instance="metrics"}`] != 8 {
+		t.Fatalf("circuit or reserve gauge wrong")
+	}
+
+	start(t, site("9s")) // a reload with a changed threshold
+	drain(t, chat(t, tc, "low", false))
+	m = scrape(t)
+	if got := m[`caddy_adaptive_throttle_requests_total{decision="pass",instance="metrics",priority="low"}`]; got != 4 {
+		t.Fatalf("low passes after a reload: %v, want the count to continue at 4", got)
+	}
+}
+
+var sampleLine = regexp.MustCompile(`^(caddy_adaptive_throttle_[a-z_]+\{[^}]*\}) (\S+)$`)
+
+// scrape reads the module's samples from the admin endpoint's /metrics.
+func scrape(t *testing.T) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(adminURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := drain(t, resp)
+	out := map[string]float64{}
+	for _, line := range strings.Split(body, "\n") {
+		if m := sampleLine.FindStringSubmatch(line); m != nil {
+			v, _ := strconv.ParseFloat(m[2], 64)
+			out[m[1]] = v
+		}
+	}
+	if len(out) == 0 {
+		t.Fatalf("no caddy_adaptive_throttle_ samples on /metrics:\n%.2000s", body)
+	}
+	return out
+}
+
+// The placeholders reach a response header, on passes and on refusals; a
+// handle_errors route sends shed requests to a cheaper model.
+func TestPlaceholdersAndFallback(t *testing.T) {
+	_, big := upstream(t, llmsim.Config{ModelName: "big-llm"})
+	_, small := upstream(t, llmsim.Config{ModelName: "small-llm"})
+	tc := start(t, `http://localhost:9080 {
+	header >X-Throttle "{http.adaptive_throttle.decision}/{http.adaptive_throttle.level}/{http.adaptive_throttle.priority}"
+	adaptive_throttle {
+		name fallback
+		gpu off
+	}
+	reverse_proxy `+big+`
+	handle_errors 429 503 {
+		@shed vars {http.adaptive_throttle.decision} shed
+		handle @shed {
+			header -Retry-After
+			header X-Fallback "{http.adaptive_throttle.level}, retry after {http.adaptive_throttle.retry_after}s"
+			reverse_proxy `+small+`
+		}
+	}
+}`)
+	resp := chat(t, tc, "medium", false)
+	body := drain(t, resp)
+	if resp.StatusCode != 200 || resp.Header.Get("X-Throttle") != "pass//medium" || !strings.Contains(body, "big-llm") {
+		t.Fatalf("pass: %d %q %s", resp.StatusCode, resp.Header.Get("X-Throttle"), body)
+	}
+
+	adminDo(t, "POST", "/throttle/override", `{"instance":"fallback","state":"shed"}`)
+	resp = chat(t, tc, "low", false)
+	body = drain(t, resp)
+	if resp.StatusCode != 200 || !strings.Contains(body, "small-llm") {
+		t.Fatalf("a shed request was not answered by the fallback model: %d %s", resp.StatusCode, body)
+	}
+	if fb := resp.Header.Get("X-Fallback"); !regexp.MustCompile(`^override, retry after \d+s$`).MatchString(fb) {
+		t.Fatalf("X-Fallback %q", fb)
+	}
+	if resp.Header.Get("Retry-After") != "" {
+		t.Fatalf("the fallback's answer kept Retry-After")
+	}
+	st := status(t, "fallback")
+	if st.Lanes.Low.Shed != 1 {
+		t.Fatalf("the fallback answer is still a shed for the module: %+v", st.Lanes.Low)
+	}
+}
