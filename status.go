@@ -219,10 +219,12 @@ func timePtr(t time.Time) *time.Time {
 	return &t
 }
 
-// finite keeps NaN and ±Inf out of JSON, which cannot encode them.
+// finite keeps NaN and ±Inf out of JSON, which cannot encode them, and
+// rounds to four decimals (0.1 ms, 0.01% of memory) so that status reads
+// 2 req/s rather than 2.0000002220000246.
 func finite(f float64) float64 {
 	if math.IsNaN(f) || math.IsInf(f, 0) {
 		return 0
 	}
-	return f
+	return math.Round(f*1e4) / 1e4
 }
