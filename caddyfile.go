@@ -84,6 +84,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			default      high | medium | low
 //			high_reserve <n>            # 8
 //			medium_floor <req/s>        # 1
+//			trusted      <matcher...>   # honour claims only from these requests
 //		}
 //		retry_after <duration>         # 5s
 //	}
@@ -343,6 +344,16 @@ func (c *PriorityConfig) subdirective(d *caddyfile.Dispenser) error {
 		})
 	case "medium_floor":
 		return oneArg(d, floatInto(d, &c.MediumFloor, 0))
+	case "trusted":
+		set, err := caddyhttp.ParseCaddyfileNestedMatcherSet(d)
+		if err != nil {
+			return d.Errf("trusted: %v", err)
+		}
+		if len(set) == 0 {
+			return d.Errf("trusted needs a matcher, such as: trusted remote_ip 10.0.0.0/8")
+		}
+		c.TrustedRaw = set
+		return nil
 	}
 	return d.Errf("unrecognized priority subdirective %q", d.Val())
 }

@@ -199,6 +199,8 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"adaptive_throttle {\n\tpriority {\n\t\thigh_reserve -1\n\t}\n}", "high_reserve must be", 3},
 		{"adaptive_throttle {\n\tretry_after\n}", "retry_after needs a value", 2},
 		{"adaptive_throttle {\n\tname a b\n}", "name takes one value", 2},
+		{"adaptive_throttle {\n\tpriority {\n\t\ttrusted\n\t}\n}", "trusted needs a matcher", 3},
+		{"adaptive_throttle {\n\tpriority {\n\t\ttrusted remote_id 10.0.0.0/8\n\t}\n}", "remote_id", 3},
 	}
 	for _, c := range cases {
 		_, err := parse(t, c.input)

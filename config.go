@@ -105,6 +105,10 @@ type PriorityConfig struct {
 	HighReserve *int `json:"high_reserve,omitempty"`
 	// Lowest rate (req/s) of the medium lane. Default 1.
 	MediumFloor float64 `json:"medium_floor,omitempty"`
+	// Request matchers (remote_ip, header set by an auth step, …): when set,
+	// a priority claim is honoured only from requests they all accept;
+	// other requests get the default priority whatever they claim.
+	TrustedRaw caddy.ModuleMap `json:"trusted,omitempty" caddy:"namespace=http.matchers"`
 }
 
 const (

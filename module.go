@@ -8,6 +8,7 @@ package adaptivethrottle
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/textproto"
@@ -49,7 +50,8 @@ type Handler struct {
 
 	inst       *instance
 	cfg        settings
-	fromHeader string // canonical header name when `from` is a plain request header
+	fromHeader string               // canonical header name when `from` is a plain request header
+	trusted    caddyhttp.MatcherSet // nil: every claim is honoured
 	logger     *zap.Logger
 }
 
@@ -74,6 +76,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.cfg = s
 	h.fromHeader = headerOf(s.from)
+	if h.Priority != nil && h.Priority.TrustedRaw != nil {
+		mods, err := ctx.LoadModule(h.Priority, "TrustedRaw")
+		if err != nil {
+			return fmt.Errorf("priority: trusted: %w", err)
+		}
+		for _, m := range mods.(map[string]any) {
+			h.trusted = append(h.trusted, m)
+		}
+	}
 
 	val, loaded, err := instances.LoadOrNew(h.Name, func() (caddy.Destructor, error) {
 		return newInstance(h.Name, s, h.logger)
@@ -206,7 +217,18 @@ func (h *Handler) classify(r *http.Request, repl *caddy.Replacer) priority.Prior
 	} else if repl != nil {
 		claim = repl.ReplaceAll(h.cfg.from, "")
 	}
-	return priority.Classify(claim, h.cfg.def)
+	p, ok := priority.Parse(claim)
+	if !ok {
+		return h.cfg.def
+	}
+	if h.trusted != nil {
+		// A claim is worth what its sender is: untrusted requests get the
+		// default, whatever they asked for.
+		if trusted, err := h.trusted.MatchWithError(r); err != nil || !trusted {
+			return h.cfg.def
+		}
+	}
+	return p
 }
 
 // statusOf is the status a handler error will be answered with.
