@@ -173,7 +173,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	in.admitted.IncAt(hint)
 	rec := getRecorder(w, h.cfg.measureTTFB)
+	returned := false
+	defer func() {
+		if !returned {
+			// The next handler panicked: reverse_proxy aborts with
+			// http.ErrAbortHandler when the client goes away mid-stream.
+			// Release what the request holds; the panic goes on up.
+			in.circuit.Cancel(ticket)
+			if verdict == priority.PassReserved {
+				in.lanes.Reserve.Release()
+			}
+			in.finished.IncAt(hint)
+		}
+	}()
 	err := next.ServeHTTP(rec, r)
+	returned = true
 
 	status, end, wrote := rec.status, rec.at, rec.wrote
 	putRecorder(rec)

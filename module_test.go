@@ -353,3 +353,27 @@ func BenchmarkRateLimiterAllow(b *testing.B) {
 		})
 	})
 }
+
+// reverse_proxy aborts a response whose client went away by panicking with
+// http.ErrAbortHandler: the reserve slot and the in-flight count must still
+// be given back, and the panic must go on up to net/http.
+func TestAbortedResponseReleasesItsSlot(t *testing.T) {
+	reserve := 1
+	h := newHandler(t, &Handler{Name: t.Name(), Priority: &PriorityConfig{HighReserve: &reserve}})
+	h.inst.setOverride("shed", time.Now(), time.Time{})
+	abort := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		w.WriteHeader(http.StatusOK)
+		panic(http.ErrAbortHandler)
+	})
+	func() {
+		defer func() {
+			if p := recover(); p != http.ErrAbortHandler {
+				t.Fatalf("the panic did not go on up: %v", p)
+			}
+		}()
+		_ = h.ServeHTTP(httptest.NewRecorder(), request("high", caddy.NewReplacer()), abort)
+	}()
+	if in := h.inst; in.lanes.Reserve.InUse() != 0 || in.inflight() != 0 {
+		t.Fatalf("after an aborted response: reserve in use %d, in flight %d", in.lanes.Reserve.InUse(), in.inflight())
+	}
+}
