@@ -62,6 +62,7 @@ type instance struct {
 	gpuDone    chan struct{}
 	lastFinish uint64
 	lastTick   time.Time
+	lastShort  time.Duration // the last period's TTFB percentile (sampler only)
 	logger     atomic.Pointer[zap.Logger]
 	stop       context.CancelFunc
 	done       chan struct{}
@@ -295,7 +296,9 @@ func (in *instance) tick(now time.Time) {
 	learn := !in.shedding(now)
 
 	q := in.qps.Sample(now, learn)
-	in.observe(now, levelQPS, breaker.Observation{Value: q.Rate, Threshold: q.Threshold,
+	// Two busy seconds in a row trip the QPS level; one second at more
+	// than twice the threshold is no noise and trips it at once.
+	in.observe(now, levelQPS, breaker.Observation{Value: q.Rate, Threshold: q.Threshold, Hard: q.Threshold > 0 && q.Rate > 2*q.Threshold,
 		Reason: fmt.Sprintf("%.1f req/s > %.1f (baseline %.1f × %.2g)", q.Rate, q.Threshold, q.Baseline, cfg.qps.TripFactor)}, "")
 
 	l := in.latency.Sample(now, learn, in.inflight())
@@ -321,7 +324,11 @@ func (in *instance) tick(now time.Time) {
 	// circuit that is not closed mean the upstream stopped keeping up.
 	slow := l.ShortCount > 0 && l.Mean > 0 && float64(l.Short) > float64(l.Mean)*cfg.latency.Factor
 	congested := slow || in.levels[levelGPU].Tripped() || in.circuit.State() != breaker.Closed
-	in.lanes.Bucket.Tune(now, priority.Health{Shedding: in.shedding(now), Served: served, Congested: congested})
+	draining := l.ShortCount > 0 && in.lastShort > 0 && float64(l.Short) < 0.9*float64(in.lastShort)
+	if l.ShortCount > 0 {
+		in.lastShort = l.Short
+	}
+	in.lanes.Bucket.Tune(now, priority.Health{Shedding: in.shedding(now), Served: served, Congested: congested, Draining: draining})
 	in.refresh(now)
 }
 

@@ -45,18 +45,19 @@ func TestQPSSurgeShedsAndRecovers(t *testing.T) {
 	}
 	baseline := in.qps.Last().Baseline
 
-	// One busy second is noise; the second one trips.
-	arrive(in, 40)
+	// One busy second (above the threshold of 15) is noise; the second
+	// one trips.
+	arrive(in, 25)
 	now = now.Add(time.Second)
 	in.tick(now)
 	if in.shedding(now) {
 		t.Fatal("tripped on a single busy second")
 	}
-	arrive(in, 40)
+	arrive(in, 25)
 	now = now.Add(time.Second)
 	in.tick(now)
 	if !in.shedding(now) || in.shedCause() != levelQPS {
-		t.Fatalf("not shedding after two seconds at 4× the baseline: %+v", in.levels[levelQPS].Status(now))
+		t.Fatalf("not shedding after two seconds at 2.5× the baseline: %+v", in.levels[levelQPS].Status(now))
 	}
 	if v := in.lanes.Admit(priority.Low, in.shedding(now), now); v != priority.ShedLow {
 		t.Fatalf("low while shedding: %v", v)
@@ -87,6 +88,24 @@ func TestQPSSurgeShedsAndRecovers(t *testing.T) {
 	}
 	if st := in.levels[levelQPS].Status(now); st.Transitions != 2 {
 		t.Fatalf("one episode made %d transitions", st.Transitions)
+	}
+}
+
+// A second at more than twice the threshold is no noise: it trips at once.
+func TestQPSFarAboveTripsAtOnce(t *testing.T) {
+	in := testInstance(t, &Handler{QPS: &QPSConfig{Warmup: 10}})
+	now := time.Unix(1000, 0)
+	in.tick(now)
+	for range 20 {
+		arrive(in, 10)
+		now = now.Add(time.Second)
+		in.tick(now)
+	}
+	arrive(in, 31) // threshold 15: above 2 × 15
+	now = now.Add(time.Second)
+	in.tick(now)
+	if !in.shedding(now) {
+		t.Fatalf("3× the baseline for a second did not trip: %+v", in.levels[levelQPS].Status(now))
 	}
 }
 

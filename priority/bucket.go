@@ -53,6 +53,10 @@ type Health struct {
 	// first byte above its history, GPU over threshold, a circuit that is
 	// not closed.
 	Congested bool
+	// Draining reports that, congested or not, the upstream's queue is
+	// shrinking (time to first byte falling since the last period): the
+	// last cut is working, and cutting again would only starve the GPU.
+	Draining bool
 }
 
 // Bucket is the medium lane: a golang.org/x/time/rate token bucket whose
@@ -108,7 +112,8 @@ func (b *Bucket) Refused() uint64 { return b.refused.Load() }
 //   - not shedding: follow what the upstream serves, so that when a level
 //     trips the lane starts from the rate the upstream was sustaining;
 //   - congested: multiply by Decrease, then hold one period, because the
-//     upstream's latency reflects the queue built before the cut;
+//     upstream's latency reflects the queue built before the cut; and
+//     hold as long as the queue is draining;
 //   - healthy and the bucket was the constraint (it refused someone):
 //     add Increase·rate (at least 1 req/s). A bucket nobody pressed
 //     against keeps its rate, so an idle lane cannot inflate without
@@ -125,6 +130,7 @@ func (b *Bucket) Tune(now time.Time, h Health) float64 {
 		b.hold = false
 	case b.hold:
 		b.hold = false
+	case h.Congested && h.Draining:
 	case h.Congested:
 		r *= b.cfg.Decrease
 		b.hold = true

@@ -51,6 +51,13 @@ func TestBucketAIMD(t *testing.T) {
 	if got := b.Tune(now, Health{Shedding: true, Congested: true}); got != 5.5 {
 		t.Fatalf("second decrease: %v", got)
 	}
+	// Congested but draining: the cut is working, hold.
+	now = now.Add(time.Second)
+	b.Tune(now, Health{Shedding: true}) // end the hold
+	now = now.Add(time.Second)
+	if got := b.Tune(now, Health{Shedding: true, Congested: true, Draining: true}); got != 5.5 {
+		t.Fatalf("cut while draining: %v", got)
+	}
 	// Congestion that never ends stops at the floor.
 	for range 20 {
 		now = now.Add(time.Second)
