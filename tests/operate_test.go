@@ -347,3 +347,40 @@ func TestPlaceholdersAndFallback(t *testing.T) {
 		t.Fatalf("the fallback answer is still a shed for the module: %+v", st.Lanes.Low)
 	}
 }
+
+// The routes inherit Caddy's admin checks: a foreign Host or Origin (DNS
+// rebinding, a browser page elsewhere) is refused before they run.
+func TestAdminChecksHostAndOrigin(t *testing.T) {
+	_, addr := upstream(t, llmsim.Config{})
+	start(t, `http://localhost:9080 {
+	adaptive_throttle {
+		name guarded
+		gpu off
+	}
+	reverse_proxy `+addr+`
+}`)
+	for _, hdr := range []struct{ name, value string }{{"Host", "evil.example"}, {"Origin", "http://evil.example"}} {
+		for _, c := range []struct{ method, path, body string }{
+			{"GET", "/throttle/status", ""},
+			{"POST", "/throttle/override", `{"instance":"guarded","state":"shed"}`},
+		} {
+			req, _ := http.NewRequest(c.method, adminURL+c.path, strings.NewReader(c.body))
+			if hdr.name == "Host" {
+				req.Host = hdr.value
+			} else {
+				req.Header.Set(hdr.name, hdr.value)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := drain(t, resp)
+			if resp.StatusCode != http.StatusForbidden {
+				t.Errorf("%s %s with %s %s: %d %s", c.method, c.path, hdr.name, hdr.value, resp.StatusCode, body)
+			}
+		}
+	}
+	if st := status(t, "guarded"); st.Override != nil {
+		t.Fatalf("a refused request set an override: %+v", st.Override)
+	}
+}
