@@ -160,11 +160,13 @@ func levelConfig(i int, s settings) breaker.LevelConfig {
 // Destruct stops the samplers when the last handler using this instance is
 // cleaned up (caddy.Destructor, called by the UsagePool).
 func (in *instance) Destruct() error {
-	in.stop()
-	<-in.done
-	close(in.emitStop)
-	<-in.emitDone
-	stopClock()
+	if in.stop != nil { // nil: built but never started (tests)
+		in.stop()
+		<-in.done
+		close(in.emitStop)
+		<-in.emitDone
+		stopClock()
+	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	in.closeGPU()

@@ -1,0 +1,42 @@
+package adaptivethrottle
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"go.uber.org/zap"
+)
+
+// The status answer stays bounded however many instances a config has.
+func TestStatusIsBounded(t *testing.T) {
+	s, err := (&Handler{GPU: &GPUConfig{Source: "off"}}).settings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = maxInstancesShown + 44
+	for i := range n {
+		name := fmt.Sprintf("bounded-%03d", i)
+		instances.LoadOrStore(name, buildInstance(name, s, zap.NewNop()))
+		t.Cleanup(func() { instances.Delete(name) })
+	}
+	w := httptest.NewRecorder()
+	if err := (adminAPI{}).handleStatus(w, httptest.NewRequest(http.MethodGet, "/throttle/status", nil)); err != nil {
+		t.Fatal(err)
+	}
+	var resp statusResponse
+	if err := json.Unmarshal(w.Body.Bytes(), &resp); err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Instances) != maxInstancesShown || !resp.Truncated {
+		t.Fatalf("%d instances shown (truncated %v) of %d", len(resp.Instances), resp.Truncated, n)
+	}
+	if perInstance := w.Body.Len() / maxInstancesShown; perInstance > 4096 {
+		t.Fatalf("%d bytes per instance", perInstance)
+	}
+	if resp.Instances[0].Instance != "bounded-000" {
+		t.Fatalf("not sorted by name: %s first", resp.Instances[0].Instance)
+	}
+}
