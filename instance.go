@@ -307,14 +307,19 @@ func (in *instance) tick(now time.Time) {
 	if l.Closed {
 		reason := fmt.Sprintf("p%g %v > %.2g × history %v", cfg.latency.Percentile, l.Value.Round(time.Millisecond),
 			cfg.latency.Factor, l.Mean.Round(time.Millisecond))
+		// A window more than twice over its threshold is no noise: like one
+		// over the ceiling, it trips at once instead of after `consecutive`.
+		farAbove := l.Threshold > 0 && l.Value > 2*l.Threshold
 		switch {
 		case l.Stuck:
 			reason = fmt.Sprintf("no response for %v with requests in flight", l.Value.Round(time.Millisecond))
 		case l.OverCeiling:
 			reason = fmt.Sprintf("p%g %v > ceiling %v", cfg.latency.Percentile, l.Value.Round(time.Millisecond), cfg.latency.Ceiling)
+		case farAbove:
+			reason += ", more than twice the threshold"
 		}
 		in.observe(now, levelLatency, breaker.Observation{Value: l.Value.Seconds(), Threshold: l.Threshold.Seconds(),
-			Hard: l.OverCeiling, Reason: reason}, in.slow.take())
+			Hard: l.OverCeiling || farAbove, Reason: reason}, in.slow.take())
 	}
 
 	if tr, ok := in.circuit.Poll(now); ok {

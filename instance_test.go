@@ -1,8 +1,11 @@
 package adaptivethrottle
 
 import (
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 
 	"go.uber.org/zap"
 
@@ -208,5 +211,38 @@ func TestApplyKeepsWhatWasLearned(t *testing.T) {
 	in.tick(now)
 	if q := in.qps.Last(); q.Threshold != 3*q.Baseline {
 		t.Fatalf("new trip factor not applied: %+v", q)
+	}
+}
+
+// Latency trips after `consecutive` bad windows, or at once on a window
+// more than twice over its threshold.
+func TestLatencyConsecutiveAndFarAbove(t *testing.T) {
+	in := testInstance(t, &Handler{Latency: &LatencyConfig{Window: caddy.Duration(time.Second), Consecutive: 2, Factor: 2}})
+	now := time.Unix(1000, 0)
+	in.tick(now)
+	window := func(d time.Duration) {
+		for range 30 {
+			in.latency.Record(d)
+		}
+		now = now.Add(time.Second)
+		in.tick(now)
+	}
+	window(100 * time.Millisecond) // history: 100 ms, threshold 200 ms
+	window(300 * time.Millisecond) // bad, 1 of 2
+	if in.shedding(now) {
+		t.Fatal("tripped after one bad window")
+	}
+	window(300 * time.Millisecond)
+	if !in.shedding(now) {
+		t.Fatal("not tripped after two bad windows")
+	}
+
+	far := testInstance(t, &Handler{Latency: &LatencyConfig{Window: caddy.Duration(time.Second), Consecutive: 3, Factor: 2}})
+	in, now = far, now.Add(time.Hour)
+	in.tick(now)
+	window(100 * time.Millisecond)
+	window(450 * time.Millisecond) // over 2 × 200 ms
+	if !in.shedding(now) || !strings.Contains(in.levels[levelLatency].Status(now).LastReason, "twice") {
+		t.Fatalf("a window far above its threshold did not trip at once: %+v", in.levels[levelLatency].Status(now))
 	}
 }

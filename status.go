@@ -40,6 +40,10 @@ type LevelStatus struct {
 	LastReason  string     `json:"last_reason"`
 	RecoverInS  float64    `json:"recover_in_s"`
 	Transitions uint64     `json:"transitions"`
+	// MinTrippedS is this episode's minimum time tripped: doubled each time
+	// the level trips again soon after recovering, so a persistent overload
+	// does not make it flap.
+	MinTrippedS float64 `json:"min_tripped_s"`
 }
 
 // LevelsStatus holds the three levels.
@@ -201,7 +205,7 @@ func (in *instance) status(now time.Time) Status {
 
 func levelStatus(s breaker.LevelStatus) LevelStatus {
 	return LevelStatus{Value: finite(s.Value), Threshold: finite(s.Threshold), Tripped: s.Tripped, Since: timePtr(s.Since),
-		LastReason: s.LastReason, RecoverInS: s.RecoverIn.Seconds(), Transitions: s.Transitions}
+		LastReason: s.LastReason, RecoverInS: s.RecoverIn.Seconds(), Transitions: s.Transitions, MinTrippedS: s.MinTripped.Seconds()}
 }
 
 func devicesStatus(devs []gpu.Device) []DeviceStatus {

@@ -103,6 +103,7 @@ type Level struct {
 	tripped    atomic.Bool
 	trippedAt  atomic.Int64 // mono of the trip
 	goodStreak atomic.Int64
+	hold       atomic.Int64 // this episode's minimum time tripped (ns): MinTripped, doubled on quick re-trips
 
 	mu          sync.Mutex
 	badStreak   int
@@ -111,6 +112,7 @@ type Level struct {
 	since       time.Time // last transition; zero if none
 	lastReason  string
 	transitions uint64
+	recoveredAt int64 // mono of the last recovery; 0 if none
 }
 
 // NewLevel returns an untripped Level. Invalid config fields are replaced by
@@ -160,6 +162,7 @@ func (l *Level) Observe(now time.Time, o Observation) (t Transition, changed boo
 		}
 		l.badStreak = 0
 		l.goodStreak.Store(0)
+		l.hold.Store(int64(l.nextHold(mono(now))))
 		l.trippedAt.Store(mono(now))
 		l.tripped.Store(true)
 		l.lastReason = reason
@@ -173,9 +176,10 @@ func (l *Level) Observe(now time.Time, o Observation) (t Transition, changed boo
 	}
 	streak := l.goodStreak.Add(1)
 	if streak < int64(l.cfg.Load().RecoverAfter) ||
-		mono(now)-l.trippedAt.Load() < int64(l.cfg.Load().MinTripped) {
+		mono(now)-l.trippedAt.Load() < l.hold.Load() {
 		return Transition{}, false
 	}
+	l.recoveredAt = mono(now)
 	l.tripped.Store(false)
 	l.goodStreak.Store(0)
 	l.badStreak = 0
@@ -184,6 +188,24 @@ func (l *Level) Observe(now time.Time, o Observation) (t Transition, changed boo
 		reason = l.defaultReason(o, false)
 	}
 	return l.transition(now, o, false, reason), true
+}
+
+// maxHoldFactor caps how far quick re-trips stretch the minimum time
+// tripped: 16 × MinTripped.
+const maxHoldFactor = 16
+
+// nextHold is the minimum time tripped for an episode starting at m. A trip
+// soon after the last recovery (within twice the last hold) means the
+// recovery was premature — the pressure is still there, only hidden by the
+// shedding — so the hold doubles, up to maxHoldFactor × MinTripped; a trip
+// after a calm spell starts again from MinTripped. l.mu is held.
+func (l *Level) nextHold(m int64) time.Duration {
+	base := l.cfg.Load().MinTripped
+	last := time.Duration(l.hold.Load())
+	if l.recoveredAt == 0 || last == 0 || time.Duration(m-l.recoveredAt) > 2*last {
+		return base
+	}
+	return min(2*last, maxHoldFactor*base)
 }
 
 // transition records a state change; l.mu is held.
@@ -219,7 +241,7 @@ func (l *Level) RecoverIn(now time.Time) time.Duration {
 	if !l.tripped.Load() {
 		return 0
 	}
-	left := int64(l.cfg.Load().MinTripped) - (mono(now) - l.trippedAt.Load())
+	left := l.hold.Load() - (mono(now) - l.trippedAt.Load())
 	if need := int64(l.cfg.Load().RecoverAfter) - l.goodStreak.Load(); need > 0 {
 		left = max(left, need*int64(l.cfg.Load().Period))
 	}
@@ -236,6 +258,9 @@ type LevelStatus struct {
 	LastReason  string        `json:"last_reason,omitempty"`
 	RecoverIn   time.Duration `json:"recover_in"` // nanoseconds in JSON
 	Transitions uint64        `json:"transitions"`
+	// MinTripped is the current episode's minimum time tripped: the
+	// configured one, doubled by each premature recovery. Nanoseconds in JSON.
+	MinTripped time.Duration `json:"min_tripped"`
 }
 
 // Status returns a snapshot of the level.
@@ -251,6 +276,7 @@ func (l *Level) Status(now time.Time) LevelStatus {
 		LastReason:  l.lastReason,
 		RecoverIn:   l.RecoverIn(now),
 		Transitions: l.transitions,
+		MinTripped:  time.Duration(l.hold.Load()),
 	}
 }
 

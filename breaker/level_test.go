@@ -288,7 +288,7 @@ func TestLevelStatus(t *testing.T) {
 	st = l.Status(sec(3))
 	want := LevelStatus{
 		Name: "latency", Value: 2.5, Threshold: 1.9, Tripped: true, Since: sec(1),
-		LastReason: "p99 2.4s > 1.8 × 1.1s for 3 periods", RecoverIn: 8 * time.Second, Transitions: 1,
+		LastReason: "p99 2.4s > 1.8 × 1.1s for 3 periods", RecoverIn: 8 * time.Second, Transitions: 1, MinTripped: 10 * time.Second,
 	}
 	if st != want {
 		t.Fatalf("status = %+v\nwant     %+v", st, want)
@@ -371,5 +371,44 @@ func TestLevelConcurrentReaders(t *testing.T) {
 	wg.Wait()
 	if n := l.Status(sec(0)).Transitions; n < 100 {
 		t.Fatalf("only %d transitions: readers raced nothing", n)
+	}
+}
+
+// A level that trips again soon after recovering was recovered too early:
+// each such episode holds twice as long, up to 16 × MinTripped; after a calm
+// spell the hold starts over.
+func TestLevelQuickRetripsHoldLonger(t *testing.T) {
+	l := NewLevel("latency", LevelConfig{TripAfter: 1, RecoverAfter: 1, MinTripped: 10 * time.Second, Period: time.Second})
+	now := 0.0
+	episode := func() time.Duration {
+		l.Observe(sec(now), obs(200)) // trip
+		hold := l.Status(sec(now)).MinTripped
+		start := now
+		for l.Tripped() {
+			now++
+			l.Observe(sec(now), obs(10))
+			if now-start > 1000 {
+				t.Fatal("never recovered")
+			}
+		}
+		if got := time.Duration((now - start) * float64(time.Second)); got != hold {
+			t.Fatalf("tripped %v, hold %v", got, hold)
+		}
+		now += 5 // trips again 5 s after recovering
+		return hold
+	}
+	var holds []time.Duration
+	for range 7 {
+		holds = append(holds, episode())
+	}
+	want := []time.Duration{10, 20, 40, 80, 160, 160, 160}
+	for i, h := range holds {
+		if h != want[i]*time.Second {
+			t.Fatalf("holds %v, want %v s", holds, want)
+		}
+	}
+	now += 1000 // a calm spell
+	if h := episode(); h != 10*time.Second {
+		t.Fatalf("after a calm spell the hold is %v, want 10s again", h)
 	}
 }
