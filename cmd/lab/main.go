@@ -1,0 +1,355 @@
+// Command lab is the overload lab: it plays each scenario (a step to 3×
+// capacity, a capacity drop) against three set-ups at once — Caddy with a
+// plain reverse_proxy, the same with a static rate limiter at the
+// upstream's capacity behind it, and Caddy with adaptive_throttle at its
+// defaults — each in front of its own llmsim, and writes a markdown table,
+// a PNG and a JSON summary per scenario into results/, then runs
+// lab/overhead.sh (wrk, Caddy with and without the module).
+//
+// Run it from the repository root:
+//
+//	go run ./cmd/lab               # the whole lab, about 8 minutes
+//	go run ./cmd/lab -smoke        # every part for a few seconds (CI), under a minute
+//
+// It builds nothing twice: llmsim and loadgen once into a temporary bin
+// folder, ./caddy only when missing (./xcaddy-build.sh), then copied so a
+// rebuild during the run cannot disturb it.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ai-guardian/adaptivethrottle/internal/llmsim"
+	"github.com/ai-guardian/adaptivethrottle/internal/loadgen"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "lab:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	out       string
+	smoke     bool
+	scenarios string
+	overhead  bool
+	parallel  bool
+	keep      bool
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o options
+	fs := flag.NewFlagSet("lab", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.out, "out", "", "results folder (default results/, or a temporary folder with -smoke)")
+	fs.BoolVar(&o.smoke, "smoke", false, "tiny durations: checks every part works, in under a minute; figures mean nothing")
+	fs.StringVar(&o.scenarios, "scenarios", "step,drop", "scenarios to run, comma-separated")
+	fs.BoolVar(&o.overhead, "overhead", true, "also run lab/overhead.sh (wrk); never with -smoke")
+	fs.BoolVar(&o.parallel, "parallel", false, "run the scenarios at the same time too (6 set-ups at once; always on with -smoke)")
+	fs.BoolVar(&o.keep, "keep", false, "keep the temporary folder with logs and rendered Caddyfiles")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	root, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(root, "lab", "adaptive.Caddyfile.tmpl")); err != nil {
+		return errors.New("run the lab from the repository root (lab/adaptive.Caddyfile.tmpl not found)")
+	}
+	started := time.Now()
+
+	capacity := llmsim.Config{}.Capacity()
+	all := scenarios(capacity, llmsim.DefaultSlots, o.smoke)
+	var scs []scenario
+	for _, name := range strings.Split(o.scenarios, ",") {
+		i := slices.IndexFunc(all, func(s scenario) bool { return s.Name == strings.TrimSpace(name) })
+		if i < 0 {
+			return fmt.Errorf("unknown scenario %q (want step, drop)", name)
+		}
+		scs = append(scs, all[i])
+	}
+
+	tmp, err := os.MkdirTemp("", "adaptivethrottle-lab-")
+	if err != nil {
+		return err
+	}
+	failed := true
+	defer func() {
+		if o.keep || failed {
+			fmt.Fprintf(stderr, "lab: logs and Caddyfiles kept in %s\n", tmp)
+			return
+		}
+		os.RemoveAll(tmp)
+	}()
+	if o.out == "" {
+		o.out = filepath.Join(root, "results")
+		if o.smoke {
+			o.out = filepath.Join(tmp, "results")
+		}
+	}
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return err
+	}
+
+	b, err := prepareBins(ctx, root, tmp, stdout, stderr)
+	if err != nil {
+		return err
+	}
+	machine := machineInfo()
+	fmt.Fprintf(stdout, "lab: %s\nlab: capacity %.2f req/s; results into %s\n", machine, capacity, o.out)
+
+	var (
+		mu   sync.Mutex
+		errs []error
+	)
+	runOne := func(sc scenario) {
+		outs, err := runScenario(ctx, b, root, tmp, o.out, sc, machine, stdout)
+		if err == nil && o.smoke {
+			err = smokeCheck(outs)
+		}
+		if err != nil {
+			mu.Lock()
+			errs = append(errs, fmt.Errorf("%s: %w", sc.Name, err))
+			mu.Unlock()
+		}
+	}
+	if o.parallel || o.smoke {
+		var wg sync.WaitGroup
+		for _, sc := range scs {
+			wg.Go(func() { runOne(sc) })
+		}
+		wg.Wait()
+	} else {
+		for _, sc := range scs {
+			if ctx.Err() != nil {
+				break
+			}
+			runOne(sc)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if o.overhead && !o.smoke {
+		fmt.Fprintln(stdout, "lab: end-to-end overhead (lab/overhead.sh)…")
+		cmd := exec.CommandContext(ctx, filepath.Join(root, "lab", "overhead.sh"))
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CADDY="+b.caddy, "LLMSIM="+b.llmsim, "OUT="+filepath.Join(o.out, "overhead.md"))
+		cmd.Stdout, cmd.Stderr = stdout, stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("lab/overhead.sh: %w", err)
+		}
+	}
+	where := o.out
+	if o.smoke && !o.keep && strings.HasPrefix(o.out, tmp) {
+		where = "a temporary folder, now removed (-out or -keep to look at them)"
+	}
+	fmt.Fprintf(stdout, "lab: done in %s; tables and plots in %s\n", time.Since(started).Round(time.Second), where)
+	failed = false
+	return nil
+}
+
+// prepareBins builds llmsim and loadgen once, and finds (or builds, once)
+// ./caddy, copying it so that a rebuild during the run cannot pull it away.
+func prepareBins(ctx context.Context, root, tmp string, stdout, stderr io.Writer) (bins, error) {
+	binDir := filepath.Join(tmp, "bin")
+	if err := os.MkdirAll(binDir, 0o755); err != nil {
+		return bins{}, err
+	}
+	fmt.Fprintln(stdout, "lab: go build ./cmd/llmsim ./cmd/loadgen")
+	build := exec.CommandContext(ctx, "go", "build", "-o", binDir+string(os.PathSeparator), "./cmd/llmsim", "./cmd/loadgen")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		return bins{}, fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	caddy := filepath.Join(root, "caddy")
+	if _, err := os.Stat(caddy); err != nil {
+		fmt.Fprintln(stdout, "lab: ./caddy missing: ./xcaddy-build.sh (minutes)…")
+		cmd := exec.CommandContext(ctx, filepath.Join(root, "xcaddy-build.sh"))
+		cmd.Dir = root
+		cmd.Stdout, cmd.Stderr = stderr, stderr
+		if err := cmd.Run(); err != nil {
+			return bins{}, fmt.Errorf("./xcaddy-build.sh: %w", err)
+		}
+	}
+	b := bins{llmsim: filepath.Join(binDir, "llmsim"), loadgen: filepath.Join(binDir, "loadgen"), caddy: filepath.Join(binDir, "caddy")}
+	if err := copyFile(caddy, b.caddy); err != nil {
+		return bins{}, err
+	}
+	mods, err := exec.CommandContext(ctx, b.caddy, "list-modules").Output()
+	if err != nil {
+		return bins{}, fmt.Errorf("./caddy list-modules: %w", err)
+	}
+	if !strings.Contains(string(mods), "http.handlers.adaptive_throttle") {
+		return bins{}, errors.New("./caddy lacks http.handlers.adaptive_throttle: rebuild it with ./xcaddy-build.sh")
+	}
+	return b, nil
+}
+
+func copyFile(from, to string) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// runScenario starts the three set-ups, plays the load against all of them
+// at once, stops them, and writes results/<name>.{md,png,json}.
+func runScenario(ctx context.Context, b bins, root, tmp, outDir string, sc scenario, machine string, stdout io.Writer) ([]outcome, error) {
+	fmt.Fprintf(stdout, "lab: %s — starting set-ups\n", sc.Title)
+	envs := make([]*env, 0, len(setupNames))
+	defer func() {
+		for _, e := range envs {
+			e.stop()
+		}
+	}()
+	for _, s := range setupNames {
+		e, err := startSetup(ctx, b, filepath.Join(root, "lab"), filepath.Join(tmp, sc.Name, s), s, sc.Capacity)
+		if err != nil {
+			return nil, fmt.Errorf("set-up %s: %w", s, err)
+		}
+		envs = append(envs, e)
+	}
+	load := func(ctx context.Context, e env) (*loadgen.Result, error) {
+		dir := filepath.Join(tmp, sc.Name, e.Setup)
+		jsonPath := filepath.Join(dir, "loadgen.json")
+		p, err := startProc("loadgen", dir, b.loadgen, loadArgs(loadConfig(sc, e), jsonPath), nil)
+		if err != nil {
+			return nil, err
+		}
+		if err := p.wait(ctx); err != nil {
+			return nil, fmt.Errorf("loadgen: %v (see %s)", err, p.log)
+		}
+		raw, err := os.ReadFile(jsonPath)
+		if err != nil {
+			return nil, err
+		}
+		var res loadgen.Result
+		if err := json.Unmarshal(raw, &res); err != nil {
+			return nil, fmt.Errorf("%s: %w", jsonPath, err)
+		}
+		return &res, nil
+	}
+	fmt.Fprintf(stdout, "lab: %s — load for %v (+ up to %v drain) on %d set-ups\n", sc.Name, sc.Profile.Duration, sc.Timeout, len(envs))
+	outs, err := playAll(ctx, sc, envs, load)
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range outs {
+		s := o.Res.Overall
+		fmt.Fprintf(stdout, "lab: %s/%s: sent %d, OK within SLO %s, shed %d, upstream OOMs %d, goodput in window %.2f req/s\n",
+			sc.Name, o.Setup, s.Sent, pct(s.SLOAttainment), s.Shed(), o.UpstreamOOMs, o.GoodputWindow)
+	}
+	return outs, writeResults(outDir, sc, outs, machine)
+}
+
+// smokeCheck asks of a smoke run only that every part worked: each set-up
+// was sent load and served some of it, and the adaptive one was polled.
+func smokeCheck(outs []outcome) error {
+	for _, o := range outs {
+		if o.Res.Overall.Sent == 0 || o.Res.Overall.OK == 0 {
+			return fmt.Errorf("smoke: set-up %s served nothing: %+v", o.Setup, o.Res.Overall)
+		}
+		if o.UpstreamOOMs < 0 {
+			return fmt.Errorf("smoke: set-up %s: the upstream was never polled", o.Setup)
+		}
+		if o.Setup == setupAdaptive && o.Transitions == nil {
+			return fmt.Errorf("smoke: set-up %s: /throttle/status was never polled", o.Setup)
+		}
+	}
+	return nil
+}
+
+// playAll runs load against every set-up at the same time and analyzes
+// each run.
+func playAll(ctx context.Context, sc scenario, envs []*env, load func(context.Context, env) (*loadgen.Result, error)) ([]outcome, error) {
+	outs := make([]outcome, len(envs))
+	errs := make([]error, len(envs))
+	var wg sync.WaitGroup
+	for i, e := range envs {
+		wg.Go(func() {
+			res, err := load(ctx, *e)
+			if err != nil {
+				errs[i] = fmt.Errorf("%s: %w", e.Setup, err)
+				return
+			}
+			outs[i] = analyze(sc, e.Setup, res)
+		})
+	}
+	wg.Wait()
+	return outs, errors.Join(errs...)
+}
+
+// writeResults writes <name>.md, .png and .json into dir.
+func writeResults(dir string, sc scenario, outs []outcome, machine string) error {
+	var md strings.Builder
+	if err := writeMarkdown(&md, sc, outs, machine); err != nil {
+		return err
+	}
+	fmt.Fprintf(&md, "\n![%s](%s.png)\n", sc.Title, sc.Name)
+	if err := os.WriteFile(filepath.Join(dir, sc.Name+".md"), []byte(md.String()), 0o644); err != nil {
+		return err
+	}
+	if err := writePlot(filepath.Join(dir, sc.Name+".png"), sc, outs); err != nil {
+		return err
+	}
+	return writeOutcomesJSON(filepath.Join(dir, sc.Name+".json"), sc, outs)
+}
+
+// machineInfo is one line: CPUs, CPU model, Go version, kernel.
+func machineInfo() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	kernel := ""
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = ", Linux " + strings.TrimSpace(string(b))
+	}
+	return fmt.Sprintf("Machine: %d CPUs (%s), %s%s.", runtime.NumCPU(), model, runtime.Version(), kernel)
+}

@@ -1,0 +1,280 @@
+package main
+
+import (
+	"fmt"
+	"image/color"
+	"math"
+	"os"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/font"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
+
+	"github.com/ai-guardian/adaptivethrottle/internal/loadgen"
+)
+
+var (
+	colSent    = color.RGBA{140, 140, 140, 255}
+	colServed  = color.RGBA{31, 119, 180, 255}
+	colGood    = color.RGBA{44, 160, 44, 255}
+	colShed    = color.RGBA{255, 127, 14, 255}
+	colOOM     = color.RGBA{214, 39, 40, 255}
+	colTimeout = color.RGBA{148, 103, 189, 255}
+	colMarker  = color.RGBA{90, 90, 90, 255}
+)
+
+// gpuThreshold is adaptive_throttle's default GPU threshold, drawn on the
+// KV-cache gauge it reads.
+const gpuThreshold = 0.75
+
+// writePlot draws one PNG for the scenario: a column per set-up; rows for
+// requests/s, p99 TTFB, GPU memory, and (adaptive only) tripped levels.
+func writePlot(path string, sc scenario, outs []outcome) error {
+	const rows = 4
+	cols := len(outs)
+	if cols == 0 {
+		return fmt.Errorf("plot %s: no outcomes", path)
+	}
+	grid := make([][]*plot.Plot, rows)
+	for r := range grid {
+		grid[r] = make([]*plot.Plot, cols)
+	}
+	// Shared ranges so the columns compare at a glance; headroom above the
+	// rates keeps the legend off the lines.
+	xmax, rateMax := 0.0, 1.0
+	for _, o := range outs {
+		xmax = math.Max(xmax, float64(len(o.Res.Series)))
+		for _, s := range o.Res.Series {
+			rateMax = math.Max(rateMax, float64(max(s.Sent, s.Served, s.Shed, s.OOM)))
+		}
+	}
+	for c, o := range outs {
+		var err error
+		if grid[0][c], err = ratePlot(sc, o, xmax, rateMax*1.5); err != nil {
+			return err
+		}
+		if grid[1][c], err = ttfbPlot(sc, o, xmax); err != nil {
+			return err
+		}
+		if grid[2][c], err = memPlot(sc, o, xmax); err != nil {
+			return err
+		}
+		if o.Setup == setupAdaptive {
+			if grid[3][c], err = levelsPlot(sc, o, xmax); err != nil {
+				return err
+			}
+		}
+	}
+	img := vgimg.NewWith(vgimg.UseWH(16*vg.Inch, 13*vg.Inch), vgimg.UseDPI(96))
+	dc := draw.New(img)
+	dc.FillText(draw.TextStyle{Color: color.Black, Font: font.From(plot.DefaultFont, 16), XAlign: draw.XCenter,
+		YAlign: draw.YTop, Handler: plot.DefaultTextHandler}, vg.Point{X: dc.Center().X, Y: dc.Max.Y - 0.1*vg.Inch}, sc.Title)
+	body := draw.Crop(dc, 0, 0, 0, -0.4*vg.Inch)
+	tiles := draw.Tiles{Rows: rows, Cols: cols, PadX: vg.Millimeter * 4, PadY: vg.Millimeter * 4,
+		PadTop: vg.Millimeter * 2, PadBottom: vg.Millimeter * 2, PadLeft: vg.Millimeter * 2, PadRight: vg.Millimeter * 3}
+	canvases := plot.Align(grid, tiles, body)
+	for r := range grid {
+		for c := range grid[r] {
+			if grid[r][c] != nil {
+				grid[r][c].Draw(canvases[r][c])
+			}
+		}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func newPlot(title, ylabel string, xmax float64) *plot.Plot {
+	p := plot.New()
+	p.Title.Text = title
+	p.Title.TextStyle.Font.Size = vg.Points(11)
+	p.Y.Label.Text = ylabel
+	p.X.Label.Text = "seconds"
+	p.X.Min, p.X.Max = 0, xmax
+	p.Legend.Top, p.Legend.Left = true, true
+	p.Legend.TextStyle.Font.Size = vg.Points(8)
+	p.Legend.ThumbnailWidth = vg.Points(12)
+	p.Add(plotter.NewGrid())
+	return p
+}
+
+// addLine adds a solid line (dashed when dash) with a legend entry.
+func addLine(p *plot.Plot, name string, xys plotter.XYs, c color.Color, dash bool) error {
+	if len(xys) == 0 {
+		return nil
+	}
+	l, err := plotter.NewLine(xys)
+	if err != nil {
+		return err
+	}
+	l.Color = c
+	l.Width = vg.Points(1.3)
+	if dash {
+		l.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+	}
+	p.Add(l)
+	if name != "" {
+		p.Legend.Add(name, l)
+	}
+	return nil
+}
+
+// markers draws the window's edges (onset and load drop, or the capacity
+// drop) as thin vertical lines from ymin to ymax.
+func markers(p *plot.Plot, sc scenario, ymin, ymax float64) error {
+	for _, t := range []float64{sc.WindowFrom.Seconds(), sc.WindowTo.Seconds()} {
+		if t <= 0 || t >= sc.Profile.Duration.Seconds() {
+			continue
+		}
+		l, err := plotter.NewLine(plotter.XYs{{X: t, Y: ymin}, {X: t, Y: ymax}})
+		if err != nil {
+			return err
+		}
+		l.Color, l.Width, l.Dashes = colMarker, vg.Points(0.7), []vg.Length{vg.Points(2), vg.Points(2)}
+		p.Add(l)
+	}
+	return nil
+}
+
+func series(o outcome, f func(loadgen.Second) (float64, bool)) plotter.XYs {
+	var xys plotter.XYs
+	for _, s := range o.Res.Series {
+		if y, ok := f(s); ok {
+			xys = append(xys, plotter.XY{X: float64(s.T) + 0.5, Y: y})
+		}
+	}
+	return xys
+}
+
+func count(f func(loadgen.Second) int) func(loadgen.Second) (float64, bool) {
+	return func(s loadgen.Second) (float64, bool) { return float64(f(s)), true }
+}
+
+func ratePlot(sc scenario, o outcome, xmax, ymax float64) (*plot.Plot, error) {
+	p := newPlot(setupTitle(o.Setup, sc.Capacity), "requests/s", xmax)
+	p.Y.Min, p.Y.Max = 0, ymax
+	for _, l := range []struct {
+		name string
+		f    func(loadgen.Second) int
+		c    color.Color
+	}{
+		{"sent", func(s loadgen.Second) int { return s.Sent }, colSent},
+		{"served (200, done)", func(s loadgen.Second) int { return s.Served }, colServed},
+		{"served within SLO", func(s loadgen.Second) int { return s.Good }, colGood},
+		{"shed (429/503)", func(s loadgen.Second) int { return s.Shed }, colShed},
+		{"upstream OOM", func(s loadgen.Second) int { return s.OOM }, colOOM},
+		{"timeout", func(s loadgen.Second) int { return s.Timeouts }, colTimeout},
+	} {
+		if err := addLine(p, l.name, series(o, count(l.f)), l.c, false); err != nil {
+			return nil, err
+		}
+	}
+	capLine := plotter.XYs{{X: 0, Y: sc.Capacity}, {X: xmax, Y: sc.Capacity}}
+	if sc.Profile.Kind == loadgen.CapacityDrop {
+		at := sc.Profile.DropAt.Seconds()
+		capLine = plotter.XYs{{X: 0, Y: sc.Capacity}, {X: at, Y: sc.Capacity}, {X: at, Y: sc.WindowCapacity}, {X: xmax, Y: sc.WindowCapacity}}
+	}
+	if err := addLine(p, "capacity", capLine, color.Black, true); err != nil {
+		return nil, err
+	}
+	return p, markers(p, sc, 0, ymax)
+}
+
+func ttfbPlot(sc scenario, o outcome, xmax float64) (*plot.Plot, error) {
+	p := newPlot("", "p99 TTFB of served (s, log)", xmax)
+	p.Y.Scale, p.Y.Tick.Marker = plot.LogScale{}, plot.LogTicks{Prec: -1}
+	lo, hi := 0.01, math.Max(60, sc.Timeout.Seconds()*1.5)
+	p.Y.Min, p.Y.Max = lo, hi
+	xys := series(o, func(s loadgen.Second) (float64, bool) {
+		return math.Min(math.Max(s.TTFBP99/1000, lo), hi), s.TTFBP99 > 0
+	})
+	if err := addLine(p, "p99 TTFB (by send second)", xys, colServed, false); err != nil {
+		return nil, err
+	}
+	slo := sc.SLO.TTFB.Seconds()
+	if err := addLine(p, fmt.Sprintf("SLO %v", sc.SLO.TTFB), plotter.XYs{{X: 0, Y: slo}, {X: xmax, Y: slo}}, colOOM, true); err != nil {
+		return nil, err
+	}
+	return p, markers(p, sc, lo, hi)
+}
+
+func memPlot(sc scenario, o outcome, xmax float64) (*plot.Plot, error) {
+	p := newPlot("", "GPU memory (fraction)", xmax)
+	p.Y.Min, p.Y.Max = 0, 1.05
+	mem := series(o, func(s loadgen.Second) (float64, bool) {
+		if s.GPUMemory == nil {
+			return 0, false
+		}
+		return *s.GPUMemory, true
+	})
+	kv := series(o, func(s loadgen.Second) (float64, bool) {
+		if s.KVCache == nil {
+			return 0, false
+		}
+		return *s.KVCache, true
+	})
+	if err := addLine(p, "memory used / total", mem, colServed, false); err != nil {
+		return nil, err
+	}
+	if err := addLine(p, "vllm:kv_cache_usage_perc", kv, colShed, false); err != nil {
+		return nil, err
+	}
+	if err := addLine(p, "module threshold 75%", plotter.XYs{{X: 0, Y: gpuThreshold}, {X: xmax, Y: gpuThreshold}}, colOOM, true); err != nil {
+		return nil, err
+	}
+	return p, markers(p, sc, 0, 1.05)
+}
+
+// levelsPlot shows, per second, which of the module's levels were tripped
+// (a dot on that level's row) and whether it was shedding.
+func levelsPlot(sc scenario, o outcome, xmax float64) (*plot.Plot, error) {
+	p := newPlot("adaptive_throttle state (1 s polls)", "", xmax)
+	names := []string{"shedding", "qps", "gpu", "latency", "circuit"}
+	p.Y.Min, p.Y.Max = -0.5, float64(len(names))-0.5
+	ticks := make([]plot.Tick, len(names))
+	for i, n := range names {
+		ticks[i] = plot.Tick{Value: float64(i), Label: n}
+	}
+	p.Y.Tick.Marker = plot.ConstantTicks(ticks)
+	p.Legend = plot.NewLegend()
+	cols := []color.Color{colShed, colServed, colGood, colTimeout, colOOM}
+	for i, n := range names {
+		var xys plotter.XYs
+		for _, s := range o.Res.Series {
+			on := false
+			if i == 0 {
+				on = s.Shedding != nil && *s.Shedding
+			}
+			for _, t := range s.Tripped {
+				if t == n {
+					on = true
+				}
+			}
+			if on {
+				xys = append(xys, plotter.XY{X: float64(s.T) + 0.5, Y: float64(i)})
+			}
+		}
+		if len(xys) == 0 {
+			continue
+		}
+		sc, err := plotter.NewScatter(xys)
+		if err != nil {
+			return nil, err
+		}
+		sc.GlyphStyle.Color = cols[i]
+		sc.GlyphStyle.Shape = draw.BoxGlyph{}
+		sc.GlyphStyle.Radius = vg.Points(2.5)
+		p.Add(sc)
+	}
+	return p, markers(p, sc, -0.5, float64(len(names))-0.5)
+}

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"text/template"
+	"time"
+)
+
+// env is one running set-up: where the load goes and what to poll.
+type env struct {
+	Setup          string
+	Target         string // the URL the generator hits (Caddy's site)
+	Upstream       string // llmsim's base URL
+	ThrottleStatus string // Caddy admin /throttle/status; adaptive only
+	stop           func()
+}
+
+// bins are the programs the lab runs, each built or found once.
+type bins struct {
+	llmsim, loadgen, caddy string
+}
+
+// caddyVars fill lab/*.Caddyfile.tmpl.
+type caddyVars struct {
+	Admin    string // host:port of the admin API
+	Port     int    // the site's port on 127.0.0.1
+	Upstream string // host:port reverse_proxy forwards to
+	Metrics  string // llmsim's /metrics URL (adaptive only)
+}
+
+// renderCaddyfile fills the template at path into out.
+func renderCaddyfile(path, out string, v caddyVars) error {
+	t, err := template.New(filepath.Base(path)).Option("missingkey=error").ParseFiles(path)
+	if err != nil {
+		return err
+	}
+	f, err := os.Create(out)
+	if err != nil {
+		return err
+	}
+	if err := t.Execute(f, v); err != nil {
+		f.Close()
+		return fmt.Errorf("rendering %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// startSetup starts llmsim, the static limiter when asked, and Caddy for
+// one set-up of a scenario. Everything listens on 127.0.0.1; stop ends it
+// all. dir holds the rendered Caddyfile, Caddy's XDG folders and the logs.
+func startSetup(ctx context.Context, b bins, labDir, dir, setup string, capacity float64) (e *env, err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	var stops []func()
+	stopAll := func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			stopAll()
+		}
+	}()
+
+	simPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	sim, err := startProc("llmsim", dir, b.llmsim, []string{"-listen", hostPort(simPort)}, nil)
+	if err != nil {
+		return nil, err
+	}
+	stops = append(stops, func() { sim.stop(5 * time.Second) })
+	simURL := "http://" + hostPort(simPort)
+	if err := waitReady(ctx, simURL+"/health", sim, 10*time.Second); err != nil {
+		return nil, err
+	}
+
+	upstream := hostPort(simPort)
+	if setup == setupStatic {
+		lim, err := newStaticLimiter(&url.URL{Scheme: "http", Host: upstream}, capacity, staticBurst)
+		if err != nil {
+			return nil, err
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		srv := &http.Server{Handler: lim, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		stops = append(stops, func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if srv.Shutdown(sctx) != nil {
+				srv.Close()
+			}
+		})
+		upstream = ln.Addr().String()
+	}
+
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	adminPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	tmpl := "plain.Caddyfile.tmpl"
+	if setup == setupAdaptive {
+		tmpl = "adaptive.Caddyfile.tmpl"
+	}
+	cfgPath := filepath.Join(dir, "Caddyfile")
+	if err := renderCaddyfile(filepath.Join(labDir, tmpl), cfgPath, caddyVars{
+		Admin: hostPort(adminPort), Port: port, Upstream: upstream, Metrics: simURL + "/metrics",
+	}); err != nil {
+		return nil, err
+	}
+	xdg := filepath.Join(dir, "xdg")
+	cad, err := startProc("caddy", dir, b.caddy, []string{"run", "--config", cfgPath, "--adapter", "caddyfile"},
+		[]string{"XDG_DATA_HOME=" + xdg, "XDG_CONFIG_HOME=" + xdg})
+	if err != nil {
+		return nil, err
+	}
+	stops = append(stops, func() { cad.stop(5 * time.Second) })
+	admin := "http://" + hostPort(adminPort)
+	if err := waitReady(ctx, admin+"/config/", cad, 20*time.Second); err != nil {
+		return nil, err
+	}
+	e = &env{Setup: setup, Target: "http://" + hostPort(port), Upstream: simURL, stop: stopAll}
+	if setup == setupAdaptive {
+		e.ThrottleStatus = admin + "/throttle/status"
+		if err := waitReady(ctx, e.ThrottleStatus, cad, 10*time.Second); err != nil {
+			return nil, errors.Join(err, errors.New("is ./caddy built with adaptive_throttle?"))
+		}
+	}
+	// The site itself: llmsim's /health through Caddy (and the limiter).
+	if err := waitReady(ctx, e.Target+"/health", cad, 10*time.Second); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// staticBurst is the static limiter's bucket depth: small, so that it
+// smooths arrival jitter but never lets a surge through.
+const staticBurst = 3
