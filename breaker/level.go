@@ -75,7 +75,8 @@ type Observation struct {
 	// a failed sensor under on_error shed. A Hard sample is never good.
 	Hard bool
 	// Reason is human text, e.g. "p99 2.4s > 1.8 × 1.1s for 3 periods";
-	// kept as the last reason when the sample trips the Level.
+	// kept as the last reason when the sample trips the Level. A recovery
+	// is worded by the Level itself.
 	Reason string
 }
 
@@ -183,11 +184,8 @@ func (l *Level) Observe(now time.Time, o Observation) (t Transition, changed boo
 	l.tripped.Store(false)
 	l.goodStreak.Store(0)
 	l.badStreak = 0
-	reason := o.Reason
-	if reason == "" {
-		reason = l.defaultReason(o, false)
-	}
-	return l.transition(now, o, false, reason), true
+	// Observation.Reason explains a trip; a recovery says what held.
+	return l.transition(now, o, false, l.defaultReason(o, false)), true
 }
 
 // maxHoldFactor caps how far quick re-trips stretch the minimum time
