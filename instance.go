@@ -31,6 +31,12 @@ var levelNames = [numLevels]string{"gpu", "latency", "qps"}
 // the medium lane's controller all run once a second.
 const tickEvery = time.Second
 
+// burstEvery is the period of the burst check between ticks: a surge far
+// above the QPS threshold is caught within a quarter of a second instead of
+// a whole one, before the upstream's queue grows long enough to break the
+// high lane's latency.
+const burstEvery = tickEvery / 4
+
 // instance is one named throttle: what it has learned, its samplers and the
 // atomics the request path reads. It lives in a caddy.UsagePool keyed by
 // name, so it outlives config reloads; handlers come and go around it.
@@ -53,19 +59,22 @@ type instance struct {
 	shedLog  *shedLogger
 
 	// Sampler side.
-	mu         sync.Mutex // cfg, gpu sensor, lastFinished
-	cfg        settings
-	gpuSensor  *gpu.Sensor
-	gpuSource  gpu.Source
-	gpuWarning string
-	gpuStop    context.CancelFunc
-	gpuDone    chan struct{}
-	lastFinish uint64
-	lastTick   time.Time
-	lastShort  time.Duration // the last period's TTFB percentile (sampler only)
-	logger     atomic.Pointer[zap.Logger]
-	stop       context.CancelFunc
-	done       chan struct{}
+	mu           sync.Mutex // cfg, gpu sensor, lastFinished
+	cfg          settings
+	gpuSensor    *gpu.Sensor
+	gpuSource    gpu.Source
+	gpuWarning   string
+	gpuStop      context.CancelFunc
+	gpuDone      chan struct{}
+	lastFinish   uint64
+	lastHigh     uint64 // high-priority admissions at the last tick
+	lastTick     time.Time
+	lastBurst    time.Time     // burst check: when it last looked
+	lastArrivals uint64        // and the arrivals it saw then
+	lastShort    time.Duration // the last period's TTFB percentile (sampler only)
+	logger       atomic.Pointer[zap.Logger]
+	stop         context.CancelFunc
+	done         chan struct{}
 	eventsState
 	emitStop chan struct{}
 	emitDone chan struct{}
@@ -252,16 +261,41 @@ func gpuConfigEqual(a, b gpu.Config) bool {
 // run is the one-second sampler.
 func (in *instance) run(ctx context.Context) {
 	defer close(in.done)
-	t := time.NewTicker(tickEvery)
+	t := time.NewTicker(burstEvery)
 	defer t.Stop()
 	in.tick(time.Now())
-	for {
+	for n := 1; ; n++ {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-t.C:
-			in.tick(now)
+		case <-t.C:
+			now := time.Now()
+			if n%int(tickEvery/burstEvery) == 0 {
+				in.tick(now)
+			} else {
+				in.burst(now)
+			}
 		}
+	}
+}
+
+// burst trips the QPS level at once when arrivals since the last check run
+// at more than twice its threshold: the same rule as a full tick's, on a
+// shorter period. It learns nothing.
+func (in *instance) burst(now time.Time) {
+	in.mu.Lock()
+	total, dt := in.qps.Arrivals(), now.Sub(in.lastBurst)
+	seen := total - in.lastArrivals
+	in.lastArrivals, in.lastBurst = total, now
+	in.mu.Unlock()
+	th := in.qps.Last().Threshold
+	if th <= 0 || dt <= 0 || dt > tickEvery || in.levels[levelQPS].Tripped() {
+		return
+	}
+	if rate := float64(seen) / dt.Seconds(); rate > 2*th {
+		in.observe(now, levelQPS, breaker.Observation{Value: rate, Threshold: th, Hard: true,
+			Reason: fmt.Sprintf("burst: %.1f req/s over %v > 2 × %.1f", rate, dt.Round(time.Millisecond), th)}, "")
+		in.refresh(now)
 	}
 }
 
@@ -287,11 +321,14 @@ func (in *instance) tick(now time.Time) {
 	dt := now.Sub(in.lastTick)
 	in.lastTick = now
 	fin := in.finished.Load()
-	served := 0.0
+	high := in.verdicts[priority.High][priority.Pass].Load() + in.verdicts[priority.High][priority.PassReserved].Load()
+	served, reserved := 0.0, 0.0
 	if dt > 0 && dt < time.Minute {
 		served = float64(fin-in.lastFinish) / dt.Seconds()
+		reserved = float64(high-in.lastHigh) / dt.Seconds()
 	}
-	in.lastFinish = fin
+	in.lastFinish, in.lastHigh = fin, high
+	in.lastArrivals, in.lastBurst = in.qps.Arrivals(), now
 	in.mu.Unlock()
 
 	in.expireOverride(now)
@@ -335,7 +372,8 @@ func (in *instance) tick(now time.Time) {
 	if l.ShortCount > 0 {
 		in.lastShort = l.Short
 	}
-	in.lanes.Bucket.Tune(now, priority.Health{Shedding: in.shedding(now), Served: served, Congested: congested, Draining: draining})
+	in.lanes.Bucket.Tune(now, priority.Health{Shedding: in.shedding(now), Served: served, Reserved: reserved,
+		InFlight: float64(in.inflight()), Congested: congested, Draining: draining})
 	in.refresh(now)
 }
 

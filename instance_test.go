@@ -177,10 +177,14 @@ func TestMediumLaneFollowsUpstreamHealth(t *testing.T) {
 	if in.circuit.State() != breaker.Open {
 		t.Fatal("circuit did not open")
 	}
+	for range 20 {
+		in.admitted.Inc()
+		in.finished.Inc()
+	}
 	now = now.Add(time.Second)
 	in.tick(now)
-	if r := in.lanes.Bucket.Limit(); r != 14 {
-		t.Fatalf("medium rate %v after a congested second, want 20 × 0.7", r)
+	if r := in.lanes.Bucket.Limit(); r != 18 {
+		t.Fatalf("medium rate %v after a congested second, want 20 × 0.9", r)
 	}
 }
 
@@ -244,5 +248,31 @@ func TestLatencyConsecutiveAndFarAbove(t *testing.T) {
 	window(450 * time.Millisecond) // over 2 × 200 ms
 	if !in.shedding(now) || !strings.Contains(in.levels[levelLatency].Status(now).LastReason, "twice") {
 		t.Fatalf("a window far above its threshold did not trip at once: %+v", in.levels[levelLatency].Status(now))
+	}
+}
+
+// Between full ticks, a quarter-second burst at more than twice the QPS
+// threshold trips at once; a milder one waits for the tick.
+func TestQPSBurstCheck(t *testing.T) {
+	in := testInstance(t, &Handler{QPS: &QPSConfig{Warmup: 10}})
+	now := time.Unix(1000, 0)
+	in.tick(now)
+	for range 20 {
+		arrive(in, 10)
+		now = now.Add(time.Second)
+		in.tick(now)
+	}
+	// threshold 15 req/s: 6 arrivals in 250 ms is 24 req/s, under 2 × 15.
+	arrive(in, 6)
+	now = now.Add(250 * time.Millisecond)
+	in.burst(now)
+	if in.shedding(now) {
+		t.Fatal("a mild burst tripped between ticks")
+	}
+	arrive(in, 8) // 32 req/s
+	now = now.Add(250 * time.Millisecond)
+	in.burst(now)
+	if !in.shedding(now) || !strings.Contains(in.levels[levelQPS].Status(now).LastReason, "burst") {
+		t.Fatalf("a burst at 32 req/s did not trip: %+v", in.levels[levelQPS].Status(now))
 	}
 }

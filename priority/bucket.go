@@ -15,9 +15,12 @@ type BucketConfig struct {
 	// Increase is the additive step per healthy period, as a fraction of
 	// the current rate (never less than 1 req/s). Default 0.1.
 	Increase float64
-	// Decrease multiplies the rate when the upstream stops keeping up.
-	// Default 0.7.
+	// Decrease is the least a congested period cuts the rate by. Default
+	// 0.9: the queue estimate below usually cuts deeper.
 	Decrease float64
+	// Drain is how fast a queue found at the upstream is to be worked off:
+	// the lane gives up queue/Drain req/s for it. Default 2s.
+	Drain time.Duration
 	// Burst is how many seconds of the current rate may arrive at once.
 	// Default 0.25 (never less than one request).
 	Burst float64
@@ -31,7 +34,10 @@ func (c *BucketConfig) defaults() {
 		c.Increase = 0.1
 	}
 	if c.Decrease <= 0 || c.Decrease >= 1 {
-		c.Decrease = 0.7
+		c.Decrease = 0.9
+	}
+	if c.Drain <= 0 {
+		c.Drain = 2 * time.Second
 	}
 	if c.Burst <= 0 {
 		c.Burst = 0.25
@@ -47,21 +53,27 @@ type Health struct {
 	// is in force at all.
 	Shedding bool
 	// Served is the rate (req/s) at which the upstream answered over the
-	// last period, whatever the priority.
+	// last period, whatever the priority: while it is saturated, its
+	// capacity.
 	Served float64
+	// Reserved is the rate (req/s) at which high-priority requests were
+	// admitted over the last period: the share of the upstream the medium
+	// lane must leave them.
+	Reserved float64
+	// InFlight is the number of requests admitted and not yet answered:
+	// what the upstream is running plus what it has queued, now.
+	InFlight float64
 	// Congested reports that the upstream stopped keeping up: time to
 	// first byte above its history, GPU over threshold, a circuit that is
 	// not closed.
 	Congested bool
-	// Draining reports that, congested or not, the upstream's queue is
-	// shrinking (time to first byte falling since the last period): the
-	// last cut is working, and cutting again would only starve the GPU.
+	// Draining reports that the upstream's time to first byte fell since
+	// the last period: a cut is already working.
 	Draining bool
 }
 
 // Bucket is the medium lane: a golang.org/x/time/rate token bucket whose
-// rate is re-tuned once per period by additive increase / multiplicative
-// decrease (AIMD) from the upstream's health.
+// rate is re-tuned once per period from the upstream's health.
 //
 // Allow may be called from any goroutine. Tune must be called from one
 // goroutine only (the sampler).
@@ -73,7 +85,12 @@ type Bucket struct {
 
 	// sampler-only state
 	lastRefused uint64
-	hold        bool // skip one decision after a decrease: TTFB lags the cut
+	// concurrency is what the upstream runs without queueing, learned from
+	// the requests in flight whenever it keeps up (fast up, slow down).
+	concurrency float64
+	// capacity is what the upstream serves when saturated, learned from
+	// the served rate while it is congested.
+	capacity float64
 }
 
 // NewBucket returns a lane starting at the floor rate.
@@ -107,35 +124,69 @@ func (b *Bucket) Limit() float64 { return math.Float64frombits(b.limit.Load()) }
 // Refused counts medium requests the bucket turned away.
 func (b *Bucket) Refused() uint64 { return b.refused.Load() }
 
+// Concurrency is the learned number of requests the upstream runs at once
+// without queueing.
+func (b *Bucket) Concurrency() float64 { return b.concurrency }
+
+// Capacity is the learned rate (req/s) the upstream serves when saturated;
+// 0 until it has been seen congested.
+func (b *Bucket) Capacity() float64 { return b.capacity }
+
 // Tune runs one period of the controller and returns the new rate.
 //
 //   - not shedding: follow what the upstream serves, so that when a level
 //     trips the lane starts from the rate the upstream was sustaining;
-//   - congested: multiply by Decrease, then hold one period, because the
-//     upstream's latency reflects the queue built before the cut; and
-//     hold as long as the queue is draining;
-//   - healthy and the bucket was the constraint (it refused someone):
-//     add Increase·rate (at least 1 req/s). A bucket nobody pressed
-//     against keeps its rate, so an idle lane cannot inflate without
-//     bound and then let a whole surge through.
+//   - congested: aim at what the upstream serves, less the high-priority
+//     share, less what working off its queue needs — the queue being the
+//     requests in flight beyond the concurrency it runs without queueing —
+//     and cut by at least Decrease; while the queue is already draining,
+//     only aim, do not cut again for latency that lags the cut;
+//   - keeping up, and the bucket was the constraint (it refused someone):
+//     below 90% of the medium share of the learned capacity, come straight
+//     back to it — once a queue is worked off, creeping up 1 req/s at a
+//     time would leave the GPU idle; above it, probe by 2% a period; with
+//     no capacity learned yet, add Increase·rate (at least 1 req/s). A
+//     bucket nobody pressed against keeps its rate, so an idle lane cannot
+//     inflate without bound and then let a whole surge through.
+//
+// The concurrency is learned whenever the upstream keeps up: the highest
+// in-flight count seen then, decaying by 2% a period so that a loss of
+// capacity is learned too. The capacity is learned while it is congested
+// (saturated, so serving all it can): a moving average of the served rate.
 func (b *Bucket) Tune(now time.Time, h Health) float64 {
 	refused := b.refused.Load()
 	pressed := refused != b.lastRefused
 	b.lastRefused = refused
+	if !h.Congested {
+		b.concurrency = math.Max(h.InFlight, 0.98*b.concurrency)
+	} else if h.Served > 0 {
+		if b.capacity == 0 {
+			b.capacity = h.Served
+		}
+		b.capacity += 0.3 * (h.Served - b.capacity)
+	}
 
 	r := b.Limit()
 	switch {
 	case !h.Shedding:
 		r = h.Served
-		b.hold = false
-	case b.hold:
-		b.hold = false
-	case h.Congested && h.Draining:
 	case h.Congested:
-		r *= b.cfg.Decrease
-		b.hold = true
+		queue := math.Max(0, h.InFlight-b.concurrency)
+		aim := h.Served - h.Reserved - queue/b.cfg.Drain.Seconds()
+		if h.Draining {
+			r = math.Min(r, aim)
+		} else {
+			r = math.Min(r*b.cfg.Decrease, aim)
+		}
 	case pressed:
-		r += math.Max(1, r*b.cfg.Increase)
+		share := 0.9 * (b.capacity - h.Reserved) // 0 or less while no capacity is learned
+		if r < share {
+			r = share
+		} else if share > 0 {
+			r += 0.02 * r // near capacity: probe gently, an overshoot costs a queue
+		} else {
+			r += math.Max(1, r*b.cfg.Increase)
+		}
 	}
 	r = math.Max(r, b.cfg.Floor)
 	b.set(now, r)

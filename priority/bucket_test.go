@@ -1,6 +1,7 @@
 package priority
 
 import (
+	"math"
 	"testing"
 	"time"
 )
@@ -22,58 +23,75 @@ func TestBucketFollowsServedRateWhileNotShedding(t *testing.T) {
 	}
 }
 
-func TestBucketAIMD(t *testing.T) {
+func TestBucketController(t *testing.T) {
 	now := time.Unix(0, 0)
-	b := NewBucket(BucketConfig{Floor: 1, Increase: 0.1, Decrease: 0.5})
-	b.Tune(now, Health{Served: 20})
-
-	// Healthy but nobody pressed on the bucket: the rate holds.
-	now = now.Add(time.Second)
-	if got := b.Tune(now, Health{Shedding: true}); got != 20 {
+	tick := func(b *Bucket, h Health) float64 {
+		now = now.Add(time.Second)
+		return b.Tune(now, h)
+	}
+	b := NewBucket(BucketConfig{Floor: 1, Increase: 0.1, Decrease: 0.9, Drain: 2 * time.Second})
+	// Healthy, not shedding: follow the upstream, and learn that it runs
+	// 8 at once without queueing.
+	if got := tick(b, Health{Served: 20, InFlight: 8}); got != 20 || b.Concurrency() != 8 {
+		t.Fatalf("not shedding: rate %v concurrency %v", got, b.Concurrency())
+	}
+	// Shedding, keeping up, nobody pressed on the bucket: the rate holds.
+	if got := tick(b, Health{Shedding: true, Served: 20, InFlight: 8}); got != 20 {
 		t.Fatalf("idle bucket moved to %v", got)
 	}
-	// Pressed and healthy: additive increase of 10%.
+	// Pressed and keeping up: additive increase of 10%.
 	drain(b, now)
-	now = now.Add(time.Second)
-	if got := b.Tune(now, Health{Shedding: true}); got != 22 {
+	if got := tick(b, Health{Shedding: true, Served: 20, InFlight: 8}); got != 22 {
 		t.Fatalf("increase: %v, want 22", got)
 	}
-	// Congested: halve, then hold for one period even if still congested.
-	now = now.Add(time.Second)
-	if got := b.Tune(now, Health{Shedding: true, Congested: true}); got != 11 {
-		t.Fatalf("decrease: %v, want 11", got)
+	// Congested with 20 queued (28 in flight, 8 without queueing): aim at
+	// 10 served − 3 reserved − 20/2 s to work the queue off: the floor.
+	if got := tick(b, Health{Shedding: true, Congested: true, Served: 10, Reserved: 3, InFlight: 28}); got != 1 {
+		t.Fatalf("deep queue: %v, want the floor", got)
 	}
-	now = now.Add(time.Second)
-	if got := b.Tune(now, Health{Shedding: true, Congested: true}); got != 11 {
-		t.Fatalf("hold after a decrease: %v", got)
+	if b.Concurrency() != 8 {
+		t.Fatalf("learned concurrency moved while congested: %v", b.Concurrency())
 	}
-	now = now.Add(time.Second)
-	if got := b.Tune(now, Health{Shedding: true, Congested: true}); got != 5.5 {
-		t.Fatalf("second decrease: %v", got)
+	// Draining, 2 left queued: aim at 10 − 3 − 1 = 6 without cutting below.
+	b.set(now, 9)
+	if got := tick(b, Health{Shedding: true, Congested: true, Draining: true, Served: 10, Reserved: 3, InFlight: 10}); got != 6 {
+		t.Fatalf("draining: %v, want 6", got)
 	}
-	// Congested but draining: the cut is working, hold.
-	now = now.Add(time.Second)
-	b.Tune(now, Health{Shedding: true}) // end the hold
-	now = now.Add(time.Second)
-	if got := b.Tune(now, Health{Shedding: true, Congested: true, Draining: true}); got != 5.5 {
-		t.Fatalf("cut while draining: %v", got)
+	b.set(now, 5)
+	if got := tick(b, Health{Shedding: true, Congested: true, Draining: true, Served: 10, Reserved: 3, InFlight: 10}); got != 5 {
+		t.Fatalf("draining raised the rate to %v", got)
 	}
-	// Congestion that never ends stops at the floor.
-	for range 20 {
-		now = now.Add(time.Second)
-		b.Tune(now, Health{Shedding: true, Congested: true})
+	// Congested with no queue in sight (latency, GPU or the circuit say
+	// so): cut by at least Decrease.
+	if got := tick(b, Health{Shedding: true, Congested: true, Served: 10, Reserved: 3, InFlight: 6}); got != 4.5 {
+		t.Fatalf("congested without a queue: %v, want 5 × 0.9", got)
 	}
-	if got := b.Limit(); got != 1 {
-		t.Fatalf("floor: %v", got)
+	// The congested periods taught the capacity: once the upstream keeps
+	// up again, a pressed bucket comes straight back to 90% of the medium
+	// share of it rather than creep up.
+	if c := b.Capacity(); c != 10 {
+		t.Fatalf("learned capacity %v, want 10", c)
 	}
-	// At small rates the step is at least 1 req/s (after the hold that
-	// follows the last decrease).
-	now = now.Add(time.Second)
-	b.Tune(now, Health{Shedding: true})
+	b.set(now, 1)
 	drain(b, now)
-	now = now.Add(time.Second)
-	if got := b.Tune(now, Health{Shedding: true}); got != 2 {
+	if got := tick(b, Health{Shedding: true, Served: 10, Reserved: 3, InFlight: 3}); got != 0.9*7 {
+		t.Fatalf("after the queue drained: %v, want 0.9 × (10 − 3)", got)
+	}
+	// At that share, probe by 2% a period.
+	drain(b, now)
+	if got := tick(b, Health{Shedding: true, Served: 10, Reserved: 3, InFlight: 3}); math.Abs(got-0.9*7*1.02) > 1e-9 {
+		t.Fatalf("probe near capacity: %v, want 6.3 × 1.02", got)
+	}
+	// At small rates (and no capacity learned) the step is at least 1 req/s.
+	fresh := NewBucket(BucketConfig{Floor: 1})
+	drain(fresh, now)
+	if got := tick(fresh, Health{Shedding: true, Served: 10, InFlight: 3}); got != 2 {
 		t.Fatalf("minimum step: %v", got)
+	}
+	// Keeping up with fewer in flight: the learned concurrency decays 2%
+	// a period (two such periods here).
+	if got := b.Concurrency(); math.Abs(got-8*0.98*0.98) > 1e-9 {
+		t.Fatalf("concurrency %v, want 8 decayed twice", got)
 	}
 }
 

@@ -79,6 +79,9 @@ func NewQPS(cfg QPSConfig) *QPS {
 // Arrive counts one request. It does not allocate or lock.
 func (q *QPS) Arrive() { q.arrivals.Inc() }
 
+// Arrivals is the number of arrivals counted so far.
+func (q *QPS) Arrivals() uint64 { return q.arrivals.Load() }
+
 // ArriveAt is Arrive with a shard hint (see Counter.IncAt).
 func (q *QPS) ArriveAt(hint uint32) { q.arrivals.IncAt(hint) }
 
