@@ -366,11 +366,13 @@ func (in *instance) tick(now time.Time) {
 	// The medium lane follows the upstream's health, never the arrival
 	// rate: a short-period TTFB above its history, GPU pressure or a
 	// circuit that is not closed mean the upstream stopped keeping up.
-	slow := l.ShortCount > 0 && l.Mean > 0 && float64(l.Short) > float64(l.Mean)*cfg.latency.Factor
+	// A queue at the upstream moves the median time to first byte; over a
+	// single second the high percentile is one unlucky answer.
+	slow := l.ShortCount > 0 && l.Mean > 0 && float64(l.ShortMedian) > float64(l.Mean)*cfg.latency.Factor
 	congested := slow || in.levels[levelGPU].Tripped() || in.circuit.State() != breaker.Closed
-	draining := l.ShortCount > 0 && in.lastShort > 0 && float64(l.Short) < 0.9*float64(in.lastShort)
+	draining := l.ShortCount > 0 && in.lastShort > 0 && float64(l.ShortMedian) < 0.9*float64(in.lastShort)
 	if l.ShortCount > 0 {
-		in.lastShort = l.Short
+		in.lastShort = l.ShortMedian
 	}
 	in.lanes.Bucket.Tune(now, priority.Health{Shedding: in.shedding(now), Served: served, Reserved: reserved,
 		InFlight: float64(in.inflight()), Congested: congested, Draining: draining})

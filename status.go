@@ -124,9 +124,13 @@ type HighLane struct {
 }
 
 type MediumLane struct {
-	Rate   float64 `json:"rate"` // req/s the bucket admits while shedding
-	Passed uint64  `json:"passed"`
-	Shed   uint64  `json:"shed"`
+	Rate float64 `json:"rate"` // req/s the bucket admits while shedding
+	// What the controller has learned of the upstream: the rate it serves
+	// when saturated (0 until seen) and how many it runs without queueing.
+	UpstreamCapacity    float64 `json:"upstream_capacity"`
+	UpstreamConcurrency float64 `json:"upstream_concurrency"`
+	Passed              uint64  `json:"passed"`
+	Shed                uint64  `json:"shed"`
 }
 
 type LowLane struct {
@@ -193,9 +197,10 @@ func (in *instance) status(now time.Time) Status {
 		return n
 	}
 	st.Lanes = LanesStatus{
-		High:   HighLane{Reserve: in.lanes.Reserve.Cap(), InUse: in.lanes.Reserve.InUse(), Passed: passed(priority.High), Shed: shed(priority.High)},
-		Medium: MediumLane{Rate: in.lanes.Bucket.Limit(), Passed: passed(priority.Medium), Shed: shed(priority.Medium)},
-		Low:    LowLane{Passed: passed(priority.Low), Shed: shed(priority.Low)},
+		High: HighLane{Reserve: in.lanes.Reserve.Cap(), InUse: in.lanes.Reserve.InUse(), Passed: passed(priority.High), Shed: shed(priority.High)},
+		Medium: MediumLane{Rate: finite(in.lanes.Bucket.Limit()), UpstreamCapacity: finite(in.lanes.Bucket.Capacity()),
+			UpstreamConcurrency: finite(in.lanes.Bucket.Concurrency()), Passed: passed(priority.Medium), Shed: shed(priority.Medium)},
+		Low: LowLane{Passed: passed(priority.Low), Shed: shed(priority.Low)},
 	}
 	for c := range numShedCauses {
 		st.Shed[causeName(c)] = in.shedBy[c].Load()

@@ -22,7 +22,9 @@ type BucketConfig struct {
 	// the lane gives up queue/Drain req/s for it. Default 2s.
 	Drain time.Duration
 	// Burst is how many seconds of the current rate may arrive at once.
-	// Default 0.25 (never less than one request).
+	// Default 1: arrivals come in clumps (Poisson, retries, client
+	// batching), and a bucket that fills up between clumps admits less than
+	// its rate. Never less than one request.
 	Burst float64
 }
 
@@ -40,7 +42,7 @@ func (c *BucketConfig) defaults() {
 		c.Drain = 2 * time.Second
 	}
 	if c.Burst <= 0 {
-		c.Burst = 0.25
+		c.Burst = 1
 	}
 }
 
@@ -82,6 +84,8 @@ type Bucket struct {
 	cfg     BucketConfig
 	limit   atomic.Uint64 // float64 bits of the current rate, for status
 	refused atomic.Uint64 // Allow calls that found no token
+	// float64 bits of what Tune learned, published for status
+	learnedCapacity, learnedConcurrency atomic.Uint64
 
 	// sampler-only state
 	lastRefused uint64
@@ -91,6 +95,9 @@ type Bucket struct {
 	// capacity is what the upstream serves when saturated, learned from
 	// the served rate while it is congested.
 	capacity float64
+	// served and reserved smooth Health's one-period rates: completions
+	// and high-priority admissions arrive in lumps.
+	served, reserved float64
 }
 
 // NewBucket returns a lane starting at the floor rate.
@@ -126,11 +133,11 @@ func (b *Bucket) Refused() uint64 { return b.refused.Load() }
 
 // Concurrency is the learned number of requests the upstream runs at once
 // without queueing.
-func (b *Bucket) Concurrency() float64 { return b.concurrency }
+func (b *Bucket) Concurrency() float64 { return math.Float64frombits(b.learnedConcurrency.Load()) }
 
 // Capacity is the learned rate (req/s) the upstream serves when saturated;
 // 0 until it has been seen congested.
-func (b *Bucket) Capacity() float64 { return b.capacity }
+func (b *Bucket) Capacity() float64 { return math.Float64frombits(b.learnedCapacity.Load()) }
 
 // Tune runs one period of the controller and returns the new rate.
 //
@@ -139,10 +146,12 @@ func (b *Bucket) Capacity() float64 { return b.capacity }
 //   - congested: aim at what the upstream serves, less the high-priority
 //     share, less what working off its queue needs — the queue being the
 //     requests in flight beyond the concurrency it runs without queueing —
-//     and cut by at least Decrease; while the queue is already draining,
+//     (those rates smoothed over a few periods: completions come in lumps),
+//     and, when no queue is in sight (the GPU, the circuit or latency say
+//     so), cut by at least Decrease; while the queue is already draining,
 //     only aim, do not cut again for latency that lags the cut;
 //   - keeping up, and the bucket was the constraint (it refused someone):
-//     below 90% of the medium share of the learned capacity, come straight
+//     below 95% of the medium share of the learned capacity, come straight
 //     back to it — once a queue is worked off, creeping up 1 req/s at a
 //     time would leave the GPU idle; above it, probe by 2% a period; with
 //     no capacity learned yet, add Increase·rate (at least 1 req/s). A
@@ -157,13 +166,12 @@ func (b *Bucket) Tune(now time.Time, h Health) float64 {
 	refused := b.refused.Load()
 	pressed := refused != b.lastRefused
 	b.lastRefused = refused
+	b.served = smooth(b.served, h.Served)
+	b.reserved = smooth(b.reserved, h.Reserved)
 	if !h.Congested {
 		b.concurrency = math.Max(h.InFlight, 0.98*b.concurrency)
 	} else if h.Served > 0 {
-		if b.capacity == 0 {
-			b.capacity = h.Served
-		}
-		b.capacity += 0.3 * (h.Served - b.capacity)
+		b.capacity = smooth(b.capacity, h.Served)
 	}
 
 	r := b.Limit()
@@ -172,14 +180,16 @@ func (b *Bucket) Tune(now time.Time, h Health) float64 {
 		r = h.Served
 	case h.Congested:
 		queue := math.Max(0, h.InFlight-b.concurrency)
-		aim := h.Served - h.Reserved - queue/b.cfg.Drain.Seconds()
-		if h.Draining {
+		aim := b.served - b.reserved - queue/b.cfg.Drain.Seconds()
+		if h.Draining || queue > 0 {
+			// The cut is working, or the aim already makes room for
+			// the queue it sees: aim, do not cut blindly on top.
 			r = math.Min(r, aim)
 		} else {
 			r = math.Min(r*b.cfg.Decrease, aim)
 		}
 	case pressed:
-		share := 0.9 * (b.capacity - h.Reserved) // 0 or less while no capacity is learned
+		share := shareOfCapacity * (b.capacity - b.reserved) // 0 or less while no capacity is learned
 		if r < share {
 			r = share
 		} else if share > 0 {
@@ -190,7 +200,23 @@ func (b *Bucket) Tune(now time.Time, h Health) float64 {
 	}
 	r = math.Max(r, b.cfg.Floor)
 	b.set(now, r)
+	b.learnedCapacity.Store(math.Float64bits(b.capacity))
+	b.learnedConcurrency.Store(math.Float64bits(b.concurrency))
 	return r
+}
+
+// shareOfCapacity is how much of the capacity left by high priority the
+// lane comes back to at once after a queue is worked off; the last few
+// percent it probes for.
+const shareOfCapacity = 0.95
+
+// smooth is a moving average giving a new period 30% weight; the first
+// value is taken as is.
+func smooth(avg, v float64) float64 {
+	if avg == 0 {
+		return v
+	}
+	return avg + 0.3*(v-avg)
 }
 
 func (b *Bucket) set(now time.Time, r float64) {

@@ -29,24 +29,26 @@ func TestBucketController(t *testing.T) {
 		now = now.Add(time.Second)
 		return b.Tune(now, h)
 	}
+	// The upstream serves 10 req/s; high priority takes 3 of them.
+	up := func(h Health) Health { h.Served, h.Reserved = 10, 3; return h }
 	b := NewBucket(BucketConfig{Floor: 1, Increase: 0.1, Decrease: 0.9, Drain: 2 * time.Second})
 	// Healthy, not shedding: follow the upstream, and learn that it runs
 	// 8 at once without queueing.
-	if got := tick(b, Health{Served: 20, InFlight: 8}); got != 20 || b.Concurrency() != 8 {
+	if got := tick(b, up(Health{InFlight: 8})); got != 10 || b.Concurrency() != 8 {
 		t.Fatalf("not shedding: rate %v concurrency %v", got, b.Concurrency())
 	}
 	// Shedding, keeping up, nobody pressed on the bucket: the rate holds.
-	if got := tick(b, Health{Shedding: true, Served: 20, InFlight: 8}); got != 20 {
+	if got := tick(b, up(Health{Shedding: true, InFlight: 8})); got != 10 {
 		t.Fatalf("idle bucket moved to %v", got)
 	}
-	// Pressed and keeping up: additive increase of 10%.
+	// Pressed and keeping up, no capacity learned yet: add 10%.
 	drain(b, now)
-	if got := tick(b, Health{Shedding: true, Served: 20, InFlight: 8}); got != 22 {
-		t.Fatalf("increase: %v, want 22", got)
+	if got := tick(b, up(Health{Shedding: true, InFlight: 8})); got != 11 {
+		t.Fatalf("increase: %v, want 11", got)
 	}
 	// Congested with 20 queued (28 in flight, 8 without queueing): aim at
 	// 10 served − 3 reserved − 20/2 s to work the queue off: the floor.
-	if got := tick(b, Health{Shedding: true, Congested: true, Served: 10, Reserved: 3, InFlight: 28}); got != 1 {
+	if got := tick(b, up(Health{Shedding: true, Congested: true, InFlight: 28})); got != 1 {
 		t.Fatalf("deep queue: %v, want the floor", got)
 	}
 	if b.Concurrency() != 8 {
@@ -54,44 +56,60 @@ func TestBucketController(t *testing.T) {
 	}
 	// Draining, 2 left queued: aim at 10 − 3 − 1 = 6 without cutting below.
 	b.set(now, 9)
-	if got := tick(b, Health{Shedding: true, Congested: true, Draining: true, Served: 10, Reserved: 3, InFlight: 10}); got != 6 {
+	if got := tick(b, up(Health{Shedding: true, Congested: true, Draining: true, InFlight: 10})); got != 6 {
 		t.Fatalf("draining: %v, want 6", got)
 	}
 	b.set(now, 5)
-	if got := tick(b, Health{Shedding: true, Congested: true, Draining: true, Served: 10, Reserved: 3, InFlight: 10}); got != 5 {
+	if got := tick(b, up(Health{Shedding: true, Congested: true, Draining: true, InFlight: 10})); got != 5 {
 		t.Fatalf("draining raised the rate to %v", got)
 	}
 	// Congested with no queue in sight (latency, GPU or the circuit say
 	// so): cut by at least Decrease.
-	if got := tick(b, Health{Shedding: true, Congested: true, Served: 10, Reserved: 3, InFlight: 6}); got != 4.5 {
+	if got := tick(b, up(Health{Shedding: true, Congested: true, InFlight: 6})); got != 4.5 {
 		t.Fatalf("congested without a queue: %v, want 5 × 0.9", got)
 	}
 	// The congested periods taught the capacity: once the upstream keeps
-	// up again, a pressed bucket comes straight back to 90% of the medium
+	// up again, a pressed bucket comes straight back to 95% of the medium
 	// share of it rather than creep up.
 	if c := b.Capacity(); c != 10 {
 		t.Fatalf("learned capacity %v, want 10", c)
 	}
 	b.set(now, 1)
 	drain(b, now)
-	if got := tick(b, Health{Shedding: true, Served: 10, Reserved: 3, InFlight: 3}); got != 0.9*7 {
-		t.Fatalf("after the queue drained: %v, want 0.9 × (10 − 3)", got)
+	if got := tick(b, up(Health{Shedding: true, InFlight: 3})); math.Abs(got-0.95*7) > 1e-9 {
+		t.Fatalf("after the queue drained: %v, want 0.95 × (10 − 3)", got)
 	}
 	// At that share, probe by 2% a period.
 	drain(b, now)
-	if got := tick(b, Health{Shedding: true, Served: 10, Reserved: 3, InFlight: 3}); math.Abs(got-0.9*7*1.02) > 1e-9 {
-		t.Fatalf("probe near capacity: %v, want 6.3 × 1.02", got)
+	if got := tick(b, up(Health{Shedding: true, InFlight: 3})); math.Abs(got-0.95*7*1.02) > 1e-9 {
+		t.Fatalf("probe near capacity: %v, want 6.65 × 1.02", got)
 	}
 	// At small rates (and no capacity learned) the step is at least 1 req/s.
 	fresh := NewBucket(BucketConfig{Floor: 1})
 	drain(fresh, now)
-	if got := tick(fresh, Health{Shedding: true, Served: 10, InFlight: 3}); got != 2 {
+	if got := tick(fresh, up(Health{Shedding: true, InFlight: 3})); got != 2 {
 		t.Fatalf("minimum step: %v", got)
 	}
 	// Keeping up with fewer in flight: the learned concurrency decays 2%
 	// a period (two such periods here).
 	if got := b.Concurrency(); math.Abs(got-8*0.98*0.98) > 1e-9 {
 		t.Fatalf("concurrency %v, want 8 decayed twice", got)
+	}
+}
+
+// Lumpy completions do not jerk the rate: served and reserved rates are
+// smoothed before the controller aims with them.
+func TestBucketSmoothsLumpyRates(t *testing.T) {
+	now := time.Unix(0, 0)
+	b := NewBucket(BucketConfig{Floor: 1})
+	b.Tune(now, Health{Served: 10, Reserved: 3, InFlight: 8})
+	b.set(now, 7)
+	now = now.Add(time.Second)
+	// One second with few completions, as happens when long streams end
+	// together: the aim moves 30% of the way, not all of it.
+	got := b.Tune(now, Health{Shedding: true, Congested: true, Served: 4, Reserved: 3, InFlight: 8})
+	if want := 0.7*10 + 0.3*4 - 3; math.Abs(got-want) > 1e-9 {
+		t.Fatalf("rate %v, want %v", got, want)
 	}
 }
 

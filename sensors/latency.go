@@ -65,9 +65,10 @@ func (c *LatencyConfig) Defaults() {
 // filled every call and steer the medium lane; the window fields only when
 // a window closed, and feed the latency level.
 type LatencySample struct {
-	Short      time.Duration // percentile over the period just ended
-	ShortCount int64
-	Mean       time.Duration // history: EWMA of healthy windows; 0 before the first
+	Short       time.Duration // percentile over the period just ended
+	ShortMedian time.Duration // its median: a queue moves it, a lone slow answer does not
+	ShortCount  int64
+	Mean        time.Duration // history: EWMA of healthy windows; 0 before the first
 
 	Closed      bool          // a window ended with this call
 	Value       time.Duration // the window's percentile
@@ -155,6 +156,7 @@ func (l *Latency) Sample(now time.Time, learn bool, inflight int64) LatencySampl
 	out := LatencySample{ShortCount: l.period.TotalCount(), Mean: l.mean}
 	if out.ShortCount > 0 {
 		out.Short = us(l.period.ValueAtPercentile(q))
+		out.ShortMedian = us(l.period.ValueAtPercentile(50))
 	}
 	l.window.Merge(l.period)
 	l.period.Reset()
