@@ -71,7 +71,8 @@ type instance struct {
 	lastTick     time.Time
 	lastBurst    time.Time     // burst check: when it last looked
 	lastArrivals uint64        // and the arrivals it saw then
-	lastShort    time.Duration // the last period's TTFB percentile (sampler only)
+	lastShort    time.Duration // the last period's median TTFB (sampler only)
+	fastBad      int           // seconds in a row the median TTFB was far above its threshold
 	logger       atomic.Pointer[zap.Logger]
 	stop         context.CancelFunc
 	done         chan struct{}
@@ -341,6 +342,7 @@ func (in *instance) tick(now time.Time) {
 		Reason: fmt.Sprintf("%.1f req/s > %.1f (baseline %.1f × %.2g)", q.Rate, q.Threshold, q.Baseline, cfg.qps.TripFactor)}, "")
 
 	l := in.latency.Sample(now, learn, in.inflight())
+	in.latencyFastPath(now, l, cfg)
 	if l.Closed {
 		reason := fmt.Sprintf("p%g %v > %.2g × history %v", cfg.latency.Percentile, l.Value.Round(time.Millisecond),
 			cfg.latency.Factor, l.Mean.Round(time.Millisecond))
@@ -377,6 +379,32 @@ func (in *instance) tick(now time.Time) {
 	in.lanes.Bucket.Tune(now, priority.Health{Shedding: in.shedding(now), Served: served, Reserved: reserved,
 		InFlight: float64(in.inflight()), Congested: congested, Draining: draining})
 	in.refresh(now)
+}
+
+// fastSeconds is how many seconds in a row the median time to first byte
+// must stay far above the latency threshold to trip the level before its
+// window ends.
+const fastSeconds = 2
+
+// latencyFastPath trips the latency level between windows when the median
+// time to first byte has been more than twice its threshold for
+// fastSeconds seconds in a row: a queue building at the upstream (it lost a
+// GPU, say) shows there within seconds, and waiting for the window would
+// let it grow for up to `window` more. The median ignores a lone slow
+// answer; two seconds ignore a lone slow second.
+func (in *instance) latencyFastPath(now time.Time, l sensors.LatencySample, cfg settings) {
+	threshold := time.Duration(float64(l.Mean) * cfg.latency.Factor)
+	if l.Mean == 0 || l.ShortCount == 0 || l.ShortMedian <= 2*threshold {
+		in.fastBad = 0
+		return
+	}
+	in.fastBad++
+	if in.fastBad < fastSeconds || in.levels[levelLatency].Tripped() {
+		return
+	}
+	in.observe(now, levelLatency, breaker.Observation{Value: l.ShortMedian.Seconds(), Threshold: threshold.Seconds(), Hard: true,
+		Reason: fmt.Sprintf("median time to first byte %v > 2 × %v for %d s", l.ShortMedian.Round(time.Millisecond),
+			threshold.Round(time.Millisecond), in.fastBad)}, "")
 }
 
 // onGPU receives every GPU reading, from the GPU sensor's goroutine, and

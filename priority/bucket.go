@@ -151,7 +151,7 @@ func (b *Bucket) Capacity() float64 { return math.Float64frombits(b.learnedCapac
 //     so), cut by at least Decrease; while the queue is already draining,
 //     only aim, do not cut again for latency that lags the cut;
 //   - keeping up, and the bucket was the constraint (it refused someone):
-//     below 95% of the medium share of the learned capacity, come straight
+//     below the medium share of the learned capacity, come straight
 //     back to it — once a queue is worked off, creeping up 1 req/s at a
 //     time would leave the GPU idle; above it, probe by 2% a period; with
 //     no capacity learned yet, add Increase·rate (at least 1 req/s). A
@@ -206,9 +206,11 @@ func (b *Bucket) Tune(now time.Time, h Health) float64 {
 }
 
 // shareOfCapacity is how much of the capacity left by high priority the
-// lane comes back to at once after a queue is worked off; the last few
-// percent it probes for.
-const shareOfCapacity = 0.95
+// lane comes back to at once after a queue is worked off. All of it: the
+// learned capacity is a smoothed served rate, already a little under the
+// peak, and an overshoot shows in the median time to first byte within a
+// period.
+const shareOfCapacity = 1.0
 
 // smooth is a moving average giving a new period 30% weight; the first
 // value is taken as is.

@@ -69,20 +69,20 @@ func TestBucketController(t *testing.T) {
 		t.Fatalf("congested without a queue: %v, want 5 × 0.9", got)
 	}
 	// The congested periods taught the capacity: once the upstream keeps
-	// up again, a pressed bucket comes straight back to 95% of the medium
-	// share of it rather than creep up.
+	// up again, a pressed bucket comes straight back to the medium share
+	// of it rather than creep up.
 	if c := b.Capacity(); c != 10 {
 		t.Fatalf("learned capacity %v, want 10", c)
 	}
 	b.set(now, 1)
 	drain(b, now)
-	if got := tick(b, up(Health{Shedding: true, InFlight: 3})); math.Abs(got-0.95*7) > 1e-9 {
-		t.Fatalf("after the queue drained: %v, want 0.95 × (10 − 3)", got)
+	if got := tick(b, up(Health{Shedding: true, InFlight: 3})); math.Abs(got-7) > 1e-9 {
+		t.Fatalf("after the queue drained: %v, want 10 − 3", got)
 	}
 	// At that share, probe by 2% a period.
 	drain(b, now)
-	if got := tick(b, up(Health{Shedding: true, InFlight: 3})); math.Abs(got-0.95*7*1.02) > 1e-9 {
-		t.Fatalf("probe near capacity: %v, want 6.65 × 1.02", got)
+	if got := tick(b, up(Health{Shedding: true, InFlight: 3})); math.Abs(got-7*1.02) > 1e-9 {
+		t.Fatalf("probe near capacity: %v, want 7 × 1.02", got)
 	}
 	// At small rates (and no capacity learned) the step is at least 1 req/s.
 	fresh := NewBucket(BucketConfig{Floor: 1})
