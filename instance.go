@@ -52,7 +52,6 @@ type instance struct {
 	tripped  atomic.Uint32 // bit i set: levels[i] tripped
 	shedAt   atomic.Int64  // unix ns when the current shedding is expected to end
 	override atomic.Pointer[override]
-	admitted *sensors.Counter                                  // requests sent on to the upstream
 	finished *sensors.Counter                                  // ... and back
 	verdicts [priority.Count][numVerdicts + 1]*sensors.Counter // last: refused by the circuit
 	shedBy   [numShedCauses]atomic.Uint64
@@ -132,11 +131,10 @@ func newInstance(name string, s settings, logger *zap.Logger) (*instance, error)
 func buildInstance(name string, s settings, logger *zap.Logger) *instance {
 	in := &instance{
 		name:     name,
-		qps:      sensors.NewQPS(s.qps),
+		qps:      nil, // below: it reads the verdict counters
 		latency:  sensors.NewLatency(s.latency),
 		circuit:  breaker.NewCircuit(s.circuit),
 		lanes:    priority.Lanes{Reserve: priority.NewReserve(s.reserve), Bucket: priority.NewBucket(s.bucket)},
-		admitted: sensors.NewCounter(),
 		finished: sensors.NewCounter(),
 		shedLog:  newShedLogger(),
 		cfg:      s,
@@ -146,6 +144,7 @@ func buildInstance(name string, s settings, logger *zap.Logger) *instance {
 			in.verdicts[p][v] = sensors.NewCounter()
 		}
 	}
+	in.qps = sensors.NewQPSFrom(s.qps, in.seen) // every request counts one verdict
 	for i := range in.levels {
 		in.levels[i] = breaker.NewLevel(levelNames[i], levelConfig(i, s))
 	}
@@ -459,10 +458,33 @@ func (in *instance) expireOverride(now time.Time) {
 	}
 }
 
+// seen is the number of requests the instance has decided on: each counts
+// exactly one verdict.
+func (in *instance) seen() uint64 {
+	var n uint64
+	for p := range in.verdicts {
+		for v := range in.verdicts[p] {
+			n += in.verdicts[p][v].Load()
+		}
+	}
+	return n
+}
+
+// admitted is the number of requests sent on to the upstream.
+func (in *instance) admitted() uint64 {
+	var n uint64
+	for p := range in.verdicts {
+		for v := priority.Pass; v <= priority.PassBucket; v++ {
+			n += in.verdicts[p][v].Load()
+		}
+	}
+	return n
+}
+
 // inflight is the number of admitted requests not yet answered.
 func (in *instance) inflight() int64 {
 	f := in.finished.Load() // first, so a racing finish cannot make it negative
-	return max(0, int64(in.admitted.Load())-int64(f))
+	return max(0, int64(in.admitted())-int64(f))
 }
 
 // shedCause names the level a refusal is attributed to.

@@ -27,10 +27,12 @@ func testInstance(t *testing.T, h *Handler) *instance {
 	return buildInstance("test", s, zap.NewNop())
 }
 
-// arrive makes n arrivals, as the request path counts them.
+// arrive makes n requests come and go, as the request path counts them:
+// one verdict each (medium, passed) and one finish.
 func arrive(in *instance, n int) {
 	for range n {
-		in.qps.Arrive()
+		in.verdicts[priority.Medium][priority.Pass].Inc()
+		in.finished.Inc()
 	}
 }
 
@@ -158,10 +160,7 @@ func TestMediumLaneFollowsUpstreamHealth(t *testing.T) {
 	in.tick(now)
 	// Healthy and not shedding: the lane tracks what the upstream serves.
 	for range 20 {
-		for range 20 {
-			in.admitted.Inc()
-			in.finished.Inc()
-		}
+		arrive(in, 20)
 		now = now.Add(time.Second)
 		in.tick(now)
 	}
@@ -177,10 +176,7 @@ func TestMediumLaneFollowsUpstreamHealth(t *testing.T) {
 	if in.circuit.State() != breaker.Open {
 		t.Fatal("circuit did not open")
 	}
-	for range 20 {
-		in.admitted.Inc()
-		in.finished.Inc()
-	}
+	arrive(in, 20)
 	now = now.Add(time.Second)
 	in.tick(now)
 	if r := in.lanes.Bucket.Limit(); r != 18 {

@@ -9,7 +9,6 @@ package adaptivethrottle
 import (
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"net/textproto"
 	"strings"
@@ -147,8 +146,8 @@ func headerOf(from string) string {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	start := now()
 	in := h.inst
-	hint := rand.Uint32() // one shard for every counter this request bumps
-	in.qps.ArriveAt(hint)
+	rec := getRecorder(w, h.cfg.measureTTFB)
+	hint := rec.shard // every counter this request bumps: this core's shard
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	p := h.classify(r, repl)
 
@@ -157,6 +156,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if mode := in.overrideAt(start); mode != "pass" { // pass: the operator knows better; sensors keep measuring
 		t, ok, retryIn := in.circuit.Allow(start)
 		if !ok {
+			putRecorder(rec)
 			in.verdicts[p][verdictCircuit].IncAt(hint)
 			return h.refuse(w, r, repl, p, http.StatusServiceUnavailable, causeCircuit, retryIn)
 		}
@@ -167,12 +167,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	in.verdicts[p][verdict].IncAt(hint)
 	if !verdict.Admitted() {
+		putRecorder(rec)
 		return h.refuse(w, r, repl, p, verdict.Status(), in.shedCause(), time.Duration(in.shedAt.Load()-start.UnixNano()))
 	}
 	publish(repl, decisionPass, noCause, p)
 
-	in.admitted.IncAt(hint)
-	rec := getRecorder(w, h.cfg.measureTTFB)
 	returned := false
 	defer func() {
 		if !returned {
@@ -203,15 +202,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		// about the upstream.
 		in.circuit.Cancel(ticket)
 	case status >= 500:
-		if tr, ok := in.circuit.DoneAt(end, ticket, true, hint); ok {
-			in.transition(tr, traceID(r))
+		if tr := in.circuit.DoneAt(end, ticket, true, hint); tr != nil {
+			in.transition(*tr, traceID(r))
 		}
 	default:
 		d := end.Sub(start)
 		in.latency.RecordAt(d, hint)
 		in.slow.note(d, r)
-		if tr, ok := in.circuit.DoneAt(end, ticket, false, hint); ok {
-			in.transition(tr, traceID(r))
+		if tr := in.circuit.DoneAt(end, ticket, false, hint); tr != nil {
+			in.transition(*tr, traceID(r))
 		}
 	}
 	if verdict == priority.PassReserved {

@@ -320,13 +320,25 @@ func (c *Circuit) Cancel(t Ticket) {
 // holds its lease (else the lease expired and the slot went to another probe,
 // or the episode ended: the late result is ignored).
 func (c *Circuit) Done(now time.Time, t Ticket, failed bool) (tr Transition, changed bool) {
-	return c.DoneAt(now, t, failed, rand.Uint32())
+	return c.done(now, t, failed, rand.Uint32())
 }
 
-// DoneAt is Done with a shard hint: callers that already drew a random
-// number for the request pass it, so outcomes recorded at once on many
-// cores land on different cache lines.
-func (c *Circuit) DoneAt(now time.Time, t Ticket, failed bool, hint uint32) (tr Transition, changed bool) {
+// DoneAt is Done for the request path: hint picks the window's shard (a
+// caller on one core passing the same hint keeps that shard's cache lines
+// in its cache), and the transition comes back as a pointer, nil in the
+// common case, so that recording a success copies no Transition.
+func (c *Circuit) DoneAt(now time.Time, t Ticket, failed bool, hint uint32) *Transition {
+	if t.slot < 0 && !failed {
+		c.win.Load().record(mono(now), false, hint)
+		return nil
+	}
+	if tr, changed := c.done(now, t, failed, hint); changed {
+		return &tr
+	}
+	return nil
+}
+
+func (c *Circuit) done(now time.Time, t Ticket, failed bool, hint uint32) (tr Transition, changed bool) {
 	m := mono(now)
 	if t.slot < 0 {
 		c.win.Load().record(m, failed, hint)

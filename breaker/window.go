@@ -29,6 +29,25 @@ type window struct {
 	dur    int64 // bucket length in ns, > 0
 	mask   uint32
 	shards [][windowBuckets]bucket
+	// cur caches the bucket epoch being counted now and its span, so that
+	// recording skips a 64-bit division on every request; it is replaced
+	// once per bucket length.
+	cur atomic.Pointer[epochSpan]
+}
+
+// epochSpan is bucket epoch e, covering mono times [start, start+dur).
+type epochSpan struct {
+	e, start int64
+}
+
+// epochOf returns the bucket epoch of mono time m.
+func (w *window) epochOf(m int64) int64 {
+	if c := w.cur.Load(); c != nil && m >= c.start && m-c.start < w.dur {
+		return c.e
+	}
+	e := floorDiv(m, w.dur)
+	w.cur.Store(&epochSpan{e: e, start: e * w.dur})
+	return e
 }
 
 type bucket struct {
@@ -73,7 +92,7 @@ func (w *window) slot(s uint32, e int64) *bucket {
 // or three atomic ops in the common case (bucket already current), no
 // allocation.
 func (w *window) record(m int64, failed bool, hint uint32) {
-	e := floorDiv(m, w.dur)
+	e := w.epochOf(m)
 	b := w.slot(hint, e)
 	if old := b.epoch.Load(); old != e {
 		if old > e {

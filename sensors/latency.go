@@ -79,10 +79,14 @@ type LatencySample struct {
 	Learning    bool          // the window was healthy and taught the history
 }
 
+// latShard holds its histogram by value: histograms allocated one after
+// the other sit side by side in memory, and two cores recording into
+// neighbouring shards would then fight over the line holding their counts'
+// totals. The padding keeps each shard's mutex and header to itself.
 type latShard struct {
 	mu sync.Mutex
-	h  *hdrhistogram.Histogram
-	_  [112]byte // two cache lines per shard, as paddedCounter
+	h  hdrhistogram.Histogram
+	_  [128]byte
 }
 
 // Latency records response times into sharded HDR histograms and judges
@@ -110,7 +114,7 @@ func NewLatency(cfg LatencyConfig) *Latency {
 	n := ShardCount()
 	l := &Latency{shards: make([]latShard, n), mask: uint32(n - 1), cfg: cfg, period: newHist(), window: newHist()}
 	for i := range l.shards {
-		l.shards[i].h = newHist()
+		l.shards[i].h = *newHist()
 	}
 	return l
 }
@@ -148,7 +152,7 @@ func (l *Latency) Sample(now time.Time, learn bool, inflight int64) LatencySampl
 	for i := range l.shards {
 		s := &l.shards[i]
 		s.mu.Lock()
-		l.period.Merge(s.h)
+		l.period.Merge(&s.h)
 		s.h.Reset()
 		s.mu.Unlock()
 	}

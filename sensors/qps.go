@@ -58,7 +58,8 @@ type QPSSample struct {
 // Arrive may be called from any goroutine; Sample, Reset and SetConfig from
 // the sampler only (they share a mutex with Status readers).
 type QPS struct {
-	arrivals *Counter
+	arrivals *Counter      // counted here by Arrive, unless total is given
+	total    func() uint64 // arrivals so far, read at each Sample
 
 	mu        sync.Mutex
 	cfg       QPSConfig
@@ -73,17 +74,26 @@ type QPS struct {
 // NewQPS returns a sensor with nothing learned.
 func NewQPS(cfg QPSConfig) *QPS {
 	cfg.Defaults()
-	return &QPS{arrivals: NewCounter(), cfg: cfg, ring: make([]float64, cfg.slots())}
+	q := &QPS{arrivals: NewCounter(), cfg: cfg, ring: make([]float64, cfg.slots())}
+	q.total = q.arrivals.Load
+	return q
 }
 
-// Arrive counts one request. It does not allocate or lock.
+// NewQPSFrom returns a sensor that reads the arrivals so far from total
+// instead of counting them with Arrive: a caller that already counts every
+// request (by decision, say) spares the request path a second count.
+func NewQPSFrom(cfg QPSConfig, total func() uint64) *QPS {
+	q := NewQPS(cfg)
+	q.total = total
+	return q
+}
+
+// Arrive counts one request (a sensor made by NewQPS). It does not
+// allocate or lock.
 func (q *QPS) Arrive() { q.arrivals.Inc() }
 
 // Arrivals is the number of arrivals counted so far.
-func (q *QPS) Arrivals() uint64 { return q.arrivals.Load() }
-
-// ArriveAt is Arrive with a shard hint (see Counter.IncAt).
-func (q *QPS) ArriveAt(hint uint32) { q.arrivals.IncAt(hint) }
+func (q *QPS) Arrivals() uint64 { return q.total() }
 
 // SetConfig applies a reloaded config. A window of another length makes the
 // learned ring meaningless, so it is forgotten; it reports whether it was.
@@ -105,7 +115,7 @@ func (q *QPS) SetConfig(cfg QPSConfig) (forgot bool) {
 // baseline, which the caller does while shedding so that an overload never
 // becomes the new normal.
 func (q *QPS) Sample(now time.Time, learn bool) QPSSample {
-	total := q.arrivals.Load()
+	total := q.total()
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	var s QPSSample
