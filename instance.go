@@ -369,7 +369,7 @@ func (in *instance) tick(now time.Time) {
 	// circuit that is not closed mean the upstream stopped keeping up.
 	// A queue at the upstream moves the median time to first byte; over a
 	// single second the high percentile is one unlucky answer.
-	slow := l.ShortCount > 0 && l.Mean > 0 && float64(l.ShortMedian) > float64(l.Mean)*cfg.latency.Factor
+	slow := l.ShortCount > 0 && l.Reference > 0 && float64(l.ShortMedian) > float64(l.Reference)*cfg.latency.Factor
 	congested := slow || in.levels[levelGPU].Tripped() || in.circuit.State() != breaker.Closed
 	draining := l.ShortCount > 0 && in.lastShort > 0 && float64(l.ShortMedian) < 0.9*float64(in.lastShort)
 	if l.ShortCount > 0 {
@@ -392,8 +392,8 @@ const fastSeconds = 2
 // let it grow for up to `window` more. The median ignores a lone slow
 // answer; two seconds ignore a lone slow second.
 func (in *instance) latencyFastPath(now time.Time, l sensors.LatencySample, cfg settings) {
-	threshold := time.Duration(float64(l.Mean) * cfg.latency.Factor)
-	if l.Mean == 0 || l.ShortCount == 0 || l.ShortMedian <= 2*threshold {
+	threshold := time.Duration(float64(l.Reference) * cfg.latency.Factor)
+	if l.Reference == 0 || l.ShortCount == 0 || l.ShortMedian <= 2*threshold {
 		in.fastBad = 0
 		return
 	}

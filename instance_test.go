@@ -272,3 +272,28 @@ func TestQPSBurstCheck(t *testing.T) {
 		t.Fatalf("a burst at 32 req/s did not trip: %+v", in.levels[levelQPS].Status(now))
 	}
 }
+
+// A gateway started in the middle of an overload has no history: the
+// fast path judges against twice the fastest second it saw, and trips.
+func TestColdStartOverloadTrips(t *testing.T) {
+	in := testInstance(t, &Handler{})
+	now := time.Unix(1000, 0)
+	in.tick(now)
+	second := func(d time.Duration) {
+		for range 10 {
+			in.latency.Record(d)
+		}
+		now = now.Add(time.Second)
+		in.tick(now)
+	}
+	second(65 * time.Millisecond) // the first second: no queue yet
+	second(300 * time.Millisecond)
+	second(900 * time.Millisecond) // over 2 × 1.8 × 130 ms
+	if in.shedding(now) {
+		t.Fatal("tripped after one slow second")
+	}
+	second(1800 * time.Millisecond)
+	if !in.shedding(now) || in.shedCause() != levelLatency {
+		t.Fatalf("an overload from the start did not trip: %+v", in.levels[levelLatency].Status(now))
+	}
+}

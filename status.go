@@ -90,9 +90,12 @@ type LatencyStatus struct {
 	Percentile   float64 `json:"percentile"`
 	Measure      string  `json:"measure"`
 	HistoryMeanS float64 `json:"history_mean_s"` // 0 before the first healthy window
-	LastSecondS  float64 `json:"last_second_s"`  // the percentile over the last second
-	WindowCount  int64   `json:"window_count"`
-	CeilingS     float64 `json:"ceiling_s"`
+	// FloorS is the fastest one-second median of the last 10 minutes: the
+	// upstream unloaded. Before any history, twice it is the reference.
+	FloorS      float64 `json:"floor_s"`
+	LastSecondS float64 `json:"last_second_s"` // the percentile over the last second
+	WindowCount int64   `json:"window_count"`
+	CeilingS    float64 `json:"ceiling_s"`
 }
 
 // CircuitStatus is the breaker on upstream failures.
@@ -161,7 +164,7 @@ func (in *instance) status(now time.Time) Status {
 	l := in.latency.Last()
 	st.Levels.Latency = LatencyStatus{LevelStatus: levelStatus(in.levels[levelLatency].Status(now)),
 		Percentile: cfg.latency.Percentile, Measure: cfg.latency.Measure, HistoryMeanS: in.latency.Mean().Seconds(),
-		LastSecondS: l.Short.Seconds(), WindowCount: l.Count, CeilingS: cfg.latency.Ceiling.Seconds()}
+		LastSecondS: l.Short.Seconds(), FloorS: l.Floor.Seconds(), WindowCount: l.Count, CeilingS: cfg.latency.Ceiling.Seconds()}
 
 	g := GPUStatus{LevelStatus: levelStatus(in.levels[levelGPU].Status(now)), Source: "off", Reason: warning,
 		OnError: cfg.gpu.OnError, Devices: []DeviceStatus{}}

@@ -69,6 +69,13 @@ type LatencySample struct {
 	ShortMedian time.Duration // its median: a queue moves it, a lone slow answer does not
 	ShortCount  int64
 	Mean        time.Duration // history: EWMA of healthy windows; 0 before the first
+	// Floor is the lowest one-second median of the last floorMinutes: what
+	// the upstream answers in when nothing queues. Reference is what the
+	// short-period judgements compare against: Mean, or before any history
+	// is learned, 2 × Floor — so an overload that starts with the gateway
+	// (a restart at peak) is judged against the upstream at its best,
+	// never against itself.
+	Floor, Reference time.Duration
 
 	Closed      bool          // a window ended with this call
 	Value       time.Duration // the window's percentile
@@ -78,6 +85,10 @@ type LatencySample struct {
 	Stuck       bool          // requests were in flight but none answered all window
 	Learning    bool          // the window was healthy and taught the history
 }
+
+// floorMinutes is how long the fastest minute is remembered: long enough to
+// span a surge, short enough that a slower model put in place is accepted.
+const floorMinutes = 10
 
 // latShard holds its histogram by value: histograms allocated one after
 // the other sit side by side in memory, and two cores recording into
@@ -104,8 +115,11 @@ type Latency struct {
 	period      *hdrhistogram.Histogram // merged shards of the period being closed
 	window      *hdrhistogram.Histogram // periods of the current window
 	windowStart time.Time
+	startFlight int64 // requests in flight when the window began
 	mean        time.Duration
 	last        LatencySample
+	floors      [floorMinutes]time.Duration // per-minute lowest one-second median; 0: none
+	floorMinute int64                       // the minute floors[floorMinute%floorMinutes] is for
 }
 
 // NewLatency returns a sensor with no history.
@@ -161,21 +175,54 @@ func (l *Latency) Sample(now time.Time, learn bool, inflight int64) LatencySampl
 	if out.ShortCount > 0 {
 		out.Short = us(l.period.ValueAtPercentile(q))
 		out.ShortMedian = us(l.period.ValueAtPercentile(50))
+		if out.ShortCount >= 3 {
+			l.noteFloor(now, out.ShortMedian)
+		}
 	}
 	l.window.Merge(l.period)
 	l.period.Reset()
 
 	if l.windowStart.IsZero() {
-		l.windowStart = now
+		l.windowStart, l.startFlight = now, inflight
 	}
 	// Half a period of slack so ticker jitter cannot postpone a window by a
 	// whole period.
 	if elapsed := now.Sub(l.windowStart); elapsed >= l.cfg.Window-500*time.Millisecond {
 		l.closeWindow(&out, elapsed, learn, inflight)
-		l.windowStart = now
+		l.windowStart, l.startFlight = now, inflight
+	}
+	out.Floor = l.floor()
+	out.Reference = l.mean
+	if out.Reference == 0 {
+		out.Reference = 2 * out.Floor
 	}
 	l.last = out
 	return out
+}
+
+// noteFloor keeps the lowest one-second median of each minute.
+func (l *Latency) noteFloor(now time.Time, median time.Duration) {
+	m := now.Unix() / 60
+	if m != l.floorMinute {
+		for k := max(l.floorMinute+1, m-floorMinutes+1); k <= m; k++ {
+			l.floors[k%floorMinutes] = 0
+		}
+		l.floorMinute = m
+	}
+	if i := m % floorMinutes; l.floors[i] == 0 || median < l.floors[i] {
+		l.floors[i] = median
+	}
+}
+
+// floor is the lowest one-second median of the last floorMinutes; 0 if none.
+func (l *Latency) floor() time.Duration {
+	var f time.Duration
+	for _, v := range l.floors {
+		if v > 0 && (f == 0 || v < f) {
+			f = v
+		}
+	}
+	return f
 }
 
 func (l *Latency) closeWindow(out *LatencySample, elapsed time.Duration, learn bool, inflight int64) {
@@ -192,7 +239,11 @@ func (l *Latency) closeWindow(out *LatencySample, elapsed time.Duration, learn b
 		out.Threshold = time.Duration(float64(l.mean) * l.cfg.Factor)
 	}
 	out.OverCeiling = out.Value > l.cfg.Ceiling
-	healthy := !out.OverCeiling && !out.Stuck && (out.Threshold == 0 || out.Value <= out.Threshold)
+	// A window in which requests piled up at the upstream is no picture
+	// of normal, however its percentile compares: during an overload that
+	// began before any history, it would teach the overload.
+	steady := inflight <= l.startFlight+max(4, l.startFlight/2)
+	healthy := steady && !out.OverCeiling && !out.Stuck && (out.Threshold == 0 || out.Value <= out.Threshold)
 	if learn && healthy && out.Count >= l.cfg.MinSamples {
 		if l.mean == 0 {
 			l.mean = out.Value
@@ -218,11 +269,12 @@ func (l *Latency) Mean() time.Duration {
 	return l.mean
 }
 
-// Reset forgets the history (the admin API's reset).
+// Reset forgets the history and the floor (the admin API's reset).
 func (l *Latency) Reset() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.mean = 0
+	clear(l.floors[:])
 }
 
 func us(v int64) time.Duration { return time.Duration(v) * time.Microsecond }

@@ -148,3 +148,43 @@ func BenchmarkLatencyRecord(b *testing.B) {
 		}
 	})
 }
+
+// Before any history, the reference is twice the fastest one-second
+// median seen; a window during which requests piled up teaches nothing.
+func TestLatencyFloorAndSteadyWindows(t *testing.T) {
+	now := time.Unix(6000, 0)
+	l := NewLatency(LatencyConfig{Window: 2 * time.Second, MinSamples: 5})
+	l.Sample(now, true, 0)
+	second := func(d time.Duration, inflight int64) LatencySample {
+		for range 10 {
+			l.Record(d)
+		}
+		now = now.Add(time.Second)
+		return l.Sample(now, true, inflight)
+	}
+	s := second(60*time.Millisecond, 2)
+	if !within(s.Floor, 60*time.Millisecond) || s.Reference != 2*s.Floor || s.Mean != 0 {
+		t.Fatalf("floor %v reference %v mean %v", s.Floor, s.Reference, s.Mean)
+	}
+	// The queue grows through the window (2 → 40 in flight): not learned.
+	if s = second(3*time.Second, 40); !s.Closed || s.Learning || s.Mean != 0 {
+		t.Fatalf("a window with a growing queue was learned: %+v", s)
+	}
+	if !within(s.Reference, 120*time.Millisecond) {
+		t.Fatalf("reference moved with the overload: %v", s.Reference)
+	}
+	// Steady windows teach the history, which then is the reference.
+	second(80*time.Millisecond, 40)
+	if s = second(80*time.Millisecond, 40); !s.Learning || s.Reference != s.Mean || !within(s.Mean, 80*time.Millisecond) {
+		t.Fatalf("steady window: %+v", s)
+	}
+	// The floor forgets minutes older than floorMinutes.
+	now = now.Add(floorMinutes * time.Minute)
+	if s = second(200*time.Millisecond, 40); !within(s.Floor, 200*time.Millisecond) {
+		t.Fatalf("floor after %d minutes: %v", floorMinutes, s.Floor)
+	}
+	l.Reset()
+	if s = l.Sample(now.Add(time.Second), true, 0); s.Floor != 0 || s.Reference != 0 {
+		t.Fatalf("reset kept %v / %v", s.Floor, s.Reference)
+	}
+}
