@@ -27,6 +27,16 @@ func testInstance(t *testing.T, h *Handler) *instance {
 	return buildInstance("test", s, zap.NewNop())
 }
 
+// steady ticks the instance for the given seconds at rate requests a
+// second, from *now.
+func steady(in *instance, now *time.Time, seconds, rate int) {
+	for range seconds {
+		arrive(in, rate)
+		*now = now.Add(time.Second)
+		in.tick(*now)
+	}
+}
+
 // arrive makes n requests come and go, as the request path counts them:
 // one verdict each (medium, passed) and one finish.
 func arrive(in *instance, n int) {
@@ -40,11 +50,7 @@ func TestQPSSurgeShedsAndRecovers(t *testing.T) {
 	in := testInstance(t, &Handler{QPS: &QPSConfig{Warmup: 10}})
 	now := time.Unix(1000, 0)
 	in.tick(now)
-	for range 20 { // learn 10 req/s
-		arrive(in, 10)
-		now = now.Add(time.Second)
-		in.tick(now)
-	}
+	steady(in, &now, 20, 10)
 	if in.shedding(now) {
 		t.Fatal("shedding at the learned rate")
 	}
@@ -68,11 +74,7 @@ func TestQPSSurgeShedsAndRecovers(t *testing.T) {
 		t.Fatalf("low while shedding: %v", v)
 	}
 	// The surge goes on: the baseline must not learn it.
-	for range 20 {
-		arrive(in, 40)
-		now = now.Add(time.Second)
-		in.tick(now)
-	}
+	steady(in, &now, 20, 40)
 	if got := in.qps.Last().Baseline; got != baseline || !in.shedding(now) {
 		t.Fatalf("baseline moved from %v to %v during the surge (shedding %v)", baseline, got, in.shedding(now))
 	}
@@ -101,11 +103,7 @@ func TestQPSFarAboveTripsAtOnce(t *testing.T) {
 	in := testInstance(t, &Handler{QPS: &QPSConfig{Warmup: 10}})
 	now := time.Unix(1000, 0)
 	in.tick(now)
-	for range 20 {
-		arrive(in, 10)
-		now = now.Add(time.Second)
-		in.tick(now)
-	}
+	steady(in, &now, 20, 10)
 	arrive(in, 31) // threshold 15: above 2 × 15
 	now = now.Add(time.Second)
 	in.tick(now)
@@ -159,11 +157,7 @@ func TestMediumLaneFollowsUpstreamHealth(t *testing.T) {
 	now := time.Unix(1000, 0)
 	in.tick(now)
 	// Healthy and not shedding: the lane tracks what the upstream serves.
-	for range 20 {
-		arrive(in, 20)
-		now = now.Add(time.Second)
-		in.tick(now)
-	}
+	steady(in, &now, 20, 20)
 	if r := in.lanes.Bucket.Limit(); r != 20 {
 		t.Fatalf("medium rate %v, want the served 20 req/s", r)
 	}
@@ -188,11 +182,7 @@ func TestApplyKeepsWhatWasLearned(t *testing.T) {
 	in := testInstance(t, &Handler{QPS: &QPSConfig{Warmup: 3}})
 	now := time.Unix(1000, 0)
 	in.tick(now)
-	for range 5 {
-		arrive(in, 10)
-		now = now.Add(time.Second)
-		in.tick(now)
-	}
+	steady(in, &now, 5, 10)
 	tripFactor := func(f float64) settings {
 		s, err := (&Handler{QPS: &QPSConfig{Warmup: 3, TripFactor: f}, GPU: &GPUConfig{Source: "off"}}).settings()
 		if err != nil {
@@ -253,11 +243,7 @@ func TestQPSBurstCheck(t *testing.T) {
 	in := testInstance(t, &Handler{QPS: &QPSConfig{Warmup: 10}})
 	now := time.Unix(1000, 0)
 	in.tick(now)
-	for range 20 {
-		arrive(in, 10)
-		now = now.Add(time.Second)
-		in.tick(now)
-	}
+	steady(in, &now, 20, 10)
 	// threshold 15 req/s: 6 arrivals in 250 ms is 24 req/s, under 2 × 15.
 	arrive(in, 6)
 	now = now.Add(250 * time.Millisecond)
