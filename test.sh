@@ -2,7 +2,7 @@
 # The test command (README): formatting, vet (with and without cgo), the
 # xcaddy build, the race-enabled suite — unit tests, a real Caddy in-process
 # (caddytest) and the xcaddy binary, in front of real upstreams on
-# 127.0.0.1 — and the suite again built without cgo.
+# 127.0.0.1 — the suite again built without cgo, and a smoke of the lab.
 set -euo pipefail
 cd "$(dirname "$0")"
 export PATH="/usr/local/go/bin:$PATH"
@@ -28,5 +28,8 @@ CADDY_BIN="$PWD/caddy" go test -race -count=1 ./...
 
 step "CGO_ENABLED=0 go test ./..."
 CGO_ENABLED=0 go test -count=1 ./...
+
+step "lab smoke (every part of the overload lab, seconds long; figures meaningless)"
+go run ./cmd/lab -smoke
 
 echo; echo "all tests passed"
