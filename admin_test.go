@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -38,5 +39,21 @@ func TestStatusIsBounded(t *testing.T) {
 	}
 	if resp.Instances[0].Instance != "bounded-000" {
 		t.Fatalf("not sorted by name: %s first", resp.Instances[0].Instance)
+	}
+}
+
+// Status reads as figures, not as float noise: durations and ratios are
+// rounded to four decimals.
+func TestStatusRoundsItsFigures(t *testing.T) {
+	s, err := (&Handler{GPU: &GPUConfig{Source: "off"}}).settings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := buildInstance("rounded", s, zap.NewNop())
+	now := time.Unix(1_800_000_000, 0)
+	in.setOverride("shed", now, now.Add(10*time.Minute+123456789*time.Nanosecond))
+	st := in.status(now)
+	if st.Override == nil || st.Override.ExpiresInS != 600.1235 {
+		t.Fatalf("override expires in %+v, want 600.1235 s", st.Override)
 	}
 }

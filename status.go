@@ -153,18 +153,18 @@ func (in *instance) status(now time.Time) Status {
 		if !o.Until.IsZero() {
 			until := o.Until
 			st.Override.Until = &until
-			st.Override.ExpiresInS = until.Sub(now).Seconds()
+			st.Override.ExpiresInS = finite(until.Sub(now).Seconds())
 		}
 	}
 
 	q := in.qps.Last()
 	st.Levels.QPS = QPSStatus{LevelStatus: levelStatus(in.levels[levelQPS].Status(now)),
-		Baseline: q.Baseline, LearnedS: in.qps.Learned(), Learning: q.Learning, Limit: cfg.qps.Limit}
+		Baseline: finite(q.Baseline), LearnedS: in.qps.Learned(), Learning: q.Learning, Limit: cfg.qps.Limit}
 
 	l := in.latency.Last()
 	st.Levels.Latency = LatencyStatus{LevelStatus: levelStatus(in.levels[levelLatency].Status(now)),
-		Percentile: cfg.latency.Percentile, Measure: cfg.latency.Measure, HistoryMeanS: in.latency.Mean().Seconds(),
-		LastSecondS: l.Short.Seconds(), FloorS: l.Floor.Seconds(), WindowCount: l.Count, CeilingS: cfg.latency.Ceiling.Seconds()}
+		Percentile: cfg.latency.Percentile, Measure: cfg.latency.Measure, HistoryMeanS: finite(in.latency.Mean().Seconds()),
+		LastSecondS: finite(l.Short.Seconds()), FloorS: finite(l.Floor.Seconds()), WindowCount: l.Count, CeilingS: cfg.latency.Ceiling.Seconds()}
 
 	g := GPUStatus{LevelStatus: levelStatus(in.levels[levelGPU].Status(now)), Source: "off", Reason: warning,
 		OnError: cfg.gpu.OnError, Devices: []DeviceStatus{}}
@@ -172,7 +172,7 @@ func (in *instance) status(now time.Time) Status {
 		r := sensor.Latest()
 		g.Source, g.Available, g.Reason, g.Errors, g.Hung = r.Source, r.Available, r.Reason, r.Errors, r.Hung
 		if !r.LastGood.IsZero() {
-			age := now.Sub(r.LastGood).Seconds()
+			age := finite(now.Sub(r.LastGood).Seconds())
 			g.SampleAgeS = &age
 		}
 		g.Devices = devicesStatus(r.Devices)
@@ -182,8 +182,8 @@ func (in *instance) status(now time.Time) Status {
 
 	c := in.circuit.Status(now)
 	st.Circuit = CircuitStatus{State: c.State.String(), Since: timePtr(c.Since), Opens: c.Opens,
-		OpenForS: c.OpenFor.Seconds(), RetryInS: c.RetryIn.Seconds(), Requests: c.Requests, Failures: c.Failures,
-		Ratio: c.Ratio, ProbesInFlight: c.ProbesInFlight, LastReason: c.LastReason}
+		OpenForS: c.OpenFor.Seconds(), RetryInS: finite(c.RetryIn.Seconds()), Requests: c.Requests, Failures: c.Failures,
+		Ratio: finite(c.Ratio), ProbesInFlight: c.ProbesInFlight, LastReason: c.LastReason}
 
 	passed := func(p priority.Priority) uint64 {
 		var n uint64
@@ -213,7 +213,7 @@ func (in *instance) status(now time.Time) Status {
 
 func levelStatus(s breaker.LevelStatus) LevelStatus {
 	return LevelStatus{Value: finite(s.Value), Threshold: finite(s.Threshold), Tripped: s.Tripped, Since: timePtr(s.Since),
-		LastReason: s.LastReason, RecoverInS: s.RecoverIn.Seconds(), Transitions: s.Transitions, MinTrippedS: s.MinTripped.Seconds()}
+		LastReason: s.LastReason, RecoverInS: finite(s.RecoverIn.Seconds()), Transitions: s.Transitions, MinTrippedS: finite(s.MinTripped.Seconds())}
 }
 
 func devicesStatus(devs []gpu.Device) []DeviceStatus {
