@@ -77,11 +77,12 @@ type Health struct {
 // Bucket is the medium lane: a golang.org/x/time/rate token bucket whose
 // rate is re-tuned once per period from the upstream's health.
 //
-// Allow may be called from any goroutine. Tune must be called from one
-// goroutine only (the sampler).
+// Allow may be called from any goroutine, SetConfig from any goroutine
+// while Tune runs (a reload); Tune must be called from one goroutine only
+// (the sampler).
 type Bucket struct {
 	lim     *rate.Limiter
-	cfg     BucketConfig
+	cfg     atomic.Pointer[BucketConfig]
 	limit   atomic.Uint64 // float64 bits of the current rate, for status
 	refused atomic.Uint64 // Allow calls that found no token
 	// float64 bits of what Tune learned, published for status
@@ -103,7 +104,8 @@ type Bucket struct {
 // NewBucket returns a lane starting at the floor rate.
 func NewBucket(cfg BucketConfig) *Bucket {
 	cfg.defaults()
-	b := &Bucket{cfg: cfg, lim: rate.NewLimiter(rate.Limit(cfg.Floor), 1)}
+	b := &Bucket{lim: rate.NewLimiter(rate.Limit(cfg.Floor), 1)}
+	b.cfg.Store(&cfg)
 	b.set(time.Now(), cfg.Floor)
 	return b
 }
@@ -112,7 +114,7 @@ func NewBucket(cfg BucketConfig) *Bucket {
 // raised to the new floor if need be.
 func (b *Bucket) SetConfig(now time.Time, cfg BucketConfig) {
 	cfg.defaults()
-	b.cfg = cfg
+	b.cfg.Store(&cfg)
 	b.set(now, math.Max(b.Limit(), cfg.Floor))
 }
 
@@ -163,6 +165,7 @@ func (b *Bucket) Capacity() float64 { return math.Float64frombits(b.learnedCapac
 // capacity is learned too. The capacity is learned while it is congested
 // (saturated, so serving all it can): a moving average of the served rate.
 func (b *Bucket) Tune(now time.Time, h Health) float64 {
+	cfg := b.cfg.Load()
 	refused := b.refused.Load()
 	pressed := refused != b.lastRefused
 	b.lastRefused = refused
@@ -180,13 +183,13 @@ func (b *Bucket) Tune(now time.Time, h Health) float64 {
 		r = h.Served
 	case h.Congested:
 		queue := math.Max(0, h.InFlight-b.concurrency)
-		aim := b.served - b.reserved - queue/b.cfg.Drain.Seconds()
+		aim := b.served - b.reserved - queue/cfg.Drain.Seconds()
 		if h.Draining || queue > 0 {
 			// The cut is working, or the aim already makes room for
 			// the queue it sees: aim, do not cut blindly on top.
 			r = math.Min(r, aim)
 		} else {
-			r = math.Min(r*b.cfg.Decrease, aim)
+			r = math.Min(r*cfg.Decrease, aim)
 		}
 	case pressed:
 		share := shareOfCapacity * (b.capacity - b.reserved) // 0 or less while no capacity is learned
@@ -195,10 +198,10 @@ func (b *Bucket) Tune(now time.Time, h Health) float64 {
 		} else if share > 0 {
 			r += 0.02 * r // near capacity: probe gently, an overshoot costs a queue
 		} else {
-			r += math.Max(1, r*b.cfg.Increase)
+			r += math.Max(1, r*cfg.Increase)
 		}
 	}
-	r = math.Max(r, b.cfg.Floor)
+	r = math.Max(r, cfg.Floor)
 	b.set(now, r)
 	b.learnedCapacity.Store(math.Float64bits(b.capacity))
 	b.learnedConcurrency.Store(math.Float64bits(b.concurrency))
@@ -224,5 +227,5 @@ func smooth(avg, v float64) float64 {
 func (b *Bucket) set(now time.Time, r float64) {
 	b.limit.Store(math.Float64bits(r))
 	b.lim.SetLimitAt(now, rate.Limit(r))
-	b.lim.SetBurstAt(now, max(1, int(math.Ceil(r*b.cfg.Burst))))
+	b.lim.SetBurstAt(now, max(1, int(math.Ceil(r*b.cfg.Load().Burst))))
 }

@@ -155,3 +155,25 @@ func BenchmarkBucketAllow(b *testing.B) {
 		bk.Allow(now)
 	}
 }
+
+// A reload replaces the tuning while the sampler tunes: no race, and the
+// new floor holds from the next period on.
+func TestBucketSetConfigWhileTuning(t *testing.T) {
+	b := NewBucket(BucketConfig{Floor: 1})
+	now := time.Unix(1_800_000_000, 0)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 200 {
+			b.SetConfig(now, BucketConfig{Floor: float64(1 + i%3)})
+		}
+	}()
+	for i := range 200 {
+		b.Tune(now.Add(time.Duration(i)*time.Second), Health{Shedding: true, Served: 5, InFlight: 2, Congested: true})
+	}
+	<-done
+	b.SetConfig(now, BucketConfig{Floor: 4})
+	if r := b.Tune(now.Add(time.Hour), Health{Shedding: true, Served: 1, InFlight: 50, Congested: true}); r != 4 {
+		t.Fatalf("rate %v after a reload set the floor to 4", r)
+	}
+}
