@@ -58,13 +58,17 @@ type instance struct {
 	shedLog  *shedLogger
 
 	// Sampler side.
-	mu           sync.Mutex // cfg, gpu sensor, lastFinished
-	cfg          settings
-	gpuSensor    *gpu.Sensor
-	gpuSource    gpu.Source
-	gpuWarning   string
-	gpuStop      context.CancelFunc
-	gpuDone      chan struct{}
+	mu         sync.Mutex // cfg, gpu sensor, lastFinished
+	cfg        settings
+	gpuSensor  *gpu.Sensor
+	gpuSource  gpu.Source
+	gpuWarning string
+	gpuStop    context.CancelFunc
+	gpuDone    chan struct{}
+	// gpuShed is on_error shed, read by the GPU sensor's goroutine without
+	// mu: a reload or a cleanup holds mu while it waits for that goroutine
+	// to stop, so the goroutine must never wait for mu.
+	gpuShed      atomic.Bool
 	lastFinish   uint64
 	lastHigh     uint64 // high-priority admissions at the last tick
 	lastTick     time.Time
@@ -149,6 +153,7 @@ func buildInstance(name string, s settings, logger *zap.Logger) *instance {
 		in.levels[i] = breaker.NewLevel(levelNames[i], levelConfig(i, s))
 	}
 	in.logger.Store(logger)
+	in.gpuShed.Store(s.gpu.OnError == "shed")
 	in.events = make(chan event, eventQueue)
 	return in
 }
@@ -205,6 +210,7 @@ func (in *instance) apply(s settings, logger *zap.Logger) error {
 	}
 	in.lanes.Reserve.SetCap(s.reserve)
 	in.lanes.Bucket.SetConfig(time.Now(), s.bucket)
+	in.gpuShed.Store(s.gpu.OnError == "shed")
 	if !gpuConfigEqual(old.gpu, s.gpu) {
 		in.closeGPU()
 		if err := in.openGPU(s.gpu); err != nil {
@@ -409,13 +415,10 @@ func (in *instance) latencyFastPath(now time.Time, l sensors.LatencySample, cfg 
 // onGPU receives every GPU reading, from the GPU sensor's goroutine, and
 // applies on_error to a source that cannot be read.
 func (in *instance) onGPU(r gpu.Reading) {
-	in.mu.Lock()
-	onError := in.cfg.gpu.OnError
-	in.mu.Unlock()
 	o := breaker.Observation{Value: r.Value, Threshold: r.Threshold,
 		Reason: fmt.Sprintf("gpu %s %.1f%% > %.1f%%", r.Source, 100*r.Value, 100*r.Threshold)}
 	if !r.Available {
-		if onError == "shed" {
+		if in.gpuShed.Load() {
 			o = breaker.Observation{Threshold: r.Threshold, Hard: true, Reason: "gpu source unavailable (on_error shed): " + r.Reason}
 		} else {
 			// on_error allow: an unreadable source is no evidence of pressure.

@@ -283,3 +283,27 @@ func TestColdStartOverloadTrips(t *testing.T) {
 		t.Fatalf("an overload from the start did not trip: %+v", in.levels[levelLatency].Status(now))
 	}
 }
+
+// A reload that reopens the GPU source, or the last cleanup, holds the
+// instance's lock while it waits for the GPU sensor's goroutine to stop: a
+// reading delivered at that moment must not wait for the lock, or both wait
+// for ever.
+func TestGPUReadingNeverWaitsForTheConfigLock(t *testing.T) {
+	in := testInstance(t, &Handler{GPU: &GPUConfig{Source: "off", OnError: "shed"}})
+	now := time.Unix(1000, 0)
+	in.mu.Lock()
+	delivered := make(chan struct{})
+	go func() {
+		defer close(delivered)
+		in.onGPU(gpu.Reading{Source: "nvidia-smi", Reason: "exit status 9", At: now})
+	}()
+	select {
+	case <-delivered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a GPU reading waited for the lock a reload holds while it stops the sensor: deadlock")
+	}
+	in.mu.Unlock()
+	if !in.levels[levelGPU].Tripped() {
+		t.Fatal("an unreadable source under on_error shed did not trip the GPU level")
+	}
+}
