@@ -203,23 +203,31 @@ func TestReloadKeepsLearnedState(t *testing.T) {
 func lightTraffic(t *testing.T, tc interface {
 	Do(*http.Request) (*http.Response, error)
 }, rps int) (stop func()) {
+	return paced(time.Second/time.Duration(rps), func() {
+		req, _ := http.NewRequest("POST", siteURL+"/v1/chat/completions",
+			strings.NewReader(`{"messages":[{"role":"user","content":"hi"}]}`))
+		req.Header.Set("X-Priority", "low")
+		if resp, err := tc.Do(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	})
+}
+
+// paced calls send every period, open loop, on its own goroutine, until
+// stop is called; stop waits for the send in progress.
+func paced(period time.Duration, send func()) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		tick := time.NewTicker(time.Second / time.Duration(rps))
+		tick := time.NewTicker(period)
 		defer tick.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
-				req, _ := http.NewRequestWithContext(ctx, "POST", siteURL+"/v1/chat/completions",
-					strings.NewReader(`{"messages":[{"role":"user","content":"hi"}]}`))
-				req.Header.Set("X-Priority", "low")
-				if resp, err := tc.Do(req); err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
+				send()
 			}
 		}
 	})

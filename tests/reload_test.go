@@ -1,14 +1,12 @@
 package tests
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"os"
 	"runtime"
 	"runtime/pprof"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -64,37 +62,28 @@ func TestReloadsUnderLoad(t *testing.T) {
 	// any refusal here is the reload's fault, not the load's. (A closed
 	// loop would run as fast as the machine allows and trip the QPS level
 	// on a fast one.)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
+	send := func() {
+		sent.Add(1)
+		resp, err := do()
+		if err != nil {
+			retried.Add(1)
+			resp, err = do()
+		}
+		if err != nil {
+			failed.Add(1)
+			firstErr.CompareAndSwap(nil, err.Error())
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			failed.Add(1)
+			firstErr.CompareAndSwap(nil, resp.Status+" "+strings.TrimSpace(string(body)))
+		}
+	}
+	var stops []func()
 	for range 4 {
-		wg.Go(func() {
-			tick := time.NewTicker(100 * time.Millisecond)
-			defer tick.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-tick.C:
-				}
-				sent.Add(1)
-				resp, err := do()
-				if err != nil {
-					retried.Add(1)
-					resp, err = do()
-				}
-				if err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
-					continue
-				}
-				body, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, resp.Status+" "+strings.TrimSpace(string(body)))
-				}
-			}
-		})
+		stops = append(stops, paced(100*time.Millisecond, send))
 	}
 	// The reloads are spaced so that the load spans them: about 4 s and
 	// 160 requests in all.
@@ -105,8 +94,9 @@ func TestReloadsUnderLoad(t *testing.T) {
 		}
 		time.Sleep(80 * time.Millisecond)
 	}
-	cancel()
-	wg.Wait()
+	for _, stop := range stops {
+		stop()
+	}
 	loaded.Add(50)
 	if failed.Load() != 0 || sent.Load() < 100 {
 		t.Fatalf("%d of %d requests failed during 50 reloads (first: %v)", failed.Load(), sent.Load(), firstErr.Load())
