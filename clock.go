@@ -4,6 +4,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ai-guardian/adaptivethrottle/breaker"
 )
 
 // clockTick is the resolution of the request path's clock. LLM requests
@@ -14,10 +16,11 @@ const clockTick = time.Millisecond
 // goroutine while any instance exists, so that a request reads an atomic
 // instead of the system clock. On some virtual machines time.Now costs
 // about 60 ns, and a request needs the time twice (entry and first byte).
-// The stored time.Time keeps its monotonic reading, so durations between
-// two reads are immune to wall-clock steps.
+// Each reading carries the time and the same instant as monotonic
+// nanoseconds (breaker.Mono), so that the request path measures durations
+// and feeds the circuit by integer subtraction, immune to wall-clock steps.
 var clock struct {
-	now atomic.Pointer[time.Time]
+	now atomic.Pointer[instant]
 
 	mu    sync.Mutex
 	users int
@@ -25,13 +28,25 @@ var clock struct {
 	done  chan struct{}
 }
 
-// now returns the time, to within clockTick (more if the ticker is starved).
-func now() time.Time {
-	if t := clock.now.Load(); t != nil {
-		return *t
-	}
-	return time.Now()
+// instant is one reading of the clock; never modified once published.
+type instant struct {
+	t time.Time
+	m int64 // breaker.Mono(t)
 }
+
+func instantOf(t time.Time) *instant { return &instant{t: t, m: breaker.Mono(t)} }
+
+// tick returns the clock's reading, to within clockTick (more if the ticker
+// is starved): one atomic load while the clock runs.
+func tick() *instant {
+	if i := clock.now.Load(); i != nil {
+		return i
+	}
+	return instantOf(time.Now())
+}
+
+// now returns the time, to within clockTick.
+func now() time.Time { return tick().t }
 
 // startClock counts one more user, starting the ticker for the first.
 func startClock() {
@@ -41,8 +56,7 @@ func startClock() {
 	if clock.users > 1 {
 		return
 	}
-	t := time.Now()
-	clock.now.Store(&t)
+	clock.now.Store(instantOf(time.Now()))
 	clock.stop, clock.done = make(chan struct{}), make(chan struct{})
 	go func(stop, done chan struct{}) {
 		defer close(done)
@@ -53,8 +67,7 @@ func startClock() {
 			case <-stop:
 				return
 			case <-tk.C:
-				t := time.Now() // the time it is read, not when the tick fired
-				clock.now.Store(&t)
+				clock.now.Store(instantOf(time.Now())) // the time it is read, not when the tick fired
 			}
 		}
 	}(clock.stop, clock.done)

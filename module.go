@@ -144,7 +144,7 @@ func headerOf(from string) string {
 // reads the clock once on entry and once at the first byte (or the end,
 // for measure total), and allocates nothing unless it refuses.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	start := now()
+	at := tick() // the one clock read on entry
 	in := h.inst
 	rec := getRecorder(w, h.cfg.measureTTFB)
 	hint := rec.shard // every counter this request bumps: this core's shard
@@ -153,8 +153,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	var ticket breaker.Ticket
 	verdict := priority.Pass
-	if mode := in.overrideAt(start); mode != "pass" { // pass: the operator knows better; sensors keep measuring
-		t, ok, retryIn := in.circuit.Allow(start)
+	if mode := in.overrideAt(at.t); mode != "pass" { // pass: the operator knows better; sensors keep measuring
+		t, ok, retryIn := in.circuit.Allow(at.t)
 		if !ok {
 			putRecorder(rec)
 			in.verdicts[p][verdictCircuit].IncAt(hint)
@@ -162,13 +162,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		ticket = t
 		if !t.Probe() { // a Half-Open probe skips the lanes: it is how recovery is seen
-			verdict = in.lanes.Admit(p, mode == "shed" || in.tripped.Load() != 0, start)
+			verdict = in.lanes.Admit(p, mode == "shed" || in.tripped.Load() != 0, at.t)
 		}
 	}
 	in.verdicts[p][verdict].IncAt(hint)
 	if !verdict.Admitted() {
 		putRecorder(rec)
-		return h.refuse(w, r, repl, p, verdict.Status(), in.shedCause(), time.Duration(in.shedAt.Load()-start.UnixNano()))
+		return h.refuse(w, r, repl, p, verdict.Status(), in.shedCause(), time.Duration(in.shedAt.Load()-at.t.UnixNano()))
 	}
 	publish(repl, decisionPass, noCause, p)
 
@@ -191,7 +191,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	status, end, wrote := rec.status, rec.at, rec.wrote
 	putRecorder(rec)
 	if !wrote || !h.cfg.measureTTFB {
-		end = now()
+		end = tick().m // the one on exit
 	}
 	if !wrote {
 		status = statusOf(err)
@@ -202,14 +202,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		// about the upstream.
 		in.circuit.Cancel(ticket)
 	case status >= 500:
-		if tr := in.circuit.DoneAt(end, ticket, true, hint); tr != nil {
+		if tr := in.circuit.DoneAt(now(), ticket, true, hint); tr != nil {
 			in.transition(*tr, traceID(r))
 		}
 	default:
-		d := end.Sub(start)
+		d := time.Duration(end - at.m)
 		in.latency.RecordAt(d, hint)
 		in.slow.note(d, r)
-		if tr := in.circuit.DoneAt(end, ticket, false, hint); tr != nil {
+		if tr := in.circuit.DoneMono(end, ticket, hint); tr != nil {
 			in.transition(*tr, traceID(r))
 		}
 	}

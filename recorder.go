@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // recorder notes the status and the time of the first byte of a response.
@@ -14,8 +13,8 @@ type recorder struct {
 	http.ResponseWriter
 	status int
 	wrote  bool
-	stamp  bool      // take the time at the first byte (measure ttfb)
-	at     time.Time // when the first byte was written, if stamp
+	stamp  bool  // take the time at the first byte (measure ttfb)
+	at     int64 // when the first byte was written (breaker.Mono), if stamp
 	// shard is this recorder's index into the sharded counters and
 	// histograms, fixed for its life. sync.Pool keeps objects on the P
 	// that put them back, so requests on one core keep writing the same
@@ -35,7 +34,7 @@ var (
 
 func getRecorder(w http.ResponseWriter, stamp bool) *recorder {
 	rec := recorders.Get().(*recorder)
-	rec.ResponseWriter, rec.stamp, rec.status, rec.wrote, rec.at = w, stamp, 0, false, time.Time{}
+	rec.ResponseWriter, rec.stamp, rec.status, rec.wrote, rec.at = w, stamp, 0, false, 0
 	return rec
 }
 
@@ -52,7 +51,7 @@ func (rec *recorder) WriteHeader(code int) {
 	if !rec.wrote && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		rec.wrote, rec.status = true, code
 		if rec.stamp {
-			rec.at = now()
+			rec.at = tick().m
 		}
 	}
 	rec.ResponseWriter.WriteHeader(code)

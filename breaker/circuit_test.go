@@ -598,3 +598,31 @@ func TestCircuitCancelFreesProbeWithoutOutcome(t *testing.T) {
 		t.Fatalf("probe success after a cancel: %+v %v", tr, ok)
 	}
 }
+
+// DoneMono, the request path's success, counts in the window like Done and
+// closes a Half-Open circuit through its probes like Done.
+func TestCircuitDoneMono(t *testing.T) {
+	c := NewCircuit(CircuitConfig{Window: 10 * s, MinRequests: 4})
+	for i := range 3 {
+		tk, _, _ := c.Allow(at(time.Duration(i) * s))
+		if tr := c.DoneMono(Mono(at(time.Duration(i)*s)), tk, uint32(i)); tr != nil {
+			t.Fatalf("a success changed the state: %+v", tr)
+		}
+	}
+	if st := c.Status(at(3 * s)); st.Requests != 3 || st.Failures != 0 {
+		t.Fatalf("window after 3 successes: %+v", st)
+	}
+
+	c = openCircuit(t, CircuitConfig{OpenFor: 60 * s, Probes: 1})
+	probe, ok, _ := c.Allow(at(60 * s))
+	if !ok || !probe.Probe() {
+		t.Fatal("setup: no probe after open_for")
+	}
+	tr := c.DoneMono(Mono(at(61*s)), probe, 0)
+	if tr == nil || tr.From != HalfOpen || tr.To != Closed || c.State() != Closed {
+		t.Fatalf("a probe's success through DoneMono: %+v, state %v", tr, c.State())
+	}
+	if !tr.At.Equal(at(61 * s)) {
+		t.Fatalf("transition at %v, want %v", tr.At, at(61*s))
+	}
+}

@@ -13,6 +13,10 @@ var epoch = time.Now()
 // the result never overflows.
 func mono(t time.Time) int64 { return int64(t.Sub(epoch)) }
 
+// Mono is t as this package's monotonic nanoseconds: what DoneMono takes,
+// so that a caller holding the instant as an integer need not convert.
+func Mono(t time.Time) int64 { return mono(t) }
+
 // floorDiv is a/b rounded toward negative infinity (b > 0), so synthetic
 // times before epoch still map to distinct, ordered buckets.
 func floorDiv(a, b int64) int64 {
