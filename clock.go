@@ -45,9 +45,6 @@ func tick() *instant {
 	return instantOf(time.Now())
 }
 
-// now returns the time, to within clockTick.
-func now() time.Time { return tick().t }
-
 // startClock counts one more user, starting the ticker for the first.
 func startClock() {
 	clock.mu.Lock()

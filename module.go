@@ -202,14 +202,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		// about the upstream.
 		in.circuit.Cancel(ticket)
 	case status >= 500:
-		if tr := in.circuit.DoneAt(now(), ticket, true, hint); tr != nil {
+		if tr := in.circuit.DoneMono(end, ticket, true, hint); tr != nil {
 			in.transition(*tr, traceID(r))
 		}
 	default:
 		d := time.Duration(end - at.m)
 		in.latency.RecordAt(d, hint)
 		in.slow.note(d, r)
-		if tr := in.circuit.DoneMono(end, ticket, hint); tr != nil {
+		if tr := in.circuit.DoneMono(end, ticket, false, hint); tr != nil {
 			in.transition(*tr, traceID(r))
 		}
 	}

@@ -338,14 +338,15 @@ func (c *Circuit) DoneAt(now time.Time, t Ticket, failed bool, hint uint32) *Tra
 	return nil
 }
 
-// DoneMono is the request path's success: m is Mono of the time it ended.
-// Outside Half-Open it costs the window's count and no clock arithmetic.
-func (c *Circuit) DoneMono(m int64, t Ticket, hint uint32) *Transition {
-	if t.slot < 0 {
+// DoneMono is DoneAt with the time as Mono(now), as the request path holds
+// it: a success outside Half-Open costs the window's count and no clock
+// arithmetic.
+func (c *Circuit) DoneMono(m int64, t Ticket, failed bool, hint uint32) *Transition {
+	if t.slot < 0 && !failed {
 		c.win.Load().record(m, false, hint)
 		return nil
 	}
-	return c.DoneAt(epoch.Add(time.Duration(m)), t, false, hint)
+	return c.DoneAt(epoch.Add(time.Duration(m)), t, failed, hint)
 }
 
 func (c *Circuit) done(now time.Time, t Ticket, failed bool, hint uint32) (tr Transition, changed bool) {

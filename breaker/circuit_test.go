@@ -605,7 +605,7 @@ func TestCircuitDoneMono(t *testing.T) {
 	c := NewCircuit(CircuitConfig{Window: 10 * s, MinRequests: 4})
 	for i := range 3 {
 		tk, _, _ := c.Allow(at(time.Duration(i) * s))
-		if tr := c.DoneMono(Mono(at(time.Duration(i)*s)), tk, uint32(i)); tr != nil {
+		if tr := c.DoneMono(Mono(at(time.Duration(i)*s)), tk, false, uint32(i)); tr != nil {
 			t.Fatalf("a success changed the state: %+v", tr)
 		}
 	}
@@ -618,7 +618,7 @@ func TestCircuitDoneMono(t *testing.T) {
 	if !ok || !probe.Probe() {
 		t.Fatal("setup: no probe after open_for")
 	}
-	tr := c.DoneMono(Mono(at(61*s)), probe, 0)
+	tr := c.DoneMono(Mono(at(61*s)), probe, false, 0)
 	if tr == nil || tr.From != HalfOpen || tr.To != Closed || c.State() != Closed {
 		t.Fatalf("a probe's success through DoneMono: %+v, state %v", tr, c.State())
 	}
