@@ -37,6 +37,15 @@ func steady(in *instance, now *time.Time, seconds, rate int) {
 	}
 }
 
+// answered records n responses of d, then one second passes.
+func answered(in *instance, now *time.Time, n int, d time.Duration) {
+	for range n {
+		in.latency.Record(d)
+	}
+	*now = now.Add(time.Second)
+	in.tick(*now)
+}
+
 // arrive makes n requests come and go, as the request path counts them:
 // one verdict each (medium, passed) and one finish.
 func arrive(in *instance, n int) {
@@ -210,13 +219,7 @@ func TestLatencyConsecutiveAndFarAbove(t *testing.T) {
 	in := testInstance(t, &Handler{Latency: &LatencyConfig{Window: caddy.Duration(time.Second), Consecutive: 2, Factor: 2}})
 	now := time.Unix(1000, 0)
 	in.tick(now)
-	window := func(d time.Duration) {
-		for range 30 {
-			in.latency.Record(d)
-		}
-		now = now.Add(time.Second)
-		in.tick(now)
-	}
+	window := func(d time.Duration) { answered(in, &now, 30, d) }
 	window(100 * time.Millisecond) // history: 100 ms, threshold 200 ms
 	window(300 * time.Millisecond) // bad, 1 of 2
 	if in.shedding(now) {
@@ -265,13 +268,7 @@ func TestColdStartOverloadTrips(t *testing.T) {
 	in := testInstance(t, &Handler{})
 	now := time.Unix(1000, 0)
 	in.tick(now)
-	second := func(d time.Duration) {
-		for range 10 {
-			in.latency.Record(d)
-		}
-		now = now.Add(time.Second)
-		in.tick(now)
-	}
+	second := func(d time.Duration) { answered(in, &now, 10, d) }
 	second(65 * time.Millisecond) // the first second: no queue yet
 	second(300 * time.Millisecond)
 	second(900 * time.Millisecond) // over 2 × 1.8 × 130 ms
