@@ -61,7 +61,7 @@ func TestAdaptGolden(t *testing.T) {
 func TestAdaptErrorNamesFileAndLine(t *testing.T) {
 	in := []byte(":8080 {\n\tadaptive_throttle {\n\t\tlatency {\n\t\t\tfactor one\n\t\t}\n\t}\n}\n")
 	_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt(in, map[string]any{"filename": "Caddyfile.bad"})
-	if err == nil || !strings.Contains(err.Error(), "Caddyfile.bad:4") || !strings.Contains(err.Error(), "factor must be a number") {
+	if err == nil || !strings.Contains(err.Error(), "Caddyfile.bad:4") || !strings.Contains(err.Error(), "factor must be a finite number") {
 		t.Fatalf("error %v does not name Caddyfile.bad:4 and the problem", err)
 	}
 }

@@ -11,7 +11,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"go.uber.org/zap"
+
+	"github.com/ai-guardian/adaptivethrottle/throttle"
 )
 
 func init() {
@@ -48,7 +49,7 @@ const maxAdminBody = 64 << 10
 
 // statusResponse is GET /throttle/status.
 type statusResponse struct {
-	Instances []Status `json:"instances"`
+	Instances []throttle.Status `json:"instances"`
 	// Truncated is set when more instances exist than are shown.
 	Truncated bool `json:"truncated,omitempty"`
 }
@@ -64,15 +65,15 @@ func (a adminAPI) handleStatus(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		resp.Instances = []Status{in.status(now)}
+		resp.Instances = []throttle.Status{in.Status(now)}
 	} else {
 		all := allInstances()
 		if len(all) > maxInstancesShown {
 			all, resp.Truncated = all[:maxInstancesShown], true
 		}
-		resp.Instances = make([]Status, 0, len(all))
+		resp.Instances = make([]throttle.Status, 0, len(all))
 		for _, in := range all {
-			resp.Instances = append(resp.Instances, in.status(now))
+			resp.Instances = append(resp.Instances, in.Status(now))
 		}
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -118,9 +119,11 @@ func (a adminAPI) handleOverride(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	in.setOverride(req.State, now, until)
+	if err := in.SetOverride(req.State, now, until); err != nil {
+		return badRequest(err.Error())
+	}
 	w.Header().Set("Content-Type", "application/json")
-	return json.NewEncoder(w).Encode(in.status(now))
+	return json.NewEncoder(w).Encode(in.Status(now))
 }
 
 // resetRequest is POST /throttle/reset.
@@ -148,56 +151,27 @@ func (a adminAPI) handleReset(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	now := time.Now()
-	in.reset(req.What, now)
+	if err := in.Reset(req.What, now); err != nil {
+		return badRequest(err.Error())
+	}
 	w.Header().Set("Content-Type", "application/json")
-	return json.NewEncoder(w).Encode(in.status(now))
-}
-
-// setOverride installs (or with "auto" clears) an operator's override.
-func (in *instance) setOverride(state string, now, until time.Time) {
-	if state == "auto" {
-		in.override.Store(nil)
-	} else {
-		in.override.Store(&override{State: state, Until: until, Set: now})
-	}
-	fields := []zap.Field{zap.String("instance", in.name), zap.String("state", state)}
-	if !until.IsZero() {
-		fields = append(fields, zap.Time("until", until))
-	}
-	in.logger.Load().Info("override set", fields...)
-	in.refresh(now)
-}
-
-// reset forgets learned baselines (and the trips they caused) and/or
-// closes the circuit.
-func (in *instance) reset(what string, now time.Time) {
-	if what == "baselines" || what == "all" {
-		in.qps.Reset()
-		in.latency.Reset()
-		in.levels[levelQPS].Reset()
-		in.levels[levelLatency].Reset()
-	}
-	if what == "circuit" || what == "all" {
-		in.circuit.Reset(now)
-	}
-	in.logger.Load().Info("state reset", zap.String("instance", in.name), zap.String("what", what))
-	in.refresh(now)
+	return json.NewEncoder(w).Encode(in.Status(now))
 }
 
 // allInstances returns the live instances sorted by name.
-func allInstances() []*instance {
-	var all []*instance
+func allInstances() []*throttle.Throttle {
+	var all []*throttle.Throttle
 	instances.Range(func(_, v any) bool {
-		all = append(all, v.(*instance))
+		all = append(all, v.(pooled).Throttle)
 		return true
 	})
-	slices.SortFunc(all, func(a, b *instance) int { return strings.Compare(a.name, b.name) })
+	slices.SortFunc(all, func(a, b *throttle.Throttle) int { return strings.Compare(a.Name(), b.Name()) })
 	return all
 }
 
 // lookup finds an instance by name; an empty name is allowed when there is
 // exactly one.
-func lookup(name string) (*instance, error) {
+func lookup(name string) (*throttle.Throttle, error) {
 	if name == "" {
 		all := allInstances()
 		if len(all) == 1 {
@@ -205,10 +179,10 @@ func lookup(name string) (*instance, error) {
 		}
 		return nil, badRequest(fmt.Sprintf(`"instance" is required: %d instances are configured`, len(all)))
 	}
-	var found *instance
+	var found *throttle.Throttle
 	instances.Range(func(k, v any) bool {
 		if k == name {
-			found = v.(*instance)
+			found = v.(pooled).Throttle
 			return false
 		}
 		return true

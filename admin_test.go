@@ -8,19 +8,28 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
+	"github.com/ai-guardian/adaptivethrottle/levels/gpu"
+	"github.com/ai-guardian/adaptivethrottle/throttle"
 )
+
+// gpuOff is a running throttle with the GPU level off, closed at the end of
+// the test.
+func gpuOff(tb testing.TB, name string) *throttle.Throttle {
+	tb.Helper()
+	th, err := throttle.New(throttle.WithName(name), throttle.WithConfig(throttle.Config{GPU: gpu.Config{Source: "off"}}))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = th.Close() })
+	return th
+}
 
 // The status answer stays bounded however many instances a config has.
 func TestStatusIsBounded(t *testing.T) {
-	s, err := (&Handler{GPU: &GPUConfig{Source: "off"}}).settings()
-	if err != nil {
-		t.Fatal(err)
-	}
 	const n = maxInstancesShown + 44
 	for i := range n {
 		name := fmt.Sprintf("bounded-%03d", i)
-		instances.LoadOrStore(name, buildInstance(name, s, zap.NewNop()))
+		instances.LoadOrStore(name, pooled{gpuOff(t, name)})
 		t.Cleanup(func() { instances.Delete(name) })
 	}
 	w := httptest.NewRecorder()
@@ -45,14 +54,12 @@ func TestStatusIsBounded(t *testing.T) {
 // Status reads as figures, not as float noise: durations and ratios are
 // rounded to four decimals.
 func TestStatusRoundsItsFigures(t *testing.T) {
-	s, err := (&Handler{GPU: &GPUConfig{Source: "off"}}).settings()
-	if err != nil {
+	in := gpuOff(t, "rounded")
+	now := time.Unix(1_800_000_000, 0)
+	if err := in.SetOverride("shed", now, now.Add(10*time.Minute+123456789*time.Nanosecond)); err != nil {
 		t.Fatal(err)
 	}
-	in := buildInstance("rounded", s, zap.NewNop())
-	now := time.Unix(1_800_000_000, 0)
-	in.setOverride("shed", now, now.Add(10*time.Minute+123456789*time.Nanosecond))
-	st := in.status(now)
+	st := in.Status(now)
 	if st.Override == nil || st.Override.ExpiresInS != 600.1235 {
 		t.Fatalf("override expires in %+v, want 600.1235 s", st.Override)
 	}

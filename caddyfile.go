@@ -2,6 +2,8 @@ package adaptivethrottle
 
 import (
 	"errors"
+	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -9,6 +11,12 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/ai-guardian/adaptivethrottle/breaker"
+	"github.com/ai-guardian/adaptivethrottle/config"
+	"github.com/ai-guardian/adaptivethrottle/levels/gpu"
+	"github.com/ai-guardian/adaptivethrottle/levels/latency"
+	"github.com/ai-guardian/adaptivethrottle/levels/qps"
 )
 
 func init() {
@@ -93,33 +101,48 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	seen := map[string]bool{}
 	for d.NextBlock(0) {
+		key := d.Val()
+		if seen[key] {
+			// A second block would silently replace the first.
+			return d.Errf("%s given twice in one adaptive_throttle; merge the two", key)
+		}
+		seen[key] = true
 		var err error
-		switch d.Val() {
+		switch key {
 		case "name":
 			err = oneArg(d, func(v string) error { h.Name = v; return nil })
 		case "qps":
-			h.QPS = new(QPSConfig)
-			err = parseBlock(d, h.QPS.subdirective)
+			h.QPS = new(qps.Config)
+			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return qpsKey(d, h.QPS) }, func() error { return h.QPS.Validate() })
 		case "gpu":
-			h.GPU = new(GPUConfig)
+			h.GPU = new(gpu.Config)
 			if d.NextArg() {
 				if d.Val() != "off" || d.NextArg() {
 					return d.Errf("gpu takes a block, or the single argument off")
 				}
+				line := d.Line()
+				if d.NextBlock(d.Nesting()) {
+					return fmt.Errorf("gpu off takes no block: the GPU level is off, at %s:%d", d.File(), line)
+				}
 				h.GPU.Source = "off"
 				continue
 			}
-			err = parseBlock(d, h.GPU.subdirective)
+			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return gpuKey(d, h.GPU) }, func() error {
+				g := *h.GPU
+				g.Defaults() // its settings are checked against each other's defaults
+				return g.Validate()
+			})
 		case "latency":
-			h.Latency = new(LatencyConfig)
-			err = parseBlock(d, h.Latency.subdirective)
+			h.Latency = new(latency.Config)
+			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return latencyKey(d, h.Latency) }, func() error { return h.Latency.Validate() })
 		case "circuit":
-			h.Circuit = new(CircuitConfig)
-			err = parseBlock(d, h.Circuit.subdirective)
+			h.Circuit = new(breaker.CircuitConfig)
+			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return circuitKey(d, h.Circuit) }, func() error { return h.Circuit.Validate() })
 		case "priority":
 			h.Priority = new(PriorityConfig)
-			err = parseBlock(d, h.Priority.subdirective)
+			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return priorityKey(d, h.Priority) }, func() error { return h.Priority.Validate() })
 		case "retry_after":
 			err = oneArg(d, durationInto(d, &h.RetryAfter))
 		default:
@@ -132,22 +155,57 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// parseBlock runs sub for each line of a nested block; a block is required.
-func parseBlock(d *caddyfile.Dispenser, sub func(*caddyfile.Dispenser) error) error {
+// parseBlock runs sub for each line of a nested block (a block is
+// required; a key given twice is an error), then checks the block as a
+// whole, so that what only the block can judge (a window against its
+// minimum, a timeout against the interval) fails adapt at the block's line.
+func parseBlock(d *caddyfile.Dispenser, sub func(*caddyfile.Dispenser) error, check func() error) error {
 	name := d.Val()
 	if d.NextArg() {
 		return d.Errf("%s takes a block, not arguments", name)
 	}
-	nesting := d.Nesting()
-	for d.NextBlock(nesting) {
+	start, blockLine := d.Nesting(), d.Line()
+	lines := map[string]int{} // key → the line it is on
+	for d.NextBlock(start) {
+		if _, ok := lines[d.Val()]; ok {
+			return d.Errf("%s: %s given twice", name, d.Val())
+		}
+		lines[d.Val()] = d.Line()
 		if err := sub(d); err != nil {
 			return err
 		}
 	}
+	if err := check(); err != nil {
+		return fmt.Errorf("%w, at %s:%d", err, d.File(), lineOf(err.Error(), lines, blockLine))
+	}
 	return nil
 }
 
-func (c *QPSConfig) subdirective(d *caddyfile.Dispenser) error {
+// lineOf is the line of the key a block's error names first (the one it is
+// about), or the block's own line when it names none.
+func lineOf(msg string, lines map[string]int, blockLine int) int {
+	line, at := blockLine, len(msg)
+	for key, l := range lines {
+		for i := 0; i+len(key) <= len(msg); {
+			j := strings.Index(msg[i:], key)
+			if j < 0 {
+				break
+			}
+			j += i
+			end := j + len(key)
+			word := (j == 0 || !isKeyByte(msg[j-1])) && (end == len(msg) || !isKeyByte(msg[end]))
+			if word && j < at {
+				line, at = l, j
+			}
+			i = end
+		}
+	}
+	return line
+}
+
+func isKeyByte(c byte) bool { return c == '_' || 'a' <= c && c <= 'z' }
+
+func qpsKey(d *caddyfile.Dispenser, c *qps.Config) error {
 	switch d.Val() {
 	case "window":
 		return oneArg(d, durationInto(d, &c.Window))
@@ -165,7 +223,7 @@ func (c *QPSConfig) subdirective(d *caddyfile.Dispenser) error {
 	return d.Errf("unrecognized qps subdirective %q", d.Val())
 }
 
-func (c *GPUConfig) subdirective(d *caddyfile.Dispenser) error {
+func gpuKey(d *caddyfile.Dispenser, c *gpu.Config) error {
 	switch d.Val() {
 	case "source":
 		args := d.RemainingArgs()
@@ -263,7 +321,7 @@ func (c *GPUConfig) subdirective(d *caddyfile.Dispenser) error {
 	return d.Errf("unrecognized gpu subdirective %q", d.Val())
 }
 
-func (c *LatencyConfig) subdirective(d *caddyfile.Dispenser) error {
+func latencyKey(d *caddyfile.Dispenser, c *latency.Config) error {
 	switch d.Val() {
 	case "percentile":
 		return oneArg(d, func(v string) error {
@@ -294,7 +352,7 @@ func (c *LatencyConfig) subdirective(d *caddyfile.Dispenser) error {
 	return d.Errf("unrecognized latency subdirective %q", d.Val())
 }
 
-func (c *CircuitConfig) subdirective(d *caddyfile.Dispenser) error {
+func circuitKey(d *caddyfile.Dispenser, c *breaker.CircuitConfig) error {
 	switch d.Val() {
 	case "error_ratio":
 		return oneArg(d, func(v string) error {
@@ -321,10 +379,17 @@ func (c *CircuitConfig) subdirective(d *caddyfile.Dispenser) error {
 	return d.Errf("unrecognized circuit subdirective %q", d.Val())
 }
 
-func (c *PriorityConfig) subdirective(d *caddyfile.Dispenser) error {
+func priorityKey(d *caddyfile.Dispenser, c *PriorityConfig) error {
 	switch d.Val() {
 	case "from":
-		return oneArg(d, func(v string) error { c.From = v; return nil })
+		return oneArg(d, func(v string) error {
+			if !strings.Contains(v, "{") {
+				// A literal would give every request the same claim.
+				return d.Errf("from must be a placeholder such as {header.X-Priority}, got %q", v)
+			}
+			c.From = v
+			return nil
+		})
 	case "default":
 		return oneArg(d, func(v string) error {
 			if v != "high" && v != "medium" && v != "low" {
@@ -371,14 +436,14 @@ func oneArg(d *caddyfile.Dispenser, set func(string) error) error {
 	return set(v)
 }
 
-func durationInto(d *caddyfile.Dispenser, dst *caddy.Duration) func(string) error {
+func durationInto(d *caddyfile.Dispenser, dst *config.Duration) func(string) error {
 	name := d.Val()
 	return func(v string) error {
 		dur, err := caddy.ParseDuration(v)
 		if err != nil || dur <= 0 {
 			return d.Errf("%s must be a positive duration such as 10s, got %q", name, v)
 		}
-		*dst = caddy.Duration(dur)
+		*dst = config.Duration(dur)
 		return nil
 	}
 }
@@ -389,8 +454,8 @@ func floatInto(d *caddyfile.Dispenser, dst *float64, min float64) func(string) e
 	return func(v string) error {
 		f, err := strconv.ParseFloat(v, 64)
 		switch {
-		case err != nil || f != f:
-			return d.Errf("%s must be a number, got %q", name, v)
+		case err != nil || math.IsNaN(f) || math.IsInf(f, 0):
+			return d.Errf("%s must be a finite number, got %q", name, v)
 		case min == 1 && f <= 1:
 			return d.Errf("%s must be above 1, got %q", name, v)
 		case f < min:

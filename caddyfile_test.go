@@ -1,14 +1,21 @@
 package adaptivethrottle
 
 import (
+	"encoding/json"
 	"reflect"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/ai-guardian/adaptivethrottle/breaker"
+	"github.com/ai-guardian/adaptivethrottle/config"
+	"github.com/ai-guardian/adaptivethrottle/levels/gpu"
+	"github.com/ai-guardian/adaptivethrottle/levels/latency"
+	"github.com/ai-guardian/adaptivethrottle/levels/qps"
+	"github.com/ai-guardian/adaptivethrottle/priority"
 )
 
 func parse(t *testing.T, input string) (*Handler, error) {
@@ -26,41 +33,41 @@ func TestCaddyfileBare(t *testing.T) {
 	if !reflect.DeepEqual(h, new(Handler)) {
 		t.Fatalf("bare directive set fields: %+v", h)
 	}
-	s, err := h.settings()
+	s, err := h.config()
 	if err != nil {
 		t.Fatal(err)
 	}
-	// DESIGN.md's defaults, every one.
+	// The README's defaults, every one.
 	checks := []struct {
 		name      string
 		got, want any
 	}{
-		{"qps window", s.qps.Window, 5 * time.Minute},
-		{"qps sigma", s.qps.Sigma, 2.0},
-		{"qps trip_factor", s.qps.TripFactor, 1.5},
-		{"qps min_baseline", s.qps.MinBaseline, 5.0},
-		{"qps limit", s.qps.Limit, 0.0},
-		{"gpu source", s.gpu.Source, "auto"},
-		{"gpu threshold", s.gpu.Threshold, 0.75},
-		{"gpu interval", s.gpu.Interval, 2 * time.Second},
-		{"gpu stale_after", s.gpu.StaleAfter, 10 * time.Second},
-		{"gpu on_error", s.gpu.OnError, "allow"},
-		{"latency percentile", s.latency.Percentile, 99.0},
-		{"latency window", s.latency.Window, 10 * time.Second},
-		{"latency factor", s.latency.Factor, 1.8},
-		{"latency consecutive", s.latency.Consecutive, 3},
-		{"latency ceiling", s.latency.Ceiling, 8 * time.Second},
-		{"latency measure", s.latency.Measure, "ttfb"},
-		{"circuit error_ratio", s.circuit.ErrorRatio, 0.5},
-		{"circuit min_requests", s.circuit.MinRequests, 20},
-		{"circuit window", s.circuit.Window, 30 * time.Second},
-		{"circuit open_for", s.circuit.OpenFor, 60 * time.Second},
-		{"circuit probes", s.circuit.Probes, 1},
-		{"priority from", s.from, "{http.request.header.X-Priority}"},
-		{"priority default", s.def.String(), "medium"},
-		{"priority high_reserve", s.reserve, 8},
-		{"priority medium_floor", s.bucket.Floor, 1.0},
-		{"retry_after", s.retryFloor, 5 * time.Second},
+		{"qps window", s.QPS.Window.D(), 5 * time.Minute},
+		{"qps sigma", s.QPS.Sigma, 2.0},
+		{"qps trip_factor", s.QPS.TripFactor, 1.5},
+		{"qps min_baseline", s.QPS.MinBaseline, 5.0},
+		{"qps limit", s.QPS.Limit, 0.0},
+		{"gpu source", s.GPU.Source, "auto"},
+		{"gpu threshold", s.GPU.Threshold, 0.75},
+		{"gpu interval", s.GPU.Interval.D(), 2 * time.Second},
+		{"gpu stale_after", s.GPU.StaleAfter.D(), 10 * time.Second},
+		{"gpu on_error", s.GPU.OnError, "allow"},
+		{"latency percentile", s.Latency.Percentile, 99.0},
+		{"latency window", s.Latency.Window.D(), 10 * time.Second},
+		{"latency factor", s.Latency.Factor, 1.8},
+		{"latency consecutive", s.Latency.Consecutive, 3},
+		{"latency ceiling", s.Latency.Ceiling.D(), 8 * time.Second},
+		{"latency measure", s.Latency.Measure, "ttfb"},
+		{"circuit error_ratio", s.Circuit.ErrorRatio, 0.5},
+		{"circuit min_requests", s.Circuit.MinRequests, 20},
+		{"circuit window", s.Circuit.Window.D(), 30 * time.Second},
+		{"circuit open_for", s.Circuit.OpenFor.D(), 60 * time.Second},
+		{"circuit probes", s.Circuit.Probes, 1},
+		{"priority from", h.claimFrom(), "{http.request.header.X-Priority}"},
+		{"priority default", s.Priority.DefaultPriority().String(), "medium"},
+		{"priority high_reserve", s.Priority.Reserve(), 8},
+		{"priority medium_floor", s.Priority.MediumFloor, 1.0},
+		{"retry_after", s.RetryAfter.D(), 5 * time.Second},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {
@@ -123,40 +130,43 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 	zero := 0
 	want := &Handler{
 		Name: "llm-main",
-		QPS: &QPSConfig{Window: caddy.Duration(2 * time.Minute), Sigma: 3, TripFactor: 2, MinBaseline: 10,
+		QPS: &qps.Config{Window: config.Duration(2 * time.Minute), Sigma: 3, TripFactor: 2, MinBaseline: 10,
 			Limit: 200, Warmup: 20},
-		GPU: &GPUConfig{Source: "prometheus", URLs: []string{"http://10.0.0.5:8000/metrics", "http://10.0.0.6:8000/metrics"},
+		GPU: &gpu.Config{Source: "prometheus", URLs: []string{"http://10.0.0.5:8000/metrics", "http://10.0.0.6:8000/metrics"},
 			Metric: "DCGM_FI_DEV_FB_USED", PairKind: "free", PairMetric: "DCGM_FI_DEV_FB_FREE",
 			Labels: map[string]string{"gpu": "0", "model_name": "llama"}, Aggregate: "mean", Threshold: 0.8,
-			Interval: caddy.Duration(3 * time.Second), Timeout: caddy.Duration(time.Second),
-			StaleAfter: caddy.Duration(15 * time.Second), Devices: []string{"0", "GPU-1234"}, OnError: "shed"},
-		Latency: &LatencyConfig{Percentile: 95, Window: caddy.Duration(20 * time.Second), Factor: 2.5, Consecutive: 2,
-			Ceiling: caddy.Duration(30 * time.Second), Measure: "total"},
-		Circuit: &CircuitConfig{ErrorRatio: 0.3, MinRequests: 50, Window: caddy.Duration(time.Minute),
-			OpenFor: caddy.Duration(10 * time.Second), MaxOpenFor: caddy.Duration(5 * time.Minute), Probes: 3,
-			ProbeTimeout: caddy.Duration(45 * time.Second)},
-		Priority:   &PriorityConfig{From: "{http.request.header.X-Tier}", Default: "low", HighReserve: &zero, MediumFloor: 2.5},
-		RetryAfter: caddy.Duration(2 * time.Second),
+			Interval: config.Duration(3 * time.Second), Timeout: config.Duration(time.Second),
+			StaleAfter: config.Duration(15 * time.Second), Devices: []string{"0", "GPU-1234"}, OnError: "shed"},
+		Latency: &latency.Config{Percentile: 95, Window: config.Duration(20 * time.Second), Factor: 2.5, Consecutive: 2,
+			Ceiling: config.Duration(30 * time.Second), Measure: "total"},
+		Circuit: &breaker.CircuitConfig{ErrorRatio: 0.3, MinRequests: 50, Window: config.Duration(time.Minute),
+			OpenFor: config.Duration(10 * time.Second), MaxOpenFor: config.Duration(5 * time.Minute), Probes: 3,
+			ProbeTimeout: config.Duration(45 * time.Second)},
+		Priority: &PriorityConfig{From: "{http.request.header.X-Tier}",
+			Config: priority.Config{Default: "low", HighReserve: &zero, MediumFloor: 2.5}},
+		RetryAfter: config.Duration(2 * time.Second),
 	}
 	if !reflect.DeepEqual(h, want) {
 		t.Fatalf("got  %+v\nwant %+v", h, want)
 	}
-	if _, err := h.settings(); err != nil {
+	if _, err := h.config(); err != nil {
 		t.Fatalf("a full valid config fails validation: %v", err)
 	}
 }
 
 func TestCaddyfileGPUSources(t *testing.T) {
-	cases := map[string]GPUConfig{
-		`gpu off`:                                   {Source: "off"},
-		"gpu {\nsource off\n}":                      {Source: "off"},
-		"gpu {\nsource nvml\n}":                     {Source: "nvml"},
-		"gpu {\nsource nvidia-smi\n}":               {Source: "nvidia-smi"},
-		"gpu {\nsource nvidia-smi /opt/bin/smi\n}":  {Source: "nvidia-smi", Path: "/opt/bin/smi"},
-		"gpu {\nmetric vllm:kv_cache_usage_perc\n}": {Metric: "vllm:kv_cache_usage_perc"},
-		"gpu {\nmetric used_bytes total total_b\n}": {Metric: "used_bytes", PairKind: "total", PairMetric: "total_b"},
-		"gpu {\nthreshold 0.9\n}":                   {Threshold: 0.9},
-		"gpu {\nthreshold 100%\n}":                  {Threshold: 1},
+	cases := map[string]gpu.Config{
+		`gpu off`:                                  {Source: "off"},
+		"gpu {\nsource off\n}":                     {Source: "off"},
+		"gpu {\nsource nvml\n}":                    {Source: "nvml"},
+		"gpu {\nsource nvidia-smi\n}":              {Source: "nvidia-smi"},
+		"gpu {\nsource nvidia-smi /opt/bin/smi\n}": {Source: "nvidia-smi", Path: "/opt/bin/smi"},
+		"gpu {\nsource prometheus http://a/metrics\nmetric vllm:kv_cache_usage_perc\n}": {Source: "prometheus",
+			URLs: []string{"http://a/metrics"}, Metric: "vllm:kv_cache_usage_perc"},
+		"gpu {\nsource prometheus http://a/metrics\nmetric used_bytes total total_b\n}": {Source: "prometheus",
+			URLs: []string{"http://a/metrics"}, Metric: "used_bytes", PairKind: "total", PairMetric: "total_b"},
+		"gpu {\nthreshold 0.9\n}":  {Threshold: 0.9},
+		"gpu {\nthreshold 100%\n}": {Threshold: 1},
 	}
 	for in, want := range cases {
 		h, err := parse(t, "adaptive_throttle {\n"+in+"\n}")
@@ -217,22 +227,66 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 	}
 }
 
-// Values the parser accepts but that make no sense together fail in
-// Validate, which Caddy runs on load (and `caddy adapt --validate`).
-func TestValidateRejectsInconsistentConfig(t *testing.T) {
-	cases := map[string]string{
-		"adaptive_throttle {\n\tqps {\n\t\twindow 5s\n\t}\n}":                             "window must be at least 10s",
-		"adaptive_throttle {\n\tgpu {\n\t\tinterval 1s\n\t\ttimeout 2s\n\t}\n}":           "timeout",
-		"adaptive_throttle {\n\tgpu {\n\t\tinterval 5s\n\t\tstale_after 2s\n\t}\n}":       "stale_after",
-		"adaptive_throttle {\n\tcircuit {\n\t\topen_for 1m\n\t\tmax_open_for 10s\n\t}\n}": "max_open_for",
+// Values that make no sense together fail adapt at their block's line,
+// and the same values given as JSON fail Validate (Caddy runs it on load),
+// naming the JSON key.
+func TestInconsistentBlocksFailAtTheirLine(t *testing.T) {
+	cases := []struct {
+		caddyfile, json, msg string
+		line                 int // of the key the message is about
+	}{
+		{"adaptive_throttle {\n\tqps {\n\t\twindow 5s\n\t}\n}", `{"qps":{"window":"5s"}}`, "window must be at least 10s", 3},
+		{"adaptive_throttle {\n\tgpu {\n\t\tinterval 1s\n\t\ttimeout 2s\n\t}\n}", `{"gpu":{"interval":"1s","timeout":"2s"}}`, "timeout", 4},
+		{"adaptive_throttle {\n\tgpu {\n\t\tinterval 5s\n\t\tstale_after 2s\n\t}\n}", `{"gpu":{"interval":"5s","stale_after":"2s"}}`, "stale_after", 4},
+		{"adaptive_throttle {\n\tgpu {\n\t\tinterval 1ms\n\t}\n}", `{"gpu":{"interval":"1ms"}}`, "interval 1ms too short", 3},
+		{"adaptive_throttle {\n\tgpu {\n\t\tsource prometheus not-a-url\n\t}\n}", `{"gpu":{"source":"prometheus","urls":["not-a-url"]}}`, "not-a-url", 3},
+		{"adaptive_throttle {\n\tgpu {\n\t\tsource nvidia-smi\n\t\tlabels gpu=0\n\t}\n}", `{"gpu":{"source":"nvidia-smi","labels":{"gpu":"0"}}}`, "need source prometheus", 4},
+		{"adaptive_throttle {\n\tcircuit {\n\t\topen_for 1m\n\t\tmax_open_for 10s\n\t}\n}", `{"circuit":{"open_for":"1m","max_open_for":"10s"}}`, "max_open_for", 4},
+		{"adaptive_throttle {\n\tlatency {\n\t\tceiling 1ns\n\t}\n}", `{"latency":{"ceiling":1}}`, "ceiling must be at least 1ms", 3},
 	}
-	for in, msg := range cases {
-		h, err := parse(t, in)
-		if err != nil {
-			t.Fatalf("%q: parse: %v", in, err)
+	for _, c := range cases {
+		_, err := parse(t, c.caddyfile)
+		if at := "Testfile:" + itoa(c.line); err == nil || !strings.Contains(err.Error(), c.msg) || !strings.Contains(err.Error(), at) {
+			t.Errorf("%q: parse error %v, want it to say %q at %s", c.caddyfile, err, c.msg, at)
 		}
-		if err := h.Validate(); err == nil || !strings.Contains(err.Error(), msg) {
-			t.Errorf("%q: Validate() = %v, want it to mention %q", in, err, msg)
+		var h Handler
+		if err := json.Unmarshal([]byte(c.json), &h); err != nil {
+			t.Fatalf("%s: %v", c.json, err)
+		}
+		if err := h.Validate(); err == nil || !strings.Contains(err.Error(), c.msg) {
+			t.Errorf("%s: Validate() = %v, want it to mention %q", c.json, err, c.msg)
+		}
+	}
+	// A JSON value the user wrote is named by its JSON key.
+	var h Handler
+	if err := json.Unmarshal([]byte(`{"circuit":{"probe_timeout":"-1s"}}`), &h); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Validate(); err == nil || !strings.Contains(err.Error(), "circuit: probe_timeout must be positive") {
+		t.Errorf("negative probe_timeout: %v", err)
+	}
+}
+
+// Mistakes that used to be taken silently fail at their line.
+func TestCaddyfileRefusesSilentMistakes(t *testing.T) {
+	cases := []struct {
+		input, msg string
+		line       int
+	}{
+		{"adaptive_throttle {\n\tqps {\n\t}\n\tqps {\n\t}\n}", "qps given twice", 4},
+		{"adaptive_throttle {\n\tgpu off\n\tgpu {\n\t}\n}", "gpu given twice", 3},
+		{"adaptive_throttle {\n\tgpu off {\n\t\tsource nvml\n\t}\n}", "gpu off takes no block", 2},
+		{"adaptive_throttle {\n\tqps {\n\t\tsigma 1\n\t\tsigma 2\n\t}\n}", "qps: sigma given twice", 4},
+		{"adaptive_throttle {\n\tpriority {\n\t\tfrom X-Priority\n\t}\n}", "from must be a placeholder", 3},
+		{"adaptive_throttle {\n\tqps {\n\t\tlimit inf\n\t}\n}", "limit must be a finite number", 3},
+		{"adaptive_throttle {\n\tqps {\n\t\tsigma NaN\n\t}\n}", "sigma must be a finite number", 3},
+		{"adaptive_throttle {\n\tlatency {\n\t\tfactor +Inf\n\t}\n}", "factor must be a finite number", 3},
+		{"adaptive_throttle {\n\tpriority {\n\t\tmedium_floor inf\n\t}\n}", "medium_floor must be a finite number", 3},
+	}
+	for _, c := range cases {
+		_, err := parse(t, c.input)
+		if err == nil || !strings.Contains(err.Error(), c.msg) || !strings.Contains(err.Error(), "Testfile:"+itoa(c.line)) {
+			t.Errorf("%q: error %v, want %q at Testfile:%d", c.input, err, c.msg, c.line)
 		}
 	}
 }

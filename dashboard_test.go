@@ -14,6 +14,7 @@ import (
 
 	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/priority"
+	"github.com/ai-guardian/adaptivethrottle/throttle"
 )
 
 // The dashboard is checked against the module's own collector so that a
@@ -22,7 +23,7 @@ import (
 
 const dashboardFile = "dashboards/adaptive-throttle.json"
 
-// exportedLabels is the bounded label set the module promises (DESIGN.md).
+// exportedLabels is the bounded label set the module promises (README, "Prometheus metrics").
 var exportedLabels = []string{"instance", "level", "priority", "decision", "state", "sensor"}
 
 // notOnDashboard lists exported metrics the dashboard may leave out, each
@@ -158,15 +159,15 @@ func knownValues(metric, label string) []string {
 	var vs []string
 	switch label {
 	case "decision":
-		for v := range numVerdicts + 1 {
-			vs = append(vs, verdictName(v))
+		for v := range priority.Verdicts {
+			vs = append(vs, priority.Verdict(v).String())
 		}
 	case "level":
 		if strings.HasPrefix(metric, metricsPrefix+"level_") {
 			return levelNames[:]
 		}
-		for c := range numShedCauses {
-			vs = append(vs, causeName(c))
+		for c := range throttle.Causes {
+			vs = append(vs, throttle.CauseName(c))
 		}
 	case "priority":
 		for p := range priority.Count {

@@ -15,7 +15,7 @@ import (
 
 // FuzzCaddyfile: whatever the block holds, parsing never panics, an error
 // always names the line, and a config that parses is either valid or
-// refused by Validate with an error (never a panic in settings).
+// refused by Validate with an error (never a panic in config).
 func FuzzCaddyfile(f *testing.F) {
 	for _, seed := range []string{
 		"",
@@ -43,7 +43,7 @@ func FuzzCaddyfile(f *testing.F) {
 			}
 			return
 		}
-		_, _ = h.settings()
+		_, _ = h.config()
 	})
 }
 
@@ -65,14 +65,20 @@ func FuzzAdminBodies(f *testing.F) {
 		f.Add(seed)
 	}
 	h := newHandler(f, &Handler{Name: "fuzz"})
-	h.inst.logger.Store(zap.NewNop())
+	h.t.SetLogger(zap.NewNop())
+	override := func() string {
+		if o := h.t.Status(time.Now()).Override; o != nil {
+			return o.State + " " + o.Set.String()
+		}
+		return ""
+	}
 	api := adminAPI{}
 	f.Fuzz(func(t *testing.T, body string) {
 		for _, route := range []struct {
 			path string
 			fn   func(http.ResponseWriter, *http.Request) error
 		}{{"/throttle/override", api.handleOverride}, {"/throttle/reset", api.handleReset}} {
-			before := h.inst.override.Load()
+			before := override()
 			w := httptest.NewRecorder()
 			err := route.fn(w, httptest.NewRequest(http.MethodPost, route.path, strings.NewReader(body)))
 			if err == nil {
@@ -82,10 +88,10 @@ func FuzzAdminBodies(f *testing.F) {
 			if !errors.As(err, &apiErr) || apiErr.HTTPStatus < 400 || apiErr.HTTPStatus >= 500 {
 				t.Fatalf("%s %q: %v", route.path, body, err)
 			}
-			if h.inst.override.Load() != before {
+			if override() != before {
 				t.Fatalf("%s %q was refused (%v) but changed the override", route.path, body, err)
 			}
 		}
-		h.inst.setOverride("auto", time.Now(), time.Time{})
+		_ = h.t.SetOverride("auto", time.Now(), time.Time{})
 	})
 }

@@ -10,40 +10,16 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
-)
 
-func TestTraceID(t *testing.T) {
-	cases := map[string]string{
-		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01": "4bf92f3577b34da6a3ce929d0e0e4736",
-		"00-00000000000000000000000000000000-00f067aa0ba902b7-01": "", // all-zero id is invalid
-		"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01": "", // upper case is invalid
-		"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01": "", // version ff is invalid
-		"00-4bf92f3577b34da6a3ce929d0e0e47-00f067aa0ba902b7-01":   "",
-		"garbage": "",
-		"":        "",
-	}
-	for tp, want := range cases {
-		r := httptest.NewRequest(http.MethodGet, "/", nil)
-		if tp != "" {
-			r.Header.Set("Traceparent", tp)
-		}
-		if got := traceID(r); got != want {
-			t.Errorf("traceID(%q) = %q, want %q", tp, got, want)
-		}
-	}
-	r := httptest.NewRequest(http.MethodGet, "/", nil)
-	r.Header.Set("Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-	if n := testing.AllocsPerRun(100, func() { traceID(r) }); n != 0 {
-		t.Fatalf("traceID allocates %v", n)
-	}
-}
+	"github.com/ai-guardian/adaptivethrottle/breaker"
+)
 
 // The circuit's transition is one info line with its values and the trace
 // id of the request that tipped it.
 func TestTransitionLogCarriesTraceID(t *testing.T) {
-	h := newHandler(t, &Handler{Name: t.Name(), Circuit: &CircuitConfig{MinRequests: 2, ErrorRatio: 0.5}})
+	h := newHandler(t, &Handler{Name: t.Name(), Circuit: &breaker.CircuitConfig{MinRequests: 2, ErrorRatio: 0.5}})
 	core, logs := observer.New(zap.InfoLevel)
-	h.inst.logger.Store(zap.New(core))
+	h.t.SetLogger(zap.New(core))
 	fail := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		return caddyhttp.Error(http.StatusBadGateway, errors.New("upstream down"))
 	})

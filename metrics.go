@@ -6,7 +6,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ai-guardian/adaptivethrottle/levels"
 	"github.com/ai-guardian/adaptivethrottle/priority"
+	"github.com/ai-guardian/adaptivethrottle/throttle"
 )
 
 // The Prometheus metrics, all prefixed caddy_adaptive_throttle_. Labels are
@@ -50,6 +52,9 @@ var (
 	mSensorAge       = desc("sensor_sample_age_seconds", "Age of the last good sample.", "instance", "sensor")
 )
 
+// levelNames is the level label's values, in the order collect reports them.
+var levelNames = [...]string{"qps", "gpu", "latency"}
+
 type collector struct{}
 
 var theCollector collector
@@ -81,36 +86,33 @@ func (collector) Describe(ch chan<- *prometheus.Desc) {
 func (collector) Collect(ch chan<- prometheus.Metric) {
 	now := time.Now()
 	for _, in := range allInstances() {
-		in.collect(ch, now)
+		collect(ch, in, now)
 	}
 }
 
-func (in *instance) collect(ch chan<- prometheus.Metric, now time.Time) {
-	n := in.name
+func collect(ch chan<- prometheus.Metric, t *throttle.Throttle, now time.Time) {
+	n := t.Name()
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{n}, labels...)...)
 	}
 	counter := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, append([]string{n}, labels...)...)
 	}
+	counts := t.Verdicts()
 	for p := range priority.Count {
-		for v := range numVerdicts + 1 {
-			counter(mRequests, float64(in.verdicts[p][v].Load()), priority.Priority(p).String(), verdictName(v))
+		for v := range priority.Verdicts {
+			counter(mRequests, float64(counts[p][v]), priority.Priority(p).String(), priority.Verdict(v).String())
 		}
 	}
-	for c := range numShedCauses {
-		counter(mShed, float64(in.shedBy[c].Load()), causeName(c))
+	st := t.Status(now)
+	for c := range throttle.Causes {
+		counter(mShed, float64(st.Shed[throttle.CauseName(c)]), throttle.CauseName(c))
 	}
-	st := in.status(now)
-	levels := []struct {
-		name string
-		s    LevelStatus
-	}{{"qps", st.Levels.QPS.LevelStatus}, {"gpu", st.Levels.GPU.LevelStatus}, {"latency", st.Levels.Latency.LevelStatus}}
-	for _, l := range levels {
-		gauge(mLevelValue, l.s.Value, l.name)
-		gauge(mLevelThreshold, l.s.Threshold, l.name)
-		gauge(mLevelTripped, b2f(l.s.Tripped), l.name)
-		counter(mLevelTrans, float64(l.s.Transitions), l.name)
+	for i, l := range [len(levelNames)]levels.Common{st.Levels.QPS.Common, st.Levels.GPU.Common, st.Levels.Latency.Common} {
+		gauge(mLevelValue, l.Value, levelNames[i])
+		gauge(mLevelThreshold, l.Threshold, levelNames[i])
+		gauge(mLevelTripped, b2f(l.Tripped), levelNames[i])
+		counter(mLevelTrans, float64(l.Transitions), levelNames[i])
 	}
 	gauge(mShedding, b2f(st.Shedding))
 	for _, s := range []string{"closed", "open", "half-open"} {
@@ -132,14 +134,6 @@ func (in *instance) collect(ch chan<- prometheus.Metric, now time.Time) {
 			gauge(mSensorAge, *g.SampleAgeS, "gpu")
 		}
 	}
-}
-
-// verdictName names a verdicts index for the decision label.
-func verdictName(v int) string {
-	if v == verdictCircuit {
-		return "shed_circuit"
-	}
-	return priority.Verdict(v).String()
 }
 
 func b2f(b bool) float64 {

@@ -1,9 +1,17 @@
-// Package adaptivethrottle is a Caddy HTTP handler that protects LLM
-// inference servers from overload. It sits before reverse_proxy and, per
-// request and reading only atomics, passes, rations or sheds the request
-// from three signals (arrival rate against a learned baseline, GPU memory or
-// a model server's saturation gauge, latency against its own history) and a
-// circuit breaker on upstream failures. See DESIGN.md for the contract.
+// Package adaptivethrottle is the Caddy module: an HTTP handler,
+// adaptive_throttle, that protects LLM inference servers from overload. It
+// sits before reverse_proxy and, per request and reading only atomics,
+// passes, rations or sheds the request from three signals (arrival rate
+// against a learned baseline, GPU memory or a model server's saturation
+// gauge, latency against its own history) and a circuit breaker on
+// upstream failures. See the README for the contract.
+//
+// This package is the thin Caddy layer: it parses the Caddyfile
+// (caddyfile.go), provisions a throttle.Throttle per name and keeps it
+// across reloads (module.go), serves the admin API (admin.go), exports
+// metrics (metrics.go) and maps the engine's refusals and events onto
+// Caddy's error routes, placeholders and events (refuse.go, events.go). The
+// engine itself is package throttle.
 package adaptivethrottle
 
 import (
@@ -12,46 +20,55 @@ import (
 	"net/http"
 	"net/textproto"
 	"strings"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"go.uber.org/zap"
 
 	"github.com/ai-guardian/adaptivethrottle/breaker"
+	"github.com/ai-guardian/adaptivethrottle/config"
+	"github.com/ai-guardian/adaptivethrottle/levels/gpu"
+	"github.com/ai-guardian/adaptivethrottle/levels/latency"
+	"github.com/ai-guardian/adaptivethrottle/levels/qps"
 	"github.com/ai-guardian/adaptivethrottle/priority"
+	"github.com/ai-guardian/adaptivethrottle/throttle"
 )
 
 func init() {
 	caddy.RegisterModule(Handler{})
 }
 
-// instances holds every named throttle's state across config reloads: a
-// reload provisions the new handler (reference +1) before cleaning up the
-// old one (-1), so learned state carries over. It is also the registry the
-// admin API reads.
+// instances holds every named throttle across config reloads: a reload
+// provisions the new handler (reference +1) before cleaning up the old one
+// (-1), so learned state carries over. It is also the registry the admin
+// API and the metrics read.
 var instances = caddy.NewUsagePool()
 
-// Handler is the adaptive_throttle HTTP handler.
+// pooled is a throttle as the UsagePool holds it: the last reference's
+// Destruct closes it.
+type pooled struct{ *throttle.Throttle }
+
+func (p pooled) Destruct() error { return p.Close() }
+
+// Handler is the adaptive_throttle HTTP handler. Each block is the type the
+// engine runs on; its JSON keys are the Caddyfile's.
 type Handler struct {
 	// Name of the instance in status and metrics. Handlers with the same
 	// name share one learned state. Default "default".
 	Name string `json:"name,omitempty"`
 
-	QPS      *QPSConfig      `json:"qps,omitempty"`
-	GPU      *GPUConfig      `json:"gpu,omitempty"`
-	Latency  *LatencyConfig  `json:"latency,omitempty"`
-	Circuit  *CircuitConfig  `json:"circuit,omitempty"`
-	Priority *PriorityConfig `json:"priority,omitempty"`
+	QPS      *qps.Config            `json:"qps,omitempty"`
+	GPU      *gpu.Config            `json:"gpu,omitempty"`
+	Latency  *latency.Config        `json:"latency,omitempty"`
+	Circuit  *breaker.CircuitConfig `json:"circuit,omitempty"`
+	Priority *PriorityConfig        `json:"priority,omitempty"`
 
 	// Floor for Retry-After. Default 5s.
-	RetryAfter caddy.Duration `json:"retry_after,omitempty"`
+	RetryAfter config.Duration `json:"retry_after,omitempty"`
 
-	inst       *instance
-	cfg        settings
+	t          *throttle.Throttle // set once this handler holds a reference in instances
+	from       string
 	fromHeader string               // canonical header name when `from` is a plain request header
 	trusted    caddyhttp.MatcherSet // nil: every claim is honoured
-	logger     *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -62,19 +79,21 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision finds or creates this handler's instance and applies the config
-// to it.
+// Provision finds or creates this handler's throttle and applies the config
+// to it. A config that fails here leaves a running throttle as it was
+// (throttle.Apply changes nothing it cannot finish); Caddy then calls
+// Cleanup, which gives back the reference taken here.
 func (h *Handler) Provision(ctx caddy.Context) error {
-	h.logger = ctx.Logger()
+	logger := ctx.Logger()
 	if h.Name == "" {
 		h.Name = defaultName
 	}
-	s, err := h.settings()
+	cfg, err := h.config()
 	if err != nil {
 		return err
 	}
-	h.cfg = s
-	h.fromHeader = headerOf(s.from)
+	h.from = h.claimFrom()
+	h.fromHeader = headerOf(h.from)
 	if h.Priority != nil && h.Priority.TrustedRaw != nil {
 		mods, err := ctx.LoadModule(h.Priority, "TrustedRaw")
 		if err != nil {
@@ -84,41 +103,38 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			h.trusted = append(h.trusted, m)
 		}
 	}
-
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
 	val, loaded, err := instances.LoadOrNew(h.Name, func() (caddy.Destructor, error) {
-		return newInstance(h.Name, s, h.logger)
+		t, err := throttle.New(throttle.WithName(h.Name), throttle.WithConfig(cfg), throttle.WithLogger(logger),
+			throttle.WithErrorStatus(statusOf))
+		return pooled{t}, err
 	})
 	if err != nil {
-		return err
+		return err // nothing was stored: no reference to give back
 	}
-	h.inst = val.(*instance)
-	if err := h.inst.setEmitter(ctx); err != nil {
-		_, _ = instances.Delete(h.Name)
-		return err
-	}
-	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
-		_, _ = instances.Delete(h.Name)
-		return err
-	}
+	h.t = val.(pooled).Throttle
 	if loaded {
-		if err := h.inst.apply(s, h.logger); err != nil {
-			_, _ = instances.Delete(h.Name)
+		if err := h.t.Apply(cfg); err != nil {
 			return err
 		}
 	}
+	h.t.SetLogger(logger)
+	setEmitter(ctx, h.t, logger)
 	return nil
 }
 
 // Validate checks the config without side effects.
 func (h *Handler) Validate() error {
-	_, err := h.settings()
+	_, err := h.config()
 	return err
 }
 
-// Cleanup releases this handler's reference to its instance; the last
-// reference stops the samplers.
+// Cleanup gives back this handler's reference to its throttle; the last
+// one stops it.
 func (h *Handler) Cleanup() error {
-	if h.inst == nil {
+	if h.t == nil {
 		return nil
 	}
 	_, err := instances.Delete(h.Name)
@@ -140,84 +156,18 @@ func headerOf(from string) string {
 	return textproto.CanonicalMIMEHeaderKey(name)
 }
 
-// ServeHTTP classifies, decides from atomics, passes on and records. It
-// reads the clock once on entry and once at the first byte (or the end,
-// for measure total), and allocates nothing unless it refuses.
+// ServeHTTP classifies the request, asks the engine, and either refuses or
+// serves it. It reads the clock once on entry and once at the first byte
+// (or the end, for measure total), and allocates nothing unless it refuses.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	at := tick() // the one clock read on entry
-	in := h.inst
-	rec := getRecorder(w, h.cfg.measureTTFB)
-	hint := rec.shard // every counter this request bumps: this core's shard
+	now := throttle.Now() // the one clock read on entry
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	p := h.classify(r, repl)
-
-	var ticket breaker.Ticket
-	verdict := priority.Pass
-	if mode := in.overrideAt(at.t); mode != "pass" { // pass: the operator knows better; sensors keep measuring
-		t, ok, retryIn := in.circuit.Allow(at.t)
-		if !ok {
-			putRecorder(rec)
-			in.verdicts[p][verdictCircuit].IncAt(hint)
-			return h.refuse(w, r, repl, p, http.StatusServiceUnavailable, causeCircuit, retryIn)
-		}
-		ticket = t
-		if !t.Probe() { // a Half-Open probe skips the lanes: it is how recovery is seen
-			verdict = in.lanes.Admit(p, mode == "shed" || in.tripped.Load() != 0, at.t)
-		}
+	d := h.t.Admit(h.classify(r, repl), now)
+	if !d.Admitted() {
+		return h.refuse(w, r, repl, d)
 	}
-	in.verdicts[p][verdict].IncAt(hint)
-	if !verdict.Admitted() {
-		putRecorder(rec)
-		return h.refuse(w, r, repl, p, verdict.Status(), in.shedCause(), time.Duration(in.shedAt.Load()-at.t.UnixNano()))
-	}
-	publish(repl, decisionPass, noCause, p)
-
-	returned := false
-	defer func() {
-		if !returned {
-			// The next handler panicked: reverse_proxy aborts with
-			// http.ErrAbortHandler when the client goes away mid-stream.
-			// Release what the request holds; the panic goes on up.
-			in.circuit.Cancel(ticket)
-			if verdict == priority.PassReserved {
-				in.lanes.Reserve.Release()
-			}
-			in.finished.IncAt(hint)
-		}
-	}()
-	err := next.ServeHTTP(rec, r)
-	returned = true
-
-	status, end, wrote := rec.status, rec.at, rec.wrote
-	putRecorder(rec)
-	if !wrote || !h.cfg.measureTTFB {
-		end = tick().m // the one on exit
-	}
-	if !wrote {
-		status = statusOf(err)
-	}
-	switch {
-	case !wrote && r.Context().Err() != nil:
-		// The client went away before an answer: that says nothing
-		// about the upstream.
-		in.circuit.Cancel(ticket)
-	case status >= 500:
-		if tr := in.circuit.DoneMono(end, ticket, true, hint); tr != nil {
-			in.transition(*tr, traceID(r))
-		}
-	default:
-		d := time.Duration(end - at.m)
-		in.latency.RecordAt(d, hint)
-		in.slow.note(d, r)
-		if tr := in.circuit.DoneMono(end, ticket, false, hint); tr != nil {
-			in.transition(*tr, traceID(r))
-		}
-	}
-	if verdict == priority.PassReserved {
-		in.lanes.Reserve.Release()
-	}
-	in.finished.IncAt(hint)
-	return err
+	publish(repl, decisionPass, noCause, d.Priority())
+	return h.t.Serve(w, r, d, next)
 }
 
 // classify reads the request's priority claim.
@@ -228,27 +178,25 @@ func (h *Handler) classify(r *http.Request, repl *caddy.Replacer) priority.Prior
 			claim = v[0]
 		}
 	} else if repl != nil {
-		claim = repl.ReplaceAll(h.cfg.from, "")
+		claim = repl.ReplaceAll(h.from, "")
 	}
+	def := h.t.DefaultPriority()
 	p, ok := priority.Parse(claim)
 	if !ok {
-		return h.cfg.def
+		return def
 	}
 	if h.trusted != nil {
 		// A claim is worth what its sender is: untrusted requests get the
 		// default, whatever they asked for.
 		if trusted, err := h.trusted.MatchWithError(r); err != nil || !trusted {
-			return h.cfg.def
+			return def
 		}
 	}
 	return p
 }
 
-// statusOf is the status a handler error will be answered with.
+// statusOf is the status Caddy will answer a handler error with.
 func statusOf(err error) int {
-	if err == nil {
-		return http.StatusOK
-	}
 	var he caddyhttp.HandlerError
 	if errors.As(err, &he) && he.StatusCode != 0 {
 		return he.StatusCode
@@ -263,4 +211,5 @@ var (
 	_ caddy.Validator             = (*Handler)(nil)
 	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+	_ throttle.Next               = caddyhttp.Handler(nil)
 )

@@ -14,6 +14,11 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
+
+	"github.com/ai-guardian/adaptivethrottle/breaker"
+	"github.com/ai-guardian/adaptivethrottle/config"
+	"github.com/ai-guardian/adaptivethrottle/levels/gpu"
+	"github.com/ai-guardian/adaptivethrottle/priority"
 )
 
 // newHandler provisions a handler outside Caddy, with the GPU level off, and
@@ -21,7 +26,7 @@ import (
 func newHandler(tb testing.TB, h *Handler) *Handler {
 	tb.Helper()
 	if h.GPU == nil {
-		h.GPU = &GPUConfig{Source: "off"}
+		h.GPU = &gpu.Config{Source: "off"}
 	}
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	if err := h.Provision(ctx); err != nil {
@@ -34,6 +39,14 @@ func newHandler(tb testing.TB, h *Handler) *Handler {
 		cancel()
 	})
 	return h
+}
+
+// override sets an operator's override on h's throttle.
+func override(tb testing.TB, h *Handler, state string) {
+	tb.Helper()
+	if err := h.t.SetOverride(state, time.Now(), time.Time{}); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 func request(prio string, repl *caddy.Replacer) *http.Request {
@@ -65,7 +78,7 @@ func TestHeaderOf(t *testing.T) {
 }
 
 func TestClassifyFromPlaceholder(t *testing.T) {
-	h := newHandler(t, &Handler{Name: t.Name(), Priority: &PriorityConfig{From: "{http.request.uri.query.tier}", Default: "low"}})
+	h := newHandler(t, &Handler{Name: t.Name(), Priority: &PriorityConfig{From: "{http.request.uri.query.tier}", Config: priority.Config{Default: "low"}}})
 	repl := caddy.NewReplacer()
 	r := httptest.NewRequest(http.MethodGet, "/?tier=high", nil)
 	repl.Map(func(key string) (any, bool) {
@@ -86,9 +99,9 @@ func TestClassifyFromPlaceholder(t *testing.T) {
 // documented JSON, a Retry-After matching it, and the placeholders.
 func TestShedByPriority(t *testing.T) {
 	reserve := 1
-	h := newHandler(t, &Handler{Name: t.Name(), Priority: &PriorityConfig{HighReserve: &reserve, MediumFloor: 1},
-		RetryAfter: caddy.Duration(3 * time.Second)})
-	h.inst.setOverride("shed", time.Now(), time.Time{})
+	h := newHandler(t, &Handler{Name: t.Name(), Priority: &PriorityConfig{Config: priority.Config{HighReserve: &reserve, MediumFloor: 1}},
+		RetryAfter: config.Duration(3 * time.Second)})
+	override(t, h, "shed")
 
 	serve := func(prio string, next caddyhttp.Handler) (*httptest.ResponseRecorder, *caddy.Replacer, error) {
 		repl := caddy.NewReplacer()
@@ -131,18 +144,18 @@ func TestShedByPriority(t *testing.T) {
 		}))
 	}()
 	<-inside
-	if h.inst.lanes.Reserve.InUse() != 1 {
-		t.Fatalf("reserve in use %d", h.inst.lanes.Reserve.InUse())
+	if h.t.Status(time.Now()).Lanes.High.InUse != 1 {
+		t.Fatalf("reserve in use %d", h.t.Status(time.Now()).Lanes.High.InUse)
 	}
 	if w, _, _ := serve("high", ok200); w.Code != http.StatusServiceUnavailable {
 		t.Fatalf("second high with a full reserve: %d", w.Code)
 	}
 	close(release)
 	deadline := time.Now().Add(5 * time.Second)
-	for h.inst.lanes.Reserve.InUse() != 0 && time.Now().Before(deadline) {
+	for h.t.Status(time.Now()).Lanes.High.InUse != 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	if h.inst.lanes.Reserve.InUse() != 0 {
+	if h.t.Status(time.Now()).Lanes.High.InUse != 0 {
 		t.Fatal("reserve slot not released after the response")
 	}
 
@@ -157,15 +170,15 @@ func TestShedByPriority(t *testing.T) {
 	}
 
 	// pass beats everything; auto hands back to the levels (none tripped).
-	h.inst.setOverride("pass", time.Now(), time.Time{})
+	override(t, h, "pass")
 	if w, _, _ := serve("low", ok200); w.Code != http.StatusOK {
 		t.Fatalf("low under override pass: %d", w.Code)
 	}
-	h.inst.setOverride("auto", time.Now(), time.Time{})
+	override(t, h, "auto")
 	if w, _, _ := serve("low", ok200); w.Code != http.StatusOK {
 		t.Fatalf("low with nothing tripped: %d", w.Code)
 	}
-	st := h.inst.status(time.Now())
+	st := h.t.Status(time.Now())
 	if st.Lanes.Low.Shed != 1 || st.Lanes.High.Shed != 1 || st.Lanes.Medium.Shed != 1 || st.Shed["override"] != 3 {
 		t.Fatalf("counts: %+v %v", st.Lanes, st.Shed)
 	}
@@ -181,7 +194,7 @@ type shedJSON struct {
 // The outcome of each admitted request reaches the circuit: 5xx and handler
 // errors count as failures, client cancellations do not.
 func TestOutcomesFeedTheCircuit(t *testing.T) {
-	h := newHandler(t, &Handler{Name: t.Name(), Circuit: &CircuitConfig{MinRequests: 3, ErrorRatio: 0.5}})
+	h := newHandler(t, &Handler{Name: t.Name(), Circuit: &breaker.CircuitConfig{MinRequests: 3, ErrorRatio: 0.5}})
 	fail := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		return caddyhttp.Error(http.StatusBadGateway, errors.New("dial tcp: connection refused"))
 	})
@@ -191,7 +204,7 @@ func TestOutcomesFeedTheCircuit(t *testing.T) {
 		r := httptest.NewRequest(http.MethodGet, "/", nil).WithContext(canceled)
 		_ = h.ServeHTTP(httptest.NewRecorder(), r, fail)
 	}
-	if st := h.inst.circuit.Status(time.Now()); st.Failures != 0 || st.State.String() != "closed" {
+	if st := h.t.Status(time.Now()).Circuit; st.Failures != 0 || st.State != "closed" {
 		t.Fatalf("client cancellations counted as failures: %+v", st)
 	}
 	for range 3 {
@@ -200,43 +213,13 @@ func TestOutcomesFeedTheCircuit(t *testing.T) {
 			t.Fatalf("the handler error was not passed on: %v", err)
 		}
 	}
-	if st := h.inst.circuit.Status(time.Now()); st.State.String() != "open" || st.Failures != 3 {
+	if st := h.t.Status(time.Now()).Circuit; st.State != "open" || st.Failures != 3 {
 		t.Fatalf("three 502s of eight requests: %+v", st)
 	}
 	w := httptest.NewRecorder()
 	_ = h.ServeHTTP(w, request("high", caddy.NewReplacer()), ok200)
 	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" {
 		t.Fatalf("open circuit answered %d", w.Code)
-	}
-}
-
-// unwrapOnly hides the Flusher of the writer below, as Caddy's own wrappers
-// do; flushing must still reach it.
-type unwrapOnly struct{ rw http.ResponseWriter }
-
-func (u unwrapOnly) Header() http.Header         { return u.rw.Header() }
-func (u unwrapOnly) Write(b []byte) (int, error) { return u.rw.Write(b) }
-func (u unwrapOnly) WriteHeader(c int)           { u.rw.WriteHeader(c) }
-func (u unwrapOnly) Unwrap() http.ResponseWriter { return u.rw }
-
-func TestRecorderFlushesThroughUnwrap(t *testing.T) {
-	under := httptest.NewRecorder()
-	rec := getRecorder(unwrapOnly{under}, true)
-	if err := http.NewResponseController(rec).Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if !under.Flushed || !rec.wrote || rec.status != http.StatusOK || rec.at == 0 {
-		t.Fatalf("flushed %v wrote %v status %d", under.Flushed, rec.wrote, rec.status)
-	}
-	rec.WriteHeader(http.StatusTeapot) // a late WriteHeader does not change the recorded status
-	if rec.status != http.StatusOK {
-		t.Fatalf("status %d", rec.status)
-	}
-	rec2 := getRecorder(httptest.NewRecorder(), false)
-	rec2.WriteHeader(http.StatusEarlyHints)
-	rec2.WriteHeader(http.StatusCreated)
-	if rec2.status != http.StatusCreated || rec2.at != 0 {
-		t.Fatalf("1xx taken as the status, or time taken when not asked: %d %v", rec2.status, rec2.at)
 	}
 }
 
@@ -280,10 +263,9 @@ func (w *nopWriter) WriteHeader(int)             {}
 
 func benchHandler(b *testing.B, shed bool) {
 	h := newHandler(b, &Handler{Name: b.Name()})
-	h.logger = zap.NewNop()
-	h.inst.logger.Store(zap.NewNop())
+	h.t.SetLogger(zap.NewNop())
 	if shed {
-		h.inst.setOverride("shed", time.Now(), time.Time{})
+		override(b, h, "shed")
 	}
 	// The core: classify, decide, next (a no-op), record. No replacer in
 	// the context, so the serial and parallel figures compare.
@@ -359,8 +341,8 @@ func BenchmarkRateLimiterAllow(b *testing.B) {
 // be given back, and the panic must go on up to net/http.
 func TestAbortedResponseReleasesItsSlot(t *testing.T) {
 	reserve := 1
-	h := newHandler(t, &Handler{Name: t.Name(), Priority: &PriorityConfig{HighReserve: &reserve}})
-	h.inst.setOverride("shed", time.Now(), time.Time{})
+	h := newHandler(t, &Handler{Name: t.Name(), Priority: &PriorityConfig{Config: priority.Config{HighReserve: &reserve}}})
+	override(t, h, "shed")
 	abort := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		w.WriteHeader(http.StatusOK)
 		panic(http.ErrAbortHandler)
@@ -373,7 +355,7 @@ func TestAbortedResponseReleasesItsSlot(t *testing.T) {
 		}()
 		_ = h.ServeHTTP(httptest.NewRecorder(), request("high", caddy.NewReplacer()), abort)
 	}()
-	if in := h.inst; in.lanes.Reserve.InUse() != 0 || in.inflight() != 0 {
-		t.Fatalf("after an aborted response: reserve in use %d, in flight %d", in.lanes.Reserve.InUse(), in.inflight())
+	if st := h.t.Status(time.Now()); st.Lanes.High.InUse != 0 || st.InFlight != 0 {
+		t.Fatalf("after an aborted response: reserve in use %d, in flight %d", st.Lanes.High.InUse, st.InFlight)
 	}
 }

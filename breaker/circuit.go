@@ -5,9 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"sync/atomic"
 	"time"
+
+	"github.com/ai-guardian/adaptivethrottle/config"
 )
 
 // State is the Circuit's state.
@@ -34,88 +35,129 @@ func (s State) String() string {
 // MarshalText makes State read as its name in JSON.
 func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
-// CircuitConfig tunes a Circuit. Zero fields take the defaults.
+// CircuitConfig is the `circuit` block: Closed/Open/Half-Open on upstream
+// failures. Its JSON keys are the Caddyfile's; zero fields take the
+// defaults (Defaults), and Validate names the key of a bad value.
 type CircuitConfig struct {
-	ErrorRatio  float64       // open at failures/total >= this (default 0.5)
-	MinRequests int           // no opening below this many requests in the window (default 20)
-	Window      time.Duration // failure-counting window, in 10 buckets (default 30s)
-	OpenFor     time.Duration // first Open duration (default 60s)
-	MaxOpenFor  time.Duration // cap of the doubling backoff (default 16*OpenFor)
-	Probes      int           // Half-Open probes in flight, and successes needed to close (default 1)
-	ProbeLease  time.Duration // a probe's slot is freed for another after this long (default 30s)
+	// Open at failures/total >= this (default 0.5).
+	ErrorRatio float64 `json:"error_ratio,omitempty"`
+	// No opening below this many requests in the window (default 20).
+	MinRequests int `json:"min_requests,omitempty"`
+	// The failure-counting window, in 10 buckets (default 30s).
+	Window config.Duration `json:"window,omitempty"`
+	// The first time Open before Half-Open; doubles on each re-open (default 60s).
+	OpenFor config.Duration `json:"open_for,omitempty"`
+	// The cap of the doubling (default 16 × open_for).
+	MaxOpenFor config.Duration `json:"max_open_for,omitempty"`
+	// Half-Open probes in flight, and successes needed to close (default 1).
+	Probes int `json:"probes,omitempty"`
+	// A probe holding its slot longer than this frees it for another (default 30s).
+	ProbeTimeout config.Duration `json:"probe_timeout,omitempty"`
 }
 
 // Circuit defaults.
 const (
-	DefaultErrorRatio  = 0.5
-	DefaultMinRequests = 20
-	DefaultWindow      = 30 * time.Second
-	DefaultOpenFor     = 60 * time.Second
-	DefaultProbes      = 1
-	DefaultProbeLease  = 30 * time.Second
+	DefaultErrorRatio   = 0.5
+	DefaultMinRequests  = 20
+	DefaultWindow       = 30 * time.Second
+	DefaultOpenFor      = 60 * time.Second
+	DefaultProbes       = 1
+	DefaultProbeTimeout = 30 * time.Second
 	// MaxProbes bounds Probes: each Half-Open episode allocates a slot per probe.
 	MaxProbes = 1024
+	// minWindow keeps the window's buckets at least 100 ms wide.
+	minWindow = time.Second
 )
 
-// Validate reports a config that NewCircuit would have to correct.
+// Validate reports, naming the key, a value NewCircuit would have to
+// correct. Zero values are fine: they take the defaults.
 func (c CircuitConfig) Validate() error {
+	const b = "circuit"
+	if err := config.Finite(b, "error_ratio", c.ErrorRatio); err != nil {
+		return err
+	}
 	var errs []error
-	if math.IsNaN(c.ErrorRatio) || c.ErrorRatio < 0 || c.ErrorRatio > 1 {
-		errs = append(errs, fmt.Errorf("error_ratio must be within (0, 1], got %v", c.ErrorRatio))
+	if c.ErrorRatio < 0 || c.ErrorRatio > 1 {
+		errs = append(errs, config.Errorf(b, "error_ratio", "must be within (0, 1], got %v", c.ErrorRatio))
 	}
 	if c.MinRequests < 0 {
-		errs = append(errs, fmt.Errorf("min_requests must be >= 0, got %d", c.MinRequests))
+		errs = append(errs, config.Errorf(b, "min_requests", "must not be negative, got %d", c.MinRequests))
 	}
-	if c.Window < 0 || (c.Window > 0 && c.Window < windowBuckets) {
-		errs = append(errs, fmt.Errorf("window must be at least %dns, got %v", windowBuckets, c.Window))
+	if c.Window < 0 || (c.Window > 0 && c.Window.D() < minWindow) {
+		errs = append(errs, config.Errorf(b, "window", "must be at least %v, got %v", minWindow, c.Window.D()))
 	}
 	if c.OpenFor < 0 {
-		errs = append(errs, fmt.Errorf("open_for must be positive, got %v", c.OpenFor))
+		errs = append(errs, config.Errorf(b, "open_for", "must be positive, got %v", c.OpenFor.D()))
 	}
 	if c.MaxOpenFor < 0 {
-		errs = append(errs, fmt.Errorf("max_open_for must be positive, got %v", c.MaxOpenFor))
-	} else if openFor := cmp.Or(c.OpenFor, DefaultOpenFor); c.MaxOpenFor > 0 && c.MaxOpenFor < openFor {
-		errs = append(errs, fmt.Errorf("max_open_for (%v) must be at least open_for (%v)", c.MaxOpenFor, openFor))
+		errs = append(errs, config.Errorf(b, "max_open_for", "must be positive, got %v", c.MaxOpenFor.D()))
+	} else if openFor := cmp.Or(c.OpenFor.D(), DefaultOpenFor); c.MaxOpenFor > 0 && c.MaxOpenFor.D() < openFor {
+		errs = append(errs, config.Errorf(b, "max_open_for", "(%v) must be at least open_for (%v)", c.MaxOpenFor.D(), openFor))
 	}
 	if c.Probes < 0 || c.Probes > MaxProbes {
-		errs = append(errs, fmt.Errorf("probes must be within 1..%d, got %d", MaxProbes, c.Probes))
+		errs = append(errs, config.Errorf(b, "probes", "must be within 1..%d, got %d", MaxProbes, c.Probes))
 	}
-	if c.ProbeLease < 0 {
-		errs = append(errs, fmt.Errorf("probe_lease must be positive, got %v", c.ProbeLease))
+	if c.ProbeTimeout < 0 {
+		errs = append(errs, config.Errorf(b, "probe_timeout", "must be positive, got %v", c.ProbeTimeout.D()))
 	}
 	return errors.Join(errs...)
 }
 
-// WithDefaults returns the config with defaults filled in and invalid
-// values replaced, as NewCircuit would use it.
-func (c CircuitConfig) WithDefaults() CircuitConfig { return c.normalize() }
-
-func (c CircuitConfig) normalize() CircuitConfig {
-	if !(c.ErrorRatio > 0 && c.ErrorRatio <= 1) {
+// Defaults fills the zero fields. It never replaces a value the user gave,
+// so Validate still sees a bad one.
+func (c *CircuitConfig) Defaults() {
+	if c.ErrorRatio == 0 {
 		c.ErrorRatio = DefaultErrorRatio
 	}
-	if c.MinRequests <= 0 {
+	if c.MinRequests == 0 {
 		c.MinRequests = DefaultMinRequests
 	}
-	if c.Window < windowBuckets {
-		c.Window = DefaultWindow
+	if c.Window == 0 {
+		c.Window = config.Duration(DefaultWindow)
 	}
-	if c.OpenFor <= 0 {
-		c.OpenFor = DefaultOpenFor
+	if c.OpenFor == 0 {
+		c.OpenFor = config.Duration(DefaultOpenFor)
 	}
-	if c.MaxOpenFor <= 0 {
+	if c.MaxOpenFor == 0 {
 		c.MaxOpenFor = 16 * c.OpenFor
 		if c.MaxOpenFor/16 != c.OpenFor { // overflow
 			c.MaxOpenFor = math.MaxInt64
 		}
 	}
-	c.MaxOpenFor = max(c.MaxOpenFor, c.OpenFor)
-	if c.Probes <= 0 || c.Probes > MaxProbes {
+	if c.Probes == 0 {
 		c.Probes = DefaultProbes
 	}
-	if c.ProbeLease <= 0 {
-		c.ProbeLease = DefaultProbeLease
+	if c.ProbeTimeout == 0 {
+		c.ProbeTimeout = config.Duration(DefaultProbeTimeout)
 	}
+}
+
+// normalize fills the defaults and replaces what Validate rejects, so a
+// Circuit never misbehaves on bad input.
+func (c CircuitConfig) normalize() CircuitConfig {
+	if !(c.ErrorRatio > 0 && c.ErrorRatio <= 1) {
+		c.ErrorRatio = DefaultErrorRatio
+	}
+	if c.MinRequests < 0 {
+		c.MinRequests = 0
+	}
+	if c.Window.D() < minWindow {
+		c.Window = 0
+	}
+	if c.OpenFor < 0 {
+		c.OpenFor = 0
+	}
+	if c.MaxOpenFor < 0 {
+		c.MaxOpenFor = 0
+	}
+	if c.Probes < 0 || c.Probes > MaxProbes {
+		c.Probes = 0
+	}
+	if c.ProbeTimeout < 0 {
+		c.ProbeTimeout = 0
+	}
+	c.Defaults()
+	c.MaxOpenFor = max(c.MaxOpenFor, c.OpenFor)
 	return c
 }
 
@@ -161,7 +203,7 @@ type phase struct {
 // the window holds at least MinRequests requests and failures/total >=
 // ErrorRatio. Open rejects until its backoff has elapsed, then the first
 // Allow or Poll moves it to Half-Open. Half-Open admits up to Probes probes
-// at once, each holding a slot for at most ProbeLease; a probe failure
+// at once, each holding a slot for at most ProbeTimeout; a probe failure
 // reopens with the backoff doubled (capped at MaxOpenFor), and Probes
 // successes close it, clearing the window and resetting the backoff to
 // OpenFor.
@@ -185,9 +227,9 @@ func NewCircuit(cfg CircuitConfig) *Circuit {
 	cfg = cfg.normalize()
 	c := &Circuit{}
 	c.cfg.Store(&cfg)
-	c.win.Store(newWindow(cfg.Window))
+	c.win.Store(newWindow(cfg.Window.D()))
 	c.stamp.Store(math.MinInt64)
-	p := &phase{state: Closed, backoff: cfg.OpenFor}
+	p := &phase{state: Closed, backoff: cfg.OpenFor.D()}
 	p.announced.Store(true)
 	c.ph.Store(p)
 	return c
@@ -202,7 +244,7 @@ func (c *Circuit) Config() CircuitConfig { return *c.cfg.Load() }
 func (c *Circuit) SetConfig(cfg CircuitConfig) {
 	cfg = cfg.normalize()
 	if old := c.cfg.Swap(&cfg); old.Window != cfg.Window {
-		c.win.Store(newWindow(cfg.Window))
+		c.win.Store(newWindow(cfg.Window.D()))
 	}
 }
 
@@ -273,12 +315,12 @@ func (c *Circuit) probe(p *phase, m int64) (t Ticket, ok bool, retryIn time.Dura
 	return normalTicket, false, time.Duration(max(earliest-m, 0)), false
 }
 
-// nextStamp returns a lease stamp: the lease's expiry m+ProbeLease, raised
+// nextStamp returns a lease stamp: the lease's expiry m+ProbeTimeout, raised
 // when needed so that stamps strictly increase and never collide with the
 // slot sentinels. Unique stamps let Done tell a probe from the one that took
 // its expired slot.
 func (c *Circuit) nextStamp(m int64) int64 {
-	want := m + int64(c.cfg.Load().ProbeLease)
+	want := m + int64(c.cfg.Load().ProbeTimeout)
 	if want < m { // overflow
 		want = slotClosing - 1
 	}
@@ -310,49 +352,37 @@ func (c *Circuit) Cancel(t Ticket) {
 	}
 }
 
-// Done reports an admitted request's outcome at now; the caller decides
-// what failed means (5xx, dial error, timeout). It returns the transition the
-// outcome caused, if any.
+// Done reports an admitted request's outcome; end is when it ended, as
+// Mono, and the caller decides what failed means (5xx, dial error,
+// timeout). shard picks the window's shard: a caller on one core passing
+// the same one keeps that shard's cache lines in its cache. It returns the
+// transition the outcome caused, nil in the common case, so that a success
+// copies no Transition and costs no clock arithmetic.
 //
 // A normal ticket counts into the window; a failure while Closed opens the
 // circuit when the window holds at least MinRequests requests and the failure
 // ratio reaches ErrorRatio. A probe ticket counts only while its slot still
 // holds its lease (else the lease expired and the slot went to another probe,
 // or the episode ended: the late result is ignored).
-func (c *Circuit) Done(now time.Time, t Ticket, failed bool) (tr Transition, changed bool) {
-	return c.done(now, t, failed, rand.Uint32())
-}
-
-// DoneAt is Done for the request path: hint picks the window's shard (a
-// caller on one core passing the same hint keeps that shard's cache lines
-// in its cache), and the transition comes back as a pointer, nil in the
-// common case, so that recording a success copies no Transition.
-func (c *Circuit) DoneAt(now time.Time, t Ticket, failed bool, hint uint32) *Transition {
-	if t.slot < 0 && !failed {
-		c.win.Load().record(mono(now), false, hint)
+func (c *Circuit) Done(end int64, t Ticket, failed bool, shard uint32) *Transition {
+	if t.slot < 0 && !failed { // small enough to inline: the request path's case
+		c.win.Load().record(end, false, shard)
 		return nil
 	}
-	if tr, changed := c.done(now, t, failed, hint); changed {
+	return c.doneSlow(end, t, failed, shard)
+}
+
+func (c *Circuit) doneSlow(end int64, t Ticket, failed bool, shard uint32) *Transition {
+	if tr, changed := c.done(epoch.Add(time.Duration(end)), t, failed, shard); changed {
 		return &tr
 	}
 	return nil
 }
 
-// DoneMono is DoneAt with the time as Mono(now), as the request path holds
-// it: a success outside Half-Open costs the window's count and no clock
-// arithmetic.
-func (c *Circuit) DoneMono(m int64, t Ticket, failed bool, hint uint32) *Transition {
-	if t.slot < 0 && !failed {
-		c.win.Load().record(m, false, hint)
-		return nil
-	}
-	return c.DoneAt(epoch.Add(time.Duration(m)), t, failed, hint)
-}
-
-func (c *Circuit) done(now time.Time, t Ticket, failed bool, hint uint32) (tr Transition, changed bool) {
+func (c *Circuit) done(now time.Time, t Ticket, failed bool, shard uint32) (tr Transition, changed bool) {
 	m := mono(now)
 	if t.slot < 0 {
-		c.win.Load().record(m, failed, hint)
+		c.win.Load().record(m, failed, shard)
 		if !failed {
 			return Transition{}, false
 		}
@@ -373,8 +403,8 @@ func (c *Circuit) done(now time.Time, t Ticket, failed bool, hint uint32) (tr Tr
 	}
 	if failed {
 		b := p.backoff
-		if b > c.cfg.Load().MaxOpenFor/2 {
-			b = c.cfg.Load().MaxOpenFor
+		if b > c.cfg.Load().MaxOpenFor.D()/2 {
+			b = c.cfg.Load().MaxOpenFor.D()
 		} else {
 			b *= 2
 		}
@@ -388,7 +418,7 @@ func (c *Circuit) done(now time.Time, t Ticket, failed bool, hint uint32) (tr Tr
 	np := &phase{
 		state:   Closed,
 		since:   now,
-		backoff: c.cfg.Load().OpenFor,
+		backoff: c.cfg.Load().OpenFor.D(),
 		reason:  fmt.Sprintf("%d half-open probe(s) succeeded", c.cfg.Load().Probes),
 	}
 	tr, changed = c.swap(p, np)
@@ -414,7 +444,7 @@ func (c *Circuit) maybeOpen(now time.Time, m int64) (Transition, bool) {
 		return Transition{}, false
 	}
 	reason := fmt.Sprintf("%d of %d requests failed (%.0f%% >= %.0f%%) within %v; open for %v",
-		failures, total, 100*ratio, 100*c.cfg.Load().ErrorRatio, c.cfg.Load().Window, p.backoff)
+		failures, total, 100*ratio, 100*c.cfg.Load().ErrorRatio, c.cfg.Load().Window.D(), p.backoff)
 	return c.swap(p, c.openPhase(now, m, p.backoff, reason, ratio))
 }
 
@@ -494,8 +524,8 @@ func (c *Circuit) Poll(now time.Time) (Transition, bool) {
 	return Transition{}, false
 }
 
-// CircuitStatus is a JSON-ready snapshot of a Circuit.
-type CircuitStatus struct {
+// CircuitSnapshot is a JSON-ready snapshot of a Circuit.
+type CircuitSnapshot struct {
 	State          State         `json:"state"`
 	Since          time.Time     `json:"since,omitzero"` // last transition; zero if none
 	Opens          uint64        `json:"opens"`
@@ -511,11 +541,11 @@ type CircuitStatus struct {
 
 // Status returns a snapshot of the circuit. Lock-free; its fields are read
 // one by one, so under concurrent change they may disagree slightly.
-func (c *Circuit) Status(now time.Time) CircuitStatus {
+func (c *Circuit) Status(now time.Time) CircuitSnapshot {
 	m := mono(now)
 	p := c.ph.Load()
 	total, failures := c.win.Load().sum(m)
-	st := CircuitStatus{
+	st := CircuitSnapshot{
 		State:       p.state,
 		Since:       p.since,
 		Opens:       c.opens.Load(),
@@ -542,7 +572,7 @@ func (c *Circuit) Status(now time.Time) CircuitStatus {
 // Reset forces the circuit Closed at now: window cleared, backoff back to
 // OpenFor, probes in flight forgotten (their results will be ignored).
 func (c *Circuit) Reset(now time.Time) {
-	np := &phase{state: Closed, since: now, backoff: c.cfg.Load().OpenFor, reason: "reset"}
+	np := &phase{state: Closed, since: now, backoff: c.cfg.Load().OpenFor.D(), reason: "reset"}
 	np.announced.Store(true)
 	if old := c.ph.Swap(np); old.state != Closed {
 		c.transitions.Add(1)

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ai-guardian/adaptivethrottle/config"
 )
 
 // ct0 sits on a whole second after epoch, so 1 s buckets align with it.
@@ -17,7 +19,9 @@ var ct0 = epoch.Add(time.Hour)
 
 func at(d time.Duration) time.Time { return ct0.Add(d) }
 
-const s = time.Second
+// s is time.Second, untyped so that it reads both as a time.Duration and as
+// a config.Duration.
+const s = 1_000_000_000
 
 // outcomes runs n admitted requests at now, all failed or all not.
 func outcomes(t *testing.T, c *Circuit, now time.Time, n int, failed bool) (trs []Transition) {
@@ -27,7 +31,7 @@ func outcomes(t *testing.T, c *Circuit, now time.Time, n int, failed bool) (trs 
 		if !ok {
 			t.Fatalf("Allow rejected in state %v", c.State())
 		}
-		if tr, ch := c.Done(now, tk, failed); ch {
+		if tr, ch := done(c, now, tk, failed); ch {
 			trs = append(trs, tr)
 		}
 	}
@@ -126,7 +130,7 @@ func TestCircuitOpenRejectsWithRetryIn(t *testing.T) {
 		t.Fatalf("status retry_in %v", st.RetryIn)
 	}
 	// A normal request admitted before opening reports late: counted, no change.
-	if _, ch := c.Done(at(11*s), normalTicket, true); ch || c.State() != Open {
+	if _, ch := done(c, at(11*s), normalTicket, true); ch || c.State() != Open {
 		t.Fatal("late failure changed an Open circuit")
 	}
 }
@@ -204,7 +208,7 @@ func TestCircuitHalfOpenRace(t *testing.T) {
 }
 
 func TestCircuitHalfOpenAdmitsExactlyProbes(t *testing.T) {
-	c := openCircuit(t, CircuitConfig{OpenFor: 60 * s, Probes: 3, ProbeLease: 30 * s})
+	c := openCircuit(t, CircuitConfig{OpenFor: 60 * s, Probes: 3, ProbeTimeout: 30 * s})
 	var mu sync.Mutex
 	slots := map[int32]bool{}
 	var rejected atomic.Int32
@@ -250,7 +254,7 @@ func TestCircuitProbeSuccessCloses(t *testing.T) {
 	if _, ok, _ := c.Allow(at(60 * s)); ok || !a.Probe() || !b.Probe() {
 		t.Fatal("setup: want two probes and no third")
 	}
-	if _, ch := c.Done(at(61*s), a, false); ch || c.State() != HalfOpen {
+	if _, ch := done(c, at(61*s), a, false); ch || c.State() != HalfOpen {
 		t.Fatal("closed after 1 of 2 probe successes")
 	}
 	// The freed slot admits another probe meanwhile.
@@ -258,7 +262,7 @@ func TestCircuitProbeSuccessCloses(t *testing.T) {
 	if !ok || !d.Probe() {
 		t.Fatal("freed probe slot not reusable")
 	}
-	tr, ch := c.Done(at(62*s), b, false)
+	tr, ch := done(c, at(62*s), b, false)
 	if !ch || tr.From != HalfOpen || tr.To != Closed || tr.Tripped || c.State() != Closed {
 		t.Fatalf("second success = %+v %v", tr, ch)
 	}
@@ -267,7 +271,7 @@ func TestCircuitProbeSuccessCloses(t *testing.T) {
 		t.Fatalf("closed status %+v: want window cleared, backoff reset", st)
 	}
 	// The straggler's result belongs to a finished episode.
-	if _, ch := c.Done(at(63*s), d, true); ch || c.State() != Closed {
+	if _, ch := done(c, at(63*s), d, true); ch || c.State() != Closed {
 		t.Fatal("a probe from a closed episode changed the state")
 	}
 	if _, ok, _ := c.Allow(at(63 * s)); !ok {
@@ -277,13 +281,13 @@ func TestCircuitProbeSuccessCloses(t *testing.T) {
 
 func TestCircuitProbeFailureBacksOff(t *testing.T) {
 	c := openCircuit(t, CircuitConfig{OpenFor: 10 * s, MaxOpenFor: 30 * s})
-	now := 10 * s // Half-Open is due
+	now := time.Duration(10 * s) // Half-Open is due
 	for i, want := range []time.Duration{20 * s, 30 * s, 30 * s} {
 		tk, ok, _ := c.Allow(at(now))
 		if !ok || !tk.Probe() {
 			t.Fatalf("round %d: no probe at %v", i, now)
 		}
-		tr, ch := c.Done(at(now), tk, true)
+		tr, ch := done(c, at(now), tk, true)
 		if !ch || tr.From != HalfOpen || tr.To != Open {
 			t.Fatalf("round %d: probe failure = %+v %v", i, tr, ch)
 		}
@@ -298,7 +302,7 @@ func TestCircuitProbeFailureBacksOff(t *testing.T) {
 	}
 	// Success resets the backoff: the next open lasts OpenFor again.
 	tk, _, _ := c.Allow(at(now))
-	if _, ch := c.Done(at(now), tk, false); !ch || c.State() != Closed {
+	if _, ch := done(c, at(now), tk, false); !ch || c.State() != Closed {
 		t.Fatal("probe success did not close")
 	}
 	outcomes(t, c, at(now), 4, true)
@@ -308,15 +312,15 @@ func TestCircuitProbeFailureBacksOff(t *testing.T) {
 }
 
 func TestCircuitDefaultMaxOpenFor(t *testing.T) {
-	c := openCircuit(t, CircuitConfig{OpenFor: time.Second})
-	if c.Config().MaxOpenFor != 16*time.Second {
+	c := openCircuit(t, CircuitConfig{OpenFor: s})
+	if c.Config().MaxOpenFor != 16*s {
 		t.Fatalf("default MaxOpenFor %v", c.Config().MaxOpenFor)
 	}
 	now := time.Second
 	var last time.Duration
 	for range 8 {
 		tk, _, _ := c.Allow(at(now))
-		c.Done(at(now), tk, true)
+		done(c, at(now), tk, true)
 		last = c.Status(at(now)).OpenFor
 		now += last
 	}
@@ -325,8 +329,8 @@ func TestCircuitDefaultMaxOpenFor(t *testing.T) {
 	}
 }
 
-func TestCircuitProbeLease(t *testing.T) {
-	c := openCircuit(t, CircuitConfig{OpenFor: 60 * s, ProbeLease: 30 * s})
+func TestCircuitProbeTimeout(t *testing.T) {
+	c := openCircuit(t, CircuitConfig{OpenFor: 60 * s, ProbeTimeout: 30 * s})
 	a, ok, _ := c.Allow(at(60 * s)) // never completes in time
 	if !ok {
 		t.Fatal("setup")
@@ -342,16 +346,16 @@ func TestCircuitProbeLease(t *testing.T) {
 		t.Fatalf("lease expired but no new probe: %+v %v", b, ok)
 	}
 	// The first probe's late failure is ignored.
-	if _, ch := c.Done(at(91*s), a, true); ch || c.State() != HalfOpen {
+	if _, ch := done(c, at(91*s), a, true); ch || c.State() != HalfOpen {
 		t.Fatal("late result of an expired probe acted")
 	}
-	if tr, ch := c.Done(at(92*s), b, false); !ch || tr.To != Closed {
+	if tr, ch := done(c, at(92*s), b, false); !ch || tr.To != Closed {
 		t.Fatal("the current probe's success did not close")
 	}
 	// An expired lease whose slot was not reassigned still reports.
-	c = openCircuit(t, CircuitConfig{OpenFor: 60 * s, ProbeLease: 30 * s})
+	c = openCircuit(t, CircuitConfig{OpenFor: 60 * s, ProbeTimeout: 30 * s})
 	a, _, _ = c.Allow(at(60 * s))
-	if tr, ch := c.Done(at(200*s), a, true); !ch || tr.To != Open {
+	if tr, ch := done(c, at(200*s), a, true); !ch || tr.To != Open {
 		t.Fatal("an expired but unreassigned probe's result was dropped")
 	}
 }
@@ -359,14 +363,14 @@ func TestCircuitProbeLease(t *testing.T) {
 func TestCircuitReset(t *testing.T) {
 	c := openCircuit(t, CircuitConfig{OpenFor: 10 * s})
 	tk, _, _ := c.Allow(at(10 * s))
-	c.Done(at(10*s), tk, true) // backoff 20s
+	done(c, at(10*s), tk, true) // backoff 20s
 	p, _, _ := c.Allow(at(30 * s))
 	c.Reset(at(31 * s))
 	st := c.Status(at(31 * s))
 	if st.State != Closed || st.Requests != 0 || st.OpenFor != 10*s || st.LastReason != "reset" || !st.Since.Equal(at(31*s)) {
 		t.Fatalf("after Reset %+v", st)
 	}
-	if _, ch := c.Done(at(32*s), p, true); ch || c.State() != Closed {
+	if _, ch := done(c, at(32*s), p, true); ch || c.State() != Closed {
 		t.Fatal("a probe from before Reset acted")
 	}
 	outcomes(t, c, at(33*s), 4, true)
@@ -378,7 +382,7 @@ func TestCircuitReset(t *testing.T) {
 func TestCircuitZeroTicketIgnored(t *testing.T) {
 	c := openCircuit(t, CircuitConfig{OpenFor: 10 * s})
 	c.Allow(at(10 * s))
-	if _, ch := c.Done(at(10*s), Ticket{}, true); ch || c.State() != HalfOpen {
+	if _, ch := done(c, at(10*s), Ticket{}, true); ch || c.State() != HalfOpen {
 		t.Fatal("zero Ticket acted")
 	}
 }
@@ -389,7 +393,7 @@ func TestCircuitSyntheticTime(t *testing.T) {
 	c := NewCircuit(CircuitConfig{MinRequests: 4, Window: 10 * s, OpenFor: 5 * s})
 	for i := range 4 {
 		tk, _, _ := c.Allow(t0)
-		if _, ch := c.Done(t0.Add(time.Duration(i)*time.Millisecond), tk, true); ch != (i == 3) {
+		if _, ch := done(c, t0.Add(time.Duration(i)*time.Millisecond), tk, true); ch != (i == 3) {
 			t.Fatalf("request %d: changed=%v", i, ch)
 		}
 	}
@@ -400,7 +404,7 @@ func TestCircuitSyntheticTime(t *testing.T) {
 	if !ok {
 		t.Fatal("no probe")
 	}
-	if tr, ch := c.Done(t0.Add(6*s), tk, false); !ch || tr.To != Closed {
+	if tr, ch := done(c, t0.Add(6*s), tk, false); !ch || tr.To != Closed {
 		t.Fatal("did not close")
 	}
 }
@@ -426,19 +430,19 @@ func TestCircuitStatusJSON(t *testing.T) {
 func TestCircuitConfig(t *testing.T) {
 	got := NewCircuit(CircuitConfig{}).Config()
 	want := CircuitConfig{ErrorRatio: 0.5, MinRequests: 20, Window: 30 * s, OpenFor: 60 * s,
-		MaxOpenFor: 16 * 60 * s, Probes: 1, ProbeLease: 30 * s}
+		MaxOpenFor: 16 * 60 * s, Probes: 1, ProbeTimeout: 30 * s}
 	if got != want {
 		t.Fatalf("defaults %+v\nwant %+v", got, want)
 	}
 	if err := (CircuitConfig{}).Validate(); err != nil {
 		t.Fatal(err)
 	}
-	bad := CircuitConfig{ErrorRatio: 2, MinRequests: -1, Window: -s, OpenFor: -s, Probes: MaxProbes + 1, ProbeLease: -s}
+	bad := CircuitConfig{ErrorRatio: 2, MinRequests: -1, Window: -s, OpenFor: -s, Probes: MaxProbes + 1, ProbeTimeout: -s}
 	err := bad.Validate()
 	if err == nil {
 		t.Fatal("bad config validated")
 	}
-	for _, k := range []string{"error_ratio", "min_requests", "window", "open_for", "probes", "probe_lease"} {
+	for _, k := range []string{"error_ratio", "min_requests", "window", "open_for", "probes", "probe_timeout"} {
 		if !strings.Contains(err.Error(), k) {
 			t.Errorf("%q does not name %s", err, k)
 		}
@@ -463,7 +467,7 @@ func TestCircuitClosedSuccessAllocs(t *testing.T) {
 	now := ct0
 	if n := testing.AllocsPerRun(1000, func() {
 		tk, _, _ := c.Allow(now)
-		c.Done(now, tk, false)
+		done(c, now, tk, false)
 		now = now.Add(time.Millisecond)
 	}); n != 0 {
 		t.Fatalf("Closed + success allocates %v times", n)
@@ -474,8 +478,8 @@ func TestCircuitClosedSuccessAllocs(t *testing.T) {
 // probe and leases longer than the run, at most one probe is ever in flight.
 func TestCircuitStress(t *testing.T) {
 	for _, probes := range []int{1, 3} {
-		c := NewCircuit(CircuitConfig{MinRequests: 10, Window: time.Second, OpenFor: 20 * time.Millisecond,
-			MaxOpenFor: 100 * time.Millisecond, Probes: probes, ProbeLease: time.Hour})
+		c := NewCircuit(CircuitConfig{MinRequests: 10, Window: s, OpenFor: config.Duration(20 * time.Millisecond),
+			MaxOpenFor: config.Duration(100 * time.Millisecond), Probes: probes, ProbeTimeout: config.Duration(time.Hour)})
 		var clock atomic.Int64 // µs after ct0
 		var inFlight, maxInFlight, probesGranted atomic.Int64
 		var wg sync.WaitGroup
@@ -508,7 +512,7 @@ func TestCircuitStress(t *testing.T) {
 						runtime.Gosched() // let others try to probe meanwhile
 						inFlight.Add(-1)
 					}
-					c.Done(now, tk, r.IntN(100) < 60)
+					done(c, now, tk, r.IntN(100) < 60)
 					if st := c.Status(now); st.ProbesInFlight > probes || st.Ratio < 0 || st.Ratio > 1 || st.RetryIn < 0 {
 						t.Errorf("status %+v", st)
 						return
@@ -531,7 +535,7 @@ func TestCircuitStress(t *testing.T) {
 				break
 			}
 			if tk, ok, _ := c.Allow(now); ok {
-				c.Done(now, tk, false)
+				done(c, now, tk, false)
 			}
 		}
 		if c.State() != Closed {
@@ -546,7 +550,7 @@ func BenchmarkCircuitClosedSuccess(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		tk, _, _ := c.Allow(now)
-		c.Done(now, tk, false)
+		done(c, now, tk, false)
 	}
 }
 
@@ -557,13 +561,13 @@ func BenchmarkCircuitClosedSuccessParallel(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			tk, _, _ := c.Allow(now)
-			c.Done(now, tk, false)
+			done(c, now, tk, false)
 		}
 	})
 }
 
 func BenchmarkLevelTripped(b *testing.B) {
-	l := NewLevel("qps", LevelConfig{})
+	l := NewHysteresis("qps", HysteresisConfig{})
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -574,9 +578,9 @@ func BenchmarkLevelTripped(b *testing.B) {
 
 func TestCircuitCancelFreesProbeWithoutOutcome(t *testing.T) {
 	now := time.Unix(1000, 0)
-	c := NewCircuit(CircuitConfig{MinRequests: 1, ErrorRatio: 0.5, OpenFor: time.Second, Probes: 1})
+	c := NewCircuit(CircuitConfig{MinRequests: 1, ErrorRatio: 0.5, OpenFor: s, Probes: 1})
 	tk, _, _ := c.Allow(now)
-	c.Done(now, tk, true)
+	done(c, now, tk, true)
 	now = now.Add(time.Second)
 	probe, ok, _ := c.Allow(now)
 	if !ok || !probe.Probe() {
@@ -594,18 +598,19 @@ func TestCircuitCancelFreesProbeWithoutOutcome(t *testing.T) {
 		t.Fatal("the cancelled probe's slot was not freed")
 	}
 	c.Cancel(Ticket{slot: -1}) // a normal ticket: nothing to do
-	if tr, ok := c.Done(now, next, false); !ok || tr.To != Closed {
+	if tr, ok := done(c, now, next, false); !ok || tr.To != Closed {
 		t.Fatalf("probe success after a cancel: %+v %v", tr, ok)
 	}
 }
 
-// DoneMono, the request path's success, counts in the window like Done and
-// closes a Half-Open circuit through its probes like Done.
-func TestCircuitDoneMono(t *testing.T) {
+// Done with the request path's integer time counts a success in the
+// window on the shard given, and closes a Half-Open circuit through its
+// probes, stamping the transition with that time.
+func TestCircuitDoneCountsAndCloses(t *testing.T) {
 	c := NewCircuit(CircuitConfig{Window: 10 * s, MinRequests: 4})
 	for i := range 3 {
 		tk, _, _ := c.Allow(at(time.Duration(i) * s))
-		if tr := c.DoneMono(Mono(at(time.Duration(i)*s)), tk, false, uint32(i)); tr != nil {
+		if tr := c.Done(Mono(at(time.Duration(i)*s)), tk, false, uint32(i)); tr != nil {
 			t.Fatalf("a success changed the state: %+v", tr)
 		}
 	}
@@ -618,11 +623,19 @@ func TestCircuitDoneMono(t *testing.T) {
 	if !ok || !probe.Probe() {
 		t.Fatal("setup: no probe after open_for")
 	}
-	tr := c.DoneMono(Mono(at(61*s)), probe, false, 0)
+	tr := c.Done(Mono(at(61*s)), probe, false, 0)
 	if tr == nil || tr.From != HalfOpen || tr.To != Closed || c.State() != Closed {
-		t.Fatalf("a probe's success through DoneMono: %+v, state %v", tr, c.State())
+		t.Fatalf("a probe's success through Done: %+v, state %v", tr, c.State())
 	}
 	if !tr.At.Equal(at(61 * s)) {
 		t.Fatalf("transition at %v, want %v", tr.At, at(61*s))
 	}
+}
+
+// done is Done at now, with the transition as a value and a flag.
+func done(c *Circuit, now time.Time, t Ticket, failed bool) (Transition, bool) {
+	if tr := c.Done(Mono(now), t, failed, 0); tr != nil {
+		return *tr, true
+	}
+	return Transition{}, false
 }

@@ -49,7 +49,7 @@ func (c *BucketConfig) defaults() {
 // Health is what the controller learns about the upstream each period. It
 // deliberately holds no arrival rate: arrivals stay high for a whole surge
 // however much is shed, so steering by them would drive the lane to its
-// floor (DESIGN.md, "Trip versus throttle").
+// floor (README, "How the medium lane is steered").
 type Health struct {
 	// Shedding reports whether any level is tripped, i.e. whether the lane
 	// is in force at all.
@@ -129,9 +129,6 @@ func (b *Bucket) Allow(now time.Time) bool {
 
 // Limit is the current rate in req/s.
 func (b *Bucket) Limit() float64 { return math.Float64frombits(b.limit.Load()) }
-
-// Refused counts medium requests the bucket turned away.
-func (b *Bucket) Refused() uint64 { return b.refused.Load() }
 
 // Concurrency is the learned number of requests the upstream runs at once
 // without queueing.

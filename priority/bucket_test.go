@@ -127,8 +127,8 @@ func TestBucketAdmitsAtItsRate(t *testing.T) {
 	if admitted < 40 || admitted > 43 {
 		t.Fatalf("admitted %d in 5 s at 8 req/s (burst 2), want 40..42", admitted)
 	}
-	if b.Refused() != uint64(500-admitted) {
-		t.Fatalf("refused %d", b.Refused())
+	if b.refused.Load() != uint64(500-admitted) {
+		t.Fatalf("refused %d", b.refused.Load())
 	}
 }
 

@@ -22,9 +22,14 @@ const (
 	ShedBucket
 	// ShedLow: low priority while anything is tripped.
 	ShedLow
+	// ShedCircuit: refused by an open circuit, before any lane.
+	ShedCircuit
 )
 
-var verdictNames = [...]string{"pass", "pass_reserved", "pass_bucket", "shed_reserve_full", "shed_bucket", "shed_low"}
+// Verdicts is the number of verdicts, for arrays indexed by Verdict.
+const Verdicts = int(ShedCircuit) + 1
+
+var verdictNames = [Verdicts]string{"pass", "pass_reserved", "pass_bucket", "shed_reserve_full", "shed_bucket", "shed_low", "shed_circuit"}
 
 func (v Verdict) String() string {
 	if int(v) < len(verdictNames) {
@@ -37,11 +42,11 @@ func (v Verdict) String() string {
 func (v Verdict) Admitted() bool { return v <= PassBucket }
 
 // Status is the HTTP status of a refusal: 503 when even the reserve is
-// full (the server cannot take more right now), 429 when the client's class
-// is being rationed. Zero for admitted requests.
+// full or the circuit is open (the server cannot take more right now), 429
+// when the client's class is being rationed. Zero for admitted requests.
 func (v Verdict) Status() int {
 	switch v {
-	case ShedReserveFull:
+	case ShedReserveFull, ShedCircuit:
 		return http.StatusServiceUnavailable
 	case ShedBucket, ShedLow:
 		return http.StatusTooManyRequests

@@ -12,7 +12,6 @@ import "sync/atomic"
 type Reserve struct {
 	capacity atomic.Int64
 	inUse    atomic.Int64
-	refused  atomic.Uint64
 }
 
 // NewReserve returns a reserve of n slots (n <= 0: none).
@@ -27,7 +26,6 @@ func (r *Reserve) TryAcquire() bool {
 	for {
 		n := r.inUse.Load()
 		if n >= r.capacity.Load() {
-			r.refused.Add(1)
 			return false
 		}
 		if r.inUse.CompareAndSwap(n, n+1) {
@@ -52,6 +50,3 @@ func (r *Reserve) InUse() int { return int(r.inUse.Load()) }
 
 // Cap is the number of slots.
 func (r *Reserve) Cap() int { return int(r.capacity.Load()) }
-
-// Refused counts TryAcquire calls that found the reserve full.
-func (r *Reserve) Refused() uint64 { return r.refused.Load() }

@@ -10,8 +10,9 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddytest"
 
-	adaptivethrottle "github.com/ai-guardian/adaptivethrottle"
+	_ "github.com/ai-guardian/adaptivethrottle"
 	"github.com/ai-guardian/adaptivethrottle/internal/llmsim"
+	"github.com/ai-guardian/adaptivethrottle/throttle"
 )
 
 func init() {
@@ -84,12 +85,12 @@ func TestEventsReachSubscribers(t *testing.T) {
 			]}]
 		}}}
 	}
-}`, adaptivethrottle.EventTripped, adaptivethrottle.EventRecovered, adaptivethrottle.EventCircuit, addr))
+}`, throttle.EventTripped, throttle.EventRecovered, throttle.EventCircuit, addr))
 
 	sim.SetFault(llmsim.Fault{Delay: 300 * time.Millisecond})
 	drain(t, chat(t, tc, "high", false))
-	eventually(t, 5*time.Second, "a trip event", func() bool { return len(eventsNamed(adaptivethrottle.EventTripped, "events")) > 0 })
-	e := eventsNamed(adaptivethrottle.EventTripped, "events")[0]
+	eventually(t, 5*time.Second, "a trip event", func() bool { return len(eventsNamed(throttle.EventTripped, "events")) > 0 })
+	e := eventsNamed(throttle.EventTripped, "events")[0]
 	if e.Data["level"] != "latency" || e.Data["value"].(float64) < 0.3 || e.Data["reason"] == "" {
 		t.Fatalf("trip event data: %v", e.Data)
 	}
@@ -99,9 +100,9 @@ func TestEventsReachSubscribers(t *testing.T) {
 
 	sim.SetFault(llmsim.Fault{})
 	stop := lightTraffic(t, tc.Client, 5)
-	eventually(t, 10*time.Second, "a recovery event", func() bool { return len(eventsNamed(adaptivethrottle.EventRecovered, "events")) > 0 })
+	eventually(t, 10*time.Second, "a recovery event", func() bool { return len(eventsNamed(throttle.EventRecovered, "events")) > 0 })
 	stop()
-	if e := eventsNamed(adaptivethrottle.EventRecovered, "events")[0]; e.Data["level"] != "latency" {
+	if e := eventsNamed(throttle.EventRecovered, "events")[0]; e.Data["level"] != "latency" {
 		t.Fatalf("recovery event data: %v", e.Data)
 	}
 
@@ -109,8 +110,8 @@ func TestEventsReachSubscribers(t *testing.T) {
 	for range 2 {
 		drain(t, chat(t, tc, "high", false))
 	}
-	eventually(t, 5*time.Second, "a circuit event", func() bool { return len(eventsNamed(adaptivethrottle.EventCircuit, "events")) > 0 })
-	if e := eventsNamed(adaptivethrottle.EventCircuit, "events")[0]; e.Data["from"] != "closed" || e.Data["to"] != "open" {
+	eventually(t, 5*time.Second, "a circuit event", func() bool { return len(eventsNamed(throttle.EventCircuit, "events")) > 0 })
+	if e := eventsNamed(throttle.EventCircuit, "events")[0]; e.Data["from"] != "closed" || e.Data["to"] != "open" {
 		t.Fatalf("circuit event data: %v", e.Data)
 	}
 }

@@ -39,7 +39,7 @@ func quick(t *testing.T, tc interface {
 // and requests keep flowing without delay.
 func TestNvidiaSMIFaults(t *testing.T) {
 	_, addr := upstream(t, llmsim.Config{})
-	scripts, _ := filepath.Abs("../sensors/gpu/testdata")
+	scripts, _ := filepath.Abs("../levels/gpu/testdata")
 	cases := []struct {
 		name, path, onError, reason string
 	}{
@@ -62,7 +62,12 @@ func TestNvidiaSMIFaults(t *testing.T) {
 	reverse_proxy `+addr+`
 }`)
 			name := "smi-" + c.name
-			eventually(t, 5*time.Second, "an error in status", func() bool { return status(t, name).Levels.GPU.Errors > 0 })
+			// Under on_error shed the sampler's next step (within 250 ms)
+			// trips the level on the failed read the sensor published.
+			eventually(t, 5*time.Second, "an error in status", func() bool {
+				g := status(t, name).Levels.GPU
+				return g.Errors > 0 && (c.onError != "shed" || g.Tripped)
+			})
 			g := status(t, name).Levels.GPU
 			if g.Available || !strings.Contains(strings.ToLower(g.Reason), c.reason) {
 				t.Fatalf("status: %+v", g)
@@ -139,8 +144,10 @@ func TestMetricsEndpointFaults(t *testing.T) {
 	} {
 		mode.Store(c.mode)
 		eventually(t, 5*time.Second, c.mode+" to show", func() bool {
+			// The sensor publishes the failed read; the sampler's next
+			// step (within 250 ms) trips the level on it.
 			g := status(t, "scrape").Levels.GPU
-			return g.Errors > errs && !g.Available && strings.Contains(g.Reason, c.reason)
+			return g.Errors > errs && !g.Available && strings.Contains(g.Reason, c.reason) && g.Tripped
 		})
 		errs = status(t, "scrape").Levels.GPU.Errors
 		assertShed(t, quick(t, tc.Client, "low", 2*time.Second), 429, "gpu", "low", 5)

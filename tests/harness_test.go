@@ -20,8 +20,9 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddytest"
 
-	adaptivethrottle "github.com/ai-guardian/adaptivethrottle"
+	_ "github.com/ai-guardian/adaptivethrottle"
 	"github.com/ai-guardian/adaptivethrottle/internal/llmsim"
+	"github.com/ai-guardian/adaptivethrottle/throttle"
 )
 
 const (
@@ -171,7 +172,7 @@ func drain(t *testing.T, resp *http.Response) string {
 }
 
 // status fetches one instance from the admin API.
-func status(t *testing.T, name string) adaptivethrottle.Status {
+func status(t *testing.T, name string) throttle.Status {
 	t.Helper()
 	resp, err := http.Get(adminURL + "/throttle/status?instance=" + name)
 	if err != nil {
@@ -181,7 +182,7 @@ func status(t *testing.T, name string) adaptivethrottle.Status {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("status: %d %s", resp.StatusCode, body)
 	}
-	var out struct{ Instances []adaptivethrottle.Status }
+	var out struct{ Instances []throttle.Status }
 	if err := json.Unmarshal([]byte(body), &out); err != nil || len(out.Instances) != 1 {
 		t.Fatalf("status body %q: %v", body, err)
 	}

@@ -130,7 +130,8 @@ func moduleGoroutines() int {
 	n := 0
 	for _, g := range strings.Split(string(buf), "\n\n") {
 		if strings.Contains(g, "github.com/ai-guardian/adaptivethrottle.") ||
-			strings.Contains(g, "github.com/ai-guardian/adaptivethrottle/sensors") {
+			strings.Contains(g, "github.com/ai-guardian/adaptivethrottle/throttle") ||
+			strings.Contains(g, "github.com/ai-guardian/adaptivethrottle/levels") {
 			n++
 		}
 	}

@@ -1,0 +1,237 @@
+// Package gpu is the GPU level: GPU pressure (memory in use over total, or
+// a model server's own saturation gauge) read from NVML, nvidia-smi or a
+// Prometheus endpoint by a Sensor on its own timer, off the request path,
+// and judged against a fixed threshold. See the README, "Which GPU source?".
+//
+// The sources are source.go's Source implementations (nvml.go, behind the
+// cgo build constraint, nvidiasmi.go, prometheus.go); the Sensor bounds each
+// read and publishes Readings; the Level (level.go) judges them.
+package gpu
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/ai-guardian/adaptivethrottle/config"
+)
+
+// MiB is the unit nvidia-smi and DCGM report memory in.
+const MiB = 1 << 20
+
+// Device is one GPU (or one model-server gauge) as a source saw it.
+type Device struct {
+	ID    string  // what `devices` selects on: the index as a string ("0"), also matched against UUID
+	Index int     // -1 when unknown
+	UUID  string  // "" when unknown
+	Used  float64 // bytes (nvml, nvidia-smi in MiB*1MiB, DCGM MiB*1MiB), or the gauge value for ratio metrics
+	Total float64 // bytes, or 1 for a ratio gauge
+
+	// Err says why this one device could not be read ("memory.used is [N/A]").
+	// A broken device fails a sample only when it is selected, so one lost
+	// GPU does not blind a gateway that watches another.
+	Err string
+	// Origin is the endpoint the device came from (prometheus); "" otherwise.
+	Origin string
+	// Timestamp is the sample time the source itself reported (a Prometheus
+	// sample timestamp); zero when the source gave none.
+	Timestamp time.Time
+}
+
+// Ratio is Used/Total, 0 if Total<=0.
+func (d Device) Ratio() float64 {
+	if d.Total <= 0 {
+		return 0
+	}
+	return d.Used / d.Total
+}
+
+// Config is the `gpu` block: where GPU pressure is read, how often, and
+// what it takes to trip. Its JSON keys are the Caddyfile's; zero fields take
+// the defaults (Defaults), and Validate names the key of a bad value.
+type Config struct {
+	// auto (default), nvml, nvidia-smi, prometheus or off.
+	Source string `json:"source,omitempty"`
+	// nvidia-smi: the binary to run. Default: nvidia-smi on PATH.
+	Path string `json:"path,omitempty"`
+	// prometheus: the /metrics URLs to scrape.
+	URLs []string `json:"urls,omitempty"`
+	// prometheus: a 0–1 gauge, or used memory when pair_metric is set.
+	// Default vllm:kv_cache_usage_perc.
+	Metric string `json:"metric,omitempty"`
+	// prometheus: "total" or "free": how pair_metric relates to metric.
+	PairKind string `json:"pair_kind,omitempty"`
+	// prometheus: the total or free metric's name.
+	PairMetric string `json:"pair_metric,omitempty"`
+	// prometheus: only series whose labels equal these.
+	Labels map[string]string `json:"labels,omitempty"`
+	// max (default: any device over threshold trips) or mean, across
+	// devices and series.
+	Aggregate string `json:"aggregate,omitempty"`
+	// Trip above this fraction of memory (or of the gauge), in (0,1].
+	// Default 0.75.
+	Threshold float64 `json:"threshold,omitempty"`
+	// How often to read the source. Default 2s; at least 100ms.
+	Interval config.Duration `json:"interval,omitempty"`
+	// Per read; default and maximum: 80% of interval.
+	Timeout config.Duration `json:"timeout,omitempty"`
+	// A last good sample older than this counts as an error. Default 10s.
+	StaleAfter config.Duration `json:"stale_after,omitempty"`
+	// Device indexes or UUIDs to watch. Default: all.
+	Devices []string `json:"devices,omitempty"`
+	// allow (default) or shed: what an unreadable or stale source means.
+	OnError string `json:"on_error,omitempty"`
+
+	maxBody int64 // prometheus body bound, default 4 MiB (no block sets it; tests do)
+}
+
+// Defaults for Config; DefaultMetric is the vLLM KV-cache saturation gauge,
+// used when a prometheus source names no metric.
+const (
+	DefaultThreshold  = 0.75
+	DefaultInterval   = 2 * time.Second
+	DefaultStaleAfter = 10 * time.Second
+	defaultMaxBody    = 4 << 20
+	DefaultMetric     = "vllm:kv_cache_usage_perc"
+)
+
+// minInterval keeps a typo (1ms) from turning the sampler into a busy loop.
+const minInterval = 100 * time.Millisecond
+
+// maxTimeout is the longest read allowed: a read must end before the next tick.
+func maxTimeout(interval time.Duration) time.Duration { return interval * 8 / 10 }
+
+// Defaults fills zero fields. It never overrides a value the user gave, so
+// Validate still sees (and rejects) a bad one.
+func (c *Config) Defaults() {
+	if c.Source == "" {
+		c.Source = "auto"
+	}
+	if c.Path == "" {
+		c.Path = "nvidia-smi"
+	}
+	if c.Source == "prometheus" && c.Metric == "" {
+		c.Metric = DefaultMetric
+	}
+	if c.Aggregate == "" {
+		c.Aggregate = "max"
+	}
+	if c.Threshold == 0 {
+		c.Threshold = DefaultThreshold
+	}
+	if c.Interval == 0 {
+		c.Interval = config.Duration(DefaultInterval)
+	}
+	if c.Timeout == 0 {
+		c.Timeout = config.Duration(maxTimeout(c.Interval.D()))
+	}
+	if c.StaleAfter == 0 {
+		c.StaleAfter = config.Duration(DefaultStaleAfter)
+	}
+	if c.OnError == "" {
+		c.OnError = "allow"
+	}
+	if c.maxBody == 0 {
+		c.maxBody = defaultMaxBody
+	}
+}
+
+// Validate checks a defaulted Config; every message names the setting.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+
+	switch c.Source {
+	case "auto", "nvml", "nvidia-smi", "prometheus", "off":
+	default:
+		bad("gpu source %q unknown (want auto, nvml, nvidia-smi, prometheus or off)", c.Source)
+	}
+	if !(c.Threshold > 0 && c.Threshold <= 1) { // also rejects NaN
+		bad("gpu threshold %v out of range (0,1]", c.Threshold)
+	}
+	interval, timeout, stale := c.Interval.D(), c.Timeout.D(), c.StaleAfter.D()
+	if interval < minInterval {
+		bad("gpu interval %v too short (at least %v)", interval, minInterval)
+	}
+	if timeout <= 0 {
+		bad("gpu timeout %v must be positive", timeout)
+	} else if interval > 0 && timeout > maxTimeout(interval) {
+		bad("gpu timeout %v exceeds 80%% of interval %v (at most %v)", timeout, interval, maxTimeout(interval))
+	}
+	if stale <= 0 {
+		bad("gpu stale_after %v must be positive", stale)
+	} else if stale < interval {
+		bad("gpu stale_after %v is shorter than interval %v: every reading would go stale between samples", stale, interval)
+	}
+	switch c.Aggregate {
+	case "max", "mean":
+	default:
+		bad("gpu aggregate %q unknown (want max or mean)", c.Aggregate)
+	}
+	switch c.OnError {
+	case "allow", "shed":
+	default:
+		bad("gpu on_error %q unknown (want allow or shed)", c.OnError)
+	}
+	seen := map[string]bool{}
+	for _, d := range c.Devices {
+		switch {
+		case strings.TrimSpace(d) == "":
+			bad("gpu devices: empty device name")
+		case seen[d]:
+			bad("gpu devices: %q listed twice", d)
+		}
+		seen[d] = true
+	}
+	if (c.Source == "nvidia-smi" || c.Source == "auto") && c.Path == "" {
+		bad("gpu nvidia-smi path is empty")
+	}
+	if c.Source == "prometheus" {
+		errs = append(errs, c.validatePrometheus()...)
+	} else if len(c.URLs) > 0 || c.Metric != "" || c.PairKind != "" || c.PairMetric != "" || len(c.Labels) > 0 {
+		bad("gpu urls, metric and labels need source prometheus (source is %q)", c.Source)
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) validatePrometheus() []error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if len(c.URLs) == 0 {
+		bad("gpu source prometheus needs at least one URL")
+	}
+	for _, raw := range c.URLs {
+		u, err := url.Parse(raw)
+		switch {
+		case err != nil:
+			bad("gpu source prometheus URL %q: %v", raw, err)
+		case u.Scheme != "http" && u.Scheme != "https":
+			bad("gpu source prometheus URL %q: scheme must be http or https", raw)
+		case u.Host == "":
+			bad("gpu source prometheus URL %q: no host", raw)
+		}
+	}
+	if c.Metric == "" || strings.ContainsAny(c.Metric, " \t\n{}\"") {
+		bad("gpu metric %q is not a metric name", c.Metric)
+	}
+	switch c.PairKind {
+	case "":
+		if c.PairMetric != "" {
+			bad("gpu metric pair %q needs a kind (total or free)", c.PairMetric)
+		}
+	case "total", "free":
+		if c.PairMetric == "" || strings.ContainsAny(c.PairMetric, " \t\n{}\"") {
+			bad("gpu metric %s pair %q is not a metric name", c.PairKind, c.PairMetric)
+		}
+	default:
+		bad("gpu metric pair kind %q unknown (want total or free)", c.PairKind)
+	}
+	for k := range c.Labels {
+		if k == "" || strings.ContainsAny(k, " \t\n{}\"=") {
+			bad("gpu labels: %q is not a label name", k)
+		}
+	}
+	return errs
+}

@@ -1,0 +1,82 @@
+package gpu
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ai-guardian/adaptivethrottle/config"
+)
+
+func TestDefaults(t *testing.T) {
+	var c Config
+	c.Defaults()
+	want := Config{Source: "auto", Path: "nvidia-smi", Aggregate: "max", Threshold: 0.75, Interval: config.Duration(2 * time.Second),
+		Timeout: config.Duration(1600 * time.Millisecond), StaleAfter: config.Duration(10 * time.Second), OnError: "allow", maxBody: 4 << 20}
+	if c.Source != want.Source || c.Path != want.Path || c.Aggregate != want.Aggregate || c.Threshold != want.Threshold ||
+		c.Interval != want.Interval || c.Timeout != want.Timeout || c.StaleAfter != want.StaleAfter ||
+		c.OnError != want.OnError || c.maxBody != want.maxBody || c.Metric != "" {
+		t.Fatalf("got %+v", c)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	p := Config{Source: "prometheus", URLs: []string{"http://127.0.0.1:8000/metrics"}, Interval: config.Duration(5 * time.Second)}
+	p.Defaults()
+	if p.Metric != "vllm:kv_cache_usage_perc" || p.Timeout.D() != 4*time.Second {
+		t.Fatalf("prometheus defaults: %+v", p)
+	}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		mut  func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.Source = "rocm" }, `gpu source "rocm" unknown`},
+		{func(c *Config) { c.Threshold = 1.5 }, "gpu threshold 1.5 out of range (0,1]"},
+		{func(c *Config) { c.Threshold = -0.1 }, "out of range"},
+		{func(c *Config) { c.Timeout = config.Duration(1900 * time.Millisecond) }, "gpu timeout 1.9s exceeds 80% of interval 2s (at most 1.6s)"},
+		{func(c *Config) { c.Interval = config.Duration(-time.Second) }, "gpu interval -1s too short (at least 100ms)"},
+		{func(c *Config) { c.Interval = config.Duration(time.Millisecond) }, "gpu interval 1ms too short"},
+		{func(c *Config) { c.StaleAfter = config.Duration(time.Second) }, "gpu stale_after 1s is shorter than interval 2s"},
+		{func(c *Config) { c.Aggregate = "p99" }, `gpu aggregate "p99" unknown`},
+		{func(c *Config) { c.OnError = "panic" }, `gpu on_error "panic" unknown (want allow or shed)`},
+		{func(c *Config) { c.Devices = []string{"0", "0"} }, `gpu devices: "0" listed twice`},
+		{func(c *Config) { c.Devices = []string{" "} }, "empty device name"},
+		{func(c *Config) { c.URLs = []string{"http://x"} }, "need source prometheus"},
+		{func(c *Config) { c.Source = "prometheus" }, "needs at least one URL"},
+		{func(c *Config) { c.Source, c.URLs = "prometheus", []string{"ftp://x/metrics"} }, "scheme must be http or https"},
+		{func(c *Config) { c.Source, c.URLs = "prometheus", []string{"http:///metrics"} }, "no host"},
+		{func(c *Config) { c.Source, c.URLs = "prometheus", []string{"http://a b"} }, `gpu source prometheus URL "http://a b"`},
+		{func(c *Config) { c.Source, c.URLs, c.Metric = "prometheus", []string{"http://x"}, "a b" }, `gpu metric "a b" is not a metric name`},
+		{func(c *Config) {
+			c.Source, c.URLs, c.PairKind, c.PairMetric = "prometheus", []string{"http://x"}, "sum", "y"
+		}, `pair kind "sum" unknown`},
+		{func(c *Config) { c.Source, c.URLs, c.PairKind = "prometheus", []string{"http://x"}, "free" }, `pair "" is not a metric name`},
+		{func(c *Config) { c.Source, c.URLs, c.PairMetric = "prometheus", []string{"http://x"}, "y" }, "needs a kind"},
+		{func(c *Config) {
+			c.Source, c.URLs, c.Labels = "prometheus", []string{"http://x"}, map[string]string{"": "1"}
+		}, "is not a label name"},
+	} {
+		var c Config
+		c.Defaults()
+		tc.mut(&c)
+		err := c.Validate()
+		if err == nil {
+			t.Fatalf("want error %q, got none (%+v)", tc.want, c)
+		}
+		if !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("got %q, want %q", err, tc.want)
+		}
+	}
+}
+
+func TestRatio(t *testing.T) {
+	if (Device{Used: 3, Total: 4}).Ratio() != 0.75 || (Device{Used: 3}).Ratio() != 0 || (Device{Used: 3, Total: -1}).Ratio() != 0 {
+		t.Fatal("Ratio")
+	}
+}

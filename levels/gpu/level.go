@@ -1,0 +1,226 @@
+package gpu
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ai-guardian/adaptivethrottle/breaker"
+	"github.com/ai-guardian/adaptivethrottle/levels"
+)
+
+// hysteresisOf is the level's hysteresis: one reading over the threshold
+// trips it (an OOM does not wait), two below recover it, after at least 5 s.
+func hysteresisOf(c Config) breaker.HysteresisConfig {
+	return breaker.HysteresisConfig{TripAfter: 1, RecoverAfter: 2, MinTripped: 5 * time.Second, Period: c.Interval.D()}
+}
+
+// Level is the GPU level. Its Sensor runs on its own goroutine and only
+// publishes readings; Sample, on the engine's sampler, observes the latest
+// one, so the level's state has one writer and the sensor waits for nobody.
+// SetConfig and Close (a reload, the last cleanup) may run at any time.
+type Level struct {
+	cfg    atomic.Pointer[Config]
+	h      *breaker.Hysteresis
+	sensor atomic.Pointer[Sensor] // nil: off
+	warn   atomic.Pointer[string] // why the level is off or its source unavailable; "" if neither
+
+	mu   sync.Mutex // serialises opening and closing the source; the sampler never takes it
+	src  Source
+	stop context.CancelFunc
+	done chan struct{}
+
+	// Sampler only: the reading last observed, and when.
+	lastAt, lastObserved time.Time
+}
+
+// New opens cfg's source and starts its sensor; cfg is defaulted. A source
+// that cannot work on this host is an error only under on_error shed (see
+// Open); otherwise Warning says why the level is off or blind.
+func New(cfg Config) (*Level, error) {
+	cfg.Defaults()
+	l := &Level{h: breaker.NewHysteresis("gpu", hysteresisOf(cfg))}
+	l.cfg.Store(&cfg)
+	empty := ""
+	l.warn.Store(&empty)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.open(cfg); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// open starts cfg's source, replacing the running one only once the new one
+// is open: a source that fails to open leaves the running one as it was.
+// l.mu is held.
+func (l *Level) open(cfg Config) error {
+	src, warning, err := Open(cfg)
+	if err != nil {
+		return fmt.Errorf("gpu: %w", err)
+	}
+	l.close()
+	l.warn.Store(&warning)
+	l.cfg.Store(&cfg)
+	if src == nil {
+		l.sensor.Store(nil)
+		l.h.Reset()
+		return nil
+	}
+	s := NewSensor(src, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	l.src, l.stop, l.done = src, cancel, make(chan struct{})
+	go func(done chan struct{}) {
+		defer close(done)
+		s.SampleOnce(ctx, time.Now())
+		s.Run(ctx)
+	}(l.done)
+	l.sensor.Store(s)
+	return nil
+}
+
+// close stops the running sensor and closes its source. l.mu is held.
+func (l *Level) close() {
+	if l.stop != nil {
+		l.stop()
+		<-l.done
+		l.stop = nil
+	}
+	if l.src != nil {
+		_ = l.src.Close()
+		l.src = nil
+	}
+	l.sensor.Store(nil)
+}
+
+// Close stops the sensor. The level stays usable: it reads as off.
+func (l *Level) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.close()
+	return nil
+}
+
+// Warning says why the level is off or its source unavailable, or "".
+func (l *Level) Warning() string { return *l.warn.Load() }
+
+// SetConfig applies a reloaded config. When the source's settings changed
+// it opens the new source first and reports reopened; if that fails, the
+// running source and config stay as they were.
+func (l *Level) SetConfig(cfg Config) (reopened bool, err error) {
+	cfg.Defaults()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	old := l.cfg.Load()
+	if reflect.DeepEqual(*old, cfg) {
+		return false, nil
+	}
+	if sameSource(*old, cfg) {
+		l.cfg.Store(&cfg)
+	} else if err := l.open(cfg); err != nil {
+		return false, err
+	}
+	if hysteresisOf(*old) != hysteresisOf(cfg) {
+		l.h.SetConfig(hysteresisOf(cfg))
+	}
+	return !sameSource(*old, cfg), nil
+}
+
+// sameSource reports whether a and b read the same thing the same way, so
+// that going from one to the other needs no new sensor: only on_error
+// differs, which Sample reads at each step.
+func sameSource(a, b Config) bool {
+	a.OnError, b.OnError = "", ""
+	return reflect.DeepEqual(a, b)
+}
+
+// Name implements levels.Level.
+func (l *Level) Name() string { return "gpu" }
+
+// Hysteresis implements levels.Level.
+func (l *Level) Hysteresis() *breaker.Hysteresis { return l.h }
+
+// Forget implements levels.Level: the GPU level learns nothing, and a GPU
+// over its threshold is no less full for a reset.
+func (l *Level) Forget() {}
+
+// Sample implements levels.Level: it observes each new reading once, and
+// a stale one (the sensor stopped publishing) once an interval. A reading
+// over the threshold trips the level; a source that cannot be read is no
+// evidence of pressure under on_error allow, and trips it at once under
+// on_error shed.
+func (l *Level) Sample(now time.Time, _ levels.Inputs, report func(breaker.Transition)) {
+	s := l.sensor.Load()
+	if s == nil {
+		return
+	}
+	cfg := l.cfg.Load()
+	r := s.LatestAt(now)
+	if r.At.IsZero() || (r.At.Equal(l.lastAt) && (r.Available || now.Sub(l.lastObserved) < cfg.Interval.D())) {
+		return
+	}
+	l.lastAt, l.lastObserved = r.At, now
+	o := breaker.Observation{Value: r.Value, Threshold: r.Threshold,
+		Reason: fmt.Sprintf("gpu %s %.1f%% > %.1f%%", r.Source, 100*r.Value, 100*r.Threshold)}
+	if !r.Available {
+		if cfg.OnError == "shed" {
+			o = breaker.Observation{Threshold: r.Threshold, Hard: true, Reason: "gpu source unavailable (on_error shed): " + r.Reason}
+		} else {
+			o = breaker.Observation{Threshold: r.Threshold}
+		}
+	}
+	if tr, ok := l.h.Observe(now, o); ok {
+		report(tr)
+	}
+}
+
+// Status is the GPU level in /throttle/status: value and threshold as
+// fractions of memory (or of the gauge).
+type Status struct {
+	levels.Common
+	Source     string         `json:"source"` // nvml, nvidia-smi, prometheus, or off
+	Available  bool           `json:"available"`
+	Reason     string         `json:"reason,omitempty"` // why unavailable or off
+	OnError    string         `json:"on_error"`
+	SampleAgeS *float64       `json:"sample_age_s"` // since the last good sample; null if none
+	Errors     uint64         `json:"errors"`
+	Hung       uint64         `json:"hung"`
+	Devices    []DeviceStatus `json:"devices"`
+}
+
+// DeviceStatus is one GPU or gauge series in Status.
+type DeviceStatus struct {
+	ID    string  `json:"id"`
+	UUID  string  `json:"uuid,omitempty"`
+	Used  float64 `json:"used"`
+	Total float64 `json:"total"`
+	Ratio float64 `json:"ratio"`
+}
+
+// Status returns the level's status at now; a reading gone stale reads as
+// unavailable, with the reason.
+func (l *Level) Status(now time.Time) Status {
+	cfg := l.cfg.Load()
+	st := Status{Common: levels.CommonOf(l.h, now), Source: "off", Reason: l.Warning(), OnError: cfg.OnError,
+		Devices: []DeviceStatus{}}
+	st.Threshold = cfg.Threshold
+	s := l.sensor.Load()
+	if s == nil {
+		return st
+	}
+	r := s.LatestAt(now)
+	st.Source, st.Available, st.Reason, st.Errors, st.Hung = r.Source, r.Available, r.Reason, r.Errors, r.Hung
+	if !r.LastGood.IsZero() {
+		age := levels.Round(now.Sub(r.LastGood).Seconds())
+		st.SampleAgeS = &age
+	}
+	for _, d := range r.Devices {
+		st.Devices = append(st.Devices, DeviceStatus{ID: d.ID, UUID: d.UUID, Used: d.Used, Total: d.Total, Ratio: levels.Round(d.Ratio())})
+	}
+	return st
+}
+
+var _ levels.Level = (*Level)(nil)

@@ -1,0 +1,97 @@
+package latency
+
+import (
+	"time"
+
+	"github.com/ai-guardian/adaptivethrottle/config"
+)
+
+// Config is the `latency` block: a percentile of response times per window
+// against its own history. Zero fields take the defaults (Defaults).
+type Config struct {
+	// The percentile watched, in (0,100]. Default 99.
+	Percentile float64 `json:"percentile,omitempty"`
+	// One judgement per window. Default 10s; at least 1s.
+	Window config.Duration `json:"window,omitempty"`
+	// Trip above the history mean × factor. Default 1.8; above 1.
+	Factor float64 `json:"factor,omitempty"`
+	// Bad windows in a row before tripping. Default 3.
+	Consecutive int `json:"consecutive,omitempty"`
+	// Any window above this trips at once. Default 8s.
+	Ceiling config.Duration `json:"ceiling,omitempty"`
+	// What is timed: ttfb (default, time to the first byte) or total.
+	Measure string `json:"measure,omitempty"`
+
+	// Tuning no block sets; tests do.
+	minSamples int64   // responses a window needs to teach the history (20): a P99 of three is noise
+	alpha      float64 // weight of a new healthy window in the history mean (0.2)
+}
+
+// Defaults of the latency block.
+const (
+	DefaultPercentile  = 99
+	DefaultWindow      = 10 * time.Second
+	DefaultFactor      = 1.8
+	DefaultConsecutive = 3
+	DefaultCeiling     = 8 * time.Second
+	minWindow          = time.Second
+	minCeiling         = time.Millisecond
+)
+
+// Defaults fills the zero fields. It never replaces a value the user gave,
+// so Validate still sees a bad one.
+func (c *Config) Defaults() {
+	if c.Percentile == 0 {
+		c.Percentile = DefaultPercentile
+	}
+	if c.Window == 0 {
+		c.Window = config.Duration(DefaultWindow)
+	}
+	if c.Factor == 0 {
+		c.Factor = DefaultFactor
+	}
+	if c.Consecutive == 0 {
+		c.Consecutive = DefaultConsecutive
+	}
+	if c.Ceiling == 0 {
+		c.Ceiling = config.Duration(DefaultCeiling)
+	}
+	if c.Measure == "" {
+		c.Measure = "ttfb"
+	}
+	if c.minSamples <= 0 {
+		c.minSamples = 20
+	}
+	if c.alpha <= 0 || c.alpha > 1 {
+		c.alpha = 0.2
+	}
+}
+
+// Validate reports the first bad value, naming its key. Zero values are
+// fine: they take the defaults.
+func (c Config) Validate() error {
+	const b = "latency"
+	for _, f := range []struct {
+		key string
+		v   float64
+	}{{"percentile", c.Percentile}, {"factor", c.Factor}} {
+		if err := config.Finite(b, f.key, f.v); err != nil {
+			return err
+		}
+	}
+	switch {
+	case c.Percentile < 0 || c.Percentile > 100:
+		return config.Errorf(b, "percentile", "must be in (0,100], got %v", c.Percentile)
+	case c.Factor != 0 && c.Factor <= 1:
+		return config.Errorf(b, "factor", "must be above 1, got %v", c.Factor)
+	case c.Window < 0 || (c.Window != 0 && c.Window.D() < minWindow):
+		return config.Errorf(b, "window", "must be at least %v, got %v", minWindow, c.Window.D())
+	case c.Ceiling < 0 || (c.Ceiling != 0 && c.Ceiling.D() < minCeiling):
+		return config.Errorf(b, "ceiling", "must be at least %v, got %v", minCeiling, c.Ceiling.D())
+	case c.Consecutive < 0:
+		return config.Errorf(b, "consecutive", "must not be negative, got %d", c.Consecutive)
+	case c.Measure != "" && c.Measure != "ttfb" && c.Measure != "total":
+		return config.Errorf(b, "measure", "must be ttfb or total, got %q", c.Measure)
+	}
+	return nil
+}

@@ -1,0 +1,53 @@
+package throttle
+
+import (
+	"errors"
+	"time"
+
+	"github.com/ai-guardian/adaptivethrottle/breaker"
+	"github.com/ai-guardian/adaptivethrottle/config"
+	"github.com/ai-guardian/adaptivethrottle/levels/gpu"
+	"github.com/ai-guardian/adaptivethrottle/levels/latency"
+	"github.com/ai-guardian/adaptivethrottle/levels/qps"
+	"github.com/ai-guardian/adaptivethrottle/priority"
+)
+
+// Config is a throttle's whole configuration: one field per block, each of
+// the type the block's code runs on. The zero Config is the defaults.
+type Config struct {
+	QPS      qps.Config            `json:"qps,omitzero"`
+	GPU      gpu.Config            `json:"gpu,omitzero"`
+	Latency  latency.Config        `json:"latency,omitzero"`
+	Circuit  breaker.CircuitConfig `json:"circuit,omitzero"`
+	Priority priority.Config       `json:"priority,omitzero"`
+	// Floor for Retry-After. Default 5s.
+	RetryAfter config.Duration `json:"retry_after,omitempty"`
+}
+
+// DefaultRetryAfter is the default floor for Retry-After.
+const DefaultRetryAfter = 5 * time.Second
+
+// Defaults fills every block's zero fields.
+func (c *Config) Defaults() {
+	c.QPS.Defaults()
+	c.GPU.Defaults()
+	c.Latency.Defaults()
+	c.Circuit.Defaults()
+	c.Priority.Defaults()
+	if c.RetryAfter == 0 {
+		c.RetryAfter = config.Duration(DefaultRetryAfter)
+	}
+}
+
+// Validate checks every block; each message names the block and the key.
+// Call it before Defaults, so that what it sees is what the user wrote.
+func (c Config) Validate() error {
+	errs := []error{c.QPS.Validate(), c.Latency.Validate(), c.Circuit.Validate(), c.Priority.Validate()}
+	if c.RetryAfter < 0 {
+		errs = append(errs, config.Errorf("", "retry_after", "must not be negative, got %v", c.RetryAfter.D()))
+	}
+	g := c.GPU
+	g.Defaults() // the GPU block checks its settings against each other's defaults
+	errs = append(errs, g.Validate())
+	return errors.Join(errs...)
+}

@@ -1,0 +1,50 @@
+package throttle
+
+import (
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// SetOverride installs an operator's override at now: "shed" sheds as if a
+// level were tripped, "pass" admits everything (the levels and the circuit
+// keep measuring), until until (zero: until cleared); "auto" clears it.
+func (t *Throttle) SetOverride(state string, now, until time.Time) error {
+	switch state {
+	case "auto":
+		t.override.Store(nil)
+	case "shed", "pass":
+		t.override.Store(&override{State: state, Until: until, Set: now})
+	default:
+		return fmt.Errorf("override state must be shed, pass or auto, got %q", state)
+	}
+	fields := []zap.Field{zap.String("instance", t.name), zap.String("state", state)}
+	if !until.IsZero() {
+		fields = append(fields, zap.Time("until", until))
+	}
+	t.logger.Load().Info("override set", fields...)
+	t.refresh(now)
+	return nil
+}
+
+// Reset forgets what was learned ("baselines": the levels' histories and the
+// trips they caused), closes the circuit ("circuit"), or both ("all").
+func (t *Throttle) Reset(what string, now time.Time) error {
+	switch what {
+	case "baselines", "circuit", "all":
+	default:
+		return fmt.Errorf("reset what must be baselines, circuit or all, got %q", what)
+	}
+	if what != "circuit" {
+		for _, l := range t.levels {
+			l.Forget()
+		}
+	}
+	if what != "baselines" {
+		t.circuit.Reset(now)
+	}
+	t.logger.Load().Info("state reset", zap.String("instance", t.name), zap.String("what", what))
+	t.refresh(now)
+	return nil
+}

@@ -1,0 +1,52 @@
+package throttle
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ai-guardian/adaptivethrottle/config"
+	"github.com/ai-guardian/adaptivethrottle/levels/qps"
+)
+
+// Each option sets its key of the config, later options override earlier
+// ones, and a bad value is refused by New with the key's name.
+func TestOptionsSetTheirKeys(t *testing.T) {
+	th, err := New(WithName("opts"), WithConfig(Config{QPS: qpsWarmup(5)}), WithGPUSource("off"), WithGPUThreshold(0.9),
+		WithQPSWindow(time.Minute), WithQPSWarmup(12), WithQPSLimit(40), WithLatencyPercentile(95),
+		WithLatencyWindow(5*time.Second), WithHighReserve(3), WithRetryAfter(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer th.Close()
+	c := th.Config()
+	checks := []struct {
+		key       string
+		got, want any
+	}{
+		{"name", th.Name(), "opts"},
+		{"gpu source", c.GPU.Source, "off"},
+		{"gpu threshold", c.GPU.Threshold, 0.9},
+		{"qps window", c.QPS.Window, config.Duration(time.Minute)},
+		{"qps warmup", c.QPS.Warmup, 12},
+		{"qps limit", c.QPS.Limit, 40.0},
+		{"latency percentile", c.Latency.Percentile, 95.0},
+		{"latency window", c.Latency.Window, config.Duration(5 * time.Second)},
+		{"priority high_reserve", c.Priority.Reserve(), 3},
+		{"retry_after", c.RetryAfter, config.Duration(2 * time.Second)},
+		{"a default", c.Circuit.MinRequests, 20},
+	}
+	for _, k := range checks {
+		if k.got != k.want {
+			t.Errorf("%s: %v, want %v", k.key, k.got, k.want)
+		}
+	}
+	if st := th.Status(time.Now()); st.Lanes.High.Reserve != 3 || st.Levels.GPU.Source != "off" {
+		t.Fatalf("status %+v", st)
+	}
+	if _, err := New(WithGPUSource("off"), WithLatencyPercentile(120)); err == nil || !strings.Contains(err.Error(), "latency: percentile") {
+		t.Fatalf("percentile 120: %v", err)
+	}
+}
+
+func qpsWarmup(n int) (c qps.Config) { c.Warmup = n; return c }

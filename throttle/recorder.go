@@ -1,0 +1,92 @@
+package throttle
+
+import (
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+)
+
+// recorder notes the status and the time of the first byte of a response.
+// Recorders are pooled so that the request path allocates nothing.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+	stamp  bool  // take the time at the first byte (measure ttfb)
+	at     int64 // when the first byte was written (breaker.Mono), if stamp
+	start  int64 // when the request was admitted (breaker.Mono)
+	// shard is this recorder's index into the sharded counters and
+	// histograms, fixed for its life: a Decision carries its recorder for
+	// it even when no response is recorded (Admit without Serve). sync.Pool keeps objects on the P
+	// that put them back, so requests on one core keep writing the same
+	// shards and their cache lines stay in that core's cache; a shard
+	// picked at random per request would be fetched from the other cores'
+	// caches half the time.
+	shard uint32
+	// Pooled recorders used by requests on different cores at once must
+	// not share a cache line (two cache lines: adjacent-line prefetch).
+	_ [64]byte
+}
+
+var (
+	recorders = sync.Pool{New: func() any { return &recorder{shard: nextShard.Add(1)} }}
+	nextShard atomic.Uint32
+)
+
+func getRecorder() *recorder { return recorders.Get().(*recorder) }
+
+// putRecorder returns rec to the pool, reset: no reference to the
+// request's writer, nothing recorded.
+func putRecorder(rec *recorder) {
+	rec.ResponseWriter, rec.stamp, rec.status, rec.wrote, rec.at = nil, false, 0, false, 0
+	recorders.Put(rec)
+}
+
+// WriteHeader records the final status; 1xx informational answers other
+// than 101 (Switching Protocols) are not the response yet.
+func (rec *recorder) WriteHeader(code int) {
+	if !rec.wrote && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		rec.wrote, rec.status = true, code
+		if rec.stamp {
+			rec.at = Now().Mono
+		}
+	}
+	rec.ResponseWriter.WriteHeader(code)
+}
+
+func (rec *recorder) Write(b []byte) (int, error) {
+	if !rec.wrote {
+		rec.WriteHeader(http.StatusOK)
+	}
+	return rec.ResponseWriter.Write(b)
+}
+
+// ReadFrom keeps the underlying writer's fast path (sendfile, splice)
+// without letting it write the header behind our back.
+func (rec *recorder) ReadFrom(r io.Reader) (int64, error) {
+	if !rec.wrote {
+		rec.WriteHeader(http.StatusOK)
+	}
+	if rf, ok := rec.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(rec.ResponseWriter, r)
+}
+
+// FlushError sends buffered data; streaming (SSE) responses depend on it.
+// The writer below may be another wrapper that flushes only through its
+// own Unwrap chain, so ask a ResponseController rather than assert Flusher.
+func (rec *recorder) FlushError() error {
+	if !rec.wrote {
+		rec.WriteHeader(http.StatusOK)
+	}
+	return http.NewResponseController(rec.ResponseWriter).Flush()
+}
+
+// Flush is FlushError for callers that assert http.Flusher.
+func (rec *recorder) Flush() { _ = rec.FlushError() }
+
+// Unwrap lets http.ResponseController reach the connection (hijacking for
+// upgrades, deadlines, full-duplex).
+func (rec *recorder) Unwrap() http.ResponseWriter { return rec.ResponseWriter }

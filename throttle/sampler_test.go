@@ -1,0 +1,251 @@
+package throttle
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ai-guardian/adaptivethrottle/breaker"
+	"github.com/ai-guardian/adaptivethrottle/config"
+	"github.com/ai-guardian/adaptivethrottle/levels"
+	"github.com/ai-guardian/adaptivethrottle/levels/latency"
+	"github.com/ai-guardian/adaptivethrottle/levels/qps"
+	"github.com/ai-guardian/adaptivethrottle/priority"
+)
+
+// testThrottle builds a throttle with nothing running and the GPU level
+// off; the test steps it.
+func testThrottle(t *testing.T, c Config) *Throttle {
+	t.Helper()
+	if c.GPU.Source == "" {
+		c.GPU.Source = "off"
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c.Defaults()
+	th, err := build("test", c, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return th
+}
+
+// steady steps the throttle for the given seconds at rate requests a
+// second, from *now.
+func steady(th *Throttle, now *time.Time, seconds, rate int) {
+	for range seconds {
+		arrive(th, rate)
+		*now = now.Add(time.Second)
+		th.step(*now, true)
+	}
+}
+
+// answered records n responses of d, then one second passes.
+func answered(th *Throttle, now *time.Time, n int, d time.Duration) {
+	for i := range n {
+		th.latency.Record(d, uint32(i))
+	}
+	*now = now.Add(time.Second)
+	th.step(*now, true)
+}
+
+// arrive makes n requests come and go, as the request path counts them:
+// one verdict each (medium, passed) and one finish.
+func arrive(th *Throttle, n int) {
+	for range n {
+		th.verdicts[priority.Medium][priority.Pass].Add(0)
+		th.finished.Add(0)
+	}
+}
+
+func TestQPSSurgeShedsAndRecovers(t *testing.T) {
+	th := testThrottle(t, Config{QPS: qps.Config{Warmup: 10}})
+	now := time.Unix(1000, 0)
+	th.step(now, true)
+	steady(th, &now, 20, 10)
+	if th.shedding(now) {
+		t.Fatal("shedding at the learned rate")
+	}
+	baseline := th.qps.Status(now).Baseline
+
+	// One busy second (above the threshold of 15) is noise; the second
+	// one trips.
+	arrive(th, 25)
+	now = now.Add(time.Second)
+	th.step(now, true)
+	if th.shedding(now) {
+		t.Fatal("tripped on a single busy second")
+	}
+	arrive(th, 25)
+	now = now.Add(time.Second)
+	th.step(now, true)
+	if !th.shedding(now) || th.shedCause() != levelQPS {
+		t.Fatalf("not shedding after two seconds at 2.5× the baseline: %+v", th.qps.Status(now))
+	}
+	if d := th.Admit(priority.Low, InstantOf(now)); d.Verdict() != priority.ShedLow || d.Cause() != "qps" {
+		t.Fatalf("low while shedding: %v %s", d.Verdict(), d.Cause())
+	}
+	// The surge goes on: the baseline must not learn it.
+	steady(th, &now, 20, 40)
+	if got := th.qps.Status(now).Baseline; got != baseline || !th.shedding(now) {
+		t.Fatalf("baseline moved from %v to %v during the surge (shedding %v)", baseline, got, th.shedding(now))
+	}
+	if until := time.Duration(th.shedUntil.Load() - now.UnixNano()); until <= 0 {
+		t.Fatalf("no recovery estimate while shedding: %v", until)
+	}
+	// Load back to normal: three good seconds recover it.
+	for i := range 3 {
+		arrive(th, 10)
+		now = now.Add(time.Second)
+		th.step(now, true)
+		if i < 2 && !th.shedding(now) {
+			t.Fatalf("recovered after %d good seconds", i+1)
+		}
+	}
+	if th.shedding(now) {
+		t.Fatalf("still shedding after the surge: %+v", th.qps.Status(now))
+	}
+	if st := th.qps.Status(now); st.Transitions != 2 {
+		t.Fatalf("one episode made %d transitions", st.Transitions)
+	}
+}
+
+// A second at more than twice the threshold is no noise: it trips at once.
+func TestQPSFarAboveTripsAtOnce(t *testing.T) {
+	th := testThrottle(t, Config{QPS: qps.Config{Warmup: 10}})
+	now := time.Unix(1000, 0)
+	th.step(now, true)
+	steady(th, &now, 20, 10)
+	arrive(th, 31) // threshold 15: above 2 × 15
+	now = now.Add(time.Second)
+	th.step(now, true)
+	if !th.shedding(now) {
+		t.Fatalf("3× the baseline for a second did not trip: %+v", th.qps.Status(now))
+	}
+}
+
+func TestMediumLaneFollowsUpstreamHealth(t *testing.T) {
+	th := testThrottle(t, Config{})
+	now := time.Unix(1000, 0)
+	th.step(now, true)
+	// Healthy and not shedding: the lane tracks what the upstream serves.
+	steady(th, &now, 20, 20)
+	if r := th.lanes.Bucket.Limit(); r != 20 {
+		t.Fatalf("medium rate %v, want the served 20 req/s", r)
+	}
+	// Shedding, and the circuit says the upstream is failing: decrease.
+	if err := th.SetOverride("shed", now, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	for range 25 {
+		tk, _, _ := th.circuit.Allow(now)
+		th.circuit.Done(breaker.Mono(now), tk, true, 0)
+	}
+	if th.circuit.State() != breaker.Open {
+		t.Fatal("circuit did not open")
+	}
+	arrive(th, 20)
+	now = now.Add(time.Second)
+	th.step(now, true)
+	if r := th.lanes.Bucket.Limit(); r != 18 {
+		t.Fatalf("medium rate %v after a congested second, want 20 × 0.9", r)
+	}
+}
+
+func TestApplyKeepsWhatWasLearned(t *testing.T) {
+	th := testThrottle(t, Config{QPS: qps.Config{Warmup: 3}})
+	now := time.Unix(1000, 0)
+	th.step(now, true)
+	steady(th, &now, 5, 10)
+	if err := th.Apply(Config{QPS: qps.Config{Warmup: 3, TripFactor: 3}, GPU: th.Config().GPU}); err != nil {
+		t.Fatal(err)
+	}
+	if st := th.qps.Status(now); st.LearnedS != 5 {
+		t.Fatalf("learned %d after a threshold change", st.LearnedS)
+	}
+	arrive(th, 10)
+	now = now.Add(time.Second)
+	th.step(now, true)
+	if q := th.qps.Status(now); q.Threshold != levels.Round(3*q.Baseline) {
+		t.Fatalf("new trip factor not applied: %+v", q)
+	}
+	// A config that fails validation changes nothing.
+	before := th.Config()
+	if err := th.Apply(Config{QPS: qps.Config{TripFactor: 0.5}}); err == nil || !strings.Contains(err.Error(), "qps: trip_factor must be above 1") {
+		t.Fatalf("a bad trip factor: %v", err)
+	}
+	if !reflect.DeepEqual(th.Config(), before) {
+		t.Fatalf("a rejected config was applied: %+v", th.Config())
+	}
+}
+
+// Latency trips after `consecutive` bad windows, or at once on a window
+// more than twice over its threshold.
+func TestLatencyConsecutiveAndFarAbove(t *testing.T) {
+	th := testThrottle(t, Config{Latency: latency.Config{Window: config.Duration(time.Second), Consecutive: 2, Factor: 2}})
+	now := time.Unix(1000, 0)
+	th.step(now, true)
+	window := func(d time.Duration) { answered(th, &now, 30, d) }
+	window(100 * time.Millisecond) // history: 100 ms, threshold 200 ms
+	window(300 * time.Millisecond) // bad, 1 of 2
+	if th.shedding(now) {
+		t.Fatal("tripped after one bad window")
+	}
+	window(300 * time.Millisecond)
+	if !th.shedding(now) {
+		t.Fatal("not tripped after two bad windows")
+	}
+
+	th, now = testThrottle(t, Config{Latency: latency.Config{Window: config.Duration(time.Second), Consecutive: 3, Factor: 2}}), now.Add(time.Hour)
+	th.step(now, true)
+	window(100 * time.Millisecond)
+	window(450 * time.Millisecond) // over 2 × 200 ms
+	if st := th.latency.Status(now); !th.shedding(now) || !strings.Contains(st.LastReason, "twice") {
+		t.Fatalf("a window far above its threshold did not trip at once: %+v", st)
+	}
+}
+
+// Between whole seconds, a quarter-second burst at more than twice the QPS
+// threshold trips at once; a milder one waits for the second.
+func TestQPSBurstCheck(t *testing.T) {
+	th := testThrottle(t, Config{QPS: qps.Config{Warmup: 10}})
+	now := time.Unix(1000, 0)
+	th.step(now, true)
+	steady(th, &now, 20, 10)
+	// threshold 15 req/s: 6 arrivals in 250 ms is 24 req/s, under 2 × 15.
+	arrive(th, 6)
+	now = now.Add(250 * time.Millisecond)
+	th.step(now, false)
+	if th.shedding(now) {
+		t.Fatal("a mild burst tripped between seconds")
+	}
+	arrive(th, 8) // 32 req/s
+	now = now.Add(250 * time.Millisecond)
+	th.step(now, false)
+	if st := th.qps.Status(now); !th.shedding(now) || !strings.Contains(st.LastReason, "burst") {
+		t.Fatalf("a burst at 32 req/s did not trip: %+v", st)
+	}
+}
+
+// A gateway started in the middle of an overload has no history: the
+// fast path judges against twice the fastest second it saw, and trips.
+func TestColdStartOverloadTrips(t *testing.T) {
+	th := testThrottle(t, Config{})
+	now := time.Unix(1000, 0)
+	th.step(now, true)
+	second := func(d time.Duration) { answered(th, &now, 10, d) }
+	second(65 * time.Millisecond) // the first second: no queue yet
+	second(300 * time.Millisecond)
+	second(900 * time.Millisecond) // over 2 × 1.8 × 130 ms
+	if th.shedding(now) {
+		t.Fatal("tripped after one slow second")
+	}
+	second(1800 * time.Millisecond)
+	if !th.shedding(now) || th.shedCause() != levelLatency {
+		t.Fatalf("an overload from the start did not trip: %+v", th.latency.Status(now))
+	}
+}

@@ -1,0 +1,142 @@
+package throttle
+
+import (
+	"time"
+
+	"github.com/ai-guardian/adaptivethrottle/levels"
+	"github.com/ai-guardian/adaptivethrottle/levels/gpu"
+	"github.com/ai-guardian/adaptivethrottle/levels/latency"
+	"github.com/ai-guardian/adaptivethrottle/levels/qps"
+	"github.com/ai-guardian/adaptivethrottle/priority"
+)
+
+// Status is one throttle as GET /throttle/status shows it. Durations are in
+// seconds (fields ending _s); latency values and thresholds too. Every
+// figure is rounded to four decimals.
+type Status struct {
+	Instance string          `json:"instance"`
+	Shedding bool            `json:"shedding"`
+	Override *OverrideStatus `json:"override"`
+	InFlight int64           `json:"in_flight"`
+	Levels   LevelsStatus    `json:"levels"`
+	Circuit  CircuitStatus   `json:"circuit"`
+	Lanes    LanesStatus     `json:"lanes"`
+	// Refusals so far by cause: gpu, latency, qps, circuit, override.
+	Shed map[string]uint64 `json:"shed"`
+	// Events dropped because the emitter fell behind (the queue holds 64).
+	EventsDropped uint64 `json:"events_dropped"`
+}
+
+// OverrideStatus is an operator's override in force.
+type OverrideStatus struct {
+	State      string     `json:"state"`
+	Set        time.Time  `json:"set"`
+	Until      *time.Time `json:"until"`
+	ExpiresInS float64    `json:"expires_in_s,omitempty"`
+}
+
+// LevelsStatus holds the three levels, each as its own package shows it.
+type LevelsStatus struct {
+	QPS     qps.Status     `json:"qps"`
+	GPU     gpu.Status     `json:"gpu"`
+	Latency latency.Status `json:"latency"`
+}
+
+// CircuitStatus is the breaker on upstream failures.
+type CircuitStatus struct {
+	State          string     `json:"state"` // closed, open, half-open
+	Since          *time.Time `json:"since"`
+	Opens          uint64     `json:"opens"`
+	OpenForS       float64    `json:"open_for_s"` // the current (doubled) open period
+	RetryInS       float64    `json:"retry_in_s"` // Open: time to Half-Open
+	Requests       uint64     `json:"window_requests"`
+	Failures       uint64     `json:"window_failures"`
+	Ratio          float64    `json:"window_ratio"`
+	ProbesInFlight int        `json:"probes_in_flight"`
+	LastReason     string     `json:"last_reason"`
+}
+
+// LanesStatus is occupancy and counts per priority since start.
+type LanesStatus struct {
+	High   HighLane   `json:"high"`
+	Medium MediumLane `json:"medium"`
+	Low    LowLane    `json:"low"`
+}
+
+// HighLane is the reserve.
+type HighLane struct {
+	Reserve int    `json:"reserve"`
+	InUse   int    `json:"in_use"`
+	Passed  uint64 `json:"passed"`
+	Shed    uint64 `json:"shed"`
+}
+
+// MediumLane is the paced lane.
+type MediumLane struct {
+	Rate float64 `json:"rate"` // req/s the lane admits while shedding; follows the upstream otherwise
+	// What the controller has learned of the upstream: the rate it serves
+	// when saturated (0 until seen) and how many it runs without queueing.
+	UpstreamCapacity    float64 `json:"upstream_capacity"`
+	UpstreamConcurrency float64 `json:"upstream_concurrency"`
+	Passed              uint64  `json:"passed"`
+	Shed                uint64  `json:"shed"`
+}
+
+// LowLane is refused while shedding.
+type LowLane struct {
+	Passed uint64 `json:"passed"`
+	Shed   uint64 `json:"shed"`
+}
+
+// Status takes a snapshot of the throttle at now.
+func (t *Throttle) Status(now time.Time) Status {
+	st := Status{Instance: t.name, Shedding: t.shedding(now), InFlight: t.inflight(), Shed: map[string]uint64{},
+		EventsDropped: t.events.dropped.Load()}
+	if o := t.override.Load(); o != nil && t.overrideAt(now) != "" {
+		st.Override = &OverrideStatus{State: o.State, Set: o.Set}
+		if !o.Until.IsZero() {
+			until := o.Until
+			st.Override.Until = &until
+			st.Override.ExpiresInS = levels.Round(until.Sub(now).Seconds())
+		}
+	}
+	st.Levels = LevelsStatus{QPS: t.qps.Status(now), GPU: t.gpu.Status(now), Latency: t.latency.Status(now)}
+
+	c := t.circuit.Status(now)
+	st.Circuit = CircuitStatus{State: c.State.String(), Since: levels.TimePtr(c.Since), Opens: c.Opens,
+		OpenForS: levels.Round(c.OpenFor.Seconds()), RetryInS: levels.Round(c.RetryIn.Seconds()), Requests: c.Requests,
+		Failures: c.Failures, Ratio: levels.Round(c.Ratio), ProbesInFlight: c.ProbesInFlight, LastReason: c.LastReason}
+
+	counts := t.Verdicts()
+	passed := func(p priority.Priority) uint64 {
+		return counts[p][priority.Pass] + counts[p][priority.PassReserved] + counts[p][priority.PassBucket]
+	}
+	shed := func(p priority.Priority) uint64 {
+		var n uint64
+		for v := priority.ShedReserveFull; int(v) < priority.Verdicts; v++ {
+			n += counts[p][v]
+		}
+		return n
+	}
+	b := t.lanes.Bucket
+	st.Lanes = LanesStatus{
+		High: HighLane{Reserve: t.lanes.Reserve.Cap(), InUse: t.lanes.Reserve.InUse(), Passed: passed(priority.High), Shed: shed(priority.High)},
+		Medium: MediumLane{Rate: levels.Round(b.Limit()), UpstreamCapacity: levels.Round(b.Capacity()),
+			UpstreamConcurrency: levels.Round(b.Concurrency()), Passed: passed(priority.Medium), Shed: shed(priority.Medium)},
+		Low: LowLane{Passed: passed(priority.Low), Shed: shed(priority.Low)},
+	}
+	for c := range numCauses {
+		st.Shed[causeNames[c]] = t.shedBy[c].Load()
+	}
+	return st
+}
+
+// Verdicts is the number of requests so far by priority and verdict.
+func (t *Throttle) Verdicts() (n [priority.Count][priority.Verdicts]uint64) {
+	for p := range t.verdicts {
+		for v := range t.verdicts[p] {
+			n[p][v] = t.verdicts[p][v].Load()
+		}
+	}
+	return n
+}
