@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The test command (README): formatting, vet (with and without cgo), the
-# xcaddy build, the race-enabled suite — unit tests, a real Caddy in-process
+# The test command (README): formatting, vet and staticcheck (with and
+# without cgo), the xcaddy build, the race-enabled suite — unit tests, a real Caddy in-process
 # (caddytest) and the xcaddy binary, in front of real upstreams on
 # 127.0.0.1 — the suite again built without cgo, and a smoke of the lab.
 set -euo pipefail
@@ -19,6 +19,14 @@ fi
 step "go vet (cgo and CGO_ENABLED=0)"
 go vet ./...
 CGO_ENABLED=0 go vet ./...
+
+step "staticcheck (cgo and CGO_ENABLED=0)"
+STATICCHECK_VERSION=v0.8.2 # honnef.co/go/tools, pinned
+if ! command -v staticcheck >/dev/null || ! staticcheck -version 2>/dev/null | grep -q "${STATICCHECK_VERSION#v}"; then
+	go install "honnef.co/go/tools/cmd/staticcheck@${STATICCHECK_VERSION}"
+fi
+staticcheck ./...
+CGO_ENABLED=0 staticcheck ./...
 
 step "xcaddy build"
 ./xcaddy-build.sh
