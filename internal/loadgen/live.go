@@ -13,8 +13,9 @@ import (
 // way a person watches a gateway shed. Each line covers the second just
 // ended:
 //
-//	    t    rate   sent h/m/l  passed h/m/l    shed h/m/l  failed  queue  gateway
-//	  37s    30/s      3/9/18         3/4/0        0/5/18       0      2  SHEDDING qps · medium ≤ 4.2/s · qps 30.0/s, trips above 10.6/s
+//	    t    rate  sent h/m/l  passed h/m/l  shed h/m/l  failed  queue  gateway
+//	  34s     5/s       0/3/2         0/3/2       0/0/0       0      0  passing all · qps 5.0/s, trips above 7.5/s
+//	  37s    30/s      5/8/17         5/5/0      0/3/17       0      3  SHEDDING qps · medium ≤ 4.5/s · qps 30.0/s, trips above 7.5/s
 //
 // sent is what this generator sent, by priority; passed and shed are the
 // gateway's own lane counters from /throttle/status (the difference since
@@ -92,7 +93,7 @@ func liveHeader(gateway bool) string {
 	if gateway {
 		passed = "passed h/m/l"
 	}
-	h := fmt.Sprintf("%5s %7s %14s %14s %13s %7s %6s", "t", "rate", "sent h/m/l", passed, "shed h/m/l", "failed", "queue")
+	h := fmt.Sprintf("%5s  %6s  %10s  %12s  %10s  %6s  %5s", "t", "rate", "sent h/m/l", passed, "shed h/m/l", "failed", "queue")
 	if gateway {
 		h += "  gateway"
 	}
@@ -111,7 +112,7 @@ func (l liveLine) String() string {
 	if l.Queue != nil {
 		queue = fmt.Sprint(*l.Queue)
 	}
-	s := fmt.Sprintf("%4ds %7s %14s %14s %13s %7d %6s", l.T, fmt.Sprintf("%g/s", l.Rate),
+	s := fmt.Sprintf("%4ds  %6s  %10s  %12s  %10s  %6d  %5s", l.T, fmt.Sprintf("%g/s", l.Rate),
 		l.Sent, opt(l.Passed), opt(l.Shed), l.Failed, queue)
 	if l.Gateway != "" {
 		s += "  " + l.Gateway
@@ -142,7 +143,7 @@ func gatewayText(th *ThrottleState) string {
 	q := th.Levels.QPS
 	switch {
 	case q.Threshold == 0:
-		parts = append(parts, fmt.Sprintf("qps %.1f/s, learning its baseline (%d s so far)", q.Value, q.LearnedS))
+		parts = append(parts, fmt.Sprintf("qps %.1f/s, learning its baseline (%d s)", q.Value, q.LearnedS))
 	default:
 		parts = append(parts, fmt.Sprintf("qps %.1f/s, trips above %.1f/s", q.Value, q.Threshold))
 	}

@@ -48,7 +48,7 @@ func TestLiveLineFormat(t *testing.T) {
 	passed, shed := tally{1, 3, 0}, tally{0, 2, 6}
 	q := 2
 	l := liveLine{T: 37, Rate: 30, Sent: tally{3, 9, 18}, Passed: &passed, Shed: &shed, Queue: &q, Gateway: gatewayText(th)}
-	want := "  37s    30/s         3/9/18          1/3/0         0/2/6       0      2" +
+	want := "  37s    30/s      3/9/18         1/3/0       0/2/6       0      2" +
 		"  SHEDDING qps · medium ≤ 4.2/s · qps 12.5/s, trips above 10.6/s"
 	if got := l.String(); got != want {
 		t.Errorf("line\n got %q\nwant %q", got, want)
@@ -62,7 +62,7 @@ func TestLiveLineFormat(t *testing.T) {
 		}
 	}
 	if got := (liveLine{T: 1, Rate: 5, Sent: tally{0, 2, 3}, Gateway: gatewayText(nil)}).String(); got !=
-		"   1s     5/s          0/2/3              -             -       0      -  status: no answer" {
+		"   1s     5/s       0/2/3             -           -       0      -  status: no answer" {
 		t.Errorf("line without a throttle answer: %q", got)
 	}
 
@@ -70,7 +70,7 @@ func TestLiveLineFormat(t *testing.T) {
 		n    int
 		want string
 	}{
-		{1, "passing all · qps 10.5/s, learning its baseline (29 s so far)"},
+		{1, "passing all · qps 10.5/s, learning its baseline (29 s)"},
 		{2, "passing all · qps 11.5/s, trips above 10.6/s"},
 	}
 	for _, c := range calm {
