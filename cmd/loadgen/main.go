@@ -5,7 +5,7 @@
 // second to stderr while the run goes on (what was sent, what the gateway
 // passed and shed, by priority, and its tripped levels).
 //
-//	loadgen -target http://127.0.0.1:8080 -profile step -base 5 -peak 30 -duration 85s -step-at 35s -step-for 25s \
+//	loadgen -target http://127.0.0.1:8080 -profile step -base 5 -peak 30 -duration 88s -step-at 33s -step-for 20s \
 //	        -throttle-status http://localhost:2019/throttle/status -upstream http://127.0.0.1:8000 -live
 //	loadgen -target http://localhost:8080 -profile capacity-drop -base 9.5 -duration 120s \
 //	        -drop-at 60s -drop-to 4 -upstream http://127.0.0.1:8000 -throttle-status http://localhost:2019/throttle/status
@@ -35,7 +35,11 @@ func main() {
 		return
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		msg := err.Error()
+		if !strings.HasPrefix(msg, "loadgen: ") { // the package's errors name it already
+			msg = "loadgen: " + msg
+		}
+		fmt.Fprintln(os.Stderr, msg)
 		os.Exit(2)
 	}
 }
