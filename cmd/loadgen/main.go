@@ -1,9 +1,12 @@
 // Command loadgen sends an open-loop stream of chat completion requests with
 // an X-Priority mix and reports, per priority, what became of them (see
 // package internal/loadgen). A table goes to stdout; -json writes the full
-// result (stats, per-second series, polls) to a file.
+// result (stats, per-second series, polls) to a file; -live prints a line a
+// second to stderr while the run goes on (what was sent, what the gateway
+// passed and shed, by priority, and its tripped levels).
 //
-//	loadgen -target http://localhost:8080 -profile step -base 5 -peak 30 -duration 60s -step-at 10s -step-for 40s
+//	loadgen -target http://127.0.0.1:8080 -profile step -base 5 -peak 30 -duration 88s -step-at 33s -step-for 20s \
+//	        -throttle-status http://localhost:2019/throttle/status -upstream http://127.0.0.1:8000 -live
 //	loadgen -target http://localhost:8080 -profile capacity-drop -base 9.5 -duration 120s \
 //	        -drop-at 60s -drop-to 4 -upstream http://127.0.0.1:8000 -throttle-status http://localhost:2019/throttle/status
 package main
@@ -32,7 +35,11 @@ func main() {
 		return
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		msg := err.Error()
+		if !strings.HasPrefix(msg, "loadgen: ") { // the package's errors name it already
+			msg = "loadgen: " + msg
+		}
+		fmt.Fprintln(os.Stderr, msg)
 		os.Exit(2)
 	}
 }
@@ -48,6 +55,7 @@ func run(ctx context.Context, args []string, out, logw io.Writer) error {
 		arrivals string
 		jsonOut  string
 		seed     uint64
+		live     bool
 	)
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.SetOutput(logw)
@@ -78,6 +86,7 @@ func run(ctx context.Context, args []string, out, logw io.Writer) error {
 	fs.StringVar(&cfg.ThrottleInstance, "throttle-instance", "", "instance to follow in /throttle/status (default: first)")
 	fs.StringVar(&jsonOut, "json", "", "write the full result as JSON to this file")
 	fs.BoolVar(&cfg.KeepRecords, "records", false, "include every request in the JSON")
+	fs.BoolVar(&live, "live", false, "print a line a second to stderr while the run goes on: sent, passed and shed by priority, the tripped levels (with -throttle-status)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -108,6 +117,9 @@ func run(ctx context.Context, args []string, out, logw io.Writer) error {
 		f.Close()
 	}
 	cfg.Log = logw
+	if live {
+		cfg.Live = logw
+	}
 
 	res, runErr := loadgen.Run(ctx, cfg)
 	if res == nil {

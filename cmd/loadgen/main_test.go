@@ -79,3 +79,36 @@ func TestRunStepDemoFlags(t *testing.T) {
 		t.Errorf("JSON result: overall %+v, low %+v, %d records", res.Overall, res.Low, len(res.Records))
 	}
 }
+
+// TestRunLiveFlag: -live prints the header and a line a second to the log
+// writer (stderr), with the gateway's state from -throttle-status; the table
+// still goes to stdout.
+func TestRunLiveFlag(t *testing.T) {
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		if r.URL.Path == "/throttle/status" {
+			io.WriteString(w, `{"instances":[{"instance":"llm-main","shedding":true,"override":null,
+				"levels":{"qps":{"value":30,"threshold":10.5,"tripped":true,"learned_s":31},"gpu":{},"latency":{"tripped":true}},
+				"circuit":{"state":"closed"},"lanes":{"medium":{"rate":4}}}]}`)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: {}\n\ndata: [DONE]\n\n")
+	}))
+	defer ts.Close()
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"-target", ts.URL, "-base", "5", "-duration", "1500ms",
+		"-throttle-status", ts.URL + "/throttle/status", "-live"}, &stdout, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(stderr.String(), "\n")
+	if len(lines) < 2 || !strings.Contains(lines[0], "passed h/m/l") || !strings.Contains(lines[0], "gateway") ||
+		!strings.HasPrefix(strings.TrimSpace(lines[1]), "1s ") ||
+		!strings.HasSuffix(lines[1], "SHEDDING qps latency · medium ≤ 4.0/s · qps 30.0/s, trips above 10.5/s") {
+		t.Errorf("stderr:\n%s", stderr.String())
+	}
+	if strings.Contains(stdout.String(), "gateway") || !strings.Contains(stdout.String(), "profile constant") {
+		t.Errorf("stdout:\n%s", stdout.String())
+	}
+}

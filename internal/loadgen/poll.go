@@ -41,13 +41,14 @@ func (u UpstreamState) MemoryRatio() float64 {
 // instance) the lab needs. It mirrors that JSON rather than importing the
 // module, so the generator stays free of Caddy.
 type ThrottleState struct {
-	Instance string `json:"instance"`
-	Shedding bool   `json:"shedding"`
-	InFlight int64  `json:"in_flight"`
+	Instance string         `json:"instance"`
+	Shedding bool           `json:"shedding"`
+	Override *OverrideState `json:"override,omitempty"` // null unless an operator forced a state
+	InFlight int64          `json:"in_flight"`
 	Levels   struct {
-		QPS     LevelState `json:"qps"`
-		GPU     LevelState `json:"gpu"`
-		Latency LevelState `json:"latency"`
+		QPS     QPSLevelState `json:"qps"`
+		GPU     LevelState    `json:"gpu"`
+		Latency LevelState    `json:"latency"`
 	} `json:"levels"`
 	Circuit struct {
 		State string `json:"state"`
@@ -77,6 +78,19 @@ type LevelState struct {
 	Threshold   float64 `json:"threshold"`
 	Tripped     bool    `json:"tripped"`
 	Transitions uint64  `json:"transitions"`
+}
+
+// QPSLevelState is the qps level, with what it learned of the normal rate.
+type QPSLevelState struct {
+	LevelState
+	Baseline float64 `json:"baseline"`  // 0 while warming up
+	LearnedS int     `json:"learned_s"` // seconds of history in the baseline
+	Learning bool    `json:"learning"`  // false while shedding: the baseline is frozen
+}
+
+// OverrideState is an operator's forced state (POST /throttle/override).
+type OverrideState struct {
+	State string `json:"state"`
 }
 
 // Tripped names the levels tripped, plus "circuit" when it is not closed.

@@ -45,6 +45,10 @@ type Config struct {
 	KeepRecords bool         // put every request in Result.Records
 	Client      *http.Client // nil: a client tuned for many concurrent streams
 	Log         io.Writer    // poll and drop errors, at most one line each kind; nil: discarded
+	// Live, when not nil, gets a header and then one line a second while
+	// the run goes on: sent, passed and shed by priority, failures, the
+	// upstream's queue and the throttle's tripped levels (see live.go).
+	Live io.Writer
 }
 
 // Defaults for Config's zero fields.
@@ -222,6 +226,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	var (
 		inflight atomic.Int64
 		wg       sync.WaitGroup
+		counts   liveCounts
 	)
 	start := time.Now()
 	res.Start = start
@@ -230,9 +235,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	pollDone := make(chan struct{})
 	var polls []Poll
 	var pollErrs int
+	var onPoll func(Poll)
+	if cfg.Live != nil {
+		onPoll = newLiveView(cfg.Live, cfg, &counts).observe
+	}
 	go func() {
 		defer close(pollDone)
-		polls, pollErrs = poller(pollCtx, client, cfg, start, logw)
+		polls, pollErrs = poller(pollCtx, client, cfg, start, logw, onPoll)
 	}()
 	var events []Event
 	var eventsMu sync.Mutex
@@ -262,8 +271,10 @@ send:
 		sent = i + 1
 		now := time.Since(start)
 		late = append(late, ms(now-p.At))
+		counts.sent[p.Priority].Add(1)
 		if inflight.Load() >= int64(cfg.MaxInFlight) {
 			recs[i] = Record{AtMS: ms(p.At), SentMS: ms(now), Priority: p.Priority, Class: ClassOverflow}
+			counts.answered(p.Priority, ClassOverflow)
 			continue
 		}
 		inflight.Add(1)
@@ -274,6 +285,7 @@ send:
 			r := req.do(reqCtx, p.Priority)
 			r.AtMS, r.SentMS = ms(p.At), ms(now)
 			recs[i] = r
+			counts.answered(p.Priority, r.Class)
 		}()
 	}
 	allDone := make(chan struct{})
@@ -342,9 +354,11 @@ func dropSlots(ctx context.Context, c *http.Client, upstream string, n int) stri
 }
 
 // poller looks at the upstream and the throttle once a second until ctx
-// ends. It logs the first error of each kind and counts the rest.
-func poller(ctx context.Context, c *http.Client, cfg Config, start time.Time, logw io.Writer) ([]Poll, int) {
-	if cfg.Upstream == "" && cfg.ThrottleStatus == "" {
+// ends, and hands each round to onPoll (the live view) when not nil, even
+// with nothing to poll. It logs the first error of each kind and counts the
+// rest.
+func poller(ctx context.Context, c *http.Client, cfg Config, start time.Time, logw io.Writer, onPoll func(Poll)) ([]Poll, int) {
+	if cfg.Upstream == "" && cfg.ThrottleStatus == "" && onPoll == nil {
 		return nil, 0
 	}
 	var (
@@ -380,6 +394,9 @@ func poller(ctx context.Context, c *http.Client, cfg Config, start time.Time, lo
 		}
 		if p.Upstream != nil || p.Throttle != nil {
 			polls = append(polls, p)
+		}
+		if onPoll != nil && ctx.Err() == nil {
+			onPoll(p)
 		}
 		select {
 		case <-ctx.Done():
