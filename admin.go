@@ -32,6 +32,16 @@ func (adminAPI) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
+// Provision registers the metrics collector in the admin context's
+// registry, which the admin endpoint's /metrics serves. Caddy replaces the
+// admin endpoint before it provisions the apps of a new config, and keeps
+// the new one when that config is then rejected: registering here, and not
+// only from the handlers, keeps the running throttles' series on /metrics
+// after a rejected reload.
+func (a *adminAPI) Provision(ctx caddy.Context) error {
+	return registerMetrics(ctx.GetMetricsRegistry())
+}
+
 // Routes returns the admin routes.
 func (a adminAPI) Routes() []caddy.AdminRoute {
 	return []caddy.AdminRoute{
@@ -232,5 +242,6 @@ func methodNotAllowed(w http.ResponseWriter, allow string) error {
 // Interface guards
 var (
 	_ caddy.Module      = (*adminAPI)(nil)
+	_ caddy.Provisioner = (*adminAPI)(nil)
 	_ caddy.AdminRouter = (*adminAPI)(nil)
 )

@@ -85,6 +85,11 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Cleanup, which gives back the reference taken here.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	logger := ctx.Logger()
+	// First, so that a config this handler rejects still lists the
+	// running throttles wherever its registry is served.
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
 	if h.Name == "" {
 		h.Name = defaultName
 	}
@@ -102,9 +107,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		for _, m := range mods.(map[string]any) {
 			h.trusted = append(h.trusted, m)
 		}
-	}
-	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
-		return err
 	}
 	val, loaded, err := instances.LoadOrNew(h.Name, func() (caddy.Destructor, error) {
 		t, err := throttle.New(throttle.WithName(h.Name), throttle.WithConfig(cfg), throttle.WithLogger(logger),
