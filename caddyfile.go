@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -115,7 +116,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneArg(d, func(v string) error { h.Name = v; return nil })
 		case "qps":
 			h.QPS = new(qps.Config)
-			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return qpsKey(d, h.QPS) }, func() error { return h.QPS.Validate() })
+			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return scalarKey(d, "qps", h.QPS) }, func() error { return h.QPS.Validate() })
 		case "gpu":
 			h.GPU = new(gpu.Config)
 			if d.NextArg() {
@@ -136,10 +137,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			})
 		case "latency":
 			h.Latency = new(latency.Config)
-			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return latencyKey(d, h.Latency) }, func() error { return h.Latency.Validate() })
+			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return scalarKey(d, "latency", h.Latency) }, func() error { return h.Latency.Validate() })
 		case "circuit":
 			h.Circuit = new(breaker.CircuitConfig)
-			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return circuitKey(d, h.Circuit) }, func() error { return h.Circuit.Validate() })
+			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return scalarKey(d, "circuit", h.Circuit) }, func() error { return h.Circuit.Validate() })
 		case "priority":
 			h.Priority = new(PriorityConfig)
 			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return priorityKey(d, h.Priority) }, func() error { return h.Priority.Validate() })
@@ -204,24 +205,6 @@ func lineOf(msg string, lines map[string]int, blockLine int) int {
 }
 
 func isKeyByte(c byte) bool { return c == '_' || 'a' <= c && c <= 'z' }
-
-func qpsKey(d *caddyfile.Dispenser, c *qps.Config) error {
-	switch d.Val() {
-	case "window":
-		return oneArg(d, durationInto(d, &c.Window))
-	case "sigma":
-		return oneArg(d, floatInto(d, &c.Sigma, 0))
-	case "trip_factor":
-		return oneArg(d, floatInto(d, &c.TripFactor, 1))
-	case "min_baseline":
-		return oneArg(d, floatInto(d, &c.MinBaseline, 0))
-	case "limit":
-		return oneArg(d, floatInto(d, &c.Limit, 0))
-	case "warmup":
-		return oneArg(d, intInto(d, &c.Warmup, 1))
-	}
-	return d.Errf("unrecognized qps subdirective %q", d.Val())
-}
 
 func gpuKey(d *caddyfile.Dispenser, c *gpu.Config) error {
 	switch d.Val() {
@@ -297,12 +280,6 @@ func gpuKey(d *caddyfile.Dispenser, c *gpu.Config) error {
 			c.Threshold = f
 			return nil
 		})
-	case "interval":
-		return oneArg(d, durationInto(d, &c.Interval))
-	case "timeout":
-		return oneArg(d, durationInto(d, &c.Timeout))
-	case "stale_after":
-		return oneArg(d, durationInto(d, &c.StaleAfter))
 	case "devices":
 		c.Devices = d.RemainingArgs()
 		if len(c.Devices) == 0 {
@@ -318,65 +295,7 @@ func gpuKey(d *caddyfile.Dispenser, c *gpu.Config) error {
 			return nil
 		})
 	}
-	return d.Errf("unrecognized gpu subdirective %q", d.Val())
-}
-
-func latencyKey(d *caddyfile.Dispenser, c *latency.Config) error {
-	switch d.Val() {
-	case "percentile":
-		return oneArg(d, func(v string) error {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil || !(f > 0 && f <= 100) {
-				return d.Errf("percentile must be a number in (0,100], got %q", v)
-			}
-			c.Percentile = f
-			return nil
-		})
-	case "window":
-		return oneArg(d, durationInto(d, &c.Window))
-	case "factor":
-		return oneArg(d, floatInto(d, &c.Factor, 1))
-	case "consecutive":
-		return oneArg(d, intInto(d, &c.Consecutive, 1))
-	case "ceiling":
-		return oneArg(d, durationInto(d, &c.Ceiling))
-	case "measure":
-		return oneArg(d, func(v string) error {
-			if v != "ttfb" && v != "total" {
-				return d.Errf("measure must be ttfb or total, got %q", v)
-			}
-			c.Measure = v
-			return nil
-		})
-	}
-	return d.Errf("unrecognized latency subdirective %q", d.Val())
-}
-
-func circuitKey(d *caddyfile.Dispenser, c *breaker.CircuitConfig) error {
-	switch d.Val() {
-	case "error_ratio":
-		return oneArg(d, func(v string) error {
-			f, err := parseFraction(v)
-			if err != nil {
-				return d.Errf("error_ratio %q: %v", v, err)
-			}
-			c.ErrorRatio = f
-			return nil
-		})
-	case "min_requests":
-		return oneArg(d, intInto(d, &c.MinRequests, 1))
-	case "window":
-		return oneArg(d, durationInto(d, &c.Window))
-	case "open_for":
-		return oneArg(d, durationInto(d, &c.OpenFor))
-	case "max_open_for":
-		return oneArg(d, durationInto(d, &c.MaxOpenFor))
-	case "probes":
-		return oneArg(d, intInto(d, &c.Probes, 1))
-	case "probe_timeout":
-		return oneArg(d, durationInto(d, &c.ProbeTimeout))
-	}
-	return d.Errf("unrecognized circuit subdirective %q", d.Val())
+	return scalarKey(d, "gpu", c)
 }
 
 func priorityKey(d *caddyfile.Dispenser, c *PriorityConfig) error {
@@ -390,25 +309,6 @@ func priorityKey(d *caddyfile.Dispenser, c *PriorityConfig) error {
 			c.From = v
 			return nil
 		})
-	case "default":
-		return oneArg(d, func(v string) error {
-			if v != "high" && v != "medium" && v != "low" {
-				return d.Errf("default must be high, medium or low, got %q", v)
-			}
-			c.Default = v
-			return nil
-		})
-	case "high_reserve":
-		return oneArg(d, func(v string) error {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 {
-				return d.Errf("high_reserve must be a whole number ≥ 0, got %q", v)
-			}
-			c.HighReserve = &n
-			return nil
-		})
-	case "medium_floor":
-		return oneArg(d, floatInto(d, &c.MediumFloor, 0))
 	case "trusted":
 		set, err := caddyhttp.ParseCaddyfileNestedMatcherSet(d)
 		if err != nil {
@@ -420,7 +320,7 @@ func priorityKey(d *caddyfile.Dispenser, c *PriorityConfig) error {
 		c.TrustedRaw = set
 		return nil
 	}
-	return d.Errf("unrecognized priority subdirective %q", d.Val())
+	return scalarKey(d, "priority", c)
 }
 
 // oneArg reads exactly one argument and hands it to set.
@@ -448,34 +348,80 @@ func durationInto(d *caddyfile.Dispenser, dst *config.Duration) func(string) err
 	}
 }
 
-// floatInto parses a number that must be above min (strictly, when min is 1: factors).
-func floatInto(d *caddyfile.Dispenser, dst *float64, min float64) func(string) error {
-	name := d.Val()
-	return func(v string) error {
-		f, err := strconv.ParseFloat(v, 64)
-		switch {
-		case err != nil || math.IsNaN(f) || math.IsInf(f, 0):
-			return d.Errf("%s must be a finite number, got %q", name, v)
-		case min == 1 && f <= 1:
-			return d.Errf("%s must be above 1, got %q", name, v)
-		case f < min:
-			return d.Errf("%s must be at least %g, got %q", name, min, v)
-		}
-		*dst = f
-		return nil
+// scalarKey sets the field of block (a pointer to the block's config
+// struct) whose JSON tag is the key on the line, from its one argument:
+// the block's own type says what a key is, so a new key of a level needs
+// no change here. Durations must be positive; numbers finite (a trailing %
+// divides by 100); whole numbers at least 1, as 0 means "the default" (a
+// *int, such as high_reserve, may be 0). What only the block can judge (a
+// range, an enum) its Validate says at the end of the block, at this
+// key's line.
+func scalarKey(d *caddyfile.Dispenser, name string, block any) error {
+	key := d.Val()
+	f, ok := fieldByKey(reflect.ValueOf(block).Elem(), key)
+	if !ok {
+		return d.Errf("unrecognized %s subdirective %q", name, key)
 	}
+	return oneArg(d, func(v string) error {
+		switch dst := f.Addr().Interface().(type) {
+		case *config.Duration:
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur <= 0 {
+				return d.Errf("%s must be a positive duration such as 10s, got %q", key, v)
+			}
+			*dst = config.Duration(dur)
+		case *float64:
+			x, err := parseNumber(v)
+			if err != nil {
+				return d.Errf("%s must be a finite number, got %q", key, v)
+			}
+			*dst = x
+		case *int:
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return d.Errf("%s must be a whole number ≥ 1, got %q", key, v)
+			}
+			*dst = n
+		case **int:
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return d.Errf("%s must be a whole number ≥ 0, got %q", key, v)
+			}
+			*dst = &n
+		case *string:
+			*dst = v
+		default:
+			return d.Errf("%s cannot be set from the Caddyfile", key)
+		}
+		return nil
+	})
 }
 
-func intInto(d *caddyfile.Dispenser, dst *int, min int) func(string) error {
-	name := d.Val()
-	return func(v string) error {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < min {
-			return d.Errf("%s must be a whole number ≥ %d, got %q", name, min, v)
+// fieldByKey finds the field of struct v (or of a struct it embeds) whose
+// JSON name is key.
+func fieldByKey(v reflect.Value, key string) (reflect.Value, bool) {
+	for _, sf := range reflect.VisibleFields(v.Type()) {
+		if !sf.IsExported() || sf.Anonymous {
+			continue
 		}
-		*dst = n
-		return nil
+		if name, _, _ := strings.Cut(sf.Tag.Get("json"), ","); name == key {
+			return v.FieldByIndex(sf.Index), true
+		}
 	}
+	return reflect.Value{}, false
+}
+
+// parseNumber reads a finite number; "50%" is 0.5.
+func parseNumber(v string) (float64, error) {
+	pct := strings.HasSuffix(v, "%")
+	f, err := strconv.ParseFloat(strings.TrimSuffix(v, "%"), 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, errors.New("not a finite number")
+	}
+	if pct {
+		f /= 100
+	}
+	return f, nil
 }
 
 // parseFraction reads "75%" or "0.75" as 0.75; the result is in (0,1].

@@ -203,7 +203,7 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"adaptive_throttle {\n\tlatency {\n\t\tpercentile 101\n\t}\n}", "percentile must be", 3},
 		{"adaptive_throttle {\n\tlatency {\n\t\tmeasure ttlb\n\t}\n}", "measure must be ttfb or total", 3},
 		{"adaptive_throttle {\n\tlatency {\n\t\tconsecutive 0\n\t}\n}", "consecutive must be a whole number", 3},
-		{"adaptive_throttle {\n\tcircuit {\n\t\terror_ratio 2\n\t}\n}", "want a percentage", 3},
+		{"adaptive_throttle {\n\tcircuit {\n\t\terror_ratio 2\n\t}\n}", "error_ratio must be within (0, 1]", 3},
 		{"adaptive_throttle {\n\tcircuit {\n\t\tprobes many\n\t}\n}", "probes must be a whole number", 3},
 		{"adaptive_throttle {\n\tpriority {\n\t\tdefault urgent\n\t}\n}", "default must be high, medium or low", 3},
 		{"adaptive_throttle {\n\tpriority {\n\t\thigh_reserve -1\n\t}\n}", "high_reserve must be", 3},
@@ -292,3 +292,31 @@ func TestCaddyfileRefusesSilentMistakes(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// Every scalar key of every block's config type can be written in the
+// Caddyfile under its JSON name: a level's new key needs no change to the
+// parser.
+func TestEveryScalarJSONKeyIsACaddyfileKey(t *testing.T) {
+	blocks := map[string]any{"qps": qps.Config{}, "latency": latency.Config{}, "circuit": breaker.CircuitConfig{},
+		"priority": priority.Config{}, "gpu": gpu.Config{}}
+	values := map[reflect.Type]string{reflect.TypeOf(config.Duration(0)): "30s", reflect.TypeOf(0.0): "2",
+		reflect.TypeOf(0): "3", reflect.TypeOf((*int)(nil)): "2", reflect.TypeOf(""): "x"}
+	n := 0
+	for name, block := range blocks {
+		for _, f := range reflect.VisibleFields(reflect.TypeOf(block)) {
+			key, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			v, scalar := values[f.Type]
+			if !f.IsExported() || key == "" || !scalar {
+				continue
+			}
+			_, err := parse(t, "adaptive_throttle {\n"+name+" {\n"+key+" "+v+"\n}\n}")
+			if err != nil && strings.Contains(err.Error(), "unrecognized") {
+				t.Errorf("%s %s: %v", name, key, err)
+			}
+			n++
+		}
+	}
+	if n < 20 {
+		t.Fatalf("only %d keys tried", n)
+	}
+}
