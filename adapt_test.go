@@ -65,3 +65,38 @@ func TestAdaptErrorNamesFileAndLine(t *testing.T) {
 		t.Fatalf("error %v does not name Caddyfile.bad:4 and the problem", err)
 	}
 }
+
+// adaptErr adapts a Caddyfile that must fail, and returns the error.
+func adaptErr(t *testing.T, caddyfile string) string {
+	t.Helper()
+	_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), map[string]any{"filename": "Caddyfile.bad"})
+	if err == nil {
+		t.Fatalf("adapted:\n%s", caddyfile)
+	}
+	return err.Error()
+}
+
+// A matcher that is not defined fails adapt at the directive's line, not
+// with a bare "unrecognized matcher name".
+func TestAdaptUndefinedMatcherNamesFileAndLine(t *testing.T) {
+	for _, in := range []string{
+		":8080 {\n\tadaptive_throttle @nosuch\n\treverse_proxy 127.0.0.1:8000\n}\n",
+		":8080 {\n\tadaptive_throttle @nosuch {\n\t\tname llm\n\t}\n}\n",
+	} {
+		if err := adaptErr(t, in); !strings.Contains(err, "@nosuch") || !strings.HasSuffix(err, ", at Caddyfile.bad:2") {
+			t.Errorf("error %q does not name @nosuch at Caddyfile.bad:2", err)
+		}
+	}
+}
+
+// A defined matcher still applies to the route.
+func TestAdaptNamedMatcher(t *testing.T) {
+	in := []byte(":8080 {\n\t@llm path /v1/*\n\tadaptive_throttle @llm\n\treverse_proxy 127.0.0.1:8000\n}\n")
+	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt(in, map[string]any{"filename": "Caddyfile"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), `"match":[{"path":["/v1/*"]}],"handle":[{"handler":"adaptive_throttle"`) {
+		t.Fatalf("the matcher is not on the throttle's route: %s", out)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -20,9 +21,38 @@ import (
 )
 
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("adaptive_throttle", parseCaddyfile)
+	httpcaddyfile.RegisterDirective("adaptive_throttle", handlerDirective)
 	httpcaddyfile.RegisterDirectiveOrder("adaptive_throttle", httpcaddyfile.Before, "reverse_proxy")
 }
+
+// handlerDirective is what httpcaddyfile.RegisterHandlerDirective would
+// register, except that a matcher token Caddy cannot resolve (an undefined
+// @name) fails naming the file and line: Caddy's own error for it carries
+// neither (httpcaddyfile's matcherSetFromMatcherToken, as of v2.11.9).
+func handlerDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error) {
+	if !h.Next() {
+		return nil, h.ArgErr()
+	}
+	matcherSet, err := h.ExtractMatcherSet()
+	if err != nil {
+		if hasLocation(err) {
+			return nil, err
+		}
+		return nil, h.WrapErr(err) // the cursor is on the matcher token
+	}
+	handler, err := parseCaddyfile(h)
+	if err != nil {
+		return nil, err
+	}
+	return h.NewRoute(matcherSet, handler), nil
+}
+
+// location is how caddyfile.Dispenser.WrapErr ends an error.
+var location = regexp.MustCompile(`, at \S+:\d+( import chain \[.*\])?$`)
+
+// hasLocation reports whether err already names a file and line, so that
+// wrapping it again would print the location twice.
+func hasLocation(err error) bool { return location.MatchString(err.Error()) }
 
 // stateKey counts adaptive_throttle directives in one Caddyfile, so that
 // unnamed ones get distinct, stable names in the order they appear.
