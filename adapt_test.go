@@ -100,3 +100,16 @@ func TestAdaptNamedMatcher(t *testing.T) {
 		t.Fatalf("the matcher is not on the throttle's route: %s", out)
 	}
 }
+
+// A bad trusted matcher names its location once, not twice.
+func TestAdaptTrustedErrorNamesLocationOnce(t *testing.T) {
+	for _, c := range []struct{ matcher, want string }{
+		{"remote_ipp 10.0.0.0/8", "module not registered: http.matchers.remote_ipp"},
+		{"header", "malformed header matcher"},
+	} {
+		err := adaptErr(t, ":8080 {\n\tadaptive_throttle {\n\t\tpriority {\n\t\t\ttrusted "+c.matcher+"\n\t\t}\n\t}\n}\n")
+		if !strings.Contains(err, "trusted: ") || !strings.Contains(err, c.want) || !strings.HasSuffix(err, ", at Caddyfile.bad:4") || strings.Count(err, ", at ") != 1 {
+			t.Errorf("trusted %s: error %q should say %q and end with one \", at Caddyfile.bad:4\"", c.matcher, err, c.want)
+		}
+	}
+}

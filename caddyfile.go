@@ -442,6 +442,10 @@ func priorityKey(d *caddyfile.Dispenser, c *PriorityConfig) error {
 	case "trusted":
 		set, err := caddyhttp.ParseCaddyfileNestedMatcherSet(d)
 		if err != nil {
+			if hasLocation(err) {
+				// Most of Caddy's matcher errors name the line already.
+				return fmt.Errorf("trusted: %w", err)
+			}
 			return d.Errf("trusted: %v", err)
 		}
 		if len(set) == 0 {
