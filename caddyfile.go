@@ -54,19 +54,20 @@ var location = regexp.MustCompile(`, at \S+:\d+( import chain \[.*\])?$`)
 // wrapping it again would print the location twice.
 func hasLocation(err error) bool { return location.MatchString(err.Error()) }
 
-// stateKey counts adaptive_throttle directives in one Caddyfile, so that
-// unnamed ones get distinct, stable names in the order they appear.
-const stateKey = "adaptive_throttle_count"
+// stateKey counts the unnamed adaptive_throttle directives in one
+// Caddyfile: the n-th is called default-n (the first plain default), so
+// adding or removing a named one renames none of them.
+const stateKey = "adaptive_throttle_unnamed"
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	t := new(Handler)
 	if err := t.UnmarshalCaddyfile(h.Dispenser); err != nil {
 		return nil, err
 	}
-	n, _ := h.State[stateKey].(int)
-	n++
-	h.State[stateKey] = n
 	if t.Name == "" {
+		n, _ := h.State[stateKey].(int)
+		n++
+		h.State[stateKey] = n
 		t.Name = defaultName
 		if n > 1 {
 			t.Name += "-" + strconv.Itoa(n)
