@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -63,5 +65,128 @@ func TestAdaptErrorNamesFileAndLine(t *testing.T) {
 	_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt(in, map[string]any{"filename": "Caddyfile.bad"})
 	if err == nil || !strings.Contains(err.Error(), "Caddyfile.bad:4") || !strings.Contains(err.Error(), "factor must be a finite number") {
 		t.Fatalf("error %v does not name Caddyfile.bad:4 and the problem", err)
+	}
+}
+
+// adaptErr adapts a Caddyfile that must fail, and returns the error.
+func adaptErr(t *testing.T, caddyfile string) string {
+	t.Helper()
+	_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), map[string]any{"filename": "Caddyfile.bad"})
+	if err == nil {
+		t.Fatalf("adapted:\n%s", caddyfile)
+	}
+	return err.Error()
+}
+
+// A matcher that is not defined fails adapt at the directive's line, not
+// with a bare "unrecognized matcher name".
+func TestAdaptUndefinedMatcherNamesFileAndLine(t *testing.T) {
+	for _, in := range []string{
+		":8080 {\n\tadaptive_throttle @nosuch\n\treverse_proxy 127.0.0.1:8000\n}\n",
+		":8080 {\n\tadaptive_throttle @nosuch {\n\t\tname llm\n\t}\n}\n",
+	} {
+		if err := adaptErr(t, in); !strings.Contains(err, "@nosuch") || !strings.HasSuffix(err, ", at Caddyfile.bad:2") {
+			t.Errorf("error %q does not name @nosuch at Caddyfile.bad:2", err)
+		}
+	}
+}
+
+// A defined matcher still applies to the route.
+func TestAdaptNamedMatcher(t *testing.T) {
+	in := []byte(":8080 {\n\t@llm path /v1/*\n\tadaptive_throttle @llm\n\treverse_proxy 127.0.0.1:8000\n}\n")
+	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt(in, map[string]any{"filename": "Caddyfile"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), `"match":[{"path":["/v1/*"]}],"handle":[{"handler":"adaptive_throttle"`) {
+		t.Fatalf("the matcher is not on the throttle's route: %s", out)
+	}
+}
+
+// A bad trusted matcher names its location once, not twice.
+func TestAdaptTrustedErrorNamesLocationOnce(t *testing.T) {
+	for _, c := range []struct{ matcher, want string }{
+		{"remote_ipp 10.0.0.0/8", "module not registered: http.matchers.remote_ipp"},
+		{"header", "malformed header matcher"},
+	} {
+		err := adaptErr(t, ":8080 {\n\tadaptive_throttle {\n\t\tpriority {\n\t\t\ttrusted "+c.matcher+"\n\t\t}\n\t}\n}\n")
+		if !strings.Contains(err, "trusted: ") || !strings.Contains(err, c.want) || !strings.HasSuffix(err, ", at Caddyfile.bad:4") || strings.Count(err, ", at ") != 1 {
+			t.Errorf("trusted %s: error %q should say %q and end with one \", at Caddyfile.bad:4\"", c.matcher, err, c.want)
+		}
+	}
+}
+
+// throttleNames maps each adaptive_throttle in adapted JSON to its name,
+// keyed by its retry_after (which the test sets apart for each).
+func throttleNames(t *testing.T, out []byte) map[string]string {
+	t.Helper()
+	var cfg any
+	if err := json.Unmarshal(out, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]string{}
+	var walk func(any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			if v["handler"] == "adaptive_throttle" {
+				names[fmt.Sprint(v["retry_after"])], _ = v["name"].(string)
+			}
+			for _, e := range v {
+				walk(e)
+			}
+		case []any:
+			for _, e := range v {
+				walk(e)
+			}
+		}
+	}
+	walk(cfg)
+	return names
+}
+
+// The n-th unnamed handler in the Caddyfile is default-n (the first plain
+// default) however many named ones come before or between them, so adding
+// a named handler renames none of the unnamed ones.
+func TestAdaptUnnamedHandlersNumberedStably(t *testing.T) {
+	in := []byte(`:8080 {
+	adaptive_throttle /a/* {
+		name llm-main
+		retry_after 1s
+	}
+	adaptive_throttle /b/* {
+		name llm-big
+		retry_after 2s
+	}
+	adaptive_throttle /c/* {
+		retry_after 3s
+	}
+	adaptive_throttle /d/* {
+		retry_after 4s
+	}
+	reverse_proxy 127.0.0.1:8000
+}
+:8081 {
+	adaptive_throttle {
+		retry_after 5s
+	}
+	adaptive_throttle /f/* {
+		name llm-small
+		retry_after 6s
+	}
+	reverse_proxy 127.0.0.1:8001
+}
+`)
+	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt(in, map[string]any{"filename": "Caddyfile"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := throttleNames(t, out)
+	want := map[string]string{}
+	for i, name := range []string{"llm-main", "llm-big", "default", "default-2", "default-3", "llm-small"} {
+		want[fmt.Sprint(float64(i+1)*1e9)] = name // retry_after in nanoseconds
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("names by retry_after (ns): %v, want %v", got, want)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -21,23 +22,53 @@ import (
 )
 
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("adaptive_throttle", parseCaddyfile)
+	httpcaddyfile.RegisterDirective("adaptive_throttle", handlerDirective)
 	httpcaddyfile.RegisterDirectiveOrder("adaptive_throttle", httpcaddyfile.Before, "reverse_proxy")
 }
 
-// stateKey counts adaptive_throttle directives in one Caddyfile, so that
-// unnamed ones get distinct, stable names in the order they appear.
-const stateKey = "adaptive_throttle_count"
+// handlerDirective is what httpcaddyfile.RegisterHandlerDirective would
+// register, except that a matcher token Caddy cannot resolve (an undefined
+// @name) fails naming the file and line: Caddy's own error for it carries
+// neither (httpcaddyfile's matcherSetFromMatcherToken, as of v2.11.9).
+func handlerDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error) {
+	if !h.Next() {
+		return nil, h.ArgErr()
+	}
+	matcherSet, err := h.ExtractMatcherSet()
+	if err != nil {
+		if hasLocation(err) {
+			return nil, err
+		}
+		return nil, h.WrapErr(err) // the cursor is on the matcher token
+	}
+	handler, err := parseCaddyfile(h)
+	if err != nil {
+		return nil, err
+	}
+	return h.NewRoute(matcherSet, handler), nil
+}
+
+// location is how caddyfile.Dispenser.WrapErr ends an error.
+var location = regexp.MustCompile(`, at \S+:\d+( import chain \[.*\])?$`)
+
+// hasLocation reports whether err already names a file and line, so that
+// wrapping it again would print the location twice.
+func hasLocation(err error) bool { return location.MatchString(err.Error()) }
+
+// stateKey counts the unnamed adaptive_throttle directives in one
+// Caddyfile: the n-th is called default-n (the first plain default), so
+// adding or removing a named one renames none of them.
+const stateKey = "adaptive_throttle_unnamed"
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	t := new(Handler)
 	if err := t.UnmarshalCaddyfile(h.Dispenser); err != nil {
 		return nil, err
 	}
-	n, _ := h.State[stateKey].(int)
-	n++
-	h.State[stateKey] = n
 	if t.Name == "" {
+		n, _ := h.State[stateKey].(int)
+		n++
+		h.State[stateKey] = n
 		t.Name = defaultName
 		if n > 1 {
 			t.Name += "-" + strconv.Itoa(n)
@@ -312,6 +343,10 @@ func priorityKey(d *caddyfile.Dispenser, c *PriorityConfig) error {
 	case "trusted":
 		set, err := caddyhttp.ParseCaddyfileNestedMatcherSet(d)
 		if err != nil {
+			if hasLocation(err) {
+				// Most of Caddy's matcher errors name the line already.
+				return fmt.Errorf("trusted: %w", err)
+			}
 			return d.Errf("trusted: %v", err)
 		}
 		if len(set) == 0 {
