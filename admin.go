@@ -1,11 +1,13 @@
 package adaptivethrottle
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -203,17 +205,22 @@ func lookup(name string) (*throttle.Throttle, error) {
 	return found, nil
 }
 
-// decodeStrict reads a bounded JSON object with no unknown fields and
-// nothing after it.
+// decodeStrict reads a bounded JSON object with no unknown fields, every
+// key spelt exactly as v's json tags (encoding/json alone would take
+// "STATE" for "state"), and nothing after it but white space.
 func decodeStrict(w http.ResponseWriter, r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAdminBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAdminBody))
+	if err != nil {
+		if tooBig := (*http.MaxBytesError)(nil); errors.As(err, &tooBig) {
+			return badRequest(fmt.Sprintf("body larger than %d bytes", maxAdminBody))
+		}
+		return badRequest("body could not be read")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		var tooBig *http.MaxBytesError
 		var unknown *json.UnmarshalTypeError
 		switch {
-		case errors.As(err, &tooBig):
-			return badRequest(fmt.Sprintf("body larger than %d bytes", maxAdminBody))
 		case errors.Is(err, io.EOF):
 			return badRequest("empty body: a JSON object is required")
 		case errors.As(err, &unknown):
@@ -224,10 +231,59 @@ func decodeStrict(w http.ResponseWriter, r *http.Request, v any) error {
 		}
 		return badRequest("body is not valid JSON")
 	}
-	if dec.More() {
+	// More is false before a stray } or ], so look for the end itself.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return badRequest("body has data after the JSON object")
 	}
+	return exactKeys(body, reflect.TypeOf(v).Elem())
+}
+
+// exactKeys refuses a top-level key of body (valid JSON) that is not
+// exactly one of t's json field names: encoding/json matches them without
+// regard to case.
+func exactKeys(body []byte, t reflect.Type) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil // not an object (null): Decode has judged it
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return badRequest("body is not valid JSON")
+		}
+		key, _ := tok.(string)
+		if name, ok := fieldNamed(t, key); !ok {
+			if name == "" {
+				return badRequest("unknown field in body")
+			}
+			// Only our own spelling is echoed, never the request's.
+			return badRequest(fmt.Sprintf("field names are case-sensitive: write %q", name))
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return badRequest("body is not valid JSON")
+		}
+	}
 	return nil
+}
+
+// fieldNamed reports whether key is exactly one of struct type t's json
+// field names; when it is not, name is the one it matches regardless of
+// case, if any.
+func fieldNamed(t reflect.Type, key string) (name string, ok bool) {
+	for f := range t.Fields() {
+		n, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if n == "" || n == "-" {
+			continue
+		}
+		if n == key {
+			return n, true
+		}
+		if strings.EqualFold(n, key) {
+			name = n
+		}
+	}
+	return name, false
 }
 
 func badRequest(msg string) error {

@@ -2,11 +2,16 @@ package adaptivethrottle
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 
 	"github.com/ai-guardian/adaptivethrottle/levels/gpu"
 	"github.com/ai-guardian/adaptivethrottle/throttle"
@@ -62,5 +67,74 @@ func TestStatusRoundsItsFigures(t *testing.T) {
 	st := in.Status(now)
 	if st.Override == nil || st.Override.ExpiresInS != 600.1235 {
 		t.Fatalf("override expires in %+v, want 600.1235 s", st.Override)
+	}
+}
+
+// adminPost drives an admin handler as Caddy's admin server would, and
+// returns the status and the reason of a refusal.
+func adminPost(t *testing.T, fn func(http.ResponseWriter, *http.Request) error, path, body string) (int, string) {
+	t.Helper()
+	err := fn(httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, path, strings.NewReader(body)))
+	if err == nil {
+		return http.StatusOK, ""
+	}
+	var apiErr caddy.APIError
+	if !errors.As(err, &apiErr) {
+		t.Fatalf("%s %q: not an APIError: %v", path, body, err)
+	}
+	return apiErr.HTTPStatus, apiErr.Message
+}
+
+// Admin bodies are strict: a stray } or ] after the object and keys in
+// another case are 400s with a reason (encoding/json alone accepts both);
+// what decodeStrict refused before still gets the same reason; a refused
+// body changes nothing.
+func TestAdminBodiesAreStrict(t *testing.T) {
+	h := newHandler(t, &Handler{Name: "strict-body"})
+	h.t.SetLogger(zap.NewNop())
+	api := adminAPI{}
+	const ov, rs = "/throttle/override", "/throttle/reset"
+	for _, c := range []struct {
+		path, body string
+		code       int
+		reason     string
+	}{
+		{ov, `{"instance":"strict-body","state":"auto"}`, 200, ""},
+		{ov, " \n{\"instance\":\"strict-body\",\"state\":\"auto\"}\n ", 200, ""},
+		{rs, `{"instance":"strict-body","what":"circuit"}`, 200, ""},
+		// trailing data encoding/json's More does not see
+		{ov, `{"instance":"strict-body","state":"shed"}}`, 400, "body has data after the JSON object"},
+		{ov, `{"instance":"strict-body","state":"shed"}]`, 400, "body has data after the JSON object"},
+		{ov, `{"instance":"strict-body","state":"shed"} ] `, 400, "body has data after the JSON object"},
+		{rs, `{"instance":"strict-body","what":"all"}}}`, 400, "body has data after the JSON object"},
+		// keys in another case
+		{ov, `{"instance":"strict-body","STATE":"shed"}`, 400, `field names are case-sensitive: write "state"`},
+		{ov, `{"Instance":"strict-body","state":"shed"}`, 400, `field names are case-sensitive: write "instance"`},
+		{ov, `{"instance":"strict-body","state":"shed","For":"1m"}`, 400, `field names are case-sensitive: write "for"`},
+		{ov, `{"instance":"strict-body","state":"auto","STATE":"shed"}`, 400, `field names are case-sensitive: write "state"`},
+		{ov, `{"instance":"strict-body","ſtate":"shed"}`, 400, `field names are case-sensitive: write "state"`},
+		{rs, `{"instance":"strict-body","WHAT":"all"}`, 400, `field names are case-sensitive: write "what"`},
+		// as before
+		{ov, `{"instance":"strict-body","state":"shed"} {}`, 400, "body has data after the JSON object"},
+		{ov, `{"instance":"strict-body","state":"shed","until":"later"}`, 400, "unknown field in body"},
+		{ov, `{"instance":"strict-body","state":7}`, 400, `field "state" has the wrong type`},
+		{ov, `{"instance":"strict-body","state":`, 400, "body is not valid JSON"},
+		{ov, ``, 400, "empty body: a JSON object is required"},
+		{ov, " \n ", 400, "empty body: a JSON object is required"},
+		{ov, `{"instance":"strict-body","state":"shed","x":"` + strings.Repeat("a", maxAdminBody) + `"}`, 400, "body larger than 65536 bytes"},
+		{rs, `{"instance":"strict-body","what":"all"}` + strings.Repeat(" ", maxAdminBody), 400, "body larger than 65536 bytes"},
+	} {
+		fn := api.handleOverride
+		if c.path == rs {
+			fn = api.handleReset
+		}
+		code, reason := adminPost(t, fn, c.path, c.body)
+		if code != c.code || reason != c.reason {
+			t.Errorf("%s %.60q: %d %q, want %d %q", c.path, c.body, code, reason, c.code, c.reason)
+		}
+		if o := h.t.Status(time.Now()).Override; o != nil {
+			t.Errorf("%s %.60q left an override: %s", c.path, c.body, o.State)
+			override(t, h, "auto")
+		}
 	}
 }

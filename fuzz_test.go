@@ -60,6 +60,10 @@ func FuzzAdminBodies(f *testing.F) {
 		`{"instance":"fuzz","state":"shed","for":"-1s"}`,
 		`{"instance":"fuzz","state":"shed","for":"999999999999h"}`,
 		`{"instance":"fuzz","state":"shed"}{}`,
+		`{"instance":"fuzz","state":"shed"}}`,
+		`{"instance":"fuzz","state":"shed"}]`,
+		`{"instance":"fuzz","STATE":"shed"}`,
+		`{"INSTANCE":"fuzz","What":"all"}`,
 		`[]`, `null`, `"shed"`, `{"instance":1}`, `{`, ``,
 	} {
 		f.Add(seed)

@@ -75,9 +75,14 @@ type Observation struct {
 	// a failed sensor under on_error shed. A Hard sample is never good.
 	Hard bool
 	// Reason is human text, e.g. "p99 2.4s > 1.8 × 1.1s for 3 periods";
-	// kept as the last reason when the sample trips the Hysteresis. A recovery
-	// is worded by the Hysteresis itself.
+	// kept as the last reason when the sample trips the Hysteresis.
 	Reason string
+	// Recovery words a recovery on this sample in the level's units, given
+	// the Hysteresis's RecoverBelow and RecoverAfter, e.g.
+	// "p99 64ms < 0.9 × 126ms for 1 window"; the Hysteresis puts its name
+	// in front. It is called only when the sample recovers the Hysteresis,
+	// and only with a threshold. Nil: plain numbers.
+	Recovery func(o Observation, recoverBelow float64, recoverAfter int) string
 }
 
 // Hysteresis is one signal's tripped state with hysteresis.
@@ -188,7 +193,13 @@ func (l *Hysteresis) Observe(now time.Time, o Observation) (t Transition, change
 	l.goodStreak.Store(0)
 	l.badStreak = 0
 	// Observation.Reason explains a trip; a recovery says what held.
-	return l.transition(now, o, false, l.defaultReason(o, false)), true
+	reason := ""
+	if cfg := l.cfg.Load(); o.Recovery != nil && hasThreshold {
+		reason = l.name + ": " + o.Recovery(o, cfg.RecoverBelow, cfg.RecoverAfter)
+	} else {
+		reason = l.defaultReason(o, false)
+	}
+	return l.transition(now, o, false, reason), true
 }
 
 // maxHoldFactor caps how far quick re-trips stretch the minimum time

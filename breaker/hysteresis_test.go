@@ -2,6 +2,7 @@ package breaker
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -410,5 +411,46 @@ func TestLevelQuickRetripsHoldLonger(t *testing.T) {
 	now += 1000 // a calm spell
 	if h := episode(); h != 10*time.Second {
 		t.Fatalf("after a calm spell the hold is %v, want 10s again", h)
+	}
+}
+
+// A recovery is worded by the level when it gives Observation.Recovery:
+// called once, on the recovering sample only, with the Hysteresis's own
+// RecoverBelow and RecoverAfter, and prefixed with the name. Without it, or
+// without a threshold, the Hysteresis words it in plain numbers.
+func TestLevelRecoveryWordedByTheLevel(t *testing.T) {
+	calls := 0
+	words := func(o Observation, below float64, after int) string {
+		calls++
+		return fmt.Sprintf("%.1f units < %g × %.1f units for %d samples", o.Value, below, o.Threshold, after)
+	}
+	l := NewHysteresis("qps", HysteresisConfig{RecoverAfter: 3, RecoverBelow: 0.8, MinTripped: -1})
+	var trs []Transition
+	for i, v := range []float64{150, 10, 10, 10} {
+		if tr, ok := l.Observe(sec(float64(i)), Observation{Value: v, Threshold: 100, Recovery: words}); ok {
+			trs = append(trs, tr)
+		}
+	}
+	if len(trs) != 2 || trs[1].Tripped {
+		t.Fatalf("transitions %+v, want a trip and a recovery", trs)
+	}
+	if want := "qps: 10.0 units < 0.8 × 100.0 units for 3 samples"; trs[1].Reason != want || calls != 1 {
+		t.Fatalf("recovery %q after %d calls, want %q after 1", trs[1].Reason, calls, want)
+	}
+	if trs[0].Reason == trs[1].Reason || !strings.HasPrefix(trs[0].Reason, "qps: 150 > 100") {
+		t.Fatalf("trip reason %q", trs[0].Reason)
+	}
+
+	// No wording given, or no threshold to word it against: plain numbers.
+	for _, o := range []Observation{{Value: 10, Threshold: 100}, {Value: 10, Threshold: 0, Recovery: words}} {
+		l := NewHysteresis("gpu", HysteresisConfig{RecoverAfter: 1, MinTripped: -1})
+		l.Observe(sec(0), Observation{Hard: true, Reason: "sensor failed"})
+		tr, ok := l.Observe(sec(1), o)
+		if !ok || tr.Tripped || !strings.HasPrefix(tr.Reason, "gpu: 10 < 0.9 × ") || !strings.HasSuffix(tr.Reason, " for 1 observations") {
+			t.Fatalf("%+v: recovery %+v %v", o, tr, ok)
+		}
+	}
+	if calls != 1 {
+		t.Fatalf("Recovery called %d times without a threshold", calls)
 	}
 }

@@ -164,17 +164,37 @@ func (l *Level) Sample(now time.Time, _ levels.Inputs, report func(breaker.Trans
 	}
 	l.lastAt, l.lastObserved = r.At, now
 	o := breaker.Observation{Value: r.Value, Threshold: r.Threshold,
-		Reason: fmt.Sprintf("gpu %s %.1f%% > %.1f%%", r.Source, 100*r.Value, 100*r.Threshold)}
+		Reason: fmt.Sprintf("gpu %s %.1f%% > %.1f%%", r.Source, 100*r.Value, 100*r.Threshold),
+		Recovery: func(o breaker.Observation, recoverBelow float64, recoverAfter int) string {
+			return recovery(r.Source, o, recoverBelow, recoverAfter)
+		}}
 	if !r.Available {
 		if cfg.OnError == "shed" {
 			o = breaker.Observation{Threshold: r.Threshold, Hard: true, Reason: "gpu source unavailable (on_error shed): " + r.Reason}
 		} else {
-			o = breaker.Observation{Threshold: r.Threshold}
+			// No evidence of pressure: enough such readings recover a trip.
+			o = breaker.Observation{Threshold: r.Threshold,
+				Recovery: func(_ breaker.Observation, _ float64, recoverAfter int) string {
+					return fmt.Sprintf("source unavailable for %d %s (on_error allow): %s", recoverAfter, readings(recoverAfter), r.Reason)
+				}}
 		}
 	}
 	if tr, ok := l.h.Observe(now, o); ok {
 		report(tr)
 	}
+}
+
+// recovery words a recovery (breaker.Observation.Recovery) on source's
+// readings: value and threshold are fractions of memory, shown as percent.
+func recovery(source string, o breaker.Observation, recoverBelow float64, recoverAfter int) string {
+	return fmt.Sprintf("%s %.1f%% < %g × %.1f%% for %d %s", source, 100*o.Value, recoverBelow, 100*o.Threshold, recoverAfter, readings(recoverAfter))
+}
+
+func readings(n int) string {
+	if n == 1 {
+		return "reading"
+	}
+	return "readings"
 }
 
 // Status is the GPU level in /throttle/status: value and threshold as

@@ -139,3 +139,38 @@ func TestSetConfigFailureKeepsTheRunningSource(t *testing.T) {
 		t.Fatalf("on_error alone reopened the source: %v %v", reopened, err)
 	}
 }
+
+// A recovery is worded like a trip: the source and percent of memory, and
+// how many readings held; an unreadable source under on_error allow says
+// so instead of "0 <".
+func TestLevelRecoveryReason(t *testing.T) {
+	l, publish := published(t, Config{})
+	now := time.Unix(1000, 0)
+	publish(Reading{Source: "nvidia-smi", Available: true, LastGood: now, Value: 0.9, Threshold: 0.75, At: now})
+	sample(l, now)
+	var trs []breaker.Transition
+	for range 4 {
+		now = now.Add(2 * time.Second)
+		publish(Reading{Source: "nvidia-smi", Available: true, LastGood: now, Value: 0.3, Threshold: 0.75, At: now})
+		trs = append(trs, sample(l, now)...)
+	}
+	if len(trs) != 1 || trs[0].Tripped {
+		t.Fatalf("transitions %+v, want one recovery", trs)
+	}
+	if want := "gpu: nvidia-smi 30.0% < 0.9 × 75.0% for 2 readings"; trs[0].Reason != want {
+		t.Fatalf("recovery %q, want %q", trs[0].Reason, want)
+	}
+
+	publish(Reading{Source: "nvidia-smi", Available: true, LastGood: now, Value: 0.95, Threshold: 0.75, At: now.Add(time.Second)})
+	now = now.Add(time.Second)
+	sample(l, now)
+	trs = nil
+	for range 5 {
+		now = now.Add(2 * time.Second)
+		publish(Reading{Source: "nvidia-smi", Reason: "exit status 9", Threshold: 0.75, At: now})
+		trs = append(trs, sample(l, now)...)
+	}
+	if want := "gpu: source unavailable for 2 readings (on_error allow): exit status 9"; len(trs) != 1 || trs[0].Reason != want {
+		t.Fatalf("transitions %+v, want one recovery %q", trs, want)
+	}
+}

@@ -113,12 +113,30 @@ func (l *Level) Sample(now time.Time, in levels.Inputs, report func(breaker.Tran
 	case farAbove:
 		reason += ", more than twice the threshold"
 	}
-	o := breaker.Observation{Value: s.Value.Seconds(), Threshold: s.Threshold.Seconds(), Hard: s.OverCeiling || farAbove, Reason: reason}
+	o := breaker.Observation{Value: s.Value.Seconds(), Threshold: s.Threshold.Seconds(), Hard: s.OverCeiling || farAbove, Reason: reason,
+		Recovery: func(o breaker.Observation, recoverBelow float64, recoverAfter int) string {
+			return recovery(cfg.Percentile, o, recoverBelow, recoverAfter)
+		}}
 	trace := l.slow.take()
 	if tr, ok := l.h.Observe(now, o); ok {
 		tr.TraceID = trace
 		report(tr)
 	}
+}
+
+// recovery words a recovery (breaker.Observation.Recovery) of the
+// percentile p: value and threshold are seconds, each sample a window.
+func recovery(p float64, o breaker.Observation, recoverBelow float64, recoverAfter int) string {
+	windows := "windows"
+	if recoverAfter == 1 {
+		windows = "window"
+	}
+	return fmt.Sprintf("p%g %v < %g × %v for %d %s", p, ms(o.Value), recoverBelow, ms(o.Threshold), recoverAfter, windows)
+}
+
+// ms is seconds as a duration rounded to the millisecond, as trips word it.
+func ms(seconds float64) time.Duration {
+	return time.Duration(seconds * float64(time.Second)).Round(time.Millisecond)
 }
 
 // fastPath trips the level between windows when the median time to first

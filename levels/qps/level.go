@@ -69,13 +69,20 @@ func (l *Level) Sample(now time.Time, in levels.Inputs, report func(breaker.Tran
 	l.lastArrivals, l.lastBurst = in.Arrivals, now
 	q := l.rates.sample(now, in.Arrivals, in.Learn)
 	o := breaker.Observation{Value: q.Rate, Threshold: q.Threshold, Hard: q.Threshold > 0 && q.Rate > hardFactor*q.Threshold,
-		Reason: fmt.Sprintf("%.1f req/s > %.1f (baseline %.1f × %.2g)", q.Rate, q.Threshold, q.Baseline, l.cfg.Load().TripFactor)}
+		Reason:   fmt.Sprintf("%.1f req/s > %.1f (baseline %.1f × %.2g)", q.Rate, q.Threshold, q.Baseline, l.cfg.Load().TripFactor),
+		Recovery: recovery}
 	if q.Baseline == 0 { // the fixed limit alone
 		o.Reason = fmt.Sprintf("%.1f req/s > limit %.1f", q.Rate, q.Threshold)
 	}
 	if tr, ok := l.h.Observe(now, o); ok {
 		report(tr)
 	}
+}
+
+// recovery words a recovery (breaker.Observation.Recovery): the level is
+// judged on whole seconds, so recoverAfter samples are as many seconds.
+func recovery(o breaker.Observation, recoverBelow float64, recoverAfter int) string {
+	return fmt.Sprintf("%.1f req/s < %g × %.1f req/s for %d s", o.Value, recoverBelow, o.Threshold, recoverAfter)
 }
 
 func (l *Level) burst(now time.Time, in levels.Inputs, report func(breaker.Transition)) {
