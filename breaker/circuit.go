@@ -164,21 +164,30 @@ func (c CircuitConfig) normalize() CircuitConfig {
 // Ticket is what Allow hands out and Done takes back. It is a small value
 // with no pointers. The zero Ticket is not valid; Done ignores it.
 type Ticket struct {
-	slot  int32 // probe slot, -1 for a normal request
-	lease int64 // probe: the lease stamp the slot held when granted
+	slot    int32  // probe slot, -1 for a normal request
+	episode uint32 // probe: the Half-Open episode that granted it
+	lease   int64  // probe: the lease's expiry (mono ns) when granted, > 0
 }
 
 // Probe reports whether the ticket is a Half-Open probe.
-func (t Ticket) Probe() bool { return t.slot >= 0 && t.lease != 0 }
+func (t Ticket) Probe() bool { return t.slot >= 0 && t.lease > 0 }
 
 var normalTicket = Ticket{slot: -1}
 
-// Slot values: free, or held by a probe done reporting (never expires),
-// otherwise a lease stamp = the lease's expiry (mono ns).
-const (
-	slotFree    int64 = 0
-	slotClosing int64 = math.MaxInt64
-)
+// A probe slot holds one int64:
+//   - v <= 0: free; -v is the last lease stamp issued on it (0: never);
+//   - v == slotClosing: held by a probe that is reporting (never expires);
+//   - otherwise held, and v is the lease's expiry (mono ns).
+//
+// A new lease on a slot is stamped with its expiry now+ProbeTimeout, raised
+// by a nanosecond only where a stale clock would repeat the slot's last
+// stamp. So stamps on one slot strictly increase within an episode, and a
+// ticket's (episode, slot, lease) names one lease: Done can tell a probe
+// from the one that took its expired slot.
+const slotClosing int64 = math.MaxInt64
+
+// free reports whether slot value v is free.
+func free(v int64) bool { return v <= 0 }
 
 // phase is one immutable episode of the Circuit's state. Every transition
 // installs a new phase by CAS on Circuit.ph, so state, openUntil and backoff
@@ -192,6 +201,7 @@ type phase struct {
 	backoff   time.Duration // Open: this open's duration; else the next one's
 	ratio     float64       // window failure ratio at the transition
 
+	episode   uint32         // HalfOpen: its number, carried by its tickets
 	probes    []atomic.Int64 // HalfOpen: one slot per probe
 	successes atomic.Int64   // HalfOpen: probe successes this episode
 	announced atomic.Bool    // reported as a Transition (Done, Poll) yet
@@ -212,10 +222,10 @@ type phase struct {
 // Done take no lock, and Closed + success is a few atomic ops with no
 // allocation.
 type Circuit struct {
-	cfg   atomic.Pointer[CircuitConfig] // replaced whole by SetConfig
-	ph    atomic.Pointer[phase]
-	win   atomic.Pointer[window] // replaced when the window's length changes
-	stamp atomic.Int64           // last lease stamp handed out; stamps strictly increase
+	cfg      atomic.Pointer[CircuitConfig] // replaced whole by SetConfig
+	ph       atomic.Pointer[phase]
+	win      atomic.Pointer[window] // replaced when the window's length changes
+	episodes atomic.Uint32          // Half-Open episodes started; numbers tickets
 
 	opens       atomic.Uint64
 	transitions atomic.Uint64
@@ -228,7 +238,6 @@ func NewCircuit(cfg CircuitConfig) *Circuit {
 	c := &Circuit{}
 	c.cfg.Store(&cfg)
 	c.win.Store(newWindow(cfg.Window.D()))
-	c.stamp.Store(math.MinInt64)
 	p := &phase{state: Closed, backoff: cfg.OpenFor.D()}
 	p.announced.Store(true)
 	c.ph.Store(p)
@@ -288,21 +297,21 @@ func (c *Circuit) probe(p *phase, m int64) (t Ticket, ok bool, retryIn time.Dura
 	for i := range p.probes {
 		s := &p.probes[i]
 		v := s.Load()
-		if v == slotFree || (v != slotClosing && v <= m) {
-			stamp := c.nextStamp(m)
+		if free(v) || (v != slotClosing && v <= m) {
+			stamp := c.stamp(m, v)
 			if s.CompareAndSwap(v, stamp) {
 				if c.ph.Load() != p {
 					// The episode ended meanwhile: give the slot back and
 					// decide again under the new state.
-					s.CompareAndSwap(stamp, slotFree)
+					s.CompareAndSwap(stamp, -stamp)
 					return Ticket{}, false, 0, true
 				}
-				return Ticket{slot: int32(i), lease: stamp}, true, 0, false
+				return Ticket{slot: int32(i), episode: p.episode, lease: stamp}, true, 0, false
 			}
 			v = s.Load() // lost the race; account for the winner's lease
 		}
 		switch {
-		case v == slotFree:
+		case free(v):
 			earliest = min(earliest, m) // freed meanwhile: retry at once
 		case v != slotClosing:
 			earliest = min(earliest, v)
@@ -315,40 +324,32 @@ func (c *Circuit) probe(p *phase, m int64) (t Ticket, ok bool, retryIn time.Dura
 	return normalTicket, false, time.Duration(max(earliest-m, 0)), false
 }
 
-// nextStamp returns a lease stamp: the lease's expiry m+ProbeTimeout, raised
-// when needed so that stamps strictly increase and never collide with the
-// slot sentinels. Unique stamps let Done tell a probe from the one that took
-// its expired slot.
-func (c *Circuit) nextStamp(m int64) int64 {
+// stamp returns the lease stamp for a slot taken at m from value v: the
+// lease's expiry m+ProbeTimeout, raised past the slot's last stamp when a
+// stale m would repeat it, and kept clear of the sentinels (> 0, <
+// slotClosing).
+func (c *Circuit) stamp(m, v int64) int64 {
+	last := v
+	if free(v) {
+		last = -v
+	}
 	want := m + int64(c.cfg.Load().ProbeTimeout)
 	if want < m { // overflow
 		want = slotClosing - 1
 	}
-	for {
-		old := c.stamp.Load()
-		s := max(want, old+1)
-		if s == slotFree {
-			s++
-		}
-		if s >= slotClosing {
-			s = slotClosing - 1 // only reachable ~292 years after epoch
-		}
-		if c.stamp.CompareAndSwap(old, s) {
-			return s
-		}
-	}
+	return min(max(want, last+1, 1), slotClosing-1)
 }
 
 // Cancel gives back an admitted request's ticket without an outcome: the
 // client went away, which says nothing about the upstream. A probe's slot
 // is freed at once for the next probe; a normal ticket needs nothing.
 func (c *Circuit) Cancel(t Ticket) {
-	if t.slot < 0 || t.lease == slotFree {
+	if !t.Probe() {
 		return
 	}
 	p := c.ph.Load()
-	if p.state == HalfOpen && int(t.slot) < len(p.probes) {
-		p.probes[t.slot].CompareAndSwap(t.lease, slotFree)
+	if p.state == HalfOpen && p.episode == t.episode && int(t.slot) < len(p.probes) {
+		p.probes[t.slot].CompareAndSwap(t.lease, -t.lease)
 	}
 }
 
@@ -388,11 +389,11 @@ func (c *Circuit) done(now time.Time, t Ticket, failed bool, shard uint32) (tr T
 		}
 		return c.maybeOpen(now, m)
 	}
-	if t.lease == slotFree {
+	if !t.Probe() {
 		return Transition{}, false // the zero Ticket
 	}
 	p := c.ph.Load()
-	if p.state != HalfOpen || int(t.slot) >= len(p.probes) {
+	if p.state != HalfOpen || p.episode != t.episode || int(t.slot) >= len(p.probes) {
 		return Transition{}, false
 	}
 	s := &p.probes[t.slot]
@@ -412,7 +413,7 @@ func (c *Circuit) done(now time.Time, t Ticket, failed bool, shard uint32) (tr T
 		return c.swap(p, c.openPhase(now, m, b, reason, 0))
 	}
 	if p.successes.Add(1) < int64(c.cfg.Load().Probes) {
-		s.Store(slotFree)
+		s.Store(-t.lease)
 		return Transition{}, false
 	}
 	np := &phase{
@@ -464,6 +465,7 @@ func (c *Circuit) toHalfOpen(p *phase, now time.Time, announced bool) (Transitio
 		since:   now,
 		backoff: p.backoff,
 		reason:  fmt.Sprintf("open for %v elapsed; admitting %d probe(s)", p.backoff, c.cfg.Load().Probes),
+		episode: c.episodes.Add(1),
 		probes:  make([]atomic.Int64, c.cfg.Load().Probes),
 	}
 	np.announced.Store(announced)
@@ -562,7 +564,7 @@ func (c *Circuit) Status(now time.Time) CircuitSnapshot {
 		st.RetryIn = time.Duration(p.openUntil - m)
 	}
 	for i := range p.probes {
-		if v := p.probes[i].Load(); v == slotClosing || (v != slotFree && v > m) {
+		if v := p.probes[i].Load(); v == slotClosing || (!free(v) && v > m) {
 			st.ProbesInFlight++
 		}
 	}

@@ -639,3 +639,51 @@ func done(c *Circuit, now time.Time, t Ticket, failed bool) (Transition, bool) {
 	}
 	return Transition{}, false
 }
+
+// A lease is stamped with its exact expiry, and a stale clock cannot make a
+// new lease on a slot repeat an older one's stamp: the expired probe's late
+// result stays ignored after its slot was taken, freed and taken again by a
+// caller whose clock lags.
+func TestCircuitStaleClockKeepsLeasesApart(t *testing.T) {
+	c := openCircuit(t, CircuitConfig{OpenFor: 60 * s, Probes: 1, ProbeTimeout: 30 * s})
+	a, ok, _ := c.Allow(at(60 * s))
+	if !ok || a.lease != Mono(at(90*s)) {
+		t.Fatalf("lease %v, want its expiry %v", a.lease, Mono(at(90*s)))
+	}
+	b, ok, _ := c.Allow(at(91 * s)) // a's lease expired
+	if !ok || b.slot != a.slot {
+		t.Fatal("setup: expired slot not reassigned")
+	}
+	c.Cancel(b)
+	stale, ok, _ := c.Allow(at(60 * s)) // this caller read the clock 31 s ago
+	if !ok || stale.lease == a.lease || stale.lease <= b.lease {
+		t.Fatalf("stale lease %v repeats or precedes a %v / b %v", stale.lease, a.lease, b.lease)
+	}
+	if _, ch := done(c, at(92*s), a, true); ch || c.State() != HalfOpen {
+		t.Fatal("the expired probe's late failure acted on a later lease")
+	}
+}
+
+// A probe ticket from an earlier Half-Open episode never acts on a later
+// one, even where the later episode's lease on the same slot carries the
+// same stamp.
+func TestCircuitEarlierEpisodeTicketIgnored(t *testing.T) {
+	c := openCircuit(t, CircuitConfig{OpenFor: 60 * s, Probes: 2, ProbeTimeout: 30 * s})
+	old, _, _ := c.Allow(at(60 * s))
+	c.Reset(at(60 * s))
+	outcomes(t, c, at(60*s), 4, true) // reopens for 60 s
+	c.Poll(at(120 * s))
+	if c.State() != HalfOpen {
+		t.Fatalf("setup: state %v", c.State())
+	}
+	// Forge the collision a clock that lags by the whole episode would make.
+	cur := c.ph.Load()
+	cur.probes[old.slot].Store(old.lease)
+	if _, ch := done(c, at(121*s), old, true); ch || c.State() != HalfOpen {
+		t.Fatal("a ticket of an earlier episode acted on this one")
+	}
+	c.Cancel(old)
+	if v := cur.probes[old.slot].Load(); v != old.lease {
+		t.Fatalf("an earlier episode's cancel freed this episode's slot: %v", v)
+	}
+}
