@@ -1,0 +1,107 @@
+package admission
+
+import (
+	"time"
+
+	"github.com/ai-guardian/adaptivethrottle/config"
+	"github.com/ai-guardian/adaptivethrottle/priority"
+)
+
+// Config is the `concurrency` block: how many requests the upstream is
+// given at once, and how long and how many may wait for a slot.
+type Config struct {
+	// Limit fixes the number of requests in flight; 0 (the default) learns
+	// it from time to first byte.
+	Limit int `json:"limit,omitempty"`
+	// Min and Max bound the learned limit. Defaults 1 and 1000.
+	Min int `json:"min,omitempty"`
+	Max int `json:"max,omitempty"`
+	// Initial is the learned limit before anything is learned. Default 4:
+	// the first seconds double it while requests wait and time to first
+	// byte holds, so a small start costs a second, and a large one floods
+	// a small server.
+	Initial int `json:"initial,omitempty"`
+	// Queue bounds the requests waiting for a slot, per priority. Default
+	// 1000.
+	Queue int `json:"queue,omitempty"`
+	// MaxWait is how long a request of each priority waits for a slot
+	// before it is refused. Defaults: 1s each. While shedding, low never
+	// waits.
+	MaxWait MaxWait `json:"max_wait,omitzero"`
+}
+
+// MaxWait is the longest wait for a slot, per priority.
+type MaxWait struct {
+	High   config.Duration `json:"high,omitempty"`
+	Medium config.Duration `json:"medium,omitempty"`
+	Low    config.Duration `json:"low,omitempty"`
+}
+
+// Of returns the wait of priority p.
+func (m MaxWait) Of(p priority.Priority) time.Duration {
+	switch p {
+	case priority.High:
+		return m.High.D()
+	case priority.Medium:
+		return m.Medium.D()
+	}
+	return m.Low.D()
+}
+
+// Defaults of the concurrency block.
+const (
+	DefaultMin     = 1
+	DefaultMax     = 1000
+	DefaultInitial = 4
+	DefaultQueue   = 1000
+	DefaultMaxWait = time.Second
+)
+
+// Defaults fills the zero fields. It never replaces a value the user gave.
+func (c *Config) Defaults() {
+	if c.Min == 0 {
+		c.Min = DefaultMin
+	}
+	if c.Max == 0 {
+		c.Max = max(DefaultMax, c.Min)
+	}
+	if c.Initial == 0 {
+		c.Initial = min(max(DefaultInitial, c.Min), c.Max)
+	}
+	if c.Queue == 0 {
+		c.Queue = DefaultQueue
+	}
+	for _, d := range []*config.Duration{&c.MaxWait.High, &c.MaxWait.Medium, &c.MaxWait.Low} {
+		if *d == 0 {
+			*d = config.Duration(DefaultMaxWait)
+		}
+	}
+}
+
+// Validate reports the first bad value, naming its key.
+func (c Config) Validate() error {
+	const b = "concurrency"
+	for _, kv := range []struct {
+		key string
+		v   int
+	}{{"limit", c.Limit}, {"min", c.Min}, {"max", c.Max}, {"initial", c.Initial}, {"queue", c.Queue}} {
+		if kv.v < 0 {
+			return config.Errorf(b, kv.key, "must not be negative, got %d", kv.v)
+		}
+	}
+	if c.Max > 0 && c.Min > c.Max {
+		return config.Errorf(b, "min", "%d must not exceed max %d", c.Min, c.Max)
+	}
+	if c.Initial > 0 && ((c.Min > 0 && c.Initial < c.Min) || (c.Max > 0 && c.Initial > c.Max)) {
+		return config.Errorf(b, "initial", "%d must lie within min and max", c.Initial)
+	}
+	for _, kv := range []struct {
+		key string
+		d   config.Duration
+	}{{"max_wait high", c.MaxWait.High}, {"max_wait medium", c.MaxWait.Medium}, {"max_wait low", c.MaxWait.Low}} {
+		if kv.d < 0 {
+			return config.Errorf(b, kv.key, "must not be negative, got %v", kv.d.D())
+		}
+	}
+	return nil
+}

@@ -1,0 +1,321 @@
+package admission
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ai-guardian/adaptivethrottle/priority"
+)
+
+// waitQueued spins until the gate has n waiters: a precondition of the
+// test, never what it asserts.
+func waitQueued(t *testing.T, g *Gate, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for g.Waiting() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting = %d, want %d", g.Waiting(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestGateFreeSlotsThenFull(t *testing.T) {
+	g := NewGate(2, 10)
+	if !g.TryAcquire(priority.Low, false) || !g.TryAcquire(priority.Low, false) {
+		t.Fatal("two free slots refused")
+	}
+	if g.TryAcquire(priority.High, false) {
+		t.Fatal("a third slot granted at limit 2")
+	}
+	g.Release()
+	if !g.TryAcquire(priority.Low, false) {
+		t.Fatal("a released slot was not free")
+	}
+	if g.InFlight() != 2 {
+		t.Fatalf("in flight %d, want 2", g.InFlight())
+	}
+}
+
+// Every release goes to the oldest waiter of the highest priority.
+func TestGateReleaseInPriorityOrder(t *testing.T) {
+	g := NewGate(1, 10)
+	if !g.TryAcquire(priority.Low, false) {
+		t.Fatal("first slot refused")
+	}
+	order := make(chan string, 6)
+	var wg sync.WaitGroup
+	queue := func(p priority.Priority, name string, n int64) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if r := g.Wait(context.Background(), p, time.Minute, 0); r != Granted {
+				order <- name + ":" + "not granted"
+				return
+			}
+			order <- name
+		}()
+		waitQueued(t, g, n)
+	}
+	queue(priority.Low, "low1", 1)
+	queue(priority.Medium, "medium1", 2)
+	queue(priority.Low, "low2", 3)
+	queue(priority.High, "high1", 4)
+	queue(priority.Medium, "medium2", 5)
+	queue(priority.High, "high2", 6)
+	if g.TryAcquire(priority.High, false) {
+		t.Fatal("the fast path jumped the queue")
+	}
+	want := []string{"high1", "high2", "medium1", "medium2", "low1", "low2"}
+	for i, w := range want {
+		g.Release()
+		if got := <-order; got != w {
+			t.Fatalf("release %d went to %s, want %s", i, got, w)
+		}
+		if g.InFlight() != 1 {
+			t.Fatalf("in flight %d after a hand-off, want 1", g.InFlight())
+		}
+	}
+	wg.Wait()
+	g.Release()
+	if g.InFlight() != 0 || g.Waiting() != 0 {
+		t.Fatalf("in flight %d, waiting %d at the end", g.InFlight(), g.Waiting())
+	}
+}
+
+func TestGateWaitExpires(t *testing.T) {
+	g := NewGate(1, 10)
+	g.TryAcquire(priority.Medium, false)
+	if r := g.Wait(context.Background(), priority.Medium, 5*time.Millisecond, 0); r != Expired {
+		t.Fatalf("wait = %v, want Expired", r)
+	}
+	if g.Waiting() != 0 || g.InFlight() != 1 {
+		t.Fatalf("after expiry: waiting %d, in flight %d; want 0, 1", g.Waiting(), g.InFlight())
+	}
+	g.Release()
+	if !g.TryAcquire(priority.Low, false) {
+		t.Fatal("an expired waiter left its slot behind")
+	}
+}
+
+// A client that goes away leaves the queue at once and holds nothing.
+func TestGateCancelLeavesNoSlot(t *testing.T) {
+	g := NewGate(1, 10)
+	g.TryAcquire(priority.High, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan Result)
+	go func() { done <- g.Wait(ctx, priority.High, time.Hour, 0) }()
+	waitQueued(t, g, 1)
+	cancel()
+	if r := <-done; r != Gone {
+		t.Fatalf("wait = %v, want Gone", r)
+	}
+	if g.Waiting() != 0 {
+		t.Fatalf("waiting %d after a cancel", g.Waiting())
+	}
+	g.Release()
+	if g.InFlight() != 0 {
+		t.Fatalf("in flight %d: the cancelled waiter took a slot", g.InFlight())
+	}
+}
+
+func TestGateQueueFull(t *testing.T) {
+	g := NewGate(1, 1)
+	g.TryAcquire(priority.Low, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go g.Wait(ctx, priority.Low, time.Hour, 0)
+	waitQueued(t, g, 1)
+	if r := g.Wait(context.Background(), priority.Low, time.Hour, 0); r != Full {
+		t.Fatalf("wait on a full queue = %v, want Full", r)
+	}
+	// Each priority has its own queue.
+	go g.Wait(ctx, priority.High, time.Hour, 0)
+	waitQueued(t, g, 2)
+}
+
+// While shedding, the reserve is room only high priority may take, inside
+// the limit.
+func TestGateReserveInsideLimit(t *testing.T) {
+	g := NewGate(4, 10)
+	g.SetReserve(1)
+	for i := range 3 {
+		if !g.TryAcquire(priority.Medium, true) {
+			t.Fatalf("medium slot %d refused", i)
+		}
+	}
+	if g.TryAcquire(priority.Low, true) || g.TryAcquire(priority.Medium, true) {
+		t.Fatal("medium or low took the reserve while shedding")
+	}
+	if !g.TryAcquire(priority.High, true) {
+		t.Fatal("high was refused its reserve")
+	}
+	if g.TryAcquire(priority.High, true) {
+		t.Fatal("high took more than the limit")
+	}
+	g.Release()
+	g.Release()
+	// Not shedding: the reserve is everyone's.
+	if !g.TryAcquire(priority.Low, false) || !g.TryAcquire(priority.Low, false) {
+		t.Fatal("the reserve was kept while not shedding")
+	}
+}
+
+// A waiting medium request is not handed the reserve while shedding; a
+// high one is.
+func TestGateHandOffRespectsReserve(t *testing.T) {
+	g := NewGate(2, 10)
+	g.SetReserve(1)
+	g.SetShedding(true)
+	g.TryAcquire(priority.High, true)
+	g.TryAcquire(priority.High, true)
+	got := make(chan priority.Priority, 2)
+	go func() {
+		if g.Wait(context.Background(), priority.Medium, time.Minute, 0) == Granted {
+			got <- priority.Medium
+		}
+	}()
+	waitQueued(t, g, 1)
+	g.Release() // one taken: medium's room is 2 − 1 = 1, full
+	select {
+	case p := <-got:
+		t.Fatalf("%v was handed the reserve", p)
+	default:
+	}
+	go func() {
+		if g.Wait(context.Background(), priority.High, time.Minute, 0) == Granted {
+			got <- priority.High
+		}
+	}()
+	if p := <-got; p != priority.High {
+		t.Fatalf("the free reserve slot went to %v", p)
+	}
+	g.SetShedding(false) // the reserve is everyone's again: no slot free yet
+	g.Release()
+	if p := <-got; p != priority.Medium {
+		t.Fatalf("the next slot went to %v", p)
+	}
+}
+
+func TestGateLoweredLimitDrains(t *testing.T) {
+	g := NewGate(3, 10)
+	for range 3 {
+		g.TryAcquire(priority.Low, false)
+	}
+	g.SetLimit(1)
+	g.Release()
+	if g.TryAcquire(priority.High, false) {
+		t.Fatal("a slot was free at 2 in flight under limit 1")
+	}
+	g.Release()
+	g.Release()
+	if !g.TryAcquire(priority.High, false) {
+		t.Fatal("no slot at 0 in flight")
+	}
+	// A raised limit hands its new room to waiters at once.
+	done := make(chan Result)
+	go func() { done <- g.Wait(context.Background(), priority.Low, time.Minute, 0) }()
+	waitQueued(t, g, 1)
+	g.SetLimit(2)
+	if r := <-done; r != Granted {
+		t.Fatalf("wait = %v after the limit rose", r)
+	}
+}
+
+// Under contention the limit holds and nothing leaks: every slot is given
+// back, every waiter leaves.
+func TestGateConcurrentNoLeak(t *testing.T) {
+	const limit = 3
+	g := NewGate(limit, 1000)
+	var peak, cur atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(i), 1))
+			for range 200 {
+				p := priority.Priority(r.IntN(3))
+				ok := g.TryAcquire(p, false)
+				if !ok {
+					ctx, cancel := context.WithCancel(context.Background())
+					if r.IntN(4) == 0 {
+						cancel()
+					}
+					ok = g.Wait(ctx, p, time.Duration(r.IntN(200))*time.Microsecond, 0) == Granted
+					cancel()
+				}
+				if !ok {
+					continue
+				}
+				n := cur.Add(1)
+				for {
+					m := peak.Load()
+					if n <= m || peak.CompareAndSwap(m, n) {
+						break
+					}
+				}
+				cur.Add(-1)
+				g.Release()
+			}
+		}()
+	}
+	wg.Wait()
+	if g.InFlight() != 0 || g.Waiting() != 0 {
+		t.Fatalf("in flight %d, waiting %d after everyone finished", g.InFlight(), g.Waiting())
+	}
+	if peak.Load() > limit {
+		t.Fatalf("%d held at once under limit %d", peak.Load(), limit)
+	}
+	if l, _ := g.Queues(0); l != [priority.Count]int{} {
+		t.Fatalf("queues %v not empty", l)
+	}
+}
+
+func TestGateQueuesAndOldest(t *testing.T) {
+	g := NewGate(1, 10)
+	g.TryAcquire(priority.Low, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go g.Wait(ctx, priority.Medium, time.Hour, 100)
+	waitQueued(t, g, 1)
+	go g.Wait(ctx, priority.Low, time.Hour, 300)
+	waitQueued(t, g, 2)
+	l, oldest := g.Queues(1100)
+	if l != [priority.Count]int{priority.Low: 1, priority.Medium: 1} || oldest != 1000 {
+		t.Fatalf("queues %v oldest %v; want low 1 medium 1, 1µs", l, oldest)
+	}
+}
+
+func TestGateFastPathAllocatesNothing(t *testing.T) {
+	g := NewGate(1, 10)
+	if n := testing.AllocsPerRun(1000, func() {
+		g.TryAcquire(priority.Medium, false)
+		g.Release()
+	}); n != 0 {
+		t.Fatalf("TryAcquire+Release: %v allocs", n)
+	}
+	g.Wait(context.Background(), priority.Low, time.Second, 0) // warm the pool
+	g.Release()
+	if n := testing.AllocsPerRun(1000, func() {
+		g.Wait(context.Background(), priority.Low, time.Second, 0)
+		g.Release()
+	}); n != 0 {
+		t.Fatalf("a wait granted at once: %v allocs", n)
+	}
+}
+
+func BenchmarkGateTryAcquireRelease(b *testing.B) {
+	g := NewGate(1<<20, 10)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			g.TryAcquire(priority.Medium, false)
+			g.Release()
+		}
+	})
+}

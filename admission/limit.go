@@ -1,0 +1,219 @@
+package admission
+
+import (
+	"fmt"
+	"math"
+	"sync"
+	"time"
+)
+
+// Limit learns how many requests in flight the upstream takes before a
+// queue builds inside it. It is of the family of Netflix's Gradient2 and
+// Envoy's adaptive concurrency: each step compares the time to first byte
+// of the step (short) with its long-run average (long), and
+//
+//	limit ← limit × gradient + √limit,   gradient = clamp(tolerance × long / short, ½, 1)
+//
+// smoothed, so that while first bytes come as fast as usual the limit
+// grows by a queue allowance of √limit, and when they slow down — a queue
+// is building at the upstream — it shrinks in proportion. The long average
+// learns only from steps in which nobody waited for a slot and first bytes
+// kept within the tolerance: then the limit did not bind, and what first
+// bytes cost is what the load costs, so a load-dependent rise (continuous
+// batching serves the first token later at 90% load than idle) becomes the
+// norm instead of a cut. While requests wait, the limit binds and the
+// average holds still: it cannot drift up with the queue the limit lets
+// the upstream keep. When the short time falls far under it (the pressure
+// is gone), it follows down at once.
+//
+// Besides the gradient:
+//   - the first steps double the limit while requests wait for a slot and
+//     first bytes hold, so a cold start does not queue at a small limit;
+//   - a limit the traffic does not use (fewer than half its slots taken,
+//     nobody waiting) does not grow, so an idle gateway cannot inflate it
+//     and then let a surge through;
+//   - pressure from the levels (GPU memory, latency) or a circuit that is
+//     not closed cuts the limit by a tenth a step however fast first bytes
+//     come;
+//   - it stays within [Min, Max].
+//
+// It sees time to first byte, never the whole response: an answer's length
+// is not congestion. Its methods may be called from any goroutine.
+type Limit struct {
+	mu        sync.Mutex
+	cfg       Config
+	limit     float64
+	long      float64 // ns: long-run average time to first byte
+	short     float64 // ns: the last step's average
+	gradient  float64
+	slowStart bool
+	// carried between steps until enough first bytes were seen
+	sum   time.Duration
+	count uint64
+	since time.Time
+	why   string
+}
+
+// Tuning of the learner.
+const (
+	// tolerance: first bytes may come this many times slower than the
+	// long-run average before the limit shrinks.
+	tolerance = 2.0
+	// longSteps: the long-run average's memory, in steps (10 s at four
+	// steps a second).
+	longSteps = 40
+	// smoothing: the weight of a step's new limit.
+	smoothing = 0.2
+	// minSamples: first bytes a step needs to be judged; fewer are carried
+	// to the next step, for at most a second.
+	minSamples = 4
+	// pressureCut: the cut per step under pressure.
+	pressureCut = 0.9
+)
+
+// Signal is what the sampler saw over one step.
+type Signal struct {
+	Now time.Time
+	// TTFB and Count: the sum of the times to first byte of the successful
+	// answers that started in the step, and how many there were.
+	TTFB  time.Duration
+	Count uint64
+	// InFlight is the slots taken now; Waiting the requests queued, or
+	// refused for want of a slot, since the last step.
+	InFlight int64
+	Waiting  bool
+	// Pressure: a level that says the upstream is hurting (GPU, latency)
+	// is tripped, or the circuit is not closed.
+	Pressure bool
+}
+
+// NewLimit returns a learner at cfg's initial limit (or its fixed one);
+// cfg is defaulted.
+func NewLimit(cfg Config) *Limit {
+	cfg.Defaults()
+	l := &Limit{cfg: cfg, limit: float64(cfg.Initial), slowStart: true, gradient: 1, why: "initial"}
+	if cfg.Limit > 0 {
+		l.limit, l.why = float64(cfg.Limit), "fixed"
+	}
+	return l
+}
+
+// SetConfig applies a reloaded config, keeping what was learned (within
+// the new bounds).
+func (l *Limit) SetConfig(cfg Config) {
+	cfg.Defaults()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	old := l.cfg
+	l.cfg = cfg
+	switch {
+	case cfg.Limit > 0:
+		l.limit, l.why = float64(cfg.Limit), "fixed"
+	case old.Limit > 0: // fixed before: learn from the initial limit
+		l.limit, l.slowStart, l.why = float64(cfg.Initial), true, "initial"
+	default:
+		l.limit = l.clamp(l.limit)
+	}
+}
+
+// Forget starts learning over.
+func (l *Limit) Forget() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := NewLimit(l.cfg)
+	l.limit, l.long, l.short, l.gradient, l.slowStart = n.limit, 0, 0, 1, n.slowStart
+	l.sum, l.count, l.since, l.why = 0, 0, time.Time{}, n.why
+}
+
+// Value is the limit now, in whole slots.
+func (l *Limit) Value() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.value()
+}
+
+func (l *Limit) value() int { return int(math.Round(l.limit)) }
+
+// Step learns from one step's signal and returns the new limit.
+func (l *Limit) Step(s Signal) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cfg.Limit > 0 {
+		return l.cfg.Limit
+	}
+	if l.since.IsZero() {
+		l.since = s.Now
+	}
+	l.sum += s.TTFB
+	l.count += s.Count
+	judged := l.count >= minSamples || (l.count > 0 && s.Now.Sub(l.since) >= time.Second)
+	used := float64(s.InFlight) >= l.limit/2 || s.Waiting
+
+	next := l.limit
+	if judged {
+		l.short = float64(l.sum) / float64(l.count)
+		l.sum, l.count, l.since = 0, 0, s.Now
+		switch {
+		case l.long == 0:
+			l.long = l.short
+		case l.long > 2*l.short: // the pressure is gone: follow down at once
+			l.long = l.short + (l.long-l.short)/2
+		case !s.Waiting && l.short <= tolerance*l.long:
+			// Everyone asking got a slot, and first bytes kept within the
+			// tolerance: this is what the load costs. While requests wait
+			// the limit is what binds, and the average must not drift up
+			// with the queue the limit allows.
+			l.long += (l.short - l.long) / longSteps
+		}
+		l.gradient = math.Max(0.5, math.Min(1, tolerance*l.long/l.short))
+		switch {
+		case l.gradient < 1:
+			l.slowStart = false
+			next = l.limit*(1-smoothing) + (l.limit*l.gradient+math.Sqrt(l.limit))*smoothing
+			l.why = fmt.Sprintf("first byte %v > %g × %v", ms(l.short), tolerance, ms(l.long))
+		case !used:
+			l.why = "limit unused"
+		case l.slowStart && s.Waiting:
+			next = 2 * l.limit
+			l.why = "slow start"
+		default:
+			next = l.limit + math.Sqrt(l.limit)*smoothing
+			l.why = "probing up"
+		}
+	}
+	if s.Pressure {
+		l.slowStart = false
+		next = math.Min(next, l.limit*pressureCut)
+		l.why = "pressure from a level or the circuit"
+	}
+	l.limit = l.clamp(next)
+	return l.value()
+}
+
+func (l *Limit) clamp(v float64) float64 {
+	return math.Max(float64(l.cfg.Min), math.Min(float64(l.cfg.Max), v))
+}
+
+// LimitStatus is what the learner shows in status.
+type LimitStatus struct {
+	Limit    int     `json:"limit"`
+	Min      int     `json:"min"`
+	Max      int     `json:"max"`
+	Fixed    bool    `json:"fixed"`
+	ShortS   float64 `json:"ttfb_short_s"` // the last judged step's average time to first byte
+	LongS    float64 `json:"ttfb_long_s"`  // its long-run average
+	Gradient float64 `json:"gradient"`
+	Driver   string  `json:"driver"` // what moved the limit last
+}
+
+// Status returns the learner's state.
+func (l *Limit) Status() LimitStatus {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return LimitStatus{Limit: l.value(), Min: l.cfg.Min, Max: l.cfg.Max, Fixed: l.cfg.Limit > 0,
+		ShortS: round(l.short / 1e9), LongS: round(l.long / 1e9), Gradient: round(l.gradient), Driver: l.why}
+}
+
+func ms(ns float64) time.Duration { return time.Duration(ns).Round(time.Millisecond) }
+
+func round(v float64) float64 { return math.Round(v*1e4) / 1e4 }

@@ -1,0 +1,172 @@
+package admission
+
+import (
+	"math"
+	"testing"
+	"time"
+)
+
+// upstream is a model of an LLM server with slots batch slots and a FIFO
+// queue: with inflight requests, those beyond the slots wait for one, each
+// place in the queue costing service/slots, before a prefill.
+type upstream struct {
+	slots   int
+	prefill time.Duration
+	service time.Duration
+}
+
+func (u upstream) ttfb(inflight int) time.Duration {
+	queued := max(0, inflight-u.slots)
+	return u.prefill + time.Duration(queued)*u.service/time.Duration(u.slots)
+}
+
+// saturate runs steps of 250 ms with more demand than the limit (every
+// slot taken, requests waiting) and returns the limits seen.
+func saturate(l *Limit, u upstream, now *time.Time, steps int) []int {
+	var seen []int
+	for range steps {
+		*now = now.Add(250 * time.Millisecond)
+		n := l.Value()
+		seen = append(seen, l.Step(Signal{Now: *now, TTFB: 5 * u.ttfb(n), Count: 5, InFlight: int64(n), Waiting: true}))
+	}
+	return seen
+}
+
+func span(v []int) (lo, hi int) {
+	lo, hi = math.MaxInt, 0
+	for _, x := range v {
+		lo, hi = min(lo, x), max(hi, x)
+	}
+	return lo, hi
+}
+
+// From a cold start the limit climbs to the upstream's slots within a
+// couple of seconds and then holds just above them: the slots full, a
+// queue of one or two inside the server. When the server loses half its
+// slots the limit follows down; when they come back, up.
+func TestLimitConvergesUpAndDown(t *testing.T) {
+	l := NewLimit(Config{})
+	now := time.Unix(0, 0)
+	u := upstream{slots: 8, prefill: 40 * time.Millisecond, service: 750 * time.Millisecond}
+
+	first := saturate(l, u, &now, 8) // two seconds
+	if first[len(first)-1] < u.slots {
+		t.Fatalf("cold start: limit %v after 2 s, below the %d slots", first, u.slots)
+	}
+	lo, hi := span(saturate(l, u, &now, 120)[40:])
+	if lo < u.slots || hi > u.slots+3 {
+		t.Fatalf("saturated at 8 slots: limit within [%d, %d], want within [8, 11]", lo, hi)
+	}
+
+	u.slots = 4
+	lo, hi = span(saturate(l, u, &now, 120)[40:])
+	if lo < 4 || hi > 6 {
+		t.Fatalf("after a drop to 4 slots: limit within [%d, %d], want within [4, 6]", lo, hi)
+	}
+
+	u.slots = 16
+	lo, hi = span(saturate(l, u, &now, 240)[160:])
+	if lo < 16 || hi > 20 {
+		t.Fatalf("after a rise to 16 slots: limit within [%d, %d], want within [16, 20]", lo, hi)
+	}
+}
+
+// A limit the traffic does not use does not grow.
+func TestLimitUnusedDoesNotGrow(t *testing.T) {
+	l := NewLimit(Config{Initial: 20})
+	now := time.Unix(0, 0)
+	for range 400 {
+		now = now.Add(250 * time.Millisecond)
+		l.Step(Signal{Now: now, TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 3})
+	}
+	if v := l.Value(); v != 20 {
+		t.Fatalf("limit %d after 100 s of light load, want 20", v)
+	}
+	if d := l.Status().Driver; d != "limit unused" {
+		t.Fatalf("driver %q", d)
+	}
+}
+
+// First bytes that come later under load, but steadily (continuous
+// batching at 90% load), do not drive the limit down for good: the
+// long-run average takes them as the norm.
+func TestLimitTakesASteadyRiseAsTheNorm(t *testing.T) {
+	l := NewLimit(Config{Initial: 16})
+	now := time.Unix(0, 0)
+	step := func(ttfb time.Duration) int {
+		now = now.Add(250 * time.Millisecond)
+		return l.Step(Signal{Now: now, TTFB: 5 * ttfb, Count: 5, InFlight: 12})
+	}
+	for range 20 {
+		step(20 * time.Millisecond) // idle floor
+	}
+	// A rise within the tolerance never shrinks it.
+	for range 200 {
+		if v := step(38 * time.Millisecond); v < 16 {
+			t.Fatalf("limit %d at 1.9× the floor", v)
+		}
+	}
+}
+
+// Pressure from a level cuts the limit by a tenth a step, even while first
+// bytes come fast; once it is gone, the limit probes up again.
+func TestLimitPressureCuts(t *testing.T) {
+	l := NewLimit(Config{Initial: 100})
+	now := time.Unix(0, 0)
+	for range 5 {
+		now = now.Add(250 * time.Millisecond)
+		l.Step(Signal{Now: now, TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 100, Pressure: true})
+	}
+	if v := l.Value(); v != 59 { // 100 × 0.9⁵
+		t.Fatalf("limit %d after 5 steps of pressure, want 59", v)
+	}
+	for range 5 {
+		now = now.Add(250 * time.Millisecond)
+		l.Step(Signal{Now: now, TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 59, Waiting: true})
+	}
+	if v := l.Value(); v <= 59 {
+		t.Fatalf("limit %d did not probe up after the pressure", v)
+	}
+	if l.Status().Driver != "probing up" {
+		t.Fatalf("driver %q", l.Status().Driver)
+	}
+}
+
+// Fewer first bytes than a judgement needs are carried to the next step;
+// a second's worth is judged whatever its count.
+func TestLimitCarriesThinSteps(t *testing.T) {
+	l := NewLimit(Config{Initial: 10})
+	now := time.Unix(0, 0)
+	for range 3 {
+		now = now.Add(250 * time.Millisecond)
+		l.Step(Signal{Now: now, TTFB: 40 * time.Millisecond, Count: 1, InFlight: 10, Waiting: true})
+	}
+	if s := l.Status(); s.ShortS != 0 {
+		t.Fatalf("judged after 3 samples: %+v", s)
+	}
+	now = now.Add(250 * time.Millisecond)
+	l.Step(Signal{Now: now, TTFB: 80 * time.Millisecond, Count: 1, InFlight: 10, Waiting: true})
+	if s := l.Status(); s.ShortS != 0.05 {
+		t.Fatalf("short %v, want the mean of the four, 0.05", s.ShortS)
+	}
+}
+
+func TestLimitFixedAndBounds(t *testing.T) {
+	l := NewLimit(Config{Limit: 7})
+	now := time.Unix(0, 0)
+	u := upstream{slots: 2, prefill: 40 * time.Millisecond, service: time.Second}
+	if lo, hi := span(saturate(l, u, &now, 40)); lo != 7 || hi != 7 {
+		t.Fatalf("fixed limit moved: [%d, %d]", lo, hi)
+	}
+	l.SetConfig(Config{Min: 3, Max: 5})
+	lo, hi := span(saturate(l, upstream{slots: 100, prefill: time.Millisecond, service: time.Second}, &now, 100))
+	if lo < 3 || hi > 5 {
+		t.Fatalf("limit within [%d, %d], bounds [3, 5]", lo, hi)
+	}
+	if err := (Config{Min: 6, Max: 5}).Validate(); err == nil || err.Error() != "concurrency: min 6 must not exceed max 5" {
+		t.Fatalf("Validate: %v", err)
+	}
+	if err := (Config{Queue: -1}).Validate(); err == nil || err.Error() != "concurrency: queue must not be negative, got -1" {
+		t.Fatalf("Validate: %v", err)
+	}
+}
