@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/ai-guardian/adaptivethrottle/admission"
 	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/config"
 	"github.com/ai-guardian/adaptivethrottle/levels/gpu"
@@ -122,9 +123,17 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		priority {
 //			from         <placeholder>  # {header.X-Priority}
 //			default      high | medium | low
-//			high_reserve <n>            # 8
+//			high_reserve <n> | <percent>%   # 20% of the concurrency limit
 //			medium_floor <req/s>        # 1
 //			trusted      <matcher...>   # honour claims only from these requests
+//		}
+//		concurrency {
+//			limit    auto | <n>         # auto: learned from time to first byte
+//			min      <n>                # 1
+//			max      <n>                # 1000
+//			initial  <n>                # 4
+//			queue    <n>                # 1000 waiting, per priority
+//			max_wait <duration> | [high <d>] [medium <d>] [low <d>]   # 1s each
 //		}
 //		retry_after <duration>         # 5s
 //	}
@@ -175,6 +184,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "priority":
 			h.Priority = new(PriorityConfig)
 			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return priorityKey(d, h.Priority) }, func() error { return h.Priority.Validate() })
+		case "concurrency":
+			h.Concurrency = new(admission.Config)
+			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return concurrencyKey(d, h.Concurrency) }, func() error { return h.Concurrency.Validate() })
 		case "retry_after":
 			err = oneArg(d, durationInto(d, &h.RetryAfter))
 		default:
@@ -340,6 +352,23 @@ func priorityKey(d *caddyfile.Dispenser, c *PriorityConfig) error {
 			c.From = v
 			return nil
 		})
+	case "high_reserve":
+		return oneArg(d, func(v string) error {
+			if strings.HasSuffix(v, "%") {
+				f, err := parseNumber(v)
+				if err != nil || f < 0 || f >= 1 {
+					return d.Errf("high_reserve must be a share from 0%% to under 100%% of the limit, or a whole number of slots, got %q", v)
+				}
+				c.HighReserveShare = f
+				return nil
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return d.Errf("high_reserve must be a whole number of slots ≥ 0, or a share such as 20%%, got %q", v)
+			}
+			c.HighReserve = &n
+			return nil
+		})
 	case "trusted":
 		set, err := caddyhttp.ParseCaddyfileNestedMatcherSet(d)
 		if err != nil {
@@ -356,6 +385,64 @@ func priorityKey(d *caddyfile.Dispenser, c *PriorityConfig) error {
 		return nil
 	}
 	return scalarKey(d, "priority", c)
+}
+
+func concurrencyKey(d *caddyfile.Dispenser, c *admission.Config) error {
+	switch d.Val() {
+	case "limit":
+		return oneArg(d, func(v string) error {
+			if v == "auto" {
+				c.Limit = 0
+				return nil
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return d.Errf("limit must be auto or a whole number ≥ 1, got %q", v)
+			}
+			c.Limit = n
+			return nil
+		})
+	case "max_wait":
+		args := d.RemainingArgs()
+		wait := func(v string) (config.Duration, error) {
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur <= 0 {
+				return 0, d.Errf("max_wait must be a positive duration such as 1s, got %q", v)
+			}
+			return config.Duration(dur), nil
+		}
+		switch {
+		case len(args) == 1:
+			w, err := wait(args[0])
+			c.MaxWait = admission.MaxWait{High: w, Medium: w, Low: w}
+			return err
+		case len(args) == 0 || len(args)%2 != 0:
+			return d.Errf("max_wait takes one duration, or pairs such as: max_wait high 5s medium 1s low 500ms")
+		}
+		seen := map[string]bool{}
+		for i := 0; i < len(args); i += 2 {
+			w, err := wait(args[i+1])
+			if err != nil {
+				return err
+			}
+			if seen[args[i]] {
+				return d.Errf("max_wait: %s given twice", args[i])
+			}
+			seen[args[i]] = true
+			switch args[i] {
+			case "high":
+				c.MaxWait.High = w
+			case "medium":
+				c.MaxWait.Medium = w
+			case "low":
+				c.MaxWait.Low = w
+			default:
+				return d.Errf("max_wait: %q is no priority (high, medium or low)", args[i])
+			}
+		}
+		return nil
+	}
+	return scalarKey(d, "concurrency", c)
 }
 
 // oneArg reads exactly one argument and hands it to set.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
+	"github.com/ai-guardian/adaptivethrottle/admission"
 	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/config"
 	"github.com/ai-guardian/adaptivethrottle/levels/gpu"
@@ -65,7 +66,13 @@ func TestCaddyfileBare(t *testing.T) {
 		{"circuit probes", s.Circuit.Probes, 1},
 		{"priority from", h.claimFrom(), "{http.request.header.X-Priority}"},
 		{"priority default", s.Priority.DefaultPriority().String(), "medium"},
-		{"priority high_reserve", s.Priority.Reserve(), 8},
+		{"priority high_reserve (of a limit of 10)", s.Priority.Reserve(10), 2},
+		{"concurrency limit (learned)", s.Concurrency.Limit, 0},
+		{"concurrency min", s.Concurrency.Min, 1},
+		{"concurrency max", s.Concurrency.Max, 1000},
+		{"concurrency initial", s.Concurrency.Initial, 4},
+		{"concurrency queue", s.Concurrency.Queue, 1000},
+		{"concurrency max_wait", s.Concurrency.MaxWait, admission.MaxWait{High: config.Duration(time.Second), Medium: config.Duration(time.Second), Low: config.Duration(time.Second)}},
 		{"priority medium_floor", s.Priority.MediumFloor, 1.0},
 		{"retry_after", s.RetryAfter.D(), 5 * time.Second},
 	}
@@ -122,6 +129,14 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 			high_reserve 0
 			medium_floor 2.5
 		}
+		concurrency {
+			limit 12
+			min 2
+			max 64
+			initial 6
+			queue 50
+			max_wait high 5s low 200ms
+		}
 		retry_after 2s
 	}`)
 	if err != nil {
@@ -144,6 +159,8 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 			ProbeTimeout: config.Duration(45 * time.Second)},
 		Priority: &PriorityConfig{From: "{http.request.header.X-Tier}",
 			Config: priority.Config{Default: "low", HighReserve: &zero, MediumFloor: 2.5}},
+		Concurrency: &admission.Config{Limit: 12, Min: 2, Max: 64, Initial: 6, Queue: 50,
+			MaxWait: admission.MaxWait{High: config.Duration(5 * time.Second), Low: config.Duration(200 * time.Millisecond)}},
 		RetryAfter: config.Duration(2 * time.Second),
 	}
 	if !reflect.DeepEqual(h, want) {
@@ -318,5 +335,41 @@ func TestEveryScalarJSONKeyIsACaddyfileKey(t *testing.T) {
 	}
 	if n < 20 {
 		t.Fatalf("only %d keys tried", n)
+	}
+}
+
+// The concurrency block and the reserve's two spellings: each mistake
+// fails adapt at its line, naming the key.
+func TestCaddyfileConcurrency(t *testing.T) {
+	h, err := parse(t, "adaptive_throttle {\nconcurrency {\nlimit auto\nmax_wait 3s\n}\npriority {\nhigh_reserve 25%\n}\n}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := config.Duration(3 * time.Second)
+	if c := *h.Concurrency; c.Limit != 0 || c.MaxWait != (admission.MaxWait{High: w, Medium: w, Low: w}) {
+		t.Fatalf("concurrency %+v", c)
+	}
+	if h.Priority.HighReserveShare != 0.25 || h.Priority.HighReserve != nil {
+		t.Fatalf("high_reserve 25%%: %+v", h.Priority.Config)
+	}
+	bad := map[string]string{
+		"concurrency {\nlimit 0\n}":                   `limit must be auto or a whole number ≥ 1, got "0", at Testfile:3`,
+		"concurrency {\nmax_wait soon 1s\n}":          `max_wait: "soon" is no priority (high, medium or low), at Testfile:3`,
+		"concurrency {\nmax_wait high\n}":             `max_wait must be a positive duration such as 1s, got "high", at Testfile:3`,
+		"concurrency {\nmax_wait high 1s low\n}":      `max_wait takes one duration, or pairs such as: max_wait high 5s medium 1s low 500ms, at Testfile:3`,
+		"concurrency {\nmax_wait high 1s high 2s\n}":  `max_wait: high given twice, at Testfile:3`,
+		"concurrency {\nmax_wait -1s\n}":              `max_wait must be a positive duration such as 1s, got "-1s", at Testfile:3`,
+		"concurrency {\nmin 5\nmax 3\n}":              `concurrency: min 5 must not exceed max 3, at Testfile:3`,
+		"concurrency {\nqueue none\n}":                `queue must be a whole number ≥ 1, got "none", at Testfile:3`,
+		"concurrency {\nslots 4\n}":                   `unrecognized concurrency subdirective "slots", at Testfile:3`,
+		"priority {\nhigh_reserve 100%\n}":            `high_reserve must be a share from 0% to under 100% of the limit, or a whole number of slots, got "100%", at Testfile:3`,
+		"priority {\nhigh_reserve -2\n}":              `high_reserve must be a whole number of slots ≥ 0, or a share such as 20%, got "-2", at Testfile:3`,
+		"concurrency {\nlimit 3\n}\nconcurrency {\n}": `concurrency given twice in one adaptive_throttle; merge the two, at Testfile:5`,
+	}
+	for in, want := range bad {
+		_, err := parse(t, "adaptive_throttle {\n"+in+"\n}")
+		if err == nil || err.Error() != want {
+			t.Errorf("%q:\n got  %v\n want %s", in, err, want)
+		}
 	}
 }

@@ -46,6 +46,9 @@ func (h *Handler) config() (throttle.Config, error) {
 	if h.Priority != nil {
 		c.Priority = h.Priority.Config
 	}
+	if h.Concurrency != nil {
+		c.Concurrency = *h.Concurrency
+	}
 	c.RetryAfter = h.RetryAfter
 	if err := c.Validate(); err != nil {
 		return c, err

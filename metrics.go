@@ -31,7 +31,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 }
 
 var (
-	mRequests        = desc("requests_total", "Requests seen, by priority and decision (pass, pass_reserved, pass_bucket, shed_reserve_full, shed_bucket, shed_low, shed_circuit).", "instance", "priority", "decision")
+	mRequests        = desc("requests_total", "Requests seen, by priority and decision (pass, pass_queued, pass_reserved, pass_bucket, shed_reserve_full, shed_bucket, shed_low, shed_queue, shed_gone, shed_circuit).", "instance", "priority", "decision")
 	mShed            = desc("shed_total", "Requests refused, by the level (or circuit, override) they were refused for.", "instance", "level")
 	mLevelValue      = desc("level_value", "Each level's last sample: req/s (qps), fraction of memory (gpu), seconds (latency).", "instance", "level")
 	mLevelThreshold  = desc("level_threshold", "Each level's current threshold, in the unit of level_value; 0 while none is learned.", "instance", "level")
@@ -44,6 +44,9 @@ var (
 	mReserveCap      = desc("reserve_capacity", "High-priority reserve slots configured.", "instance")
 	mMediumRate      = desc("medium_rate", "The medium lane's current rate (req/s) while shedding.", "instance")
 	mInFlight        = desc("in_flight", "Requests admitted and not yet answered.", "instance")
+	mLimit           = desc("concurrency_limit", "The limit on requests in flight at the upstream (learned, or fixed).", "instance")
+	mQueued          = desc("queued", "Requests waiting for a slot, by priority.", "instance", "priority")
+	mOldestWait      = desc("queue_oldest_wait_seconds", "How long the oldest waiting request has waited.", "instance")
 	mQPSBaseline     = desc("qps_baseline", "Learned arrival baseline (req/s); 0 while warming up.", "instance")
 	mLatencyHistory  = desc("latency_history_seconds", "History mean of the watched latency percentile.", "instance")
 	mSensorErrors    = desc("sensor_errors_total", "Failed reads of a sensor's source.", "instance", "sensor")
@@ -76,7 +79,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 // Describe implements prometheus.Collector.
 func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mRequests, mShed, mLevelValue, mLevelThreshold, mLevelTripped, mLevelTrans,
-		mShedding, mCircuitState, mCircuitOpens, mReserveInUse, mReserveCap, mMediumRate, mInFlight, mQPSBaseline,
+		mShedding, mCircuitState, mCircuitOpens, mReserveInUse, mReserveCap, mMediumRate, mInFlight, mLimit, mQueued, mOldestWait, mQPSBaseline,
 		mLatencyHistory, mSensorErrors, mSensorHung, mSensorAvailable, mSensorAge} {
 		ch <- d
 	}
@@ -123,6 +126,11 @@ func collect(ch chan<- prometheus.Metric, t *throttle.Throttle, now time.Time) {
 	gauge(mReserveCap, float64(st.Lanes.High.Reserve))
 	gauge(mMediumRate, st.Lanes.Medium.Rate)
 	gauge(mInFlight, float64(st.InFlight))
+	gauge(mLimit, float64(st.Admission.Limit))
+	for _, p := range []string{"high", "medium", "low"} {
+		gauge(mQueued, float64(st.Admission.Queued[p]), p)
+	}
+	gauge(mOldestWait, st.Admission.OldestWaitS)
 	gauge(mQPSBaseline, st.Levels.QPS.Baseline)
 	gauge(mLatencyHistory, st.Levels.Latency.HistoryMeanS)
 	g := st.Levels.GPU

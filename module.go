@@ -24,6 +24,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/ai-guardian/adaptivethrottle/admission"
 	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/config"
 	"github.com/ai-guardian/adaptivethrottle/levels/gpu"
@@ -61,6 +62,8 @@ type Handler struct {
 	Latency  *latency.Config        `json:"latency,omitempty"`
 	Circuit  *breaker.CircuitConfig `json:"circuit,omitempty"`
 	Priority *PriorityConfig        `json:"priority,omitempty"`
+	// The limit on requests in flight at the upstream, and its queues.
+	Concurrency *admission.Config `json:"concurrency,omitempty"`
 
 	// Floor for Retry-After. Default 5s.
 	RetryAfter config.Duration `json:"retry_after,omitempty"`
@@ -164,7 +167,7 @@ func headerOf(from string) string {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	now := throttle.Now() // the one clock read on entry
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	d := h.t.Admit(h.classify(r, repl), now)
+	d := h.t.Admit(r.Context(), h.classify(r, repl), now)
 	if !d.Admitted() {
 		return h.refuse(w, r, repl, d)
 	}

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
+	"github.com/ai-guardian/adaptivethrottle/admission"
 	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/config"
 	"github.com/ai-guardian/adaptivethrottle/levels/gpu"
@@ -96,11 +97,14 @@ func TestClassifyFromPlaceholder(t *testing.T) {
 }
 
 // While shedding, each priority gets its lane's answer; refusals carry the
-// documented JSON, a Retry-After matching it, and the placeholders.
+// documented JSON, a Retry-After matching it, and the placeholders. The
+// limit is fixed at 2 slots, one of them high's reserve.
 func TestShedByPriority(t *testing.T) {
 	reserve := 1
+	wait := config.Duration(20 * time.Millisecond)
 	h := newHandler(t, &Handler{Name: t.Name(), Priority: &PriorityConfig{Config: priority.Config{HighReserve: &reserve, MediumFloor: 1}},
-		RetryAfter: config.Duration(3 * time.Second)})
+		Concurrency: &admission.Config{Limit: 2, MaxWait: admission.MaxWait{High: wait, Medium: wait, Low: wait}},
+		RetryAfter:  config.Duration(3 * time.Second)})
 	override(t, h, "shed")
 
 	serve := func(prio string, next caddyhttp.Handler) (*httptest.ResponseRecorder, *caddy.Replacer, error) {
@@ -109,10 +113,33 @@ func TestShedByPriority(t *testing.T) {
 		err := h.ServeHTTP(w, request(prio, repl), next)
 		return w, repl, err
 	}
+	// hold serves prio with a handler that answers once release closes.
+	hold := func(prio string) (release func(), decision string) {
+		inside, done, rel := make(chan struct{}), make(chan struct{}), make(chan struct{})
+		repl := caddy.NewReplacer()
+		go func() {
+			defer close(done)
+			h.ServeHTTP(httptest.NewRecorder(), request(prio, repl), caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+				close(inside)
+				<-rel
+				w.WriteHeader(http.StatusOK)
+				return nil
+			}))
+		}()
+		<-inside
+		d, _ := repl.Get(phDecision)
+		return func() { close(rel); <-done }, d.(string)
+	}
 
+	// Low takes a free slot while shedding, but never the reserve, and
+	// never waits.
+	releaseLow, d := hold("low")
+	if d != "pass" {
+		t.Fatalf("low into a free slot while shedding: decision %q", d)
+	}
 	w, repl, err := serve("low", ok200)
 	if err != nil || w.Code != http.StatusTooManyRequests {
-		t.Fatalf("low: %d %v", w.Code, err)
+		t.Fatalf("low with only the reserve free: %d %v", w.Code, err)
 	}
 	var body shedJSON
 	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
@@ -130,43 +157,31 @@ func TestShedByPriority(t *testing.T) {
 	if l, _ := repl.Get(phLevel); l != "override" {
 		t.Fatalf("level placeholder %v", l)
 	}
+	// Medium waits for a slot and gets none within its wait.
+	if w, _, _ := serve("medium", ok200); w.Code != http.StatusTooManyRequests {
+		t.Fatalf("medium with only the reserve free: %d", w.Code)
+	}
 
-	// High holds the single reserve slot until its response is done; a
-	// second high meanwhile finds the reserve full (503).
-	inside := make(chan struct{})
-	release := make(chan struct{})
-	go func() {
-		serve("high", caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-			close(inside)
-			<-release
-			w.WriteHeader(http.StatusOK)
-			return nil
-		}))
-	}()
-	<-inside
+	// High takes the reserve and holds it until its response is done; a
+	// second high meanwhile finds the limit full (503).
+	releaseHigh, _ := hold("high")
 	if h.t.Status(time.Now()).Lanes.High.InUse != 1 {
-		t.Fatalf("reserve in use %d", h.t.Status(time.Now()).Lanes.High.InUse)
+		t.Fatalf("high in use %d", h.t.Status(time.Now()).Lanes.High.InUse)
 	}
 	if w, _, _ := serve("high", ok200); w.Code != http.StatusServiceUnavailable {
-		t.Fatalf("second high with a full reserve: %d", w.Code)
+		t.Fatalf("second high with a full limit: %d", w.Code)
 	}
-	close(release)
-	deadline := time.Now().Add(5 * time.Second)
-	for h.t.Status(time.Now()).Lanes.High.InUse != 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	if h.t.Status(time.Now()).Lanes.High.InUse != 0 {
-		t.Fatal("reserve slot not released after the response")
+	releaseHigh()
+	releaseLow()
+	if st := h.t.Status(time.Now()); st.Lanes.High.InUse != 0 || st.InFlight != 0 {
+		t.Fatalf("slots not released after the responses: high %d, in flight %d", st.Lanes.High.InUse, st.InFlight)
 	}
 
-	// Medium: the bucket at its floor (1 req/s, burst 1) admits one.
+	// Medium with a free slot, at its pacing's floor (1 req/s, burst 1).
 	if w, repl, _ := serve("medium", ok200); w.Code != http.StatusOK {
 		t.Fatalf("first medium: %d", w.Code)
 	} else if d, _ := repl.Get(phDecision); d != "pass" {
 		t.Fatalf("decision placeholder on pass: %v", d)
-	}
-	if w, _, _ := serve("medium", ok200); w.Code != http.StatusTooManyRequests {
-		t.Fatalf("second medium: %d", w.Code)
 	}
 
 	// pass beats everything; auto hands back to the levels (none tripped).

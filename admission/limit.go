@@ -34,7 +34,8 @@ import (
 //     and then let a surge through;
 //   - pressure from the levels (GPU memory, latency) or a circuit that is
 //     not closed cuts the limit by a tenth a step however fast first bytes
-//     come;
+//     come, down to half what it was when the pressure began; once the
+//     pressure is over, it climbs back as from a cold start;
 //   - it stays within [Min, Max].
 //
 // It sees time to first byte, never the whole response: an answer's length
@@ -47,6 +48,9 @@ type Limit struct {
 	short     float64 // ns: the last step's average
 	gradient  float64
 	slowStart bool
+	// floor is half the limit when the current pressure began: pressure
+	// cuts no further (0: no pressure now).
+	floor float64
 	// carried between steps until enough first bytes were seen
 	sum   time.Duration
 	count uint64
@@ -122,7 +126,7 @@ func (l *Limit) Forget() {
 	defer l.mu.Unlock()
 	n := NewLimit(l.cfg)
 	l.limit, l.long, l.short, l.gradient, l.slowStart = n.limit, 0, 0, 1, n.slowStart
-	l.sum, l.count, l.since, l.why = 0, 0, time.Time{}, n.why
+	l.sum, l.count, l.since, l.why, l.floor = 0, 0, time.Time{}, n.why, 0
 }
 
 // Value is the limit now, in whole slots.
@@ -143,6 +147,9 @@ func (l *Limit) Step(s Signal) int {
 	}
 	if l.since.IsZero() {
 		l.since = s.Now
+	}
+	if !s.Pressure && l.floor != 0 { // the pressure is over: climb back as from a cold start
+		l.floor, l.slowStart = 0, true
 	}
 	l.sum += s.TTFB
 	l.count += s.Count
@@ -182,8 +189,11 @@ func (l *Limit) Step(s Signal) int {
 		}
 	}
 	if s.Pressure {
+		if l.floor == 0 {
+			l.floor = l.limit / 2
+		}
 		l.slowStart = false
-		next = math.Min(next, l.limit*pressureCut)
+		next = math.Max(math.Min(next, l.limit*pressureCut), math.Min(l.floor, l.limit))
 		l.why = "pressure from a level or the circuit"
 	}
 	l.limit = l.clamp(next)

@@ -109,26 +109,29 @@ func TestLimitTakesASteadyRiseAsTheNorm(t *testing.T) {
 }
 
 // Pressure from a level cuts the limit by a tenth a step, even while first
-// bytes come fast; once it is gone, the limit probes up again.
+// bytes come fast, down to half what it was; once it is gone, the limit
+// climbs back as from a cold start.
 func TestLimitPressureCuts(t *testing.T) {
 	l := NewLimit(Config{Initial: 100})
 	now := time.Unix(0, 0)
-	for range 5 {
-		now = now.Add(250 * time.Millisecond)
-		l.Step(Signal{Now: now, TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 100, Pressure: true})
+	step := func(n int, s Signal) {
+		for range n {
+			now = now.Add(250 * time.Millisecond)
+			s.Now = now
+			l.Step(s)
+		}
 	}
+	step(5, Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 100, Pressure: true})
 	if v := l.Value(); v != 59 { // 100 × 0.9⁵
 		t.Fatalf("limit %d after 5 steps of pressure, want 59", v)
 	}
-	for range 5 {
-		now = now.Add(250 * time.Millisecond)
-		l.Step(Signal{Now: now, TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 59, Waiting: true})
+	step(20, Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 59, Pressure: true})
+	if v := l.Value(); v != 50 {
+		t.Fatalf("limit %d after 25 steps of pressure, want half of 100", v)
 	}
-	if v := l.Value(); v <= 59 {
-		t.Fatalf("limit %d did not probe up after the pressure", v)
-	}
-	if l.Status().Driver != "probing up" {
-		t.Fatalf("driver %q", l.Status().Driver)
+	step(1, Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 50, Waiting: true})
+	if v, d := l.Value(), l.Status().Driver; v != 100 || d != "slow start" {
+		t.Fatalf("after the pressure: limit %d, driver %q; want 100 by slow start", v, d)
 	}
 }
 

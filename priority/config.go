@@ -9,16 +9,21 @@ import "github.com/ai-guardian/adaptivethrottle/config"
 type Config struct {
 	// Priority of requests that claim none: high, medium or low. Default medium.
 	Default string `json:"default,omitempty"`
-	// Concurrent slots kept for high priority while shedding. Default 8.
+	// HighReserve fixes the slots of the concurrency limit that only high
+	// priority may take while shedding. Unset: HighReserveShare of it.
 	HighReserve *int `json:"high_reserve,omitempty"`
+	// HighReserveShare is the share (0–1) of the concurrency limit that
+	// only high priority may take while shedding, when HighReserve is
+	// unset. Default 0.2. The Caddyfile writes it `high_reserve 20%`.
+	HighReserveShare float64 `json:"high_reserve_share,omitempty"`
 	// Lowest rate (req/s) of the medium lane. Default 1.
 	MediumFloor float64 `json:"medium_floor,omitempty"`
 }
 
 // Defaults of the priority block.
 const (
-	DefaultHighReserve = 8
-	DefaultMediumFloor = 1
+	DefaultHighReserveShare = 0.2
+	DefaultMediumFloor      = 1
 )
 
 // Defaults fills the zero fields. It never replaces a value the user gave,
@@ -27,9 +32,8 @@ func (c *Config) Defaults() {
 	if c.Default == "" {
 		c.Default = Medium.String()
 	}
-	if c.HighReserve == nil {
-		n := DefaultHighReserve
-		c.HighReserve = &n
+	if c.HighReserve == nil && c.HighReserveShare == 0 {
+		c.HighReserveShare = DefaultHighReserveShare
 	}
 	if c.MediumFloor == 0 {
 		c.MediumFloor = DefaultMediumFloor
@@ -44,6 +48,15 @@ func (c Config) Validate() error {
 	}
 	if c.HighReserve != nil && *c.HighReserve < 0 {
 		return config.Errorf(b, "high_reserve", "must not be negative, got %d", *c.HighReserve)
+	}
+	if err := config.Finite(b, "high_reserve_share", c.HighReserveShare); err != nil {
+		return err
+	}
+	if c.HighReserveShare < 0 || c.HighReserveShare >= 1 {
+		return config.Errorf(b, "high_reserve_share", "must be a share from 0 to under 1 (0%% to under 100%%), got %v", c.HighReserveShare)
+	}
+	if c.HighReserve != nil && c.HighReserveShare != 0 {
+		return config.Errorf(b, "high_reserve", "is a count and high_reserve_share a share of the limit: give one of them")
 	}
 	if err := config.Finite(b, "medium_floor", c.MediumFloor); err != nil {
 		return err
@@ -62,10 +75,16 @@ func (c Config) DefaultPriority() Priority {
 	return Medium
 }
 
-// Reserve is the number of reserve slots.
-func (c Config) Reserve() int {
-	if c.HighReserve == nil {
-		return DefaultHighReserve
+// Reserve is the number of slots of a concurrency limit of limit slots
+// that only high priority may take while shedding: the fixed count, or the
+// share rounded, never the whole limit unless it is 1 and fixed.
+func (c Config) Reserve(limit int) int {
+	if c.HighReserve != nil {
+		return min(*c.HighReserve, limit)
 	}
-	return *c.HighReserve
+	share := c.HighReserveShare
+	if share == 0 {
+		share = DefaultHighReserveShare
+	}
+	return min(int(share*float64(limit)+0.5), max(0, limit-1))
 }

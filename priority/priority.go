@@ -1,6 +1,6 @@
-// Package priority classifies requests and runs the three lanes that grade
-// shedding: a reserve of concurrent slots for high priority, an adaptive
-// token bucket for medium, and immediate refusal for low.
+// Package priority classifies requests into high, medium and low, names
+// the verdicts admission gives them, and holds the priority block's config
+// (the default priority, the high reserve, the medium floor).
 //
 // Nothing here knows about Caddy or HTTP; the caller supplies the priority
 // claim as a string and the current time.

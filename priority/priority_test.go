@@ -1,7 +1,6 @@
 package priority
 
 import (
-	"sync"
 	"testing"
 	"time"
 )
@@ -31,82 +30,50 @@ func TestClassify(t *testing.T) {
 	}
 }
 
-func TestReserveCapsConcurrentSlots(t *testing.T) {
-	r := NewReserve(3)
-	for i := range 3 {
-		if !r.TryAcquire() {
-			t.Fatalf("slot %d refused", i)
+func TestVerdictStatus(t *testing.T) {
+	cases := []struct {
+		v    Verdict
+		p    Priority
+		want int
+	}{
+		{Pass, Low, 0}, {PassQueued, Medium, 0}, {PassReserved, High, 0}, {PassBucket, Medium, 0},
+		{ShedReserveFull, High, 503}, {ShedCircuit, Low, 503},
+		{ShedBucket, Medium, 429}, {ShedLow, Low, 429},
+		{ShedQueue, Low, 429}, {ShedQueue, Medium, 429}, {ShedQueue, High, 503}, {ShedGone, High, 503},
+	}
+	for _, c := range cases {
+		if got := c.v.Status(c.p); got != c.want {
+			t.Errorf("%v for %v: status %d, want %d", c.v, c.p, got, c.want)
 		}
-	}
-	if r.TryAcquire() {
-		t.Fatal("a fourth slot was granted")
-	}
-	if r.InUse() != 3 {
-		t.Fatalf("in use %d", r.InUse())
-	}
-	r.Release()
-	if !r.TryAcquire() {
-		t.Fatal("a released slot was not reusable")
-	}
-	r.SetCap(1)
-	if r.TryAcquire() {
-		t.Fatal("granted above a lowered capacity")
+		if c.v.Admitted() != (c.want == 0) {
+			t.Errorf("%v: Admitted %v", c.v, c.v.Admitted())
+		}
 	}
 }
 
-func TestReserveNeverOversubscribedUnderRace(t *testing.T) {
-	r := NewReserve(4)
-	var mu sync.Mutex
-	held, peak := 0, 0
-	var wg sync.WaitGroup
-	for range 16 {
-		wg.Go(func() {
-			for range 2000 {
-				if !r.TryAcquire() {
-					continue
-				}
-				mu.Lock()
-				held++
-				peak = max(peak, held)
-				mu.Unlock()
-				mu.Lock()
-				held--
-				mu.Unlock()
-				r.Release()
-			}
-		})
+// The reserve is a share of the limit by default, a fixed count when set,
+// and never the whole of a learned limit.
+func TestReserveOfLimit(t *testing.T) {
+	four := 4
+	cases := []struct {
+		c     Config
+		limit int
+		want  int
+	}{
+		{Config{}, 10, 2}, {Config{}, 1, 0}, {Config{}, 2, 0}, {Config{}, 3, 1}, {Config{}, 100, 20},
+		{Config{HighReserveShare: 0.5}, 9, 5},
+		{Config{HighReserve: &four}, 10, 4}, {Config{HighReserve: &four}, 3, 3},
 	}
-	wg.Wait()
-	if peak > 4 || r.InUse() != 0 {
-		t.Fatalf("peak %d in use %d", peak, r.InUse())
-	}
-}
-
-func TestLanes(t *testing.T) {
-	now := time.Unix(1000, 0)
-	l := &Lanes{Reserve: NewReserve(1), Bucket: NewBucket(BucketConfig{Floor: 1})}
-	for _, p := range []Priority{Low, Medium, High} {
-		if v := l.Admit(p, false, now); v != Pass {
-			t.Errorf("%v not shedding: %v", p, v)
+	for _, c := range cases {
+		if got := c.c.Reserve(c.limit); got != c.want {
+			t.Errorf("%+v at limit %d: reserve %d, want %d", c.c, c.limit, got, c.want)
 		}
 	}
-	if v := l.Admit(Low, true, now); v != ShedLow || v.Status() != 429 || v.Admitted() {
-		t.Errorf("low while shedding: %v %d", v, v.Status())
+	if err := (Config{HighReserveShare: 1}).Validate(); err == nil {
+		t.Error("a share of 1 accepted")
 	}
-	if v := l.Admit(High, true, now); v != PassReserved || !v.Admitted() {
-		t.Errorf("first high: %v", v)
-	}
-	if v := l.Admit(High, true, now); v != ShedReserveFull || v.Status() != 503 {
-		t.Errorf("second high with a full reserve: %v", v)
-	}
-	if v := l.Admit(Medium, true, now); v != PassBucket {
-		t.Errorf("first medium (burst 1): %v", v)
-	}
-	if v := l.Admit(Medium, true, now); v != ShedBucket || v.Status() != 429 {
-		t.Errorf("second medium in the same instant: %v", v)
-	}
-	if v := l.Admit(Medium, true, now.Add(time.Second)); v != PassBucket {
-		t.Errorf("medium a second later at 1 req/s: %v", v)
+	if err := (Config{HighReserve: &four, HighReserveShare: 0.1}).Validate(); err == nil {
+		t.Error("both a count and a share accepted")
 	}
 }
 

@@ -2,9 +2,11 @@ package throttle
 
 import (
 	"context"
+	"math"
 	"net/http"
 	"time"
 
+	"github.com/ai-guardian/adaptivethrottle/admission"
 	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/priority"
 )
@@ -40,16 +42,17 @@ func (d Decision) Verdict() priority.Verdict { return priority.Verdict(d.info >>
 // Admitted reports whether the request goes on to the upstream.
 func (d Decision) Admitted() bool { return d.Verdict().Admitted() }
 
-// Status is the HTTP status of a refusal: 503 (circuit open, reserve full)
-// or 429; 0 when admitted.
-func (d Decision) Status() int { return d.Verdict().Status() }
+// Status is the HTTP status of a refusal: 503 (circuit open, high
+// priority's wait ran out) or 429; 0 when admitted.
+func (d Decision) Status() int { return d.Verdict().Status(d.Priority()) }
 
 // RetryAfter is a refusal's Retry-After in whole seconds: when capacity is
 // expected back, at least the configured floor, with up to 20% jitter.
 func (d Decision) RetryAfter() int { return int(uint32(d.info >> 32)) }
 
-// Cause names what a refusal is attributed to: gpu, latency, qps, circuit
-// or override; "" when admitted.
+// Cause names what a refusal is attributed to: gpu, latency, qps,
+// circuit, override, or concurrency (no slot came within the wait, nothing
+// being tripped); "" when admitted.
 func (d Decision) Cause() string {
 	if d.Admitted() {
 		return ""
@@ -60,19 +63,27 @@ func (d Decision) Cause() string {
 // CauseIndex is Cause as an index below Causes (for tables built once).
 func (d Decision) CauseIndex() int { return int(uint8(d.info >> 16)) }
 
-// Admit decides for one request of priority p at now (Now(), on the
-// request path). It reads atomics only and allocates nothing.
+// Admit decides for one request of priority p that arrived at now (Now(),
+// on the request path). When a slot is free it reads atomics only and
+// allocates nothing; when none is, the request waits for one in its
+// priority's queue, up to its max_wait, or until ctx ends (the client went
+// away). A nil ctx never ends.
 //
-// Nothing tripped: every request passes. Something tripped (or an override
-// says shed): high takes a reserve slot, medium a token of the medium
-// lane, low is refused. An open circuit refuses everything but its
-// Half-Open probes, which skip the lanes: they are how recovery is seen. An
-// override "pass" admits everything; the circuit still counts outcomes.
-func (t *Throttle) Admit(p priority.Priority, now Instant) Decision {
+// Nothing tripped: a free slot admits any request; without one, it waits.
+// Something tripped (or an override says shed): high may also take the
+// reserve and waits for a slot; medium takes a free slot only as fast as
+// the medium lane's pacing allows, and otherwise waits for one; low takes
+// a free slot if nobody waits, and is refused at once otherwise. An open
+// circuit refuses everything but its Half-Open probes, which take a slot
+// whatever the limit: they are how recovery is seen. An override "pass"
+// admits everything (each still counts in flight); the circuit still
+// counts outcomes.
+func (t *Throttle) Admit(ctx context.Context, p priority.Priority, now Instant) Decision {
 	// The verdict is kept in a local until the end: writing a byte of d and
 	// then reading d whole stalls the store-to-load forwarding.
 	rec := getRecorder()
 	v := priority.Pass
+	start := now.Mono
 	var tk breaker.Ticket
 	mode := t.overrideAt(now.Time)
 	ticket, ok, retryIn := t.circuit.Allow(now.Time)
@@ -81,33 +92,115 @@ func (t *Throttle) Admit(p priority.Priority, now Instant) Decision {
 		if ok {
 			tk = ticket
 		}
+		t.gate.Force()
 	case !ok:
 		v = priority.ShedCircuit
+	case ticket.Probe():
+		tk = ticket
+		t.gate.Force()
 	default:
 		tk = ticket
-		if !tk.Probe() {
-			v = t.lanes.Admit(p, mode == "shed" || t.tripped.Load() != 0, now.Time)
+		if mode == "shed" || t.tripped.Load() != 0 {
+			v, start = t.graded(ctx, p, now)
+		} else if !t.gate.TryAcquire(p, false) {
+			v, start = t.wait(ctx, p, false, now)
 		}
 	}
 	t.verdicts[p][v].Add(rec.shard)
 	if v.Admitted() {
-		rec.start = now.Mono
+		rec.start, rec.high = start, p == priority.High
+		if rec.high {
+			t.highIn.Add(1)
+		}
 		return Decision{info: decision(p, v, 0, 0), ticket: tk, rec: rec}
 	}
 	putRecorder(rec)
 	return t.refusal(p, v, retryIn, now.Time)
 }
 
+// graded is admission while shedding: high may take the reserve, medium is
+// paced into free slots, low never waits.
+func (t *Throttle) graded(ctx context.Context, p priority.Priority, now Instant) (priority.Verdict, int64) {
+	switch p {
+	case priority.High:
+		if t.gate.TryAcquire(p, true) {
+			return priority.PassReserved, now.Mono
+		}
+	case priority.Medium:
+		if t.pacer.AllowN(now.Time, 1) && t.gate.TryAcquire(p, true) {
+			return priority.PassBucket, now.Mono
+		}
+	default:
+		if t.gate.TryAcquire(p, true) {
+			return priority.Pass, now.Mono
+		}
+	}
+	return t.wait(ctx, p, true, now)
+}
+
+// wait is the slow path: no slot was free (or, for medium while shedding,
+// no pacing token). The request queues for a slot; low does not while
+// shedding. A granted request's time starts when it got its slot, so its
+// time to first byte is the upstream's, not the queue's.
+func (t *Throttle) wait(ctx context.Context, p priority.Priority, shedding bool, now Instant) (priority.Verdict, int64) {
+	t.waits.Add(1)
+	if shedding && p == priority.Low {
+		return priority.ShedLow, 0
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	switch t.gate.Wait(ctx, p, time.Duration(t.maxWait[p].Load()), now.Mono) {
+	case admission.Granted:
+		start := Now().Mono
+		switch {
+		case !shedding:
+			return priority.PassQueued, start
+		case p == priority.High:
+			return priority.PassReserved, start
+		}
+		return priority.PassBucket, start
+	case admission.Gone:
+		return priority.ShedGone, 0
+	}
+	switch {
+	case !shedding:
+		return priority.ShedQueue, 0
+	case p == priority.High:
+		return priority.ShedReserveFull, 0
+	}
+	return priority.ShedBucket, 0
+}
+
 // refusal is a refused Decision: its cause, and Retry-After from when
 // capacity is expected back. Apart from Admit, which stays small.
 func (t *Throttle) refusal(p priority.Priority, v priority.Verdict, retryIn time.Duration, now time.Time) Decision {
 	cause, until := causeCircuit, retryIn
-	if v != priority.ShedCircuit {
+	switch v {
+	case priority.ShedCircuit:
+	case priority.ShedQueue, priority.ShedGone:
+		cause, until = causeLimit, t.drainIn()
+	default:
 		cause, until = t.shedCause(), time.Duration(t.shedUntil.Load()-now.UnixNano())
+		if v != priority.ShedLow {
+			until = max(until, t.drainIn())
+		}
 	}
-	t.shedBy[cause].Add(1)
+	if v != priority.ShedGone {
+		t.shedBy[cause].Add(1)
+	}
 	retry := priority.RetryAfter(until, time.Duration(t.retry.Load()), retryJitter)
 	return Decision{info: decision(p, v, cause, retry)}
+}
+
+// drainIn is how long the queues take to drain at the rate requests
+// complete: when a slot is expected for one more request.
+func (t *Throttle) drainIn() time.Duration {
+	rate := math.Float64frombits(t.drain.Load())
+	if rate <= 0 {
+		return 0
+	}
+	return time.Duration(float64(t.gate.Waiting()+1) / rate * float64(time.Second))
 }
 
 // shedCause names the level a refusal is attributed to.
@@ -122,13 +215,14 @@ func (t *Throttle) shedCause() int {
 }
 
 // Allow is Admit for callers that are no HTTP handler: it refuses at once
-// when ctx is already done, and otherwise admits or refuses p now. An
-// admitted Decision must be given to Finish.
+// when ctx is already done, and otherwise admits p, waiting for a slot
+// while ctx lasts, or refuses it. An admitted Decision must be given to
+// Finish.
 func (t *Throttle) Allow(ctx context.Context, p priority.Priority) (Decision, error) {
 	if err := ctx.Err(); err != nil {
-		return Decision{info: decision(p, priority.ShedLow, causeOverride, 0)}, err
+		return Decision{info: decision(p, priority.ShedGone, causeLimit, 0)}, err
 	}
-	d := t.Admit(p, Now())
+	d := t.Admit(ctx, p, Now())
 	if !d.Admitted() {
 		return d, &Refusal{Cause: d.Cause(), Priority: p.String(), RetryAfter: d.RetryAfter(), Status: d.Status()}
 	}
@@ -154,7 +248,7 @@ type Outcome struct {
 }
 
 // Finish records an admitted request's outcome and gives back what it held:
-// a reserve slot, a Half-Open probe, its place in flight. It is the one
+// its slot (to the best waiter), a Half-Open probe. It is the one
 // release path, for normal returns and panics alike; once it has run, d is
 // spent and a second Finish does nothing.
 func (t *Throttle) Finish(d *Decision, o Outcome) {
@@ -181,6 +275,9 @@ func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, 
 	case status >= 500:
 		t.circuitChanged(t.circuit.Done(end, tk, true, sh), r)
 	default:
+		if rec.fb == nil { // finished by a caller of Finish: the end stands for the first byte
+			t.firstBytes.add(sh, end-rec.start)
+		}
 		dur := time.Duration(end - rec.start)
 		t.latency.Record(dur, sh)
 		if t.latency.Slower(dur) {
@@ -190,9 +287,10 @@ func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, 
 			t.circuitChanged(tr, r)
 		}
 	}
-	if v == priority.PassReserved {
-		t.lanes.Reserve.Release()
+	if rec.high {
+		t.highIn.Add(-1)
 	}
+	t.gate.Release()
 	t.finished.Add(sh)
 	putRecorder(rec)
 }
@@ -231,7 +329,7 @@ func (t *Throttle) Serve(w http.ResponseWriter, r *http.Request, d Decision, nex
 	// Field by field, never d whole (see finish).
 	rec, v, tk := d.rec, d.Verdict(), d.ticket
 	stamp := t.latency.TTFB()
-	rec.ResponseWriter, rec.stamp = w, stamp
+	rec.ResponseWriter, rec.stamp, rec.fb = w, stamp, &t.firstBytes
 	returned := false
 	defer t.abandoned(&returned, rec, v, tk)
 	err := next.ServeHTTP(rec, r)

@@ -3,11 +3,14 @@ package throttle
 import (
 	"context"
 	"errors"
+	"math"
 	"net/http"
 	"testing"
 	"time"
 
+	"github.com/ai-guardian/adaptivethrottle/admission"
 	"github.com/ai-guardian/adaptivethrottle/breaker"
+	"github.com/ai-guardian/adaptivethrottle/config"
 	"github.com/ai-guardian/adaptivethrottle/levels/gpu"
 	"github.com/ai-guardian/adaptivethrottle/priority"
 )
@@ -63,7 +66,7 @@ func TestOverridePassKeepsTheCircuitCounting(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 25 {
-		d := th.Admit(priority.Low, InstantOf(now))
+		d := th.Admit(context.Background(), priority.Low, InstantOf(now))
 		if !d.Admitted() {
 			t.Fatalf("refused under pass: %v", d.Verdict())
 		}
@@ -72,7 +75,132 @@ func TestOverridePassKeepsTheCircuitCounting(t *testing.T) {
 	if st := th.Status(now).Circuit; st.State != "open" || st.Failures != 20 {
 		t.Fatalf("circuit under pass: %+v", st)
 	}
-	if d := th.Admit(priority.Low, InstantOf(now)); !d.Admitted() {
+	if d := th.Admit(context.Background(), priority.Low, InstantOf(now)); !d.Admitted() {
 		t.Fatal("pass refused a request while the circuit is open")
+	}
+}
+
+// waitFor spins until cond holds: a precondition, never the assertion.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// With every slot taken, a request waits in its queue and the next
+// completion hands it the slot; higher priority first.
+func TestAdmitWaitsForASlot(t *testing.T) {
+	th := testThrottle(t, Config{Concurrency: admission.Config{Limit: 1, MaxWait: admission.MaxWait{High: config.Duration(time.Minute), Low: config.Duration(time.Minute)}}})
+	ctx := context.Background()
+	first := th.Admit(ctx, priority.Low, Now())
+	if first.Verdict() != priority.Pass {
+		t.Fatalf("a free slot: %v", first.Verdict())
+	}
+	got := make(chan Decision, 2)
+	go func() { got <- th.Admit(ctx, priority.Low, Now()) }()
+	waitFor(t, "the low request to queue", func() bool { return th.gate.Waiting() == 1 })
+	go func() { got <- th.Admit(ctx, priority.High, Now()) }()
+	waitFor(t, "the high request to queue", func() bool { return th.gate.Waiting() == 2 })
+	if st := th.Status(time.Now()).Admission; st.Queued["high"] != 1 || st.Queued["low"] != 1 || st.InFlight != 1 {
+		t.Fatalf("status while waiting: %+v", st)
+	}
+
+	th.Finish(&first, Outcome{Status: 200})
+	d := <-got
+	if d.Priority() != priority.High || d.Verdict() != priority.PassQueued {
+		t.Fatalf("the slot went to %v (%v), want high", d.Priority(), d.Verdict())
+	}
+	th.Finish(&d, Outcome{Status: 200})
+	d = <-got
+	if d.Priority() != priority.Low || d.Verdict() != priority.PassQueued {
+		t.Fatalf("then %v (%v), want low", d.Priority(), d.Verdict())
+	}
+	th.Finish(&d, Outcome{Status: 200})
+	if th.gate.InFlight() != 0 || th.gate.Waiting() != 0 {
+		t.Fatalf("in flight %d waiting %d at the end", th.gate.InFlight(), th.gate.Waiting())
+	}
+}
+
+// A wait that runs out is refused with a Retry-After from the rate the
+// queue drains at; a client that goes away while waiting leaves no slot.
+func TestAdmitWaitExpiresOrIsCancelled(t *testing.T) {
+	th := testThrottle(t, Config{RetryAfter: config.Duration(time.Millisecond),
+		Concurrency: admission.Config{Limit: 1, MaxWait: admission.MaxWait{High: config.Duration(10 * time.Millisecond),
+			Medium: config.Duration(10 * time.Millisecond), Low: config.Duration(time.Hour)}}})
+	ctx := context.Background()
+	first := th.Admit(ctx, priority.Medium, Now())
+	th.drain.Store(math.Float64bits(0.5)) // a request completes every 2 s
+
+	d := th.Admit(ctx, priority.Medium, Now())
+	if d.Verdict() != priority.ShedQueue || d.Status() != 429 || d.Cause() != "concurrency" {
+		t.Fatalf("medium's wait ran out: %v %d %q", d.Verdict(), d.Status(), d.Cause())
+	}
+	if r := d.RetryAfter(); r < 2 || r > 3 {
+		t.Fatalf("Retry-After %d with nobody else waiting at 0.5/s, want 2 (+20%%)", r)
+	}
+	if d := th.Admit(ctx, priority.High, Now()); d.Verdict() != priority.ShedQueue || d.Status() != 503 {
+		t.Fatalf("high's wait ran out: %v %d", d.Verdict(), d.Status())
+	}
+
+	cctx, cancel := context.WithCancel(ctx)
+	got := make(chan Decision)
+	go func() { got <- th.Admit(cctx, priority.Low, Now()) }()
+	waitFor(t, "the low request to queue", func() bool { return th.gate.Waiting() == 1 })
+	cancel()
+	if d := <-got; d.Verdict() != priority.ShedGone || d.Admitted() {
+		t.Fatalf("a cancelled wait: %v", d.Verdict())
+	}
+	th.Finish(&first, Outcome{Status: 200})
+	if st := th.Status(time.Now()); st.InFlight != 0 || st.Admission.Queued["low"] != 0 || st.Shed["concurrency"] != 2 {
+		t.Fatalf("after the cancel: in flight %d, queued %v, shed %v", st.InFlight, st.Admission.Queued, st.Shed)
+	}
+}
+
+// While shedding, high keeps the reserve inside the limit, medium waits
+// for a slot, low is refused at once when no slot is free.
+func TestAdmitGradedWhileShedding(t *testing.T) {
+	th := testThrottle(t, Config{Concurrency: admission.Config{Limit: 5, MaxWait: admission.MaxWait{High: config.Duration(10 * time.Millisecond),
+		Medium: config.Duration(10 * time.Millisecond), Low: config.Duration(time.Hour)}}})
+	now := time.Now()
+	th.step(now, true)
+	if err := th.SetOverride("shed", now, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var held []Decision
+	for i := range 4 {
+		d := th.Admit(ctx, priority.Low, Now())
+		if d.Verdict() != priority.Pass {
+			t.Fatalf("low %d into a free slot while shedding: %v", i, d.Verdict())
+		}
+		held = append(held, d)
+	}
+	if d := th.Admit(ctx, priority.Low, Now()); d.Verdict() != priority.ShedLow || d.Status() != 429 {
+		t.Fatalf("low with only the reserve free: %v", d.Verdict())
+	}
+	if d := th.Admit(ctx, priority.Medium, Now()); d.Verdict() != priority.ShedBucket || d.Status() != 429 {
+		t.Fatalf("medium with only the reserve free: %v", d.Verdict())
+	}
+	h := th.Admit(ctx, priority.High, Now())
+	if h.Verdict() != priority.PassReserved {
+		t.Fatalf("high into the reserve: %v", h.Verdict())
+	}
+	if d := th.Admit(ctx, priority.High, Now()); d.Verdict() != priority.ShedReserveFull || d.Status() != 503 {
+		t.Fatalf("high with the limit full: %v", d.Verdict())
+	}
+	if st := th.Status(time.Now()).Lanes.High; st.InUse != 1 || st.Reserve != 1 {
+		t.Fatalf("high lane %+v", st)
+	}
+	th.Finish(&h, Outcome{Status: 200})
+	for i := range held {
+		th.Finish(&held[i], Outcome{Status: 200})
+	}
+	if st := th.Status(time.Now()); st.InFlight != 0 || st.Lanes.High.InUse != 0 {
+		t.Fatalf("in flight %d, high in use %d at the end", st.InFlight, st.Lanes.High.InUse)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/ai-guardian/adaptivethrottle/admission"
 	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/config"
 	"github.com/ai-guardian/adaptivethrottle/levels/gpu"
@@ -20,6 +21,8 @@ type Config struct {
 	Latency  latency.Config        `json:"latency,omitzero"`
 	Circuit  breaker.CircuitConfig `json:"circuit,omitzero"`
 	Priority priority.Config       `json:"priority,omitzero"`
+	// Concurrency is the limit on requests in flight and its wait queues.
+	Concurrency admission.Config `json:"concurrency,omitzero"`
 	// Floor for Retry-After. Default 5s.
 	RetryAfter config.Duration `json:"retry_after,omitempty"`
 }
@@ -34,6 +37,7 @@ func (c *Config) Defaults() {
 	c.Latency.Defaults()
 	c.Circuit.Defaults()
 	c.Priority.Defaults()
+	c.Concurrency.Defaults()
 	if c.RetryAfter == 0 {
 		c.RetryAfter = config.Duration(DefaultRetryAfter)
 	}
@@ -42,7 +46,7 @@ func (c *Config) Defaults() {
 // Validate checks every block; each message names the block and the key.
 // Call it before Defaults, so that what it sees is what the user wrote.
 func (c Config) Validate() error {
-	errs := []error{c.QPS.Validate(), c.Latency.Validate(), c.Circuit.Validate(), c.Priority.Validate()}
+	errs := []error{c.QPS.Validate(), c.Latency.Validate(), c.Circuit.Validate(), c.Priority.Validate(), c.Concurrency.Validate()}
 	if c.RetryAfter < 0 {
 		errs = append(errs, config.Errorf("", "retry_after", "must not be negative, got %v", c.RetryAfter.D()))
 	}

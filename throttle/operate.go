@@ -29,7 +29,7 @@ func (t *Throttle) SetOverride(state string, now, until time.Time) error {
 }
 
 // Reset forgets what was learned ("baselines": the levels' histories and the
-// trips they caused), closes the circuit ("circuit"), or both ("all").
+// trips they caused, and the concurrency limit), closes the circuit ("circuit"), or both ("all").
 func (t *Throttle) Reset(what string, now time.Time) error {
 	switch what {
 	case "baselines", "circuit", "all":
@@ -40,6 +40,8 @@ func (t *Throttle) Reset(what string, now time.Time) error {
 		for _, l := range t.levels {
 			l.Forget()
 		}
+		t.limit.Forget()
+		t.gate.SetLimit(t.limit.Value())
 	}
 	if what != "baselines" {
 		t.circuit.Reset(now)

@@ -5,6 +5,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/ai-guardian/adaptivethrottle/admission"
 	"github.com/ai-guardian/adaptivethrottle/config"
 )
 
@@ -75,9 +76,22 @@ func WithLatencyWindow(d time.Duration) Option {
 	return func(o *options) { o.cfg.Latency.Window = config.Duration(d) }
 }
 
-// WithHighReserve sets how many concurrent slots high priority keeps while
-// shedding (priority high_reserve).
+// WithHighReserve fixes how many slots of the concurrency limit only high
+// priority may take while shedding (priority high_reserve); by default it
+// is 20% of the limit.
 func WithHighReserve(n int) Option { return func(o *options) { o.cfg.Priority.HighReserve = &n } }
+
+// WithConcurrencyLimit fixes the limit on requests in flight (concurrency
+// limit); by default it is learned.
+func WithConcurrencyLimit(n int) Option { return func(o *options) { o.cfg.Concurrency.Limit = n } }
+
+// WithMaxWait sets how long a request of each priority waits for a slot
+// before it is refused (concurrency max_wait); 0 keeps the default (1s).
+func WithMaxWait(high, medium, low time.Duration) Option {
+	return func(o *options) {
+		o.cfg.Concurrency.MaxWait = admission.MaxWait{High: config.Duration(high), Medium: config.Duration(medium), Low: config.Duration(low)}
+	}
+}
 
 // WithRetryAfter sets the floor of Retry-After (retry_after).
 func WithRetryAfter(d time.Duration) Option {

@@ -14,7 +14,8 @@ import (
 func TestOptionsSetTheirKeys(t *testing.T) {
 	th, err := New(WithName("opts"), WithConfig(Config{QPS: qpsWarmup(5)}), WithGPUSource("off"), WithGPUThreshold(0.9),
 		WithQPSWindow(time.Minute), WithQPSWarmup(12), WithQPSLimit(40), WithLatencyPercentile(95),
-		WithLatencyWindow(5*time.Second), WithHighReserve(3), WithRetryAfter(2*time.Second))
+		WithLatencyWindow(5*time.Second), WithHighReserve(3), WithRetryAfter(2*time.Second),
+		WithConcurrencyLimit(12), WithMaxWait(3*time.Second, 2*time.Second, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +33,11 @@ func TestOptionsSetTheirKeys(t *testing.T) {
 		{"qps limit", c.QPS.Limit, 40.0},
 		{"latency percentile", c.Latency.Percentile, 95.0},
 		{"latency window", c.Latency.Window, config.Duration(5 * time.Second)},
-		{"priority high_reserve", c.Priority.Reserve(), 3},
+		{"priority high_reserve", c.Priority.Reserve(10), 3},
+		{"concurrency limit", c.Concurrency.Limit, 12},
+		{"concurrency max_wait high", c.Concurrency.MaxWait.High, config.Duration(3 * time.Second)},
+		{"concurrency max_wait medium", c.Concurrency.MaxWait.Medium, config.Duration(2 * time.Second)},
+		{"concurrency max_wait low (0: the default)", c.Concurrency.MaxWait.Low, config.Duration(time.Second)},
 		{"retry_after", c.RetryAfter, config.Duration(2 * time.Second)},
 		{"a default", c.Circuit.MinRequests, 20},
 	}
@@ -41,7 +46,7 @@ func TestOptionsSetTheirKeys(t *testing.T) {
 			t.Errorf("%s: %v, want %v", k.key, k.got, k.want)
 		}
 	}
-	if st := th.Status(time.Now()); st.Lanes.High.Reserve != 3 || st.Levels.GPU.Source != "off" {
+	if st := th.Status(time.Now()); st.Lanes.High.Reserve != 3 || st.Admission.Limit != 12 || !st.Admission.Fixed || st.Levels.GPU.Source != "off" {
 		t.Fatalf("status %+v", st)
 	}
 	if _, err := New(WithGPUSource("off"), WithLatencyPercentile(120)); err == nil || !strings.Contains(err.Error(), "latency: percentile") {

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+
+	"github.com/ai-guardian/adaptivethrottle/internal/shard"
 )
 
 // recorder notes the status and the time of the first byte of a response.
@@ -13,9 +15,11 @@ type recorder struct {
 	http.ResponseWriter
 	status int
 	wrote  bool
-	stamp  bool  // take the time at the first byte (measure ttfb)
-	at     int64 // when the first byte was written (breaker.Mono), if stamp
-	start  int64 // when the request was admitted (breaker.Mono)
+	stamp  bool        // latency measures time to first byte (else the whole response)
+	at     int64       // when the first byte was written (breaker.Mono)
+	start  int64       // when the request was admitted (breaker.Mono)
+	fb     *firstBytes // where a successful first byte is counted, for the limit
+	high   bool        // a high-priority request: counted in Throttle.highIn
 	// shard is this recorder's index into the sharded counters and
 	// histograms, fixed for its life: a Decision carries its recorder for
 	// it even when no response is recorded (Admit without Serve). sync.Pool keeps objects on the P
@@ -39,7 +43,7 @@ func getRecorder() *recorder { return recorders.Get().(*recorder) }
 // putRecorder returns rec to the pool, reset: no reference to the
 // request's writer, nothing recorded.
 func putRecorder(rec *recorder) {
-	rec.ResponseWriter, rec.stamp, rec.status, rec.wrote, rec.at = nil, false, 0, false, 0
+	rec.ResponseWriter, rec.stamp, rec.status, rec.wrote, rec.at, rec.fb, rec.high = nil, false, 0, false, 0, nil, false
 	recorders.Put(rec)
 }
 
@@ -48,8 +52,9 @@ func putRecorder(rec *recorder) {
 func (rec *recorder) WriteHeader(code int) {
 	if !rec.wrote && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		rec.wrote, rec.status = true, code
-		if rec.stamp {
-			rec.at = Now().Mono
+		rec.at = Now().Mono
+		if code < 500 && rec.fb != nil {
+			rec.fb.add(rec.shard, rec.at-rec.start)
 		}
 	}
 	rec.ResponseWriter.WriteHeader(code)
@@ -90,3 +95,21 @@ func (rec *recorder) Flush() { _ = rec.FlushError() }
 // Unwrap lets http.ResponseController reach the connection (hijacking for
 // upgrades, deadlines, full-duplex).
 func (rec *recorder) Unwrap() http.ResponseWriter { return rec.ResponseWriter }
+
+// firstBytes counts the successful first bytes and sums their times since
+// admission: the concurrency limit's signal (admission.Signal), read by
+// the sampler once a step. It is counted when the first byte is written,
+// not when the answer ends: an answer's length is not congestion, and a
+// signal a whole answer late would steer the limit a whole answer late.
+type firstBytes struct {
+	sum, count *shard.Counter
+}
+
+func newFirstBytes() firstBytes {
+	return firstBytes{sum: shard.NewCounter(), count: shard.NewCounter()}
+}
+
+func (f *firstBytes) add(sh uint32, ns int64) {
+	f.sum.AddN(sh, uint64(max(0, ns)))
+	f.count.Add(sh)
+}

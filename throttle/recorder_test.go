@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 )
 
 // unwrapOnly hides the Flusher of the writer below, as Caddy's own wrappers
@@ -29,11 +30,24 @@ func TestRecorderFlushesThroughUnwrap(t *testing.T) {
 	if rec.status != http.StatusOK {
 		t.Fatalf("status %d", rec.status)
 	}
+	// The first byte is timed and counted for the concurrency limit once,
+	// at the final status, not at a 1xx; a 5xx is not counted.
+	fb := newFirstBytes()
 	rec2 := getRecorder()
-	rec2.ResponseWriter = httptest.NewRecorder()
+	rec2.ResponseWriter, rec2.fb, rec2.start = httptest.NewRecorder(), &fb, Now().Mono-int64(time.Second)
 	rec2.WriteHeader(http.StatusEarlyHints)
+	if rec2.wrote || fb.count.Load() != 0 {
+		t.Fatal("a 1xx counted as the first byte")
+	}
 	rec2.WriteHeader(http.StatusCreated)
-	if rec2.status != http.StatusCreated || rec2.at != 0 {
-		t.Fatalf("1xx taken as the status, or time taken when not asked: %d %v", rec2.status, rec2.at)
+	rec2.WriteHeader(http.StatusAccepted)
+	if rec2.status != http.StatusCreated || rec2.at == 0 || fb.count.Load() != 1 || fb.sum.Load() < uint64(time.Second) {
+		t.Fatalf("1xx taken as the status, or the first byte not counted once: %d %v %d %d", rec2.status, rec2.at, fb.count.Load(), fb.sum.Load())
+	}
+	rec3 := getRecorder()
+	rec3.ResponseWriter, rec3.fb = httptest.NewRecorder(), &fb
+	rec3.WriteHeader(http.StatusBadGateway)
+	if fb.count.Load() != 1 {
+		t.Fatal("a 5xx counted as a first byte")
 	}
 }

@@ -2,13 +2,15 @@ package throttle
 
 import (
 	"context"
+	"math"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
+	"github.com/ai-guardian/adaptivethrottle/admission"
 	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/levels"
-	"github.com/ai-guardian/adaptivethrottle/priority"
 )
 
 // stepsPerSecond is how many sampler steps make a second.
@@ -33,9 +35,10 @@ func (t *Throttle) run(ctx context.Context) {
 }
 
 // step is one sampler step at now: every level samples what it watches,
-// and once a second the circuit's timer and the medium lane's controller
-// run. Then the shedding state is published. The sampler is its only
-// caller, so the levels' statistics and the shedding state have one writer.
+// the concurrency limit learns from the step's first bytes, and once a
+// second the circuit's timer runs. Then the shedding state is published.
+// The sampler is its only caller, so the levels' statistics, the limit and
+// the shedding state have one writer.
 func (t *Throttle) step(now time.Time, second bool) {
 	t.expireOverride(now)
 	in := levels.Inputs{Second: second, Learn: !t.shedding(now), Arrivals: t.seen(), InFlight: t.inflight()}
@@ -46,38 +49,54 @@ func (t *Throttle) step(now time.Time, second bool) {
 		if tr, ok := t.circuit.Poll(now); ok {
 			t.transition(tr)
 		}
-		t.tune(now)
+		t.measureDrain(now)
 	}
+	t.admitStep(now)
 	t.refresh(now)
 }
 
-// tune runs the medium lane's controller once a second. The lane follows
-// the upstream's health, never the arrival rate: a one-second median time
-// to first byte above its reference, GPU pressure or a circuit that is not
-// closed mean the upstream stopped keeping up. A queue at the upstream
-// moves the median; over a single second the high percentile is one
-// unlucky answer.
-func (t *Throttle) tune(now time.Time) {
-	dt := now.Sub(t.lastSecond)
-	t.lastSecond = now
-	fin := t.finished.Load()
-	high := t.verdicts[priority.High][priority.Pass].Load() + t.verdicts[priority.High][priority.PassReserved].Load()
-	served, reserved := 0.0, 0.0
-	if dt > 0 && dt < time.Minute {
-		served = float64(fin-t.lastFinish) / dt.Seconds()
-		reserved = float64(high-t.lastHigh) / dt.Seconds()
-	}
-	t.lastFinish, t.lastHigh = fin, high
+// admitStep hands the limit the step's signal and publishes the new limit,
+// the reserve within it, and the medium lane's pacing: the rate at which
+// medium's share of the slots turns over (Little's law: slots ÷ the time
+// a request holds one, that time being in flight ÷ completions per
+// second), never less than medium_floor. Arrivals never set any of it.
+func (t *Throttle) admitStep(now time.Time) {
+	sum, count := t.firstBytes.sum.Load(), t.firstBytes.count.Load()
+	waits := t.waits.Load()
+	inflight := t.gate.InFlight()
+	sig := admission.Signal{Now: now, TTFB: time.Duration(sum - t.lastFirst[0]), Count: count - t.lastFirst[1],
+		InFlight: inflight, Waiting: waits != t.lastWait || t.gate.Waiting() > 0,
+		Pressure: t.gpu.Hysteresis().Tripped() || t.latency.Hysteresis().Tripped() || t.circuit.State() != breaker.Closed}
+	t.lastFirst, t.lastWait = [2]uint64{sum, count}, waits
+	n := t.limit.Step(sig)
 
-	s := t.latency.LastSecond()
-	slow := s.Count > 0 && s.Reference > 0 && float64(s.Median) > float64(s.Reference)*s.Factor
-	congested := slow || t.gpu.Hysteresis().Tripped() || t.circuit.State() != breaker.Closed
-	draining := s.Count > 0 && t.lastMedian > 0 && float64(s.Median) < 0.9*float64(t.lastMedian)
-	if s.Count > 0 {
-		t.lastMedian = s.Median
+	t.mu.Lock()
+	pc := t.cfg.Priority
+	t.mu.Unlock()
+	reserve := pc.Reserve(n)
+	t.gate.SetLimit(n)
+	t.gate.SetReserve(reserve)
+	r := pc.MediumFloor
+	if drain := math.Float64frombits(t.drain.Load()); drain > 0 {
+		r = math.Max(r, float64(n-reserve)*drain/float64(max(inflight, 1)))
 	}
-	t.lanes.Bucket.Tune(now, priority.Health{Shedding: t.shedding(now), Served: served, Reserved: reserved,
-		InFlight: float64(t.inflight()), Congested: congested, Draining: draining})
+	t.pacer.SetLimitAt(now, rate.Limit(r))
+	t.pacer.SetBurstAt(now, max(1, int(r/4)))
+}
+
+// measureDrain updates, once a second, the rate at which requests
+// complete: what Retry-After and the medium pacing are derived from.
+func (t *Throttle) measureDrain(now time.Time) {
+	fin := t.finished.Load()
+	dt := now.Sub(t.lastSec)
+	if !t.lastSec.IsZero() && dt > 0 && dt < time.Minute {
+		r := float64(fin-t.lastFin) / dt.Seconds()
+		if old := math.Float64frombits(t.drain.Load()); old > 0 {
+			r = old + 0.5*(r-old)
+		}
+		t.drain.Store(math.Float64bits(r))
+	}
+	t.lastFin, t.lastSec = fin, now
 }
 
 // refresh publishes the levels' state to the atomics the request path
@@ -93,6 +112,7 @@ func (t *Throttle) refresh(now time.Time) {
 	}
 	t.tripped.Store(mask)
 	t.shedUntil.Store(now.Add(until).UnixNano())
+	t.gate.SetShedding(mask != 0 || t.overrideAt(now) == "shed")
 }
 
 // shedding reports whether any level is tripped or an override sheds.
@@ -135,19 +155,5 @@ func (t *Throttle) seen() uint64 {
 	return n
 }
 
-// admitted is the number of requests sent on to the upstream.
-func (t *Throttle) admitted() uint64 {
-	var n uint64
-	for p := range t.verdicts {
-		for v := priority.Pass; v <= priority.PassBucket; v++ {
-			n += t.verdicts[p][v].Load()
-		}
-	}
-	return n
-}
-
 // inflight is the number of admitted requests not yet answered.
-func (t *Throttle) inflight() int64 {
-	f := t.finished.Load() // first, so a racing finish cannot make it negative
-	return max(0, int64(t.admitted())-int64(f))
-}
+func (t *Throttle) inflight() int64 { return t.gate.InFlight() }

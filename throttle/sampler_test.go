@@ -1,6 +1,7 @@
 package throttle
 
 import (
+	"context"
 	"reflect"
 	"strings"
 	"testing"
@@ -8,7 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/ai-guardian/adaptivethrottle/breaker"
+	"github.com/ai-guardian/adaptivethrottle/admission"
 	"github.com/ai-guardian/adaptivethrottle/config"
 	"github.com/ai-guardian/adaptivethrottle/levels"
 	"github.com/ai-guardian/adaptivethrottle/levels/latency"
@@ -86,8 +87,14 @@ func TestQPSSurgeShedsAndRecovers(t *testing.T) {
 	if !th.shedding(now) || th.shedCause() != levelQPS {
 		t.Fatalf("not shedding after two seconds at 2.5× the baseline: %+v", th.qps.Status(now))
 	}
-	if d := th.Admit(priority.Low, InstantOf(now)); d.Verdict() != priority.ShedLow || d.Cause() != "qps" {
+	for range th.gate.Limit() - th.gate.Reserve() {
+		th.gate.Force() // no slot free for low: it is refused at once
+	}
+	if d := th.Admit(context.Background(), priority.Low, InstantOf(now)); d.Verdict() != priority.ShedLow || d.Cause() != "qps" {
 		t.Fatalf("low while shedding: %v %s", d.Verdict(), d.Cause())
+	}
+	for range th.gate.Limit() - th.gate.Reserve() {
+		th.gate.Release()
 	}
 	// The surge goes on: the baseline must not learn it.
 	steady(th, &now, 20, 40)
@@ -128,31 +135,29 @@ func TestQPSFarAboveTripsAtOnce(t *testing.T) {
 	}
 }
 
-func TestMediumLaneFollowsUpstreamHealth(t *testing.T) {
-	th := testThrottle(t, Config{})
+// The medium lane's pacing is the rate its share of the limit turns
+// over: slots ÷ the time a request holds one (in flight ÷ completions per
+// second), never the arrival rate.
+func TestMediumPacingFollowsTheLimit(t *testing.T) {
+	th := testThrottle(t, Config{Concurrency: admission.Config{Limit: 10}})
 	now := time.Unix(1000, 0)
 	th.step(now, true)
-	// Healthy and not shedding: the lane tracks what the upstream serves.
-	steady(th, &now, 20, 20)
-	if r := th.lanes.Bucket.Limit(); r != 20 {
-		t.Fatalf("medium rate %v, want the served 20 req/s", r)
+	for range 8 {
+		th.gate.Force() // 8 in flight
 	}
-	// Shedding, and the circuit says the upstream is failing: decrease.
-	if err := th.SetOverride("shed", now, time.Time{}); err != nil {
-		t.Fatal(err)
+	steady(th, &now, 3, 20) // 20 completions a second
+	if r, res := float64(th.pacer.Limit()), th.gate.Reserve(); res != 2 || r != 20 {
+		t.Fatalf("medium rate %v, reserve %d; want (10 − 2) × 20/s ÷ 8 = 20, 2", r, res)
 	}
-	for range 25 {
-		tk, _, _ := th.circuit.Allow(now)
-		th.circuit.Done(breaker.Mono(now), tk, true, 0)
+	// Arrivals do not move it: five times as many, the same completions.
+	for range 3 {
+		for range 100 {
+			th.verdicts[priority.Medium][priority.ShedBucket].Add(0)
+		}
+		steady(th, &now, 1, 20)
 	}
-	if th.circuit.State() != breaker.Open {
-		t.Fatal("circuit did not open")
-	}
-	arrive(th, 20)
-	now = now.Add(time.Second)
-	th.step(now, true)
-	if r := th.lanes.Bucket.Limit(); r != 18 {
-		t.Fatalf("medium rate %v after a congested second, want 20 × 0.9", r)
+	if r := float64(th.pacer.Limit()); r != 20 {
+		t.Fatalf("medium rate %v moved with the arrivals", r)
 	}
 }
 

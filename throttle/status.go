@@ -1,8 +1,10 @@
 package throttle
 
 import (
+	"math"
 	"time"
 
+	"github.com/ai-guardian/adaptivethrottle/admission"
 	"github.com/ai-guardian/adaptivethrottle/levels"
 	"github.com/ai-guardian/adaptivethrottle/levels/gpu"
 	"github.com/ai-guardian/adaptivethrottle/levels/latency"
@@ -14,14 +16,16 @@ import (
 // seconds (fields ending _s); latency values and thresholds too. Every
 // figure is rounded to four decimals.
 type Status struct {
-	Instance string          `json:"instance"`
-	Shedding bool            `json:"shedding"`
-	Override *OverrideStatus `json:"override"`
-	InFlight int64           `json:"in_flight"`
-	Levels   LevelsStatus    `json:"levels"`
-	Circuit  CircuitStatus   `json:"circuit"`
-	Lanes    LanesStatus     `json:"lanes"`
-	// Refusals so far by cause: gpu, latency, qps, circuit, override.
+	Instance  string          `json:"instance"`
+	Shedding  bool            `json:"shedding"`
+	Override  *OverrideStatus `json:"override"`
+	InFlight  int64           `json:"in_flight"`
+	Levels    LevelsStatus    `json:"levels"`
+	Circuit   CircuitStatus   `json:"circuit"`
+	Admission AdmissionStatus `json:"admission"`
+	Lanes     LanesStatus     `json:"lanes"`
+	// Refusals so far by cause: gpu, latency, qps, circuit, override,
+	// concurrency.
 	Shed map[string]uint64 `json:"shed"`
 	// Events dropped because the emitter fell behind (the queue holds 64).
 	EventsDropped uint64 `json:"events_dropped"`
@@ -63,7 +67,21 @@ type LanesStatus struct {
 	Low    LowLane    `json:"low"`
 }
 
-// HighLane is the reserve.
+// AdmissionStatus is the concurrency limit and its queues.
+type AdmissionStatus struct {
+	admission.LimitStatus
+	InFlight int64 `json:"in_flight"`
+	// Queued is the requests waiting for a slot, per priority; the oldest
+	// of them has waited OldestWaitS.
+	Queued      map[string]int `json:"queued"`
+	OldestWaitS float64        `json:"oldest_wait_s"`
+	// DrainPerS is the rate requests complete at (smoothed, per second):
+	// what a queue refusal's Retry-After is derived from.
+	DrainPerS float64 `json:"drain_per_s"`
+}
+
+// HighLane is high priority: the slots of the limit only it may take while
+// shedding, and how many of its requests are in flight.
 type HighLane struct {
 	Reserve int    `json:"reserve"`
 	InUse   int    `json:"in_use"`
@@ -73,13 +91,12 @@ type HighLane struct {
 
 // MediumLane is the paced lane.
 type MediumLane struct {
-	Rate float64 `json:"rate"` // req/s the lane admits while shedding; follows the upstream otherwise
-	// What the controller has learned of the upstream: the rate it serves
-	// when saturated (0 until seen) and how many it runs without queueing.
-	UpstreamCapacity    float64 `json:"upstream_capacity"`
-	UpstreamConcurrency float64 `json:"upstream_concurrency"`
-	Passed              uint64  `json:"passed"`
-	Shed                uint64  `json:"shed"`
+	// Rate (req/s) at which medium may take free slots while shedding:
+	// the rate its share of the limit turns over. It is computed all the
+	// time and in force only while shedding.
+	Rate   float64 `json:"rate"`
+	Passed uint64  `json:"passed"`
+	Shed   uint64  `json:"shed"`
 }
 
 // LowLane is refused while shedding.
@@ -109,7 +126,11 @@ func (t *Throttle) Status(now time.Time) Status {
 
 	counts := t.Verdicts()
 	passed := func(p priority.Priority) uint64 {
-		return counts[p][priority.Pass] + counts[p][priority.PassReserved] + counts[p][priority.PassBucket]
+		var n uint64
+		for v := priority.Pass; v.Admitted(); v++ {
+			n += counts[p][v]
+		}
+		return n
 	}
 	shed := func(p priority.Priority) uint64 {
 		var n uint64
@@ -118,13 +139,15 @@ func (t *Throttle) Status(now time.Time) Status {
 		}
 		return n
 	}
-	b := t.lanes.Bucket
 	st.Lanes = LanesStatus{
-		High: HighLane{Reserve: t.lanes.Reserve.Cap(), InUse: t.lanes.Reserve.InUse(), Passed: passed(priority.High), Shed: shed(priority.High)},
-		Medium: MediumLane{Rate: levels.Round(b.Limit()), UpstreamCapacity: levels.Round(b.Capacity()),
-			UpstreamConcurrency: levels.Round(b.Concurrency()), Passed: passed(priority.Medium), Shed: shed(priority.Medium)},
-		Low: LowLane{Passed: passed(priority.Low), Shed: shed(priority.Low)},
+		High:   HighLane{Reserve: t.gate.Reserve(), InUse: int(t.highIn.Load()), Passed: passed(priority.High), Shed: shed(priority.High)},
+		Medium: MediumLane{Rate: levels.Round(float64(t.pacer.Limit())), Passed: passed(priority.Medium), Shed: shed(priority.Medium)},
+		Low:    LowLane{Passed: passed(priority.Low), Shed: shed(priority.Low)},
 	}
+	queued, oldest := t.gate.Queues(Now().Mono)
+	st.Admission = AdmissionStatus{LimitStatus: t.limit.Status(), InFlight: t.gate.InFlight(),
+		Queued:      map[string]int{"high": queued[priority.High], "medium": queued[priority.Medium], "low": queued[priority.Low]},
+		OldestWaitS: levels.Round(oldest.Seconds()), DrainPerS: levels.Round(math.Float64frombits(t.drain.Load()))}
 	for c := range numCauses {
 		st.Shed[causeNames[c]] = t.shedBy[c].Load()
 	}

@@ -5,7 +5,7 @@
 //
 // A request is admitted, served and finished:
 //
-//	d := t.Admit(p, throttle.Now())   // lock-free: atomics only
+//	d := t.Admit(ctx, p, throttle.Now()) // lock-free when a slot is free
 //	if !d.Admitted() { ... refuse: d.Status(), d.RetryAfter() ... }
 //	err := t.Serve(w, r, d, next)      // next, then Finish on every path
 //
@@ -30,6 +30,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"golang.org/x/time/rate"
+
+	"github.com/ai-guardian/adaptivethrottle/admission"
 	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/internal/shard"
 	"github.com/ai-guardian/adaptivethrottle/levels"
@@ -52,17 +55,18 @@ const (
 const (
 	causeCircuit = numLevels + iota
 	causeOverride
+	causeLimit // no slot within the wait, nothing tripped
 	numCauses
 )
 
-// Causes is the number of refusal causes: the levels, the circuit and an
-// override.
+// Causes is the number of refusal causes: the levels, the circuit, an
+// override and the concurrency limit.
 const Causes = numCauses
 
-var causeNames = [numCauses]string{"gpu", "latency", "qps", "circuit", "override"}
+var causeNames = [numCauses]string{"gpu", "latency", "qps", "circuit", "override", "concurrency"}
 
 // CauseName names refusal cause c (0 ≤ c < Causes): gpu, latency, qps,
-// circuit or override.
+// circuit, override or concurrency.
 func CauseName(c int) string { return causeNames[c] }
 
 // Throttle is one named throttle: what it has learned, its sampler and the
@@ -83,7 +87,15 @@ type Throttle struct {
 	levels  [numLevels]levels.Level
 
 	circuit *breaker.Circuit
-	lanes   priority.Lanes
+
+	// Admission: the slots and their queues (request path), the learned
+	// limit (sampler), and the medium lane's pacing while shedding.
+	gate       *admission.Gate
+	limit      *admission.Limit
+	pacer      *rate.Limiter
+	firstBytes firstBytes                   // successful first bytes since start: the limit's signal
+	highIn     atomic.Int64                 // high-priority requests in flight
+	maxWait    [priority.Count]atomic.Int64 // ns: each priority's max_wait
 
 	// Read by the request path, written by the sampler (and an override).
 	tripped   atomic.Uint32 // bit i set: levels[i] tripped
@@ -104,15 +116,17 @@ type Throttle struct {
 	events  eventQueue
 
 	// Sampler side.
-	mu         sync.Mutex // cfg, and serialises Apply with itself
-	cfg        Config
-	lastFinish uint64        // sampler only
-	lastHigh   uint64        // sampler only: high-priority admissions at the last second
-	lastSecond time.Time     // sampler only
-	lastMedian time.Duration // sampler only: the last second's median time to first byte
-	steps      int           // sampler only
-	stop       context.CancelFunc
-	done       chan struct{}
+	mu        sync.Mutex // cfg, and serialises Apply with itself
+	cfg       Config
+	steps     int           // sampler only
+	lastFirst [2]uint64     // sampler only: firstBytes (sum, count) at the last step
+	lastWait  uint64        // sampler only: waits at the last step
+	lastFin   uint64        // sampler only: finished at the last second
+	lastSec   time.Time     // sampler only
+	waits     atomic.Uint64 // requests that found no free slot
+	drain     atomic.Uint64 // float64 bits: completions per second, smoothed (sampler)
+	stop      context.CancelFunc
+	done      chan struct{}
 }
 
 // override is an operator's decision that beats the levels until it expires.
@@ -162,11 +176,16 @@ func build(name string, cfg Config, logger *zap.Logger) (*Throttle, error) {
 		latency:  latency.New(cfg.Latency),
 		gpu:      g,
 		circuit:  breaker.NewCircuit(cfg.Circuit),
-		lanes:    priority.Lanes{Reserve: priority.NewReserve(cfg.Priority.Reserve()), Bucket: priority.NewBucket(priority.BucketConfig{Floor: cfg.Priority.MediumFloor})},
+		limit:    admission.NewLimit(cfg.Concurrency),
+		pacer:    rate.NewLimiter(rate.Limit(cfg.Priority.MediumFloor), 1),
 		finished: shard.NewCounter(),
 		shedLog:  newShedLogger(),
 		cfg:      cfg,
 	}
+	t.gate = admission.NewGate(t.limit.Value(), cfg.Concurrency.Queue)
+	t.gate.SetReserve(cfg.Priority.Reserve(t.limit.Value()))
+	t.firstBytes = newFirstBytes()
+	t.setMaxWait(cfg.Concurrency.MaxWait)
 	t.levels = [numLevels]levels.Level{levelGPU: t.gpu, levelLatency: t.latency, levelQPS: t.qps}
 	for p := range t.verdicts {
 		for v := range t.verdicts[p] {
@@ -245,9 +264,19 @@ func (t *Throttle) Apply(cfg Config) error {
 	if old.Circuit != cfg.Circuit {
 		t.circuit.SetConfig(cfg.Circuit)
 	}
-	t.lanes.Reserve.SetCap(cfg.Priority.Reserve())
-	t.lanes.Bucket.SetConfig(time.Now(), priority.BucketConfig{Floor: cfg.Priority.MediumFloor})
+	t.limit.SetConfig(cfg.Concurrency)
+	n := t.limit.Value()
+	t.gate.SetLimit(n)
+	t.gate.SetReserve(cfg.Priority.Reserve(n))
+	t.gate.SetMaxQueue(cfg.Concurrency.Queue)
+	t.setMaxWait(cfg.Concurrency.MaxWait)
 	t.def.Store(uint32(cfg.Priority.DefaultPriority()))
 	t.retry.Store(int64(cfg.RetryAfter))
 	return nil
+}
+
+func (t *Throttle) setMaxWait(m admission.MaxWait) {
+	for p := range t.maxWait {
+		t.maxWait[p].Store(int64(m.Of(priority.Priority(p))))
+	}
 }

@@ -45,6 +45,9 @@ func NewCounter() *Counter {
 // of them, and a caller on one core keeps its shard's line in its cache.
 func (c *Counter) Add(shard uint32) { c.shards[shard&c.mask].n.Add(1) }
 
+// AddN adds n on the shard that shard selects, as Add.
+func (c *Counter) AddN(shard uint32, n uint64) { c.shards[shard&c.mask].n.Add(n) }
+
 // Load returns the total so far.
 func (c *Counter) Load() uint64 {
 	var t uint64
