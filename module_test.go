@@ -131,15 +131,10 @@ func TestShedByPriority(t *testing.T) {
 		return func() { close(rel); <-done }, d.(string)
 	}
 
-	// Low takes a free slot while shedding, but never the reserve, and
-	// never waits.
-	releaseLow, d := hold("low")
-	if d != "pass" {
-		t.Fatalf("low into a free slot while shedding: decision %q", d)
-	}
+	// Low is refused at once, though slots are free.
 	w, repl, err := serve("low", ok200)
 	if err != nil || w.Code != http.StatusTooManyRequests {
-		t.Fatalf("low with only the reserve free: %d %v", w.Code, err)
+		t.Fatalf("low while shedding: %d %v", w.Code, err)
 	}
 	var body shedJSON
 	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
@@ -157,7 +152,13 @@ func TestShedByPriority(t *testing.T) {
 	if l, _ := repl.Get(phLevel); l != "override" {
 		t.Fatalf("level placeholder %v", l)
 	}
-	// Medium waits for a slot and gets none within its wait.
+	// Medium takes a free slot at its pacing's floor (1 req/s, burst 1);
+	// the next one waits for a slot and gets none within its wait: the
+	// other slot is high's reserve.
+	releaseMedium, d := hold("medium")
+	if d != "pass" {
+		t.Fatalf("medium into a free slot: decision %q", d)
+	}
 	if w, _, _ := serve("medium", ok200); w.Code != http.StatusTooManyRequests {
 		t.Fatalf("medium with only the reserve free: %d", w.Code)
 	}
@@ -172,14 +173,15 @@ func TestShedByPriority(t *testing.T) {
 		t.Fatalf("second high with a full limit: %d", w.Code)
 	}
 	releaseHigh()
-	releaseLow()
+	releaseMedium()
 	if st := h.t.Status(time.Now()); st.Lanes.High.InUse != 0 || st.InFlight != 0 {
 		t.Fatalf("slots not released after the responses: high %d, in flight %d", st.Lanes.High.InUse, st.InFlight)
 	}
 
-	// Medium with a free slot, at its pacing's floor (1 req/s, burst 1).
+	// With its slot free again, medium out of pacing tokens waits and is
+	// handed it at once.
 	if w, repl, _ := serve("medium", ok200); w.Code != http.StatusOK {
-		t.Fatalf("first medium: %d", w.Code)
+		t.Fatalf("medium with a slot free: %d", w.Code)
 	} else if d, _ := repl.Get(phDecision); d != "pass" {
 		t.Fatalf("decision placeholder on pass: %v", d)
 	}

@@ -33,9 +33,14 @@ func TestPrometheusGaugeTripsAndClears(t *testing.T) {
 		latency {
 			ceiling 1m
 		}
+		concurrency {
+			limit 16
+		}
 	}
 	reverse_proxy `+addr+`
 }`)
+	// The limit is fixed above what the test sends, so that the queue
+	// builds inside the upstream, where the gauge sees it.
 	eventually(t, 5*time.Second, "a first scrape", func() bool { return status(t, "prom").Levels.GPU.Available })
 	if g := status(t, "prom").Levels.GPU; g.Source != "prometheus" || g.Tripped || g.Value > 0.1 || len(g.Devices) != 1 {
 		t.Fatalf("idle upstream: %+v", g)

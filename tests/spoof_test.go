@@ -9,16 +9,18 @@ import (
 	"github.com/ai-guardian/adaptivethrottle/internal/llmsim"
 )
 
-// Without `trusted`, anyone may claim high priority; the reserve caps what
-// such claims can take: high_reserve concurrent slots, the rest 503.
-func TestSpoofedHighIsCappedByTheReserve(t *testing.T) {
+// Without `trusted`, anyone may claim high priority; the concurrency
+// limit caps what such claims can take: a fixed limit of 2 slots, the rest
+// 503 once their wait runs out.
+func TestSpoofedHighIsCappedByTheLimit(t *testing.T) {
 	_, addr := upstream(t, llmsim.Config{TokenTime: 100 * time.Millisecond, DefaultMaxTokens: 10})
 	tc := start(t, `http://localhost:9080 {
 	adaptive_throttle {
 		name spoof
 		gpu off
-		priority {
-			high_reserve 2
+		concurrency {
+			limit 2
+			max_wait high 100ms
 		}
 	}
 	reverse_proxy `+addr+`
@@ -38,10 +40,10 @@ func TestSpoofedHighIsCappedByTheReserve(t *testing.T) {
 	}
 	wg.Wait()
 	if codes[200] != 2 || codes[503] != 4 {
-		t.Fatalf("six concurrent high claims against a reserve of 2: %v", codes)
+		t.Fatalf("six concurrent high claims (a second each) against a limit of 2: %v", codes)
 	}
-	if st := status(t, "spoof"); st.Lanes.High.InUse != 0 || st.Lanes.High.Shed != 4 {
-		t.Fatalf("reserve after the burst: %+v", st.Lanes.High)
+	if st := status(t, "spoof"); st.Lanes.High.InUse != 0 || st.Lanes.High.Shed != 4 || st.Admission.InFlight != 0 {
+		t.Fatalf("after the burst: %+v %+v", st.Lanes.High, st.Admission)
 	}
 }
 

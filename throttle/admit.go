@@ -72,8 +72,10 @@ func (d Decision) CauseIndex() int { return int(uint8(d.info >> 16)) }
 // Nothing tripped: a free slot admits any request; without one, it waits.
 // Something tripped (or an override says shed): high may also take the
 // reserve and waits for a slot; medium takes a free slot only as fast as
-// the medium lane's pacing allows, and otherwise waits for one; low takes
-// a free slot if nobody waits, and is refused at once otherwise. An open
+// the medium lane's pacing allows, and otherwise waits for one; low is
+// refused at once, unless the QPS level alone is tripped (arrivals surge,
+// the upstream is not hurting): then low takes a slot that is free while
+// nobody waits, and is refused at once otherwise. An open
 // circuit refuses everything but its Half-Open probes, which take a slot
 // whatever the limit: they are how recovery is seen. An override "pass"
 // admits everything (each still counts in flight); the circuit still
@@ -100,8 +102,8 @@ func (t *Throttle) Admit(ctx context.Context, p priority.Priority, now Instant) 
 		t.gate.Force()
 	default:
 		tk = ticket
-		if mode == "shed" || t.tripped.Load() != 0 {
-			v, start = t.graded(ctx, p, now)
+		if mask := t.tripped.Load(); mode == "shed" || mask != 0 {
+			v, start = t.graded(ctx, p, mode == "shed" || mask&upstreamLevels != 0, now)
 		} else if !t.gate.TryAcquire(p, false) {
 			v, start = t.wait(ctx, p, false, now)
 		}
@@ -118,9 +120,16 @@ func (t *Throttle) Admit(ctx context.Context, p priority.Priority, now Instant) 
 	return t.refusal(p, v, retryIn, now.Time)
 }
 
+// upstreamLevels are the levels that say the upstream itself is hurting
+// (its GPU, its latency), as the QPS level (arrivals surging) does not.
+const upstreamLevels = 1<<levelGPU | 1<<levelLatency
+
 // graded is admission while shedding: high may take the reserve, medium is
-// paced into free slots, low never waits.
-func (t *Throttle) graded(ctx context.Context, p priority.Priority, now Instant) (priority.Verdict, int64) {
+// paced into free slots, low never waits. hurting (a level that says the
+// upstream is hurting is tripped, or an override sheds): low is refused at
+// once; otherwise only arrivals surge, the limit guards the upstream, and
+// low may take a slot that is free while nobody waits.
+func (t *Throttle) graded(ctx context.Context, p priority.Priority, hurting bool, now Instant) (priority.Verdict, int64) {
 	switch p {
 	case priority.High:
 		if t.gate.TryAcquire(p, true) {
@@ -131,7 +140,7 @@ func (t *Throttle) graded(ctx context.Context, p priority.Priority, now Instant)
 			return priority.PassBucket, now.Mono
 		}
 	default:
-		if t.gate.TryAcquire(p, true) {
+		if !hurting && t.gate.TryAcquire(p, true) {
 			return priority.Pass, now.Mono
 		}
 	}

@@ -161,27 +161,28 @@ func TestAdmitWaitExpiresOrIsCancelled(t *testing.T) {
 	}
 }
 
-// While shedding, high keeps the reserve inside the limit, medium waits
-// for a slot, low is refused at once when no slot is free.
+// While the QPS level alone is tripped, high keeps the reserve inside the
+// limit, medium waits for a slot, low takes a free slot but is refused at
+// once when none is. An override shed (or a level that says the upstream
+// hurts) refuses low even with slots free.
 func TestAdmitGradedWhileShedding(t *testing.T) {
 	th := testThrottle(t, Config{Concurrency: admission.Config{Limit: 5, MaxWait: admission.MaxWait{High: config.Duration(10 * time.Millisecond),
 		Medium: config.Duration(10 * time.Millisecond), Low: config.Duration(time.Hour)}}})
 	now := time.Now()
 	th.step(now, true)
-	if err := th.SetOverride("shed", now, time.Time{}); err != nil {
-		t.Fatal(err)
-	}
+	th.tripped.Store(1 << levelQPS) // as the sampler publishes a QPS trip
+	th.gate.SetShedding(true)
 	ctx := context.Background()
 	var held []Decision
 	for i := range 4 {
 		d := th.Admit(ctx, priority.Low, Now())
 		if d.Verdict() != priority.Pass {
-			t.Fatalf("low %d into a free slot while shedding: %v", i, d.Verdict())
+			t.Fatalf("low %d into a free slot while arrivals surge: %v", i, d.Verdict())
 		}
 		held = append(held, d)
 	}
-	if d := th.Admit(ctx, priority.Low, Now()); d.Verdict() != priority.ShedLow || d.Status() != 429 {
-		t.Fatalf("low with only the reserve free: %v", d.Verdict())
+	if d := th.Admit(ctx, priority.Low, Now()); d.Verdict() != priority.ShedLow || d.Status() != 429 || d.Cause() != "qps" {
+		t.Fatalf("low with only the reserve free: %v %q", d.Verdict(), d.Cause())
 	}
 	if d := th.Admit(ctx, priority.Medium, Now()); d.Verdict() != priority.ShedBucket || d.Status() != 429 {
 		t.Fatalf("medium with only the reserve free: %v", d.Verdict())
@@ -202,5 +203,19 @@ func TestAdmitGradedWhileShedding(t *testing.T) {
 	}
 	if st := th.Status(time.Now()); st.InFlight != 0 || st.Lanes.High.InUse != 0 {
 		t.Fatalf("in flight %d, high in use %d at the end", st.InFlight, st.Lanes.High.InUse)
+	}
+
+	for _, mask := range []uint32{1 << levelGPU, 1 << levelLatency} {
+		th.tripped.Store(mask)
+		if d := th.Admit(ctx, priority.Low, Now()); d.Verdict() != priority.ShedLow {
+			t.Fatalf("low with every slot free while %s is tripped: %v", CauseName(th.shedCause()), d.Verdict())
+		}
+	}
+	th.tripped.Store(0)
+	if err := th.SetOverride("shed", now, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if d := th.Admit(ctx, priority.Low, Now()); d.Verdict() != priority.ShedLow || d.Cause() != "override" {
+		t.Fatalf("low under override shed: %v %q", d.Verdict(), d.Cause())
 	}
 }
