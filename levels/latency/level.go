@@ -1,7 +1,10 @@
 // Package latency is the latency level: a percentile (P99) of time to first
 // byte per window, in sharded HDR histograms, against a history of healthy
-// windows, with a fast path on the one-second median and an absolute
-// ceiling. See the README, "What each level does".
+// windows that is never taken below an absolute allowance (min_threshold),
+// with a fast path on the one-second median and an absolute ceiling; or,
+// with slo, the percentile of the last two seconds against the operator's
+// objective. Recovery is judged on the last two seconds. See the README,
+// "What each level does".
 package latency
 
 import (
