@@ -108,8 +108,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			window      <duration>   # 10s
 //			factor      <n>          # 1.8
 //			consecutive <n>          # 3
-//			ceiling     <duration>   # 8s
+//			ceiling     <duration>   # 8s, or 2 × slo if more
 //			measure     ttfb | total
+//			min_threshold <duration> # 500ms (or the ceiling, if lower): nothing faster is slow
+//			slo         <duration>   # none: judge the percentile against this objective instead
 //		}
 //		circuit {
 //			error_ratio   <n>        # 0.5

@@ -113,6 +113,8 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 			consecutive 2
 			ceiling 30s
 			measure total
+			min_threshold 250ms
+			slo 3s
 		}
 		circuit {
 			error_ratio 0.3
@@ -153,7 +155,8 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 			Interval: config.Duration(3 * time.Second), Timeout: config.Duration(time.Second),
 			StaleAfter: config.Duration(15 * time.Second), Devices: []string{"0", "GPU-1234"}, OnError: "shed"},
 		Latency: &latency.Config{Percentile: 95, Window: config.Duration(20 * time.Second), Factor: 2.5, Consecutive: 2,
-			Ceiling: config.Duration(30 * time.Second), Measure: "total"},
+			Ceiling: config.Duration(30 * time.Second), Measure: "total", MinThreshold: config.Duration(250 * time.Millisecond),
+			SLO: config.Duration(3 * time.Second)},
 		Circuit: &breaker.CircuitConfig{ErrorRatio: 0.3, MinRequests: 50, Window: config.Duration(time.Minute),
 			OpenFor: config.Duration(10 * time.Second), MaxOpenFor: config.Duration(5 * time.Minute), Probes: 3,
 			ProbeTimeout: config.Duration(45 * time.Second)},
@@ -220,6 +223,9 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"adaptive_throttle {\n\tlatency {\n\t\tpercentile 101\n\t}\n}", "percentile must be", 3},
 		{"adaptive_throttle {\n\tlatency {\n\t\tmeasure ttlb\n\t}\n}", "measure must be ttfb or total", 3},
 		{"adaptive_throttle {\n\tlatency {\n\t\tconsecutive 0\n\t}\n}", "consecutive must be a whole number", 3},
+		{"adaptive_throttle {\n\tlatency {\n\t\tslo 0s\n\t}\n}", "slo must be a positive duration", 3},
+		{"adaptive_throttle {\n\tlatency {\n\t\tslo soon\n\t}\n}", "slo must be a positive duration", 3},
+		{"adaptive_throttle {\n\tlatency {\n\t\tmin_threshold -1s\n\t}\n}", "min_threshold must be a positive duration", 3},
 		{"adaptive_throttle {\n\tcircuit {\n\t\terror_ratio 2\n\t}\n}", "error_ratio must be within (0, 1]", 3},
 		{"adaptive_throttle {\n\tcircuit {\n\t\tprobes many\n\t}\n}", "probes must be a whole number", 3},
 		{"adaptive_throttle {\n\tpriority {\n\t\tdefault urgent\n\t}\n}", "default must be high, medium or low", 3},
@@ -260,6 +266,9 @@ func TestInconsistentBlocksFailAtTheirLine(t *testing.T) {
 		{"adaptive_throttle {\n\tgpu {\n\t\tsource nvidia-smi\n\t\tlabels gpu=0\n\t}\n}", `{"gpu":{"source":"nvidia-smi","labels":{"gpu":"0"}}}`, "need source prometheus", 4},
 		{"adaptive_throttle {\n\tcircuit {\n\t\topen_for 1m\n\t\tmax_open_for 10s\n\t}\n}", `{"circuit":{"open_for":"1m","max_open_for":"10s"}}`, "max_open_for", 4},
 		{"adaptive_throttle {\n\tlatency {\n\t\tceiling 1ns\n\t}\n}", `{"latency":{"ceiling":1}}`, "ceiling must be at least 1ms", 3},
+		{"adaptive_throttle {\n\tlatency {\n\t\tceiling 5s\n\t\tslo 10s\n\t}\n}", `{"latency":{"ceiling":"5s","slo":"10s"}}`, "slo 10s must not be above the ceiling 5s", 4},
+		{"adaptive_throttle {\n\tlatency {\n\t\tslo 1ns\n\t}\n}", `{"latency":{"slo":1}}`, "slo must be at least 1ms", 3},
+		{"adaptive_throttle {\n\tlatency {\n\t\tmin_threshold 1s\n\t\tceiling 500ms\n\t}\n}", `{"latency":{"ceiling":"500ms","min_threshold":"1s"}}`, "min_threshold 1s must not be above the ceiling", 3},
 	}
 	for _, c := range cases {
 		_, err := parse(t, c.caddyfile)

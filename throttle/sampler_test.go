@@ -191,7 +191,7 @@ func TestApplyKeepsWhatWasLearned(t *testing.T) {
 // Latency trips after `consecutive` bad windows, or at once on a window
 // more than twice over its threshold.
 func TestLatencyConsecutiveAndFarAbove(t *testing.T) {
-	th := testThrottle(t, Config{Latency: latency.Config{Window: config.Duration(time.Second), Consecutive: 2, Factor: 2}})
+	th := testThrottle(t, Config{Latency: latency.Config{Window: config.Duration(time.Second), Consecutive: 2, Factor: 2, MinThreshold: config.Duration(time.Millisecond)}})
 	now := time.Unix(1000, 0)
 	th.step(now, true)
 	window := func(d time.Duration) { answered(th, &now, 30, d) }
@@ -205,7 +205,7 @@ func TestLatencyConsecutiveAndFarAbove(t *testing.T) {
 		t.Fatal("not tripped after two bad windows")
 	}
 
-	th, now = testThrottle(t, Config{Latency: latency.Config{Window: config.Duration(time.Second), Consecutive: 3, Factor: 2}}), now.Add(time.Hour)
+	th, now = testThrottle(t, Config{Latency: latency.Config{Window: config.Duration(time.Second), Consecutive: 3, Factor: 2, MinThreshold: config.Duration(time.Millisecond)}}), now.Add(time.Hour)
 	th.step(now, true)
 	window(100 * time.Millisecond)
 	window(450 * time.Millisecond) // over 2 × 200 ms

@@ -7,7 +7,9 @@ import (
 )
 
 // Config is the `latency` block: a percentile of response times per window
-// against its own history. Zero fields take the defaults (Defaults).
+// against its own history (never below min_threshold), or, with slo,
+// against the operator's objective. Zero fields take the defaults
+// (Defaults).
 type Config struct {
 	// The percentile watched, in (0,100]. Default 99.
 	Percentile float64 `json:"percentile,omitempty"`
@@ -21,6 +23,16 @@ type Config struct {
 	Ceiling config.Duration `json:"ceiling,omitempty"`
 	// What is timed: ttfb (default, time to the first byte) or total.
 	Measure string `json:"measure,omitempty"`
+	// SLO is the operator's objective for the percentile. With it, the
+	// level trips when the percentile of the last two seconds is above it
+	// two seconds in a row, and recovers once it is back under it; the
+	// history and factor then only show in status. Default: none.
+	SLO config.Duration `json:"slo,omitempty"`
+	// MinThreshold is the absolute allowance: without slo, no time below it
+	// is slow, whatever the history (continuous batching makes a loaded
+	// upstream answer several times slower than an idle one, and healthy).
+	// Default 500ms, or the ceiling if that is lower.
+	MinThreshold config.Duration `json:"min_threshold,omitempty"`
 
 	// Tuning no block sets; tests do.
 	minSamples int64   // responses a window needs to teach the history (20): a P99 of three is noise
@@ -34,8 +46,11 @@ const (
 	DefaultFactor      = 1.8
 	DefaultConsecutive = 3
 	DefaultCeiling     = 8 * time.Second
-	minWindow          = time.Second
-	minCeiling         = time.Millisecond
+	// DefaultMinThreshold is the TTFB an LLM server may take under load
+	// before the level, without slo, can call it slow.
+	DefaultMinThreshold = 500 * time.Millisecond
+	minWindow           = time.Second
+	minCeiling          = time.Millisecond
 )
 
 // Defaults fills the zero fields. It never replaces a value the user gave,
@@ -54,7 +69,12 @@ func (c *Config) Defaults() {
 		c.Consecutive = DefaultConsecutive
 	}
 	if c.Ceiling == 0 {
-		c.Ceiling = config.Duration(DefaultCeiling)
+		// An objective above the default ceiling moves the ceiling with it,
+		// so that the ceiling stays the "far too slow" it is meant to be.
+		c.Ceiling = config.Duration(max(DefaultCeiling, 2*c.SLO.D()))
+	}
+	if c.MinThreshold == 0 {
+		c.MinThreshold = config.Duration(min(DefaultMinThreshold, c.Ceiling.D()))
 	}
 	if c.Measure == "" {
 		c.Measure = "ttfb"
@@ -92,6 +112,16 @@ func (c Config) Validate() error {
 		return config.Errorf(b, "consecutive", "must not be negative, got %d", c.Consecutive)
 	case c.Measure != "" && c.Measure != "ttfb" && c.Measure != "total":
 		return config.Errorf(b, "measure", "must be ttfb or total, got %q", c.Measure)
+	case c.SLO < 0:
+		return config.Errorf(b, "slo", "must be a positive duration, got %v", c.SLO.D())
+	case c.SLO != 0 && c.SLO.D() < minCeiling:
+		return config.Errorf(b, "slo", "must be at least %v, got %v", minCeiling, c.SLO.D())
+	case c.SLO != 0 && c.Ceiling != 0 && c.SLO > c.Ceiling:
+		return config.Errorf(b, "slo", "%v must not be above the ceiling %v", c.SLO.D(), c.Ceiling.D())
+	case c.MinThreshold < 0:
+		return config.Errorf(b, "min_threshold", "must be a positive duration, got %v", c.MinThreshold.D())
+	case c.MinThreshold != 0 && c.Ceiling != 0 && c.MinThreshold > c.Ceiling:
+		return config.Errorf(b, "min_threshold", "%v must not be above the ceiling %v", c.MinThreshold.D(), c.Ceiling.D())
 	}
 	return nil
 }

@@ -34,15 +34,33 @@ type historySample struct {
 	// (a restart at peak) is judged against the upstream at its best,
 	// never against itself.
 	Floor, Reference time.Duration
+	// Limit is what the last seconds are judged against without slo: the
+	// Reference × Factor, never below MinThreshold. Recovery and the
+	// medium lane read it.
+	Limit time.Duration
+	// Recent is the percentile over the last recentSeconds, never above
+	// their third-slowest answer (so one or two slow answers cannot set
+	// it); RecentCount how many answers it is over.
+	Recent      time.Duration
+	RecentCount int64
 
 	Closed      bool          // a window ended with this call
 	Value       time.Duration // the window's percentile
 	Count       int64         // responses in the window
-	Threshold   time.Duration // Mean × Factor; 0 while nothing is learned
+	Threshold   time.Duration // Mean × Factor, at least MinThreshold; 0 while nothing is learned
 	OverCeiling bool          // Value > Ceiling: trips at once
 	Stuck       bool          // requests were in flight but none answered all window
 	Learning    bool          // the window was healthy and taught the history
 }
+
+// recentSeconds is the span the per-second judgements (slo, recovery) take
+// their percentile over: long enough to hold more than a handful of answers,
+// short enough to let go within seconds of an overload's end.
+const recentSeconds = 2
+
+// recentMinOver is how many answers must be at least as slow as Recent: it is
+// never set by fewer, so a lone outlier cannot trip the slo.
+const recentMinOver = 3
 
 // floorMinutes is how long the fastest minute is remembered: long enough to
 // span a surge, short enough that a slower model put in place is accepted.
@@ -71,8 +89,11 @@ type history struct {
 
 	mu          sync.Mutex
 	cfg         Config
-	period      *hdrhistogram.Histogram // merged shards of the period being closed
-	window      *hdrhistogram.Histogram // periods of the current window
+	period      *hdrhistogram.Histogram                // merged shards of the period being closed
+	seconds     [recentSeconds]*hdrhistogram.Histogram // the last periods, a ring
+	secondAt    int                                    // the ring's next slot
+	recent      *hdrhistogram.Histogram                // scratch: the ring merged
+	window      *hdrhistogram.Histogram                // periods of the current window
 	windowStart time.Time
 	startFlight int64 // requests in flight when the window began
 	mean        time.Duration
@@ -85,7 +106,10 @@ type history struct {
 func newHistory(cfg Config) *history {
 	cfg.Defaults()
 	n := shard.Count()
-	l := &history{shards: make([]latShard, n), mask: uint32(n - 1), cfg: cfg, period: newHist(), window: newHist()}
+	l := &history{shards: make([]latShard, n), mask: uint32(n - 1), cfg: cfg, period: newHist(), window: newHist(), recent: newHist()}
+	for i := range l.seconds {
+		l.seconds[i] = newHist()
+	}
 	for i := range l.shards {
 		l.shards[i].h = *newHist()
 	}
@@ -137,6 +161,7 @@ func (l *history) sample(now time.Time, learn bool, inflight int64) historySampl
 		}
 	}
 	l.window.Merge(l.period)
+	l.noteRecent(&out)
 	l.period.Reset()
 
 	if l.windowStart.IsZero() {
@@ -153,8 +178,34 @@ func (l *history) sample(now time.Time, learn bool, inflight int64) historySampl
 	if out.Reference == 0 {
 		out.Reference = 2 * out.Floor
 	}
+	out.Limit = max(time.Duration(float64(out.Reference)*l.cfg.Factor), l.cfg.MinThreshold.D())
 	l.last = out
 	return out
+}
+
+// noteRecent puts the period just closed in the ring of the last
+// recentSeconds and takes the percentile over them. l.mu is held.
+func (l *history) noteRecent(out *historySample) {
+	h := l.seconds[l.secondAt]
+	l.secondAt = (l.secondAt + 1) % recentSeconds
+	h.Reset()
+	h.Merge(l.period)
+	l.recent.Reset()
+	for _, s := range l.seconds {
+		l.recent.Merge(s)
+	}
+	n := l.recent.TotalCount()
+	out.RecentCount = n
+	if n == 0 {
+		return
+	}
+	// The value at rank n-(recentMinOver-1) is the recentMinOver-th slowest:
+	// with fewer answers than that, the fastest one.
+	q := 0.0
+	if n >= recentMinOver {
+		q = min(l.cfg.Percentile, 100*float64(n-(recentMinOver-1))/float64(n))
+	}
+	out.Recent = us(l.recent.ValueAtPercentile(q))
 }
 
 // noteFloor keeps the lowest one-second median of each minute.
@@ -193,7 +244,7 @@ func (l *history) closeWindow(out *historySample, elapsed time.Duration, learn b
 	}
 	l.window.Reset()
 	if l.mean > 0 {
-		out.Threshold = time.Duration(float64(l.mean) * l.cfg.Factor)
+		out.Threshold = max(time.Duration(float64(l.mean)*l.cfg.Factor), l.cfg.MinThreshold.D())
 	}
 	out.OverCeiling = out.Value > l.cfg.Ceiling.D()
 	// A window in which requests piled up at the upstream is no picture
@@ -232,6 +283,9 @@ func (l *history) reset() {
 	defer l.mu.Unlock()
 	l.mean = 0
 	clear(l.floors[:])
+	for _, h := range l.seconds {
+		h.Reset()
+	}
 }
 
 func us(v int64) time.Duration { return time.Duration(v) * time.Microsecond }

@@ -33,7 +33,7 @@ func within(got, want time.Duration) bool {
 
 func TestLatencyWindowPercentileAndHistory(t *testing.T) {
 	now := time.Unix(0, 0)
-	l := newHistory(Config{Window: config.Duration(5 * time.Second), Percentile: 99, Factor: 2, minSamples: 10})
+	l := newHistory(Config{Window: config.Duration(5 * time.Second), Percentile: 99, Factor: 2, MinThreshold: config.Duration(time.Millisecond), minSamples: 10})
 	l.sample(now, true, 0) // window starts
 
 	for range 4 {
