@@ -1,0 +1,146 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+
+	"github.com/ai-guardian/adaptivethrottle/internal/llmsim"
+)
+
+// queueSite is a site with a fixed concurrency limit, so that what waits
+// is known; retry sets retry_after, to make a reload change something.
+func queueSite(name, addr string, limit int, maxWait, retry string) string {
+	return fmt.Sprintf(`http://localhost:9080 {
+	adaptive_throttle {
+		name %s
+		gpu off
+		concurrency {
+			limit %d
+			max_wait %s
+		}
+		retry_after %s
+	}
+	reverse_proxy %s
+}`, name, limit, maxWait, retry, addr)
+}
+
+// send is chat in a goroutine: its status code arrives on the channel (0
+// when the request failed).
+func send(t *testing.T, tc *caddytest.Tester, ctx context.Context, prio string) <-chan int {
+	out := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, siteURL+"/v1/chat/completions",
+			strings.NewReader(`{"model":"demo-llm","messages":[{"role":"user","content":"hello"}]}`))
+		req.Header.Set("X-Priority", prio)
+		resp, err := tc.Client.Do(req)
+		if err != nil {
+			out <- 0
+			return
+		}
+		resp.Body.Close()
+		out <- resp.StatusCode
+	}()
+	return out
+}
+
+func queued(t *testing.T, name string) int {
+	q := status(t, name).Admission.Queued
+	return q["high"] + q["medium"] + q["low"]
+}
+
+// A request that finds every slot taken waits, and is answered as soon as
+// the slot frees: the completion hands it over, highest priority first.
+func TestWaitingRequestIsHandedTheFreedSlot(t *testing.T) {
+	_, addr := upstream(t, llmsim.Config{Slots: 1, TokenTime: 100 * time.Millisecond, DefaultMaxTokens: 5})
+	tc := start(t, queueSite("handoff", addr, 1, "10s", "5s"))
+	ctx := context.Background()
+	first := send(t, tc, ctx, "low")
+	eventually(t, 5*time.Second, "the first request in flight", func() bool { return status(t, "handoff").Admission.InFlight == 1 })
+	low := send(t, tc, ctx, "low")
+	eventually(t, 5*time.Second, "low to wait", func() bool { return queued(t, "handoff") == 1 })
+	high := send(t, tc, ctx, "high")
+	eventually(t, 5*time.Second, "high to wait", func() bool { return status(t, "handoff").Admission.Queued["high"] == 1 })
+	if st := status(t, "handoff").Admission; st.OldestWaitS <= 0 || st.Limit != 1 || !st.Fixed {
+		t.Fatalf("admission while waiting: %+v", st)
+	}
+	if c := <-first; c != 200 {
+		t.Fatalf("first: %d", c)
+	}
+	// high was queued second but goes first: low is still waiting.
+	if c := <-high; c != 200 {
+		t.Fatalf("high: %d", c)
+	}
+	select {
+	case c := <-low:
+		t.Fatalf("low answered (%d) with high: it must wait for the slot high held", c)
+	default:
+	}
+	if c := <-low; c != 200 {
+		t.Fatalf("low: %d", c)
+	}
+	if st := status(t, "handoff"); st.InFlight != 0 || queued(t, "handoff") != 0 || st.Lanes.High.Passed != 1 || st.Lanes.Low.Passed != 2 {
+		t.Fatalf("after: in flight %d, lanes %+v", st.InFlight, st.Lanes)
+	}
+}
+
+// A client that goes away while it waits leaves the queue at once and
+// holds no slot: the next request passes as soon as the busy one ends.
+func TestCancelledWaiterLeavesNoSlot(t *testing.T) {
+	_, addr := upstream(t, llmsim.Config{Slots: 1, TokenTime: 100 * time.Millisecond, DefaultMaxTokens: 5})
+	tc := start(t, queueSite("cancel", addr, 1, "1m", "5s"))
+	first := send(t, tc, context.Background(), "medium")
+	eventually(t, 5*time.Second, "the first request in flight", func() bool { return status(t, "cancel").Admission.InFlight == 1 })
+	ctx, cancel := context.WithCancel(context.Background())
+	gone := send(t, tc, ctx, "medium")
+	eventually(t, 5*time.Second, "the second to wait", func() bool { return queued(t, "cancel") == 1 })
+	cancel()
+	if c := <-gone; c != 0 {
+		t.Fatalf("a cancelled request got %d", c)
+	}
+	eventually(t, 5*time.Second, "the queue to empty", func() bool { return queued(t, "cancel") == 0 })
+	if c := <-first; c != 200 {
+		t.Fatalf("first: %d", c)
+	}
+	eventually(t, 5*time.Second, "no request in flight", func() bool { return status(t, "cancel").Admission.InFlight == 0 })
+	resp := chat(t, tc, "low", false)
+	if body := drain(t, resp); resp.StatusCode != 200 {
+		t.Fatalf("after the cancel: %d %s", resp.StatusCode, body)
+	}
+}
+
+// A reload while requests wait for a slot loses none of them: the learned
+// state (and its queues) is the same throttle, and each waiter is answered.
+func TestReloadWhileRequestsWait(t *testing.T) {
+	_, addr := upstream(t, llmsim.Config{Slots: 1, TokenTime: 40 * time.Millisecond, DefaultMaxTokens: 4})
+	tc := start(t, queueSite("reloadwait", addr, 1, "10s", "5s"))
+	ctx := context.Background()
+	var outs []<-chan int
+	outs = append(outs, send(t, tc, ctx, "medium"))
+	eventually(t, 5*time.Second, "the first request in flight", func() bool { return status(t, "reloadwait").Admission.InFlight == 1 })
+	for i, p := range []string{"low", "medium", "high"} {
+		outs = append(outs, send(t, tc, ctx, p))
+		eventually(t, 5*time.Second, "a waiter", func() bool { return queued(t, "reloadwait") == i+1 })
+	}
+	start(t, queueSite("reloadwait", addr, 1, "10s", "6s")) // the reload
+	var wg sync.WaitGroup
+	codes := make([]int, len(outs))
+	for i, o := range outs {
+		wg.Go(func() { codes[i] = <-o })
+	}
+	wg.Wait()
+	for i, c := range codes {
+		if c != 200 {
+			t.Fatalf("request %d across the reload: %d (all: %v)", i, c, codes)
+		}
+	}
+	if st := status(t, "reloadwait"); st.InFlight != 0 || queued(t, "reloadwait") != 0 {
+		t.Fatalf("after the reload: in flight %d, queued %v", st.InFlight, st.Admission.Queued)
+	}
+}
