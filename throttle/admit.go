@@ -2,8 +2,10 @@ package throttle
 
 import (
 	"context"
+	"io"
 	"math"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/ai-guardian/adaptivethrottle/admission"
@@ -333,12 +335,20 @@ type Next interface {
 // reverse_proxy does with http.ErrAbortHandler when the client goes away
 // mid-stream) before the panic goes on up. An error next returns without
 // writing a response counts with the status WithErrorStatus gives it (500
-// by default).
+// by default) — unless the request caused it: a large body (over 1 MiB, or
+// of unknown length) that was not read to its end, because the client
+// stopped sending or the upstream refused it, says nothing about the
+// upstream's health, and the circuit does not count it.
 func (t *Throttle) Serve(w http.ResponseWriter, r *http.Request, d Decision, next Next) error {
 	// Field by field, never d whole (see finish).
 	rec, v, tk := d.rec, d.Verdict(), d.ticket
 	stamp := t.latency.TTFB()
 	rec.ResponseWriter, rec.stamp, rec.fb = w, stamp, &t.firstBytes
+	var body *watchedBody
+	if r.Body != nil && r.Body != http.NoBody && (r.ContentLength < 0 || r.ContentLength > watchBodyOver) {
+		body = &watchedBody{ReadCloser: r.Body} // only for large bodies: the common request allocates nothing
+		r.Body = body
+	}
 	returned := false
 	defer t.abandoned(&returned, rec, v, tk)
 	err := next.ServeHTTP(rec, r)
@@ -349,7 +359,6 @@ func (t *Throttle) Serve(w http.ResponseWriter, r *http.Request, d Decision, nex
 		end = Now().Mono // the one clock read on exit
 	}
 	if !rec.wrote {
-		gone = r.Context().Err() != nil
 		switch {
 		case err == nil:
 			status = http.StatusOK
@@ -358,7 +367,28 @@ func (t *Throttle) Serve(w http.ResponseWriter, r *http.Request, d Decision, nex
 		default:
 			status = http.StatusInternalServerError
 		}
+		gone = r.Context().Err() != nil || (status >= 500 && body != nil && !body.ended.Load())
 	}
 	t.finish(rec, v, tk, status, end, gone, r)
 	return err
+}
+
+// watchBodyOver is the body size above which Serve watches whether the
+// body was read to its end.
+const watchBodyOver = 1 << 20
+
+// watchedBody notes whether a request body was read to its end. The
+// transport may still read it from its own goroutine after the handler
+// returned, hence the atomic.
+type watchedBody struct {
+	io.ReadCloser
+	ended atomic.Bool
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.ended.Store(true)
+	}
+	return n, err
 }
