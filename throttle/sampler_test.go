@@ -215,7 +215,8 @@ func TestLatencyConsecutiveAndFarAbove(t *testing.T) {
 }
 
 // Between whole seconds, a quarter-second burst at more than twice the QPS
-// threshold trips at once; a milder one waits for the second.
+// threshold, beyond the spread of random arrivals, trips at once; a milder
+// one waits for the second.
 func TestQPSBurstCheck(t *testing.T) {
 	th := testThrottle(t, Config{QPS: qps.Config{Warmup: 10}})
 	now := time.Unix(1000, 0)
@@ -228,11 +229,17 @@ func TestQPSBurstCheck(t *testing.T) {
 	if th.shedding(now) {
 		t.Fatal("a mild burst tripped between seconds")
 	}
-	arrive(th, 8) // 32 req/s
+	arrive(th, 15) // 60 req/s: twice 15 req/s, but within its spread over 250 ms (7.5 + 3√7.5 = 15.7)
+	now = now.Add(250 * time.Millisecond)
+	th.step(now, false)
+	if th.shedding(now) {
+		t.Fatal("a burst within the spread of random arrivals tripped")
+	}
+	arrive(th, 16) // 64 req/s
 	now = now.Add(250 * time.Millisecond)
 	th.step(now, false)
 	if st := th.qps.Status(now); !th.shedding(now) || !strings.Contains(st.LastReason, "burst") {
-		t.Fatalf("a burst at 32 req/s did not trip: %+v", st)
+		t.Fatalf("a burst at 64 req/s did not trip: %+v", st)
 	}
 }
 

@@ -11,6 +11,7 @@ type rateSample struct {
 	Rate      float64 // arrivals per second over the period
 	Baseline  float64 // learned mean + sigma·σ, at least MinBaseline; 0 while warming up
 	Threshold float64 // the rate above which the level trips; 0 = none yet
+	Fixed     bool    // Threshold is the configured limit
 	Learned   int     // samples in the baseline
 	Learning  bool    // whether this period was added to the baseline
 }
@@ -78,7 +79,7 @@ func (q *rates) sample(now time.Time, total uint64, learn bool) rateSample {
 	s.Learned = q.n
 	s.Baseline, s.Threshold = q.learned()
 	if q.cfg.Limit > 0 && (s.Threshold == 0 || q.cfg.Limit < s.Threshold) {
-		s.Threshold = q.cfg.Limit
+		s.Threshold, s.Fixed = q.cfg.Limit, true
 	}
 	q.last = s
 	return s

@@ -5,6 +5,7 @@ package qps
 
 import (
 	"fmt"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -68,11 +69,19 @@ func (l *Level) Sample(now time.Time, in levels.Inputs, report func(breaker.Tran
 	}
 	l.lastArrivals, l.lastBurst = in.Arrivals, now
 	q := l.rates.sample(now, in.Arrivals, in.Learn)
-	o := breaker.Observation{Value: q.Rate, Threshold: q.Threshold, Hard: q.Threshold > 0 && q.Rate > hardFactor*q.Threshold,
+	judge := q.Threshold
+	if q.Fixed {
+		// A learned threshold has the arrivals' spread in it (sigma);
+		// a fixed limit does not, and random arrivals at 90% of it exceed
+		// it in a third of all seconds. A second is judged against the
+		// limit plus twice the Poisson spread of a second at the limit.
+		judge += 2 * math.Sqrt(q.Threshold)
+	}
+	o := breaker.Observation{Value: q.Rate, Threshold: judge, Hard: judge > 0 && q.Rate > hardFactor*judge,
 		Reason:   fmt.Sprintf("%.1f req/s > %.1f (baseline %.1f × %.2g)", q.Rate, q.Threshold, q.Baseline, l.cfg.Load().TripFactor),
 		Recovery: recovery}
-	if q.Baseline == 0 { // the fixed limit alone
-		o.Reason = fmt.Sprintf("%.1f req/s > limit %.1f", q.Rate, q.Threshold)
+	if q.Fixed {
+		o.Reason = fmt.Sprintf("%.1f req/s > limit %.1f + 2√limit (the spread of random arrivals)", q.Rate, q.Threshold)
 	}
 	if tr, ok := l.h.Observe(now, o); ok {
 		report(tr)
@@ -92,9 +101,15 @@ func (l *Level) burst(now time.Time, in levels.Inputs, report func(breaker.Trans
 	if th <= 0 || dt <= 0 || dt > time.Second || l.h.Tripped() {
 		return
 	}
-	if rate := float64(seen) / dt.Seconds(); rate > hardFactor*th {
+	// Arrivals bunch: over a quarter second, random (Poisson) arrivals at
+	// half the threshold bring four at once now and then. The burst must
+	// beat twice the threshold by three times the spread of a count at that
+	// rate over the window, a tolerance that grows as the window shrinks.
+	expected := hardFactor * th * dt.Seconds()
+	if float64(seen) > expected+3*math.Sqrt(expected) {
+		rate := float64(seen) / dt.Seconds()
 		o := breaker.Observation{Value: rate, Threshold: th, Hard: true,
-			Reason: fmt.Sprintf("burst: %.1f req/s over %v > %d × %.1f", rate, dt.Round(time.Millisecond), hardFactor, th)}
+			Reason: fmt.Sprintf("burst: %d arrivals in %v (%.1f req/s) > %d × %.1f req/s and its spread", seen, dt.Round(time.Millisecond), rate, hardFactor, th)}
 		if tr, ok := l.h.Observe(now, o); ok {
 			report(tr)
 		}
