@@ -190,3 +190,21 @@ func TestAdaptUnnamedHandlersNumberedStably(t *testing.T) {
 		t.Fatalf("names by retry_after (ns): %v, want %v", got, want)
 	}
 }
+
+// Handlers that share a name share one learned state: with other settings
+// they would overwrite each other on every reload, so adapt refuses them,
+// naming both places; the same settings twice are fine.
+func TestAdaptSameNameOtherSettings(t *testing.T) {
+	site := func(second string) string {
+		return ":8080 {\n\tadaptive_throttle {\n\t\tname llm\n\t\tqps {\n\t\t\tsigma 3\n\t\t}\n\t}\n\trespond a\n}\n:8081 {\n" +
+			second + "\trespond b\n}\n"
+	}
+	got := adaptErr(t, site("\tadaptive_throttle {\n\t\tname llm\n\t}\n"))
+	if want := `adaptive_throttle "llm" is configured at Caddyfile.bad:2 with other settings: handlers that share a name share one learned state and must agree; give this one its own name, at Caddyfile.bad:11`; !strings.HasSuffix(got, want) {
+		t.Fatalf("got %s\nwant %s", got, want)
+	}
+	same := site("\tadaptive_throttle {\n\t\tname llm\n\t\tqps {\n\t\t\tsigma 3\n\t\t}\n\t}\n")
+	if _, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(same), map[string]any{"filename": "Caddyfile"}); err != nil {
+		t.Fatalf("the same settings under one name: %v", err)
+	}
+}

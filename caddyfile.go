@@ -1,6 +1,7 @@
 package adaptivethrottle
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -61,7 +62,19 @@ func hasLocation(err error) bool { return location.MatchString(err.Error()) }
 // adding or removing a named one renames none of them.
 const stateKey = "adaptive_throttle_unnamed"
 
+// namesKey maps each name given in one Caddyfile to the settings and the
+// place of its first handler.
+const namesKey = "adaptive_throttle_names"
+
+type namedAt struct{ settings, at string }
+
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	var file string
+	var line int
+	if h.Next() { // the directive's own token, for the place a clash names
+		file, line = h.File(), h.Line()
+		h.Prev()
+	}
 	t := new(Handler)
 	if err := t.UnmarshalCaddyfile(h.Dispenser); err != nil {
 		return nil, err
@@ -74,6 +87,23 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 		if n > 1 {
 			t.Name += "-" + strconv.Itoa(n)
 		}
+	}
+	// Handlers of one name share one learned state: with different
+	// settings, each provision would apply its own over the other's.
+	settings, err := json.Marshal(t)
+	if err != nil {
+		return nil, err
+	}
+	names, _ := h.State[namesKey].(map[string]namedAt)
+	if names == nil {
+		names = map[string]namedAt{}
+		h.State[namesKey] = names
+	}
+	here := fmt.Sprintf("%s:%d", file, line)
+	if first, ok := names[t.Name]; ok && first.settings != string(settings) {
+		return nil, fmt.Errorf("adaptive_throttle %q is configured at %s with other settings: handlers that share a name share one learned state and must agree; give this one its own name, at %s", t.Name, first.at, here)
+	} else if !ok {
+		names[t.Name] = namedAt{settings: string(settings), at: here}
 	}
 	return t, nil
 }
