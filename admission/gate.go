@@ -31,12 +31,19 @@ import (
 //   - a waiter is in its queue until it is granted a slot or leaves, never
 //     both: granting and leaving happen under mu.
 type Gate struct {
+	// Read on every request, written rarely (the sampler, a queue
+	// forming): on lines of their own, away from inflight, which every
+	// request writes twice, so that reading them does not miss the cache
+	// each time another core took or gave a slot.
 	limit    atomic.Int64
 	reserve  atomic.Int64 // slots of the limit that only high may take while shedding
-	inflight atomic.Int64
 	waiting  atomic.Int64
 	shedding atomic.Bool // for Release's hand-off; TryAcquire is told
 	maxQueue atomic.Int64
+	_        [128]byte
+
+	inflight atomic.Int64
+	_        [120]byte
 
 	mu     sync.Mutex
 	queues [priority.Count]queue
