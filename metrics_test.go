@@ -1,8 +1,10 @@
 package adaptivethrottle
 
 import (
+	"os"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -101,5 +103,55 @@ func TestCollectorExportsAThresholdOnceOneExists(t *testing.T) {
 			t.Fatal("the QPS limit never appeared as qps_threshold_requests_per_second")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// The README's metrics section names exactly what the collector exports
+// (the table's "_name" shorthand continues the prefix); the upgrade notes
+// map every old name to one that exists.
+func TestReadmeMetricNames(t *testing.T) {
+	raw, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(raw)
+	start := strings.Index(readme, "### Prometheus metrics")
+	notes := strings.Index(readme, "#### Upgrade notes: metric names")
+	end := strings.Index(readme, "### Placeholders and logs")
+	if start < 0 || notes < start || end < notes {
+		t.Fatal("README: no metrics section with its upgrade notes")
+	}
+	full := regexp.MustCompile(`\b` + metricsPrefix + `[a-z_]+`)
+	short := regexp.MustCompile("`(_[a-z_]+)`")
+	seen := map[string]bool{}
+	section := readme[start:notes]
+	for _, m := range full.FindAllString(section, -1) {
+		seen[m] = true
+	}
+	for _, m := range short.FindAllStringSubmatch(section, -1) {
+		seen[metricsPrefix+m[1][1:]] = true
+	}
+	for name := range seen {
+		if !slices.Contains(MetricNames, name) {
+			t.Errorf("README's metrics section names %s, which is not exported", name)
+		}
+	}
+	for _, name := range MetricNames {
+		if !seen[name] {
+			t.Errorf("README's metrics section does not list %s", name)
+		}
+	}
+	for _, row := range strings.Split(readme[notes:end], "\n") {
+		cells := strings.Split(row, "|")
+		if len(cells) != 4 || !strings.Contains(cells[1], metricsPrefix) {
+			continue
+		}
+		now := full.FindString(cells[2])
+		if !slices.Contains(MetricNames, now) {
+			t.Errorf("upgrade notes: %q maps to %q, which is not exported", strings.TrimSpace(cells[1]), now)
+		}
+		if old := full.FindString(cells[1]); slices.Contains(MetricNames, old) && !strings.Contains(cells[1], "{") {
+			t.Errorf("upgrade notes: %s is still exported", old)
+		}
 	}
 }
