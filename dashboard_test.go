@@ -24,7 +24,7 @@ import (
 const dashboardFile = "dashboards/adaptive-throttle.json"
 
 // exportedLabels is the bounded label set the module promises (README, "Prometheus metrics").
-var exportedLabels = []string{"instance", "level", "priority", "decision", "state", "sensor"}
+var exportedLabels = []string{"throttle", "level", "priority", "decision", "state", "sensor"}
 
 // notOnDashboard lists exported metrics the dashboard may leave out, each
 // with its reason. Empty: the dashboard shows every metric.
@@ -154,7 +154,7 @@ func describedLabels(t *testing.T) map[string][]string {
 }
 
 // knownValues returns the values a label takes on a metric, as the
-// collector writes them; nil where any value is possible (instance).
+// collector writes them; nil where any value is possible (throttle).
 func knownValues(metric, label string) []string {
 	var vs []string
 	switch label {
@@ -429,7 +429,7 @@ var legendLabel = regexp.MustCompile(`\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}`)
 // dashboardQuery is one query of the dashboard with where it comes from.
 type dashboardQuery struct {
 	where, expr, legend string
-	panel               bool // a panel's target (must honour $instance)
+	panel               bool // a panel's target (must honour $throttle)
 }
 
 func dashboardQueries(t *testing.T, d grafanaDashboard) []dashboardQuery {
@@ -477,12 +477,15 @@ func TestDashboardIsWellFormed(t *testing.T) {
 	if v, ok := vars["datasource"]; !ok || v.Type != "datasource" || varQuery(v) != "prometheus" {
 		t.Errorf("templating needs a datasource variable of type prometheus, have %+v", v)
 	}
-	inst, ok := vars["instance"]
-	if !ok || inst.Type != "query" || !inst.Multi || !inst.IncludeAll {
-		t.Errorf("templating needs a multi-select instance query variable with All, have %+v", inst)
+	if _, ok := vars["instance"]; ok {
+		t.Error(`templating has an "instance" variable: the instance's label is throttle (instance is Prometheus's target label)`)
 	}
-	if got, want := varQuery(inst), "label_values("+metricsPrefix+"shedding, instance)"; got != want {
-		t.Errorf("instance variable query %q, want %q", got, want)
+	inst, ok := vars["throttle"]
+	if !ok || inst.Type != "query" || !inst.Multi || !inst.IncludeAll {
+		t.Errorf("templating needs a multi-select throttle query variable with All, have %+v", inst)
+	}
+	if got, want := varQuery(inst), "label_values("+metricsPrefix+"shedding, throttle)"; got != want {
+		t.Errorf("throttle variable query %q, want %q", got, want)
 	}
 	checkDS := func(where string, raw json.RawMessage) {
 		var ds dsRef
@@ -490,7 +493,7 @@ func TestDashboardIsWellFormed(t *testing.T) {
 			t.Errorf("%s: datasource %s, want {type: prometheus, uid: ${datasource}}", where, strings.Join(strings.Fields(string(raw)), " "))
 		}
 	}
-	checkDS("variable instance", inst.Datasource)
+	checkDS("variable throttle", inst.Datasource)
 
 	ids := map[int]string{}
 	var n int
@@ -580,13 +583,13 @@ func TestDashboardQueriesUseExportedMetrics(t *testing.T) {
 					t.Errorf("%s: %s has no label %q (it has %v)", dq.where, name, m.Key, labels)
 					continue
 				}
-				if m.Key == "instance" && m.Op == "=~" && m.Value == "$instance" {
+				if m.Key == instanceLabel && m.Op == "=~" && m.Value == "$throttle" {
 					honoursInstance = true
 				}
 				checkMatcherValue(t, dq.where, name, m)
 			}
 			if dq.panel && !honoursInstance {
-				t.Errorf(`%s: %s is not filtered by instance=~"$instance"`, dq.where, sel.Metric)
+				t.Errorf(`%s: %s is not filtered by throttle=~"$throttle"`, dq.where, sel.Metric)
 			}
 		}
 		for _, l := range q.Grouping {
@@ -660,35 +663,143 @@ func TestDashboardCoversEveryMetric(t *testing.T) {
 	}
 }
 
-// TestDashboardLevelUnits checks each level's panel is in that level's
-// unit (level_value's help: req/s, fraction of memory, seconds).
-func TestDashboardLevelUnits(t *testing.T) {
-	want := map[string]string{"qps": "reqps", "gpu": "percentunit", "latency": "s"}
+// unitSuffixes maps a metric name's unit suffix to the Grafana unit a panel
+// showing it must use.
+var unitSuffixes = []struct{ suffix, unit string }{
+	{"_requests_per_second", "reqps"},
+	{"_ratio", "percentunit"},
+	{"_seconds", "s"},
+}
+
+// TestDashboardUnits checks each panel showing a gauge with a unit in its
+// name (qps_requests_per_second, gpu_ratio, latency_seconds, …) is in
+// that unit, and that every such gauge is shown somewhere.
+func TestDashboardUnits(t *testing.T) {
 	seen := map[string]bool{}
 	walkPanels(loadDashboard(t).Panels, "", func(p grafanaPanel, path string) {
 		for _, tg := range p.Targets {
 			q, err := parsePromQL(tg.Expr, metricsPrefix)
-			if err != nil {
-				continue
+			if err != nil || strings.Contains(tg.Expr, "rate(") {
+				continue // a rate is per second of its own; checked elsewhere
 			}
 			for _, sel := range q.Selectors {
-				if sel.Metric != metricsPrefix+"level_value" {
-					continue
-				}
-				for _, m := range sel.Matchers {
-					if u, ok := want[m.Value]; ok && m.Key == "level" && m.Op == "=" {
-						seen[m.Value] = true
-						if p.FieldConfig.Defaults.Unit != u {
-							t.Errorf("%s: level %s in unit %q, want %q", path, m.Value, p.FieldConfig.Defaults.Unit, u)
+				for _, us := range unitSuffixes {
+					if strings.HasSuffix(sel.Metric, us.suffix) {
+						seen[sel.Metric] = true
+						if p.FieldConfig.Defaults.Unit != us.unit {
+							t.Errorf("%s: %s in unit %q, want %q", path, sel.Metric, p.FieldConfig.Defaults.Unit, us.unit)
 						}
 					}
 				}
 			}
 		}
 	})
-	for l := range want {
-		if !seen[l] {
-			t.Errorf("no panel shows level_value for level %q", l)
+	for _, name := range MetricNames {
+		for _, us := range unitSuffixes {
+			if strings.HasSuffix(name, us.suffix) && !seen[name] {
+				t.Errorf("no panel shows %s in %s", name, us.unit)
+			}
+		}
+	}
+}
+
+// TestMetricNamesCarryUnits pins the naming: no gauge mixes units under one
+// name (the old level_value / level_threshold), and rates say so.
+func TestMetricNamesCarryUnits(t *testing.T) {
+	for _, name := range MetricNames {
+		short := strings.TrimPrefix(name, metricsPrefix)
+		switch {
+		case strings.HasPrefix(short, "level_") && short != "level_tripped" && short != "level_transitions_total":
+			t.Errorf("%s: a level's value or threshold gets a metric of its own, in its unit", name)
+		case strings.Contains(short, "rate") && !strings.HasSuffix(short, "_requests_per_second"):
+			t.Errorf("%s: a rate's name ends in _requests_per_second", name)
+		case strings.Contains(short, "baseline") && !strings.HasSuffix(short, "_requests_per_second"):
+			t.Errorf("%s: the baseline is a rate; its name ends in _requests_per_second", name)
+		}
+	}
+	for _, level := range levelNames {
+		n := 0
+		for _, name := range MetricNames {
+			if strings.HasPrefix(name, metricsPrefix+level+"_") && !strings.Contains(name, "threshold") &&
+				!strings.Contains(name, "baseline") && !strings.Contains(name, "history") {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("level %s: %d value metrics, want 1", level, n)
+		}
+	}
+}
+
+// fixedRange finds a range selector with a literal duration ([5m]).
+var fixedRange = regexp.MustCompile(`\[\s*[0-9]+[smhdwy][^\]]*\]`)
+
+// TestDashboardWindowsFollowTheStep: a range or offset of a fixed length
+// evaluated at every step slides (increase(...[5m]) counts each trip in
+// every step for five minutes, in fractions); windows follow Grafana's
+// $__rate_interval, $__interval or $__range instead.
+func TestDashboardWindowsFollowTheStep(t *testing.T) {
+	walkPanels(loadDashboard(t).Panels, "", func(p grafanaPanel, path string) {
+		for _, tg := range p.Targets {
+			if fixedRange.MatchString(tg.Expr) || regexp.MustCompile(`offset\s+[0-9]`).MatchString(tg.Expr) {
+				t.Errorf("%s target %s: a fixed window in %q", path, tg.RefID, tg.Expr)
+			}
+			if strings.Contains(tg.Expr, "increase(") {
+				t.Errorf("%s target %s: increase() extrapolates, a count reads as a fraction: %q", path, tg.RefID, tg.Expr)
+			}
+		}
+	})
+}
+
+// learnedThresholds are the thresholds the collector leaves out until they
+// are learned; the dashboard says "learning" for each instead.
+var learnedThresholds = []string{metricsPrefix + "qps_threshold_requests_per_second", metricsPrefix + "latency_threshold_seconds"}
+
+// TestDashboardShowsLearning: for each learned threshold a stat panel falls
+// back to -1 when it is absent and maps -1 to "learning".
+func TestDashboardShowsLearning(t *testing.T) {
+	raw, err := os.ReadFile(dashboardFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []struct {
+			Type        string          `json:"type"`
+			Title       string          `json:"title"`
+			Targets     []grafanaTarget `json:"targets"`
+			FieldConfig struct {
+				Defaults struct {
+					Mappings []struct {
+						Type    string `json:"type"`
+						Options map[string]struct {
+							Text string `json:"text"`
+						} `json:"options"`
+					} `json:"mappings"`
+				} `json:"defaults"`
+			} `json:"fieldConfig"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &d); err != nil {
+		t.Fatal(err)
+	}
+	for _, metric := range learnedThresholds {
+		found := false
+		for _, p := range d.Panels {
+			if p.Type != "stat" || len(p.Targets) != 1 {
+				continue
+			}
+			e := p.Targets[0].Expr
+			if !strings.HasPrefix(e, "max by (throttle) ("+metric+"{") || !strings.HasSuffix(e, " * 0 - 1") || !strings.Contains(e, " or ") {
+				continue
+			}
+			for _, m := range p.FieldConfig.Defaults.Mappings {
+				if m.Type == "value" && m.Options["-1"].Text == "learning" {
+					found = true
+				}
+			}
+		}
+		if !found {
+			t.Errorf(`no stat panel shows %s, or "learning" (-1) when it is absent`, metric)
 		}
 	}
 }
@@ -703,9 +814,9 @@ func TestDashboardQueryParser(t *testing.T) {
 		grouping []string
 		err      string
 	}{
-		{expr: `sum by (priority) (rate(caddy_adaptive_throttle_requests_total{instance=~"$instance",decision=~"shed.*"}[1m]))`,
-			metrics: []string{px + "requests_total"}, keys: []string{"instance", "decision"}, grouping: []string{"priority"}},
-		{expr: `sum by (instance) (x_y{a="1"})`, err: "is not the module's"},
+		{expr: `sum by (priority) (rate(caddy_adaptive_throttle_requests_total{throttle=~"$throttle",decision=~"shed.*"}[1m]))`,
+			metrics: []string{px + "requests_total"}, keys: []string{"throttle", "decision"}, grouping: []string{"priority"}},
+		{expr: `sum by (throttle) (x_y{a="1"})`, err: "is not the module's"},
 		{expr: `{__name__="caddy_adaptive_throttle_shedding"}`, err: "without a metric name"},
 		{expr: `up + caddy_adaptive_throttle_shedding`, err: "unknown identifier"},
 		{expr: `caddy_adaptive_throttle_a{b="x\"}"} / on(instance) group_left(level) caddy_adaptive_throttle_c offset 5m`,

@@ -12,8 +12,17 @@ import (
 )
 
 // The Prometheus metrics, all prefixed caddy_adaptive_throttle_. Labels are
-// bounded: instance (from the config), level, priority, decision, state,
-// sensor — never a client, path or key.
+// bounded: throttle (the instance's name, from the config), level,
+// priority, decision, state, sensor — never a client, path or key. The
+// instance's name is the label throttle, not instance: Prometheus gives
+// every scraped series its target's instance label, and with honor_labels
+// false (the default) it renames a clashing one to exported_instance.
+//
+// Gauges carry their base unit in the name (requests_per_second, ratio,
+// seconds), one metric per unit: each level's value and threshold is its
+// own metric, not one level_value mixing req/s, fractions and seconds. A
+// learned figure (a threshold, the QPS baseline, the latency history) has
+// no sample until it is learned, so a graph shows a gap, not a line at 0.
 //
 // One collector, created once, reads the live instances at scrape time: the
 // request path pays nothing for metrics, the numbers come from the pooled
@@ -25,34 +34,41 @@ const metricsPrefix = "caddy_adaptive_throttle_"
 // checks its queries against it).
 var MetricNames []string
 
+// instanceLabel is the label naming the instance on every metric.
+const instanceLabel = "throttle"
+
 func desc(name, help string, labels ...string) *prometheus.Desc {
 	MetricNames = append(MetricNames, metricsPrefix+name)
-	return prometheus.NewDesc(metricsPrefix+name, help, labels, nil)
+	return prometheus.NewDesc(metricsPrefix+name, help, append([]string{instanceLabel}, labels...), nil)
 }
 
 var (
-	mRequests        = desc("requests_total", "Requests seen, by priority and decision (pass, pass_queued, pass_reserved, pass_bucket, shed_reserve_full, shed_bucket, shed_low, shed_queue, shed_gone, shed_circuit).", "instance", "priority", "decision")
-	mShed            = desc("shed_total", "Requests refused, by the level (or circuit, override) they were refused for.", "instance", "level")
-	mLevelValue      = desc("level_value", "Each level's last sample: req/s (qps), fraction of memory (gpu), seconds (latency).", "instance", "level")
-	mLevelThreshold  = desc("level_threshold", "Each level's current threshold, in the unit of level_value; 0 while none is learned.", "instance", "level")
-	mLevelTripped    = desc("level_tripped", "1 while the level is tripped.", "instance", "level")
-	mLevelTrans      = desc("level_transitions_total", "Trips and recoveries of each level.", "instance", "level")
-	mShedding        = desc("shedding", "1 while any level is tripped or an override sheds.", "instance")
-	mCircuitState    = desc("circuit_state", "1 for the circuit's current state (closed, open, half-open), 0 for the others.", "instance", "state")
-	mCircuitOpens    = desc("circuit_opens_total", "Times the circuit opened.", "instance")
-	mReserveInUse    = desc("reserve_in_use", "High-priority reserve slots held.", "instance")
-	mReserveCap      = desc("reserve_capacity", "High-priority reserve slots configured.", "instance")
-	mMediumRate      = desc("medium_rate", "The medium lane's current rate (req/s) while shedding.", "instance")
-	mInFlight        = desc("in_flight", "Requests admitted and not yet answered.", "instance")
-	mLimit           = desc("concurrency_limit", "The limit on requests in flight at the upstream (learned, or fixed).", "instance")
-	mQueued          = desc("queued", "Requests waiting for a slot, by priority.", "instance", "priority")
-	mOldestWait      = desc("queue_oldest_wait_seconds", "How long the oldest waiting request has waited.", "instance")
-	mQPSBaseline     = desc("qps_baseline", "Learned arrival baseline (req/s); 0 while warming up.", "instance")
-	mLatencyHistory  = desc("latency_history_seconds", "History mean of the watched latency percentile.", "instance")
-	mSensorErrors    = desc("sensor_errors_total", "Failed reads of a sensor's source.", "instance", "sensor")
-	mSensorHung      = desc("sensor_hung_total", "Reads abandoned after their timeout.", "instance", "sensor")
-	mSensorAvailable = desc("sensor_available", "1 while the sensor's source can be read and is fresh.", "instance", "sensor")
-	mSensorAge       = desc("sensor_sample_age_seconds", "Age of the last good sample.", "instance", "sensor")
+	mRequests         = desc("requests_total", "Requests seen, by priority and decision (pass, pass_queued, pass_reserved, pass_bucket, shed_reserve_full, shed_bucket, shed_low, shed_queue, shed_gone, shed_circuit).", "priority", "decision")
+	mShed             = desc("shed_total", "Requests refused, by the level (or circuit, override) they were refused for.", "level")
+	mQPSValue         = desc("qps_requests_per_second", "The QPS level's last sample: arrivals per second.")
+	mQPSThreshold     = desc("qps_threshold_requests_per_second", "The QPS level's trip threshold (learned baseline × trip_factor, or limit when lower); no sample while there is none (the baseline warming up and no limit).")
+	mQPSBaseline      = desc("qps_baseline_requests_per_second", "The learned arrival baseline (mean + sigma × σ); no sample while warming up.")
+	mGPUValue         = desc("gpu_ratio", "The GPU level's last reading, 0–1: memory used / total, or the model server's saturation gauge.")
+	mGPUThreshold     = desc("gpu_threshold_ratio", "The GPU level's trip threshold, 0–1.")
+	mLatencyValue     = desc("latency_seconds", "The latency level's last sample: the watched percentile of time to first byte (or total) in the current window.")
+	mLatencyThreshold = desc("latency_threshold_seconds", "The latency level's trip threshold (history mean × factor); no sample while no history is learned.")
+	mLatencyHistory   = desc("latency_history_seconds", "History mean of the watched latency percentile; no sample while none is learned.")
+	mLevelTripped     = desc("level_tripped", "1 while the level is tripped.", "level")
+	mLevelTrans       = desc("level_transitions_total", "Trips and recoveries of each level.", "level")
+	mShedding         = desc("shedding", "1 while any level is tripped or an override sheds.")
+	mCircuitState     = desc("circuit_state", "1 for the circuit's current state (closed, open, half-open), 0 for the others.", "state")
+	mCircuitOpens     = desc("circuit_opens_total", "Times the circuit opened.")
+	mReserveInUse     = desc("reserve_in_use", "High-priority requests in flight.")
+	mReserveCap       = desc("reserve_capacity", "Slots of the concurrency limit only high priority may take while shedding.")
+	mMediumRate       = desc("medium_rate_requests_per_second", "The medium lane's pacing into free slots (the rate its share of the limit turns over), steered every 250 ms and in force while shedding.")
+	mInFlight         = desc("in_flight", "Requests admitted and not yet answered.")
+	mLimit            = desc("concurrency_limit", "The limit on requests in flight at the upstream (learned, or fixed).")
+	mQueued           = desc("queued", "Requests waiting for a slot, by priority.", "priority")
+	mOldestWait       = desc("queue_oldest_wait_seconds", "How long the oldest waiting request has waited.")
+	mSensorErrors     = desc("sensor_errors_total", "Failed reads of a sensor's source.", "sensor")
+	mSensorHung       = desc("sensor_hung_total", "Reads abandoned after their timeout.", "sensor")
+	mSensorAvailable  = desc("sensor_available", "1 while the sensor's source can be read and is fresh.", "sensor")
+	mSensorAge        = desc("sensor_sample_age_seconds", "Age of the last good sample.", "sensor")
 )
 
 // levelNames is the level label's values, in the order collect reports them.
@@ -78,9 +94,10 @@ func registerMetrics(reg *prometheus.Registry) error {
 
 // Describe implements prometheus.Collector.
 func (collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{mRequests, mShed, mLevelValue, mLevelThreshold, mLevelTripped, mLevelTrans,
-		mShedding, mCircuitState, mCircuitOpens, mReserveInUse, mReserveCap, mMediumRate, mInFlight, mLimit, mQueued, mOldestWait, mQPSBaseline,
-		mLatencyHistory, mSensorErrors, mSensorHung, mSensorAvailable, mSensorAge} {
+	for _, d := range []*prometheus.Desc{mRequests, mShed, mQPSValue, mQPSThreshold, mQPSBaseline, mGPUValue,
+		mGPUThreshold, mLatencyValue, mLatencyThreshold, mLatencyHistory, mLevelTripped, mLevelTrans, mShedding,
+		mCircuitState, mCircuitOpens, mReserveInUse, mReserveCap, mMediumRate, mInFlight, mLimit, mQueued, mOldestWait, mSensorErrors, mSensorHung,
+		mSensorAvailable, mSensorAge} {
 		ch <- d
 	}
 }
@@ -111,9 +128,22 @@ func collect(ch chan<- prometheus.Metric, t *throttle.Throttle, now time.Time) {
 	for c := range throttle.Causes {
 		counter(mShed, float64(st.Shed[throttle.CauseName(c)]), throttle.CauseName(c))
 	}
-	for i, l := range [len(levelNames)]levels.Common{st.Levels.QPS.Common, st.Levels.GPU.Common, st.Levels.Latency.Common} {
-		gauge(mLevelValue, l.Value, levelNames[i])
-		gauge(mLevelThreshold, l.Threshold, levelNames[i])
+	// Each level's value and threshold in its own unit; a threshold of 0
+	// is none yet (levels.Common), and is left out rather than drawn.
+	perLevel := [len(levelNames)]struct {
+		common           levels.Common
+		value, threshold *prometheus.Desc
+	}{
+		{st.Levels.QPS.Common, mQPSValue, mQPSThreshold},
+		{st.Levels.GPU.Common, mGPUValue, mGPUThreshold},
+		{st.Levels.Latency.Common, mLatencyValue, mLatencyThreshold},
+	}
+	for i, pl := range perLevel {
+		l := pl.common
+		gauge(pl.value, l.Value)
+		if l.Threshold > 0 {
+			gauge(pl.threshold, l.Threshold)
+		}
 		gauge(mLevelTripped, b2f(l.Tripped), levelNames[i])
 		counter(mLevelTrans, float64(l.Transitions), levelNames[i])
 	}
@@ -131,8 +161,12 @@ func collect(ch chan<- prometheus.Metric, t *throttle.Throttle, now time.Time) {
 		gauge(mQueued, float64(st.Admission.Queued[p]), p)
 	}
 	gauge(mOldestWait, st.Admission.OldestWaitS)
-	gauge(mQPSBaseline, st.Levels.QPS.Baseline)
-	gauge(mLatencyHistory, st.Levels.Latency.HistoryMeanS)
+	if b := st.Levels.QPS.Baseline; b > 0 {
+		gauge(mQPSBaseline, b)
+	}
+	if h := st.Levels.Latency.HistoryMeanS; h > 0 {
+		gauge(mLatencyHistory, h)
+	}
 	g := st.Levels.GPU
 	if g.Source != "off" {
 		counter(mSensorErrors, float64(g.Errors), "gpu")

@@ -59,9 +59,12 @@ func publish(repl *caddy.Replacer, decision, cause int, p priority.Priority) {
 }
 
 // refuse answers a refused request: Retry-After, and either the JSON body
-// or, when the server has error routes, a caddyhttp.Error carrying a
-// *throttle.Refusal so that handle_errors can answer instead (a cheaper
-// fallback model, say).
+// or, when one of the server's error routes takes the refusal's status, a
+// caddyhttp.Error carrying a *throttle.Refusal so that handle_errors can
+// answer instead (a cheaper fallback model, say). An error route that does
+// not match (handle_errors 404 only) would leave the client a bare status
+// without a body: Caddy's server answers an unhandled error with its status
+// alone, so the module answers itself unless a route will.
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, d throttle.Decision) error {
 	publish(repl, decisionShed, d.CauseIndex(), d.Priority())
 	if repl != nil {
@@ -70,9 +73,66 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, repl *caddy.Rep
 	w.Header().Set("Retry-After", strconv.Itoa(d.RetryAfter()))
 	h.t.LogRefusal(r, d)
 	if srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok && srv.Errors != nil && len(srv.Errors.Routes) > 0 {
-		return caddyhttp.Error(d.Status(), &throttle.Refusal{Cause: d.Cause(), Priority: d.Priority().String(),
+		err := caddyhttp.Error(d.Status(), &throttle.Refusal{Cause: d.Cause(), Priority: d.Priority().String(),
 			RetryAfter: d.RetryAfter(), Status: d.Status()})
+		if errorRouteTakes(srv, r, repl, err) {
+			return err
+		}
 	}
 	throttle.WriteRefusal(w, d)
 	return nil
+}
+
+// errorPlaceholders are what caddyhttp.HTTPErrorConfig.WithError sets on
+// the replacer.
+var errorPlaceholders = []string{"http.error", "http.error.status_code", "http.error.status_text", "http.error.id",
+	"http.error.trace", "http.error.message"}
+
+// errorRouteTakes reports whether srv's error routes will answer err on r,
+// judged as Caddy's server will judge it: the error in the request's
+// context and its placeholders set. The Caddyfile nests what handle_errors
+// says: a route per site (matching its host) holding a subroute with a
+// route per handle_errors block (matching {http.error.status_code} in
+// [429], say), so a subroute takes the error only when one of its own
+// routes does. A matcher that fails counts as taking it: Caddy's error
+// chain then answers as it would have. The placeholders are taken back
+// when no route takes it, so the rest of the request does not see an
+// error that was not raised.
+func errorRouteTakes(srv *caddyhttp.Server, r *http.Request, repl *caddy.Replacer, err error) bool {
+	if repl == nil {
+		return true // no replacer to judge by (never in Caddy): leave it to the error routes as before
+	}
+	if routesTake(srv.Errors.Routes, srv.Errors.WithError(r, err), 0) {
+		return true
+	}
+	for _, k := range errorPlaceholders {
+		repl.Delete(k)
+	}
+	return false
+}
+
+// routesTake reports whether one of routes matches r and has a handler
+// that is not a subroute, or a subroute that takes it, as the route list
+// runs: up to the first terminal route that matches.
+func routesTake(routes caddyhttp.RouteList, r *http.Request, depth int) bool {
+	if depth > 16 {
+		return true // deeper than any config writes: let Caddy judge
+	}
+	for _, route := range routes {
+		if ok, err := route.MatcherSets.AnyMatchWithError(r); err != nil {
+			return true
+		} else if !ok {
+			continue
+		}
+		for _, h := range route.Handlers {
+			sr, ok := h.(*caddyhttp.Subroute)
+			if !ok || routesTake(sr.Routes, r, depth+1) {
+				return true
+			}
+		}
+		if route.Terminal {
+			return false // Caddy stops here: the routes after it never see the error
+		}
+	}
+	return false
 }

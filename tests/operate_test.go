@@ -264,27 +264,27 @@ func TestMetricsAcrossReload(t *testing.T) {
 	}
 	drain(t, chat(t, tc, "high", false))
 	m := scrape(t)
-	if got := m[`caddy_adaptive_throttle_requests_total{decision="pass",instance="metrics",priority="low"}`]; got != 3 {
+	if got := m[`caddy_adaptive_throttle_requests_total{decision="pass",priority="low",throttle="metrics"}`]; got != 3 {
 		t.Fatalf("low passes: %v", got)
 	}
-	if got := m[`caddy_adaptive_throttle_requests_total{decision="pass",instance="metrics",priority="high"}`]; got != 1 {
+	if got := m[`caddy_adaptive_throttle_requests_total{decision="pass",priority="high",throttle="metrics"}`]; got != 1 {
 		t.Fatalf("high passes: %v", got)
 	}
-	for _, k := range []string{`caddy_adaptive_throttle_level_tripped{instance="metrics",level="latency"}`,
-		`caddy_adaptive_throttle_circuit_state{instance="metrics",state="closed"}`,
-		`caddy_adaptive_throttle_reserve_capacity{instance="metrics"}`, `caddy_adaptive_throttle_medium_rate{instance="metrics"}`} {
+	for _, k := range []string{`caddy_adaptive_throttle_level_tripped{level="latency",throttle="metrics"}`,
+		`caddy_adaptive_throttle_circuit_state{state="closed",throttle="metrics"}`,
+		`caddy_adaptive_throttle_reserve_capacity{throttle="metrics"}`, `caddy_adaptive_throttle_medium_rate_requests_per_second{throttle="metrics"}`} {
 		if _, ok := m[k]; !ok {
 			t.Fatalf("%s missing from /metrics", k)
 		}
 	}
-	if m[`caddy_adaptive_throttle_circuit_state{instance="metrics",state="closed"}`] != 1 || m[`caddy_adaptive_throttle_reserve_capacity{instance="metrics"}`] != 1 {
+	if m[`caddy_adaptive_throttle_circuit_state{state="closed",throttle="metrics"}`] != 1 || m[`caddy_adaptive_throttle_reserve_capacity{throttle="metrics"}`] != 1 {
 		t.Fatalf("circuit or reserve gauge wrong (the reserve: 20%% of the initial limit of 4, rounded)")
 	}
 
 	start(t, site("9s")) // a reload with a changed threshold
 	drain(t, chat(t, tc, "low", false))
 	m = scrape(t)
-	if got := m[`caddy_adaptive_throttle_requests_total{decision="pass",instance="metrics",priority="low"}`]; got != 4 {
+	if got := m[`caddy_adaptive_throttle_requests_total{decision="pass",priority="low",throttle="metrics"}`]; got != 4 {
 		t.Fatalf("low passes after a reload: %v, want the count to continue at 4", got)
 	}
 }
