@@ -313,10 +313,16 @@ func TestDashboardAgainstRealPrometheus(t *testing.T) {
 	begin := time.Now()
 	const name = "promdash"
 	prom := startPrometheus(t, strings.TrimPrefix(adminURL, "http://"))
-	_, addr := upstream(t, llmsim.Config{})
+	// Answers take about 100 ms and the limit is fixed at 2, so that the
+	// overload's five senders find the slots taken and low is shed: the
+	// QPS level alone refuses low only when no slot is free.
+	_, addr := upstream(t, llmsim.Config{TokenTime: 25 * time.Millisecond})
 	tc := start(t, `http://localhost:9080 {
 	adaptive_throttle {
 		name `+name+`
+		concurrency {
+			limit 2
+		}
 		qps {
 			warmup 6
 			window 30s
