@@ -201,6 +201,10 @@ func restore(t *throttle.Throttle, storage store, maxAge time.Duration, logger *
 		return
 	}
 	age := int(info.Age.Round(time.Second) / time.Second)
+	if len(info.Parts) == 0 && len(info.Skipped) == 0 {
+		logger.Debug("stored state holds nothing learned", append(fields, zap.Int("age_s", age))...)
+		return
+	}
 	logger.Info(fmt.Sprintf("restored from storage, age %d s", age), append(fields, zap.Int("age_s", age), zap.Strings("parts", info.Parts))...)
 	for _, part := range slices.Sorted(maps.Keys(info.Skipped)) {
 		logger.Info("not restored from storage: "+info.Skipped[part], append(fields, zap.String("part", part))...)

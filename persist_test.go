@@ -61,9 +61,17 @@ func observed() (*zap.Logger, *observer.ObservedLogs) {
 // there, or not a snapshot of this throttle, starts it fresh with a line
 // in the log, never an error.
 func TestPersisterWritesAndRestores(t *testing.T) {
-	st := &memStore{}
+	// Ten seconds learned at 8 req/s, as a throttle of the name kept them.
+	doc := `{"version":1,"instance":"persisted","saved_at":"` + time.Now().Add(-time.Minute).UTC().Format(time.RFC3339Nano) +
+		`","qps":{"window_s":300,"rates":[8,8,8,8,8,8,8,8,8,8]}}`
+	st := &memStore{data: map[string][]byte{"adaptive_throttle/persisted.json": []byte(doc)}}
 	logger, logs := observed()
 	a := gpuOff(t, "persisted")
+	restore(a, st, time.Hour, logger)
+	if n := logs.FilterMessageSnippet("restored from storage, age 60 s").Len(); n != 1 {
+		t.Fatalf("%d restore lines; log %v", n, logs.All())
+	}
+	delete(st.data, "adaptive_throttle/persisted.json")
 	p := newPersister(a, st, logger, storageTimeout)
 	p.close()
 	if _, ok := st.data["adaptive_throttle/persisted.json"]; !ok {
@@ -72,8 +80,8 @@ func TestPersisterWritesAndRestores(t *testing.T) {
 
 	b := gpuOff(t, "persisted")
 	restore(b, st, time.Hour, logger)
-	if s := b.Status(time.Now()); s.Restored == nil {
-		t.Fatalf("not restored; log %v", logs.All())
+	if s := b.Status(time.Now()); s.Restored == nil || s.Levels.QPS.LearnedS != 10 || s.Restored.Parts[0] != "qps" {
+		t.Fatalf("not restored: %+v; log %v", s.Restored, logs.All())
 	}
 	if n := logs.FilterMessageSnippet("restored from storage, age 0 s").Len(); n != 1 {
 		t.Fatalf("%d restore lines; log %v", n, logs.All())

@@ -47,7 +47,8 @@ func (t *Throttle) Snapshot(now time.Time) ([]byte, error) {
 }
 
 // RestoreInfo says what Restore took: the document's age and the parts
-// restored, and why the others were not.
+// restored, and why the others were not. A document in which nothing was
+// learned restores no part and skips none; status then shows nothing.
 type RestoreInfo struct {
 	Age     time.Duration
 	Parts   []string          // qps, latency, concurrency
@@ -111,6 +112,9 @@ func (t *Throttle) Restore(data []byte, now time.Time, maxAge time.Duration) (Re
 	})
 	if len(info.Skipped) == 0 {
 		info.Skipped = nil
+	}
+	if len(info.Parts) == 0 && info.Skipped == nil {
+		return info, nil // nothing had been learned: nothing to show
 	}
 	t.restored.Store(&RestoredStatus{AgeS: levels.Round(info.Age.Seconds()), At: now, Parts: info.Parts, Skipped: info.Skipped})
 	return info, nil
