@@ -8,7 +8,8 @@
 //
 // This package is the thin Caddy layer: it parses the Caddyfile
 // (caddyfile.go), provisions a throttle.Throttle per name and keeps it
-// across reloads (module.go), serves the admin API (admin.go), exports
+// across reloads (module.go) and its learned state in Caddy's storage
+// across restarts (persist.go), serves the admin API (admin.go), exports
 // metrics (metrics.go) and maps the engine's refusals and events onto
 // Caddy's error routes, placeholders and events (refuse.go, events.go). The
 // engine itself is package throttle.
