@@ -34,7 +34,7 @@ func TestStatusIsBounded(t *testing.T) {
 	const n = maxInstancesShown + 44
 	for i := range n {
 		name := fmt.Sprintf("bounded-%03d", i)
-		instances.LoadOrStore(name, pooled{gpuOff(t, name)})
+		instances.LoadOrStore(name, pooled{Throttle: gpuOff(t, name)})
 		t.Cleanup(func() { instances.Delete(name) })
 	}
 	w := httptest.NewRecorder()

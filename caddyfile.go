@@ -168,6 +168,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			max_wait <duration> | [high <d>] [medium <d>] [low <d>]   # 1s each
 //		}
 //		retry_after <duration>         # 5s
+//		persist off                    # keep nothing across restarts
+//		persist {                      # on by default: what was learned is kept in Caddy's storage
+//			max_age <duration>         # 1h: an older stored state is not restored
+//		}
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -221,6 +225,25 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return concurrencyKey(d, h.Concurrency) }, func() error { return h.Concurrency.Validate() })
 		case "retry_after":
 			err = oneArg(d, durationInto(d, &h.RetryAfter))
+		case "persist":
+			h.Persist = new(PersistConfig)
+			if d.NextArg() {
+				if d.Val() != "off" || d.NextArg() {
+					return d.Errf("persist takes a block, or the single argument off")
+				}
+				line := d.Line()
+				if d.NextBlock(d.Nesting()) {
+					return fmt.Errorf("persist off takes no block: nothing is kept, at %s:%d", d.File(), line)
+				}
+				h.Persist.Off = true
+				continue
+			}
+			err = parseBlock(d, func(d *caddyfile.Dispenser) error {
+				if d.Val() == "off" {
+					return d.Errf("persist off stands alone, as: persist off")
+				}
+				return scalarKey(d, "persist", h.Persist)
+			}, func() error { return h.Persist.Validate() })
 		default:
 			return d.Errf("unrecognized subdirective %q", d.Val())
 		}

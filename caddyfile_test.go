@@ -382,3 +382,52 @@ func TestCaddyfileConcurrency(t *testing.T) {
 		}
 	}
 }
+
+// persist: on by default, off alone, or a block with max_age; mistakes
+// fail at their line, and a bad JSON max_age fails Validate naming the key.
+func TestCaddyfilePersist(t *testing.T) {
+	for in, want := range map[string]*PersistConfig{
+		"":                                 nil,
+		"persist off":                      {Off: true},
+		"persist {\n\tmax_age 30m\n}":      {MaxAge: config.Duration(30 * time.Minute)},
+		"persist {\n}":                     {},
+		"persist {\n\tmax_age 2d\n}":       {MaxAge: config.Duration(48 * time.Hour)},
+		"name x\npersist {\nmax_age 1h\n}": {MaxAge: config.Duration(time.Hour)},
+	} {
+		h, err := parse(t, "adaptive_throttle {\n"+in+"\n}")
+		if err != nil {
+			t.Errorf("%q: %v", in, err)
+			continue
+		}
+		if !reflect.DeepEqual(h.Persist, want) {
+			t.Errorf("%q: got %+v want %+v", in, h.Persist, want)
+		}
+	}
+	if got := (*PersistConfig)(nil).maxAge(); got != DefaultPersistMaxAge || DefaultPersistMaxAge != time.Hour {
+		t.Errorf("default max_age %v", got)
+	}
+	for _, c := range []struct {
+		input, msg string
+		line       int
+	}{
+		{"adaptive_throttle {\n\tpersist on\n}", "persist takes a block, or the single argument off", 2},
+		{"adaptive_throttle {\n\tpersist off {\n\t\tmax_age 1h\n\t}\n}", "persist off takes no block", 2},
+		{"adaptive_throttle {\n\tpersist {\n\t\tmax_age soon\n\t}\n}", "max_age must be a positive duration", 3},
+		{"adaptive_throttle {\n\tpersist {\n\t\tmax_age 0s\n\t}\n}", "max_age must be a positive duration", 3},
+		{"adaptive_throttle {\n\tpersist {\n\t\toff\n\t}\n}", "persist off stands alone", 3},
+		{"adaptive_throttle {\n\tpersist {\n\t\tmaxage 1h\n\t}\n}", `unrecognized persist subdirective "maxage"`, 3},
+		{"adaptive_throttle {\n\tpersist off\n\tpersist {\n\t}\n}", "persist given twice", 3},
+	} {
+		_, err := parse(t, c.input)
+		if err == nil || !strings.Contains(err.Error(), c.msg) || !strings.Contains(err.Error(), "Testfile:"+itoa(c.line)) {
+			t.Errorf("%q: error %v, want %q at Testfile:%d", c.input, err, c.msg, c.line)
+		}
+	}
+	var h Handler
+	if err := json.Unmarshal([]byte(`{"persist":{"max_age":"-1h"}}`), &h); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Validate(); err == nil || !strings.Contains(err.Error(), "persist: max_age must be a positive duration") {
+		t.Errorf("negative max_age: %v", err)
+	}
+}

@@ -50,6 +50,9 @@ func (h *Handler) config() (throttle.Config, error) {
 		c.Concurrency = *h.Concurrency
 	}
 	c.RetryAfter = h.RetryAfter
+	if err := h.Persist.Validate(); err != nil {
+		return c, err
+	}
 	if err := c.Validate(); err != nil {
 		return c, err
 	}

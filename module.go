@@ -8,7 +8,8 @@
 //
 // This package is the thin Caddy layer: it parses the Caddyfile
 // (caddyfile.go), provisions a throttle.Throttle per name and keeps it
-// across reloads (module.go), serves the admin API (admin.go), exports
+// across reloads (module.go) and its learned state in Caddy's storage
+// across restarts (persist.go), serves the admin API (admin.go), exports
 // metrics (metrics.go) and maps the engine's refusals and events onto
 // Caddy's error routes, placeholders and events (refuse.go, events.go). The
 // engine itself is package throttle.
@@ -44,11 +45,20 @@ func init() {
 // API and the metrics read.
 var instances = caddy.NewUsagePool()
 
-// pooled is a throttle as the UsagePool holds it: the last reference's
-// Destruct closes it.
-type pooled struct{ *throttle.Throttle }
+// pooled is a throttle as the UsagePool holds it, with the persister that
+// keeps its learned state in storage: the last reference's Destruct writes
+// the state a last time and closes it.
+type pooled struct {
+	*throttle.Throttle
+	persist *persister
+}
 
-func (p pooled) Destruct() error { return p.Close() }
+func (p pooled) Destruct() error {
+	if p.persist != nil { // nil: stored by a test
+		p.persist.close()
+	}
+	return p.Close()
+}
 
 // Handler is the adaptive_throttle HTTP handler. Each block is the type the
 // engine runs on; its JSON keys are the Caddyfile's.
@@ -67,6 +77,10 @@ type Handler struct {
 
 	// Floor for Retry-After. Default 5s.
 	RetryAfter config.Duration `json:"retry_after,omitempty"`
+
+	// Whether what was learned is kept in Caddy's storage across restarts
+	// (on by default), and for how long.
+	Persist *PersistConfig `json:"persist,omitempty"`
 
 	t          *throttle.Throttle // set once this handler holds a reference in instances
 	from       string
@@ -111,20 +125,34 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			h.trusted = append(h.trusted, m)
 		}
 	}
+	var storage store // nil: persist off
+	if !h.Persist.off() {
+		storage = storageOf(ctx)
+	}
 	val, loaded, err := instances.LoadOrNew(h.Name, func() (caddy.Destructor, error) {
 		t, err := throttle.New(throttle.WithName(h.Name), throttle.WithConfig(cfg), throttle.WithLogger(logger),
 			throttle.WithErrorStatus(statusOf))
-		return pooled{t}, err
+		if err != nil {
+			return nil, err
+		}
+		// A throttle that starts (not one a reload keeps) takes back
+		// what it had learned before a restart.
+		if storage != nil {
+			restore(t, storage, h.Persist.maxAge(), logger)
+		}
+		return pooled{t, newPersister(t, storage, logger, storageTimeout)}, nil
 	})
 	if err != nil {
 		return err // nothing was stored: no reference to give back
 	}
-	h.t = val.(pooled).Throttle
+	p := val.(pooled)
+	h.t = p.Throttle
 	if loaded {
 		if err := h.t.Apply(cfg); err != nil {
 			return err
 		}
 	}
+	p.persist.set(storage, logger)
 	h.t.SetLogger(logger)
 	setEmitter(ctx, h.t, logger)
 	return nil

@@ -26,7 +26,7 @@ func waitQueued(t *testing.T, g *Gate, n int64) {
 
 func TestGateFreeSlotsThenFull(t *testing.T) {
 	g := NewGate(2, 10)
-	if !g.TryAcquire(priority.Low, false) || !g.TryAcquire(priority.Low, false) {
+	if a, b := g.TryAcquire(priority.Low, false), g.TryAcquire(priority.Low, false); !a || !b {
 		t.Fatal("two free slots refused")
 	}
 	if g.TryAcquire(priority.High, false) {
@@ -160,7 +160,7 @@ func TestGateReserveInsideLimit(t *testing.T) {
 	g.Release()
 	g.Release()
 	// Not shedding: the reserve is everyone's.
-	if !g.TryAcquire(priority.Low, false) || !g.TryAcquire(priority.Low, false) {
+	if a, b := g.TryAcquire(priority.Low, false), g.TryAcquire(priority.Low, false); !a || !b {
 		t.Fatal("the reserve was kept while not shedding")
 	}
 }

@@ -55,8 +55,12 @@ func TestMain(m *testing.M) {
 }
 
 // caddyfile wraps a site block with the global options caddytest needs.
-func caddyfile(site string) string {
+func caddyfile(site string) string { return caddyfileWith("", site) }
+
+// caddyfileWith is caddyfile with more global options (one per line).
+func caddyfileWith(global, site string) string {
 	return `{
+	` + global + `
 	admin localhost:2999
 	http_port 9080
 	https_port 9443
@@ -74,8 +78,14 @@ func caddyfile(site string) string {
 // Caddy refuses it.
 func start(t *testing.T, cfg string) *caddytest.Tester {
 	t.Helper()
+	return startWith(t, "", cfg)
+}
+
+// startWith is start with more global options.
+func startWith(t *testing.T, global, cfg string) *caddytest.Tester {
+	t.Helper()
 	tc := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{TestRequestTimeout: 20 * time.Second})
-	tc.InitServer(caddyfile(cfg), "caddyfile")
+	tc.InitServer(caddyfileWith(global, cfg), "caddyfile")
 	if t.Failed() {
 		t.FailNow()
 	}

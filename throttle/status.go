@@ -16,9 +16,12 @@ import (
 // seconds (fields ending _s); latency values and thresholds too. Every
 // figure is rounded to four decimals.
 type Status struct {
-	Instance  string          `json:"instance"`
-	Shedding  bool            `json:"shedding"`
-	Override  *OverrideStatus `json:"override"`
+	Instance string          `json:"instance"`
+	Shedding bool            `json:"shedding"`
+	Override *OverrideStatus `json:"override"`
+	// Restored is what was restored from storage at start (the Caddy
+	// module's persist); null when nothing was.
+	Restored  *RestoredStatus `json:"restored"`
 	InFlight  int64           `json:"in_flight"`
 	Levels    LevelsStatus    `json:"levels"`
 	Circuit   CircuitStatus   `json:"circuit"`
@@ -108,7 +111,7 @@ type LowLane struct {
 // Status takes a snapshot of the throttle at now.
 func (t *Throttle) Status(now time.Time) Status {
 	st := Status{Instance: t.name, Shedding: t.shedding(now), InFlight: t.inflight(), Shed: map[string]uint64{},
-		EventsDropped: t.events.dropped.Load()}
+		EventsDropped: t.events.dropped.Load(), Restored: t.restored.Load()}
 	if o := t.override.Load(); o != nil && t.overrideAt(now) != "" {
 		st.Override = &OverrideStatus{State: o.State, Set: o.Set}
 		if !o.Until.IsZero() {

@@ -101,8 +101,9 @@ type Throttle struct {
 	tripped   atomic.Uint32 // bit i set: levels[i] tripped
 	shedUntil atomic.Int64  // unix ns when the current shedding is expected to end
 	override  atomic.Pointer[override]
-	def       atomic.Uint32 // priority.Priority of a request that claims none
-	retry     atomic.Int64  // Retry-After floor, ns
+	restored  atomic.Pointer[RestoredStatus] // what Restore took; nil: nothing
+	def       atomic.Uint32                  // priority.Priority of a request that claims none
+	retry     atomic.Int64                   // Retry-After floor, ns
 
 	// Counted by the request path.
 	verdicts [priority.Count][priority.Verdicts]*shard.Counter
