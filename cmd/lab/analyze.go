@@ -2,53 +2,70 @@ package main
 
 import (
 	"math"
+	"time"
 
 	"github.com/ai-guardian/adaptivethrottle/internal/loadgen"
 )
-
-// samplePeriod is the QPS level's sampling period, the unit the issue
-// counts "first shed within 2 sample periods" in.
-const samplePeriod = 1.0 // seconds
 
 // outcome is one set-up's run of a scenario, summed up for the tables.
 type outcome struct {
 	Setup string          `json:"setup"`
 	Res   *loadgen.Result `json:"result"`
 
-	// Over the scenario's window (overload, or after the capacity drop).
+	// Over the scenario's window (requests planned in it), by priority.
 	Window struct {
 		Overall, High, Medium, Low loadgen.Stats
 		HighMedium                 loadgen.Stats
 	} `json:"window"`
 	// GoodputWindow is OK-within-SLO answers completed inside the window,
-	// per second of it: what the upstream usefully delivered there.
-	GoodputWindow float64 `json:"goodput_window_rps"`
-	HighMedium    loadgen.Stats
+	// per second of it: what the upstream usefully delivered there;
+	// GoodTokensWindow the same in completion tokens per second.
+	GoodputWindow    float64 `json:"goodput_window_rps"`
+	GoodTokensWindow float64 `json:"goodput_window_tokens_per_s"`
+	// GoodputRatio is goodput ÷ capacity in the window: in tokens when the
+	// scenario mixes answer lengths, else in requests.
+	GoodputRatio float64 `json:"goodput_ratio"`
+	HighMedium   loadgen.Stats
 
 	// UpstreamOOMs is llmsim's own count at the last poll (-1: unknown).
 	UpstreamOOMs int64 `json:"upstream_ooms"`
 	// FirstShedS is the planned send time of the first refusal at or after
-	// the onset, minus the onset; nil when none.
+	// the window opens, minus its opening; nil when none.
 	FirstShedS *float64 `json:"first_shed_s,omitempty"`
-	// RecoverS is, after the load drops (end of the window), the planned
-	// send time of the last refusal minus the drop: 0 when nothing was
-	// refused after it. Step scenario only.
-	RecoverS *float64 `json:"recover_s,omitempty"`
+	// RecoverS is, when the overload ends (OverloadEnds), the planned send
+	// time of the last refusal after its end minus the end: from then on
+	// every request passes; 0 when nothing was refused after it.
+	// RecoverNever: refusals went on to the end of the run.
+	RecoverS     *float64 `json:"recover_s,omitempty"`
+	RecoverNever bool     `json:"recover_never,omitempty"`
+	// CalmRefusals counts refusals sent while the offered load was at
+	// most 0.9× capacity (before CalmTo); CalmFirstS is the first's time.
+	CalmRefusals int      `json:"calm_refusals"`
+	CalmFirstS   *float64 `json:"calm_first_refusal_s,omitempty"`
 	// Transitions per level over the run, from /throttle/status counters
 	// (adaptive only), and on/off flips of "shedding" in the 1 s polls.
 	Transitions   map[string]uint64 `json:"transitions,omitempty"`
 	SheddingFlips int               `json:"shedding_flips"`
+	// Peer is the lab's limiter once a second (peers only).
+	Peer []peerSample `json:"peer,omitempty"`
+}
+
+// peerSample is a peer's snapshot at T seconds from the load's start.
+type peerSample struct {
+	T float64 `json:"t"`
+	peerSnap
 }
 
 // analyze sums up one run for sc.
 func analyze(sc scenario, setup string, res *loadgen.Result) outcome {
 	o := outcome{Setup: setup, Res: res, UpstreamOOMs: -1}
-	from, to := sc.WindowFrom.Seconds()*1000, sc.WindowTo.Seconds()*1000
+	from, to := ms(sc.WindowFrom), ms(sc.WindowTo)
+	calmTo := ms(sc.CalmTo)
 	var win [3][]loadgen.Record
-	var all, hm, winHM []loadgen.Record
-	good := 0
+	var hm, winHM []loadgen.Record
+	good, goodTokens := 0, 0
+	first, last := math.Inf(1), math.Inf(-1)
 	for _, r := range res.Records {
-		all = append(all, r)
 		if r.Priority != loadgen.Low {
 			hm = append(hm, r)
 		}
@@ -60,6 +77,23 @@ func analyze(sc scenario, setup string, res *loadgen.Result) outcome {
 		}
 		if done := r.DoneMS(); r.WithinSLO && done >= from && done < to {
 			good++
+			goodTokens += r.Tokens
+		}
+		if !r.Class.Shed() {
+			continue
+		}
+		if r.AtMS >= from {
+			first = math.Min(first, r.AtMS)
+		}
+		if r.AtMS >= to {
+			last = math.Max(last, r.AtMS)
+		}
+		if r.AtMS < calmTo {
+			o.CalmRefusals++
+			if o.CalmFirstS == nil || r.AtMS/1000 < *o.CalmFirstS {
+				v := r.AtMS / 1000
+				o.CalmFirstS = &v
+			}
 		}
 	}
 	secs := (to - from) / 1000
@@ -71,29 +105,25 @@ func analyze(sc scenario, setup string, res *loadgen.Result) outcome {
 	o.HighMedium = loadgen.Summarize(hm, res.DurationS)
 	if secs > 0 {
 		o.GoodputWindow = float64(good) / secs
+		o.GoodTokensWindow = float64(goodTokens) / secs
+	}
+	switch {
+	case sc.tokens() && sc.TokenCapacity > 0:
+		o.GoodputRatio = o.GoodTokensWindow / sc.TokenCapacity
+	case sc.WindowCapacity > 0:
+		o.GoodputRatio = o.GoodputWindow / sc.WindowCapacity
 	}
 
-	// First refusal after the onset; last refusal after the load drop.
-	first, last := math.Inf(1), math.Inf(-1)
-	for _, r := range all {
-		if !r.Class.Shed() {
-			continue
-		}
-		if r.AtMS >= from {
-			first = math.Min(first, r.AtMS)
-		}
-		if r.AtMS >= to {
-			last = math.Max(last, r.AtMS)
-		}
-	}
 	if !math.IsInf(first, 1) {
 		v := (first - from) / 1000
 		o.FirstShedS = &v
 	}
-	if sc.Profile.Kind == loadgen.Step {
+	if sc.OverloadEnds {
 		v := 0.0
 		if !math.IsInf(last, -1) {
 			v = (last - to) / 1000
+			tail := sc.Profile.Duration - sc.WindowTo
+			o.RecoverNever = last >= ms(sc.Profile.Duration-min(2*time.Second, tail/2))
 		}
 		o.RecoverS = &v
 	}
@@ -126,22 +156,14 @@ func analyze(sc scenario, setup string, res *loadgen.Result) outcome {
 	return o
 }
 
-// maxLevelTransitions is the largest transition count of any one level.
-func (o outcome) maxLevelTransitions() uint64 {
-	var m uint64
-	for k, v := range o.Transitions {
-		if k != "circuit" {
-			m = max(m, v)
-		}
-	}
-	return m
-}
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // target is one of the issue's targets, checked on a run.
 type target struct {
 	What     string
 	Want     string
 	Got      string
+	Margin   string // how far above (+) or below (−) the bar
 	Met      bool
 	Measured bool // false: could not be measured (no data)
 }

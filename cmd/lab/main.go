@@ -1,15 +1,18 @@
 // Command lab is the overload lab: it plays each scenario (a step to 3×
-// capacity, a capacity drop) against three set-ups at once — Caddy with a
-// plain reverse_proxy, the same with a static rate limiter at the
-// upstream's capacity behind it, and Caddy with adaptive_throttle at its
-// defaults — each in front of its own llmsim, and writes a markdown table,
-// a PNG and a JSON summary per scenario into results/, then runs
+// capacity, a capacity drop, heterogeneous answer lengths at 2×, a slow
+// ramp to 3× and back, a cold start into 2×, a steady 0.9×) against four
+// set-ups at once — Caddy with a plain reverse_proxy; the same with one of
+// two peers behind it, a static in-flight limit and Gradient2 (the
+// published algorithm, implemented in the lab); and Caddy with
+// adaptive_throttle at its defaults — each in front of its own llmsim, and
+// writes a markdown table, a PNG and a JSON summary per scenario into
+// results/, checks the targets for the module, then runs
 // lab/overhead.sh (wrk, Caddy with and without the module).
 //
 // Run it from the repository root:
 //
-//	go run ./cmd/lab               # the whole lab, about 8 minutes
-//	go run ./cmd/lab -smoke        # every part for a few seconds (CI), under a minute
+//	go run ./cmd/lab               # the whole lab, about 20 minutes
+//	go run ./cmd/lab -smoke        # every scenario and set-up for seconds (CI)
 //
 // It builds nothing twice: llmsim and loadgen once into a temporary bin
 // folder, ./caddy only when missing (./xcaddy-build.sh), then copied so a
@@ -58,6 +61,7 @@ type options struct {
 	overhead  bool
 	parallel  bool
 	keep      bool
+	inflight  int
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -66,9 +70,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.out, "out", "", "results folder (default results/, or a temporary folder with -smoke)")
 	fs.BoolVar(&o.smoke, "smoke", false, "tiny durations: checks every part works, in under a minute; figures mean nothing")
-	fs.StringVar(&o.scenarios, "scenarios", "step,drop", "scenarios to run, comma-separated")
+	fs.StringVar(&o.scenarios, "scenarios", strings.Join(scenarioNames, ","), "scenarios to run, comma-separated")
 	fs.BoolVar(&o.overhead, "overhead", true, "also run lab/overhead.sh (wrk); never with -smoke")
-	fs.BoolVar(&o.parallel, "parallel", false, "run the scenarios at the same time too (6 set-ups at once; always on with -smoke)")
+	fs.BoolVar(&o.parallel, "parallel", false, "run the scenarios at the same time too (4 set-ups each; always on with -smoke)")
+	fs.IntVar(&o.inflight, "inflight", 0, "the static in-flight limit's N (0: 1.5 × llmsim's slots)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary folder with logs and rendered Caddyfiles")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -85,13 +90,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	started := time.Now()
 
+	if o.inflight < 0 {
+		return fmt.Errorf("-inflight %d: must be ≥ 0", o.inflight)
+	}
 	capacity := llmsim.Config{}.Capacity()
-	all := scenarios(capacity, llmsim.DefaultSlots, o.smoke)
+	all := scenarios(llmsim.Config{}, o.inflight, o.smoke)
 	var scs []scenario
 	for _, name := range strings.Split(o.scenarios, ",") {
 		i := slices.IndexFunc(all, func(s scenario) bool { return s.Name == strings.TrimSpace(name) })
 		if i < 0 {
-			return fmt.Errorf("unknown scenario %q (want step, drop)", name)
+			return fmt.Errorf("unknown scenario %q (want %s)", name, strings.Join(scenarioNames, ", "))
 		}
 		scs = append(scs, all[i])
 	}
@@ -133,6 +141,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		outs, err := runScenario(ctx, b, root, tmp, o.out, sc, machine, stdout)
 		if err == nil && o.smoke {
 			err = smokeCheck(outs)
+		}
+		if err == nil {
+			var buf strings.Builder
+			printTargets(&buf, sc, evalTargets(sc, outs))
+			mu.Lock()
+			io.WriteString(stdout, buf.String())
+			mu.Unlock()
 		}
 		if err != nil {
 			mu.Lock()
@@ -233,7 +248,7 @@ func copyFile(from, to string) error {
 	return out.Close()
 }
 
-// runScenario starts the three set-ups, plays the load against all of them
+// runScenario starts the four set-ups, plays the load against all of them
 // at once, stops them, and writes results/<name>.{md,png,json}.
 func runScenario(ctx context.Context, b bins, root, tmp, outDir string, sc scenario, machine string, stdout io.Writer) ([]outcome, error) {
 	fmt.Fprintf(stdout, "lab: %s — starting set-ups\n", sc.Title)
@@ -244,7 +259,7 @@ func runScenario(ctx context.Context, b bins, root, tmp, outDir string, sc scena
 		}
 	}()
 	for _, s := range setupNames {
-		e, err := startSetup(ctx, b, filepath.Join(root, "lab"), filepath.Join(tmp, sc.Name, s), s, sc.Capacity)
+		e, err := startSetup(ctx, b, filepath.Join(root, "lab"), filepath.Join(tmp, sc.Name, s), s, sc)
 		if err != nil {
 			return nil, fmt.Errorf("set-up %s: %w", s, err)
 		}
@@ -277,16 +292,26 @@ func runScenario(ctx context.Context, b bins, root, tmp, outDir string, sc scena
 	}
 	for _, o := range outs {
 		s := o.Res.Overall
-		fmt.Fprintf(stdout, "lab: %s/%s: sent %d, OK within SLO %s, shed %d, upstream OOMs %d, goodput in window %.2f req/s\n",
-			sc.Name, o.Setup, s.Sent, pct(s.SLOAttainment), s.Shed(), o.UpstreamOOMs, o.GoodputWindow)
+		fmt.Fprintf(stdout, "lab: %s/%s: sent %d, OK within SLO %s, shed %d, upstream OOMs %d, goodput in window %.2f req/s (%.2f of capacity%s)\n",
+			sc.Name, o.Setup, s.Sent, pct(s.SLOAttainment), s.Shed(), o.UpstreamOOMs, o.GoodputWindow, o.GoodputRatio, map[bool]string{true: ", tokens"}[sc.tokens()])
 	}
 	return outs, writeResults(outDir, sc, outs, machine)
 }
 
 // smokeCheck asks of a smoke run only that every part worked: each set-up
-// was sent load and served some of it, and the adaptive one was polled.
+// was sent load and served some of it, the adaptive one was polled, the
+// peers were sampled, and token counts came back.
 func smokeCheck(outs []outcome) error {
+	if len(outs) != len(setupNames) {
+		return fmt.Errorf("smoke: %d set-ups ran, want %d", len(outs), len(setupNames))
+	}
 	for _, o := range outs {
+		if o.Res.Overall.Tokens == 0 {
+			return fmt.Errorf("smoke: set-up %s: no tokens counted in %d answers", o.Setup, o.Res.Overall.OK)
+		}
+		if (o.Setup == setupInflight || o.Setup == setupGradient2) && len(o.Peer) == 0 {
+			return fmt.Errorf("smoke: set-up %s: the limiter was never sampled", o.Setup)
+		}
 		if o.Res.Overall.Sent == 0 || o.Res.Overall.OK == 0 {
 			return fmt.Errorf("smoke: set-up %s served nothing: %+v", o.Setup, o.Res.Overall)
 		}
@@ -308,16 +333,45 @@ func playAll(ctx context.Context, sc scenario, envs []*env, load func(context.Co
 	var wg sync.WaitGroup
 	for i, e := range envs {
 		wg.Go(func() {
+			var samples []peerSample
+			stopSampling := func() {}
+			if e.peer != nil {
+				done := make(chan struct{})
+				finished := make(chan struct{})
+				go func() {
+					defer close(finished)
+					samples = samplePeer(e.peer, done)
+				}()
+				stopSampling = func() { close(done); <-finished }
+			}
 			res, err := load(ctx, *e)
+			stopSampling()
 			if err != nil {
 				errs[i] = fmt.Errorf("%s: %w", e.Setup, err)
 				return
 			}
 			outs[i] = analyze(sc, e.Setup, res)
+			outs[i].Peer = samples
 		})
 	}
 	wg.Wait()
 	return outs, errors.Join(errs...)
+}
+
+// samplePeer looks at a peer once a second until done closes.
+func samplePeer(p peer, done <-chan struct{}) []peerSample {
+	start := time.Now()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var out []peerSample
+	for {
+		select {
+		case <-done:
+			return out
+		case <-tick.C:
+			out = append(out, peerSample{T: time.Since(start).Seconds(), peerSnap: p.snapshot()})
+		}
+	}
 }
 
 // writeResults writes <name>.md, .png and .json into dir.

@@ -31,7 +31,9 @@ var (
 const gpuThreshold = 0.75
 
 // writePlot draws one PNG for the scenario: a column per set-up; rows for
-// requests/s, p99 TTFB, GPU memory, and (adaptive only) tripped levels.
+// requests/s (tokens/s when answer lengths are mixed), p99 TTFB, GPU
+// memory, and the limit: the module's tripped levels, a peer's limit and
+// what it had in flight, and the upstream's queue.
 func writePlot(path string, sc scenario, outs []outcome) error {
 	const rows = 4
 	cols := len(outs)
@@ -44,13 +46,21 @@ func writePlot(path string, sc scenario, outs []outcome) error {
 	}
 	// Shared ranges so the columns compare at a glance; headroom above the
 	// rates keeps the legend off the lines.
-	xmax, rateMax := 0.0, 1.0
+	xmax, rateMax, concMax := 0.0, 1.0, float64(sc.Slots)
 	for _, o := range outs {
 		xmax = math.Max(xmax, float64(len(o.Res.Series)))
 		for _, s := range o.Res.Series {
-			rateMax = math.Max(rateMax, float64(max(s.Sent, s.Served, s.Shed, s.OOM)))
+			if sc.tokens() {
+				rateMax = math.Max(rateMax, float64(max(s.AskedTokens, s.ServedTokens, s.ShedTokens)))
+			} else {
+				rateMax = math.Max(rateMax, float64(max(s.Sent, s.Served, s.Shed, s.OOM)))
+			}
+		}
+		for _, p := range o.Peer {
+			concMax = math.Max(concMax, float64(max(p.Limit, p.Peak)))
 		}
 	}
+	concMax = math.Min(concMax, 4*float64(sc.Slots)+float64(sc.InflightN)) // a queue of hundreds would flatten the rest
 	for c, o := range outs {
 		var err error
 		if grid[0][c], err = ratePlot(sc, o, xmax, rateMax*1.5); err != nil {
@@ -63,12 +73,15 @@ func writePlot(path string, sc scenario, outs []outcome) error {
 			return err
 		}
 		if o.Setup == setupAdaptive {
-			if grid[3][c], err = levelsPlot(sc, o, xmax); err != nil {
-				return err
-			}
+			grid[3][c], err = levelsPlot(sc, o, xmax)
+		} else {
+			grid[3][c], err = concurrencyPlot(sc, o, xmax, concMax*1.3)
+		}
+		if err != nil {
+			return err
 		}
 	}
-	img := vgimg.NewWith(vgimg.UseWH(16*vg.Inch, 13*vg.Inch), vgimg.UseDPI(96))
+	img := vgimg.NewWith(vgimg.UseWH(20*vg.Inch, 13*vg.Inch), vgimg.UseDPI(96))
 	dc := draw.New(img)
 	dc.FillText(draw.TextStyle{Color: color.Black, Font: font.From(plot.DefaultFont, 16), XAlign: draw.XCenter,
 		YAlign: draw.YTop, Handler: plot.DefaultTextHandler}, vg.Point{X: dc.Center().X, Y: dc.Max.Y - 0.1*vg.Inch}, sc.Title)
@@ -161,7 +174,10 @@ func count(f func(loadgen.Second) int) func(loadgen.Second) (float64, bool) {
 }
 
 func ratePlot(sc scenario, o outcome, xmax, ymax float64) (*plot.Plot, error) {
-	p := newPlot(setupTitle(o.Setup, sc.Capacity), "requests/s", xmax)
+	if sc.tokens() {
+		return tokenPlot(sc, o, xmax, ymax)
+	}
+	p := newPlot(setupTitle(o.Setup, sc), "requests/s", xmax)
 	p.Y.Min, p.Y.Max = 0, ymax
 	for _, l := range []struct {
 		name string
@@ -277,4 +293,66 @@ func levelsPlot(sc scenario, o outcome, xmax float64) (*plot.Plot, error) {
 		p.Add(sc)
 	}
 	return p, markers(p, sc, -0.5, float64(len(names))-0.5)
+}
+
+// tokenPlot is ratePlot in tokens, for answers of mixed lengths: asked
+// (max_tokens) and refused by the second sent, served and served within
+// the SLO (completion tokens) by the second done.
+func tokenPlot(sc scenario, o outcome, xmax, ymax float64) (*plot.Plot, error) {
+	p := newPlot(setupTitle(o.Setup, sc), "tokens/s", xmax)
+	p.Y.Min, p.Y.Max = 0, ymax
+	for _, l := range []struct {
+		name string
+		f    func(loadgen.Second) int
+		c    color.Color
+	}{
+		{"asked (max_tokens sent)", func(s loadgen.Second) int { return s.AskedTokens }, colSent},
+		{"served tokens", func(s loadgen.Second) int { return s.ServedTokens }, colServed},
+		{"served within SLO", func(s loadgen.Second) int { return s.GoodTokens }, colGood},
+		{"refused (max_tokens)", func(s loadgen.Second) int { return s.ShedTokens }, colShed},
+	} {
+		if err := addLine(p, l.name, series(o, count(l.f)), l.c, false); err != nil {
+			return nil, err
+		}
+	}
+	if err := addLine(p, "capacity", plotter.XYs{{X: 0, Y: sc.TokenCapacity}, {X: xmax, Y: sc.TokenCapacity}}, color.Black, true); err != nil {
+		return nil, err
+	}
+	return p, markers(p, sc, 0, ymax)
+}
+
+// concurrencyPlot shows, for the set-ups other than the module's, the
+// peer's limit and the most it had in flight each second, and the
+// upstream's queue (requests waiting for a batch slot).
+func concurrencyPlot(sc scenario, o outcome, xmax, ymax float64) (*plot.Plot, error) {
+	title := "upstream queue (1 s polls)"
+	if len(o.Peer) > 0 {
+		title = "limit, in flight and upstream queue (1 s)"
+	}
+	p := newPlot(title, "requests", xmax)
+	p.Y.Min, p.Y.Max = 0, ymax
+	var limit, peak plotter.XYs
+	for _, s := range o.Peer {
+		limit = append(limit, plotter.XY{X: s.T, Y: math.Min(float64(s.Limit), ymax)})
+		peak = append(peak, plotter.XY{X: s.T, Y: math.Min(float64(s.Peak), ymax)})
+	}
+	if err := addLine(p, "limit", limit, colShed, false); err != nil {
+		return nil, err
+	}
+	if err := addLine(p, "most in flight", peak, colServed, false); err != nil {
+		return nil, err
+	}
+	waiting := series(o, func(s loadgen.Second) (float64, bool) {
+		if s.Waiting == nil {
+			return 0, false
+		}
+		return math.Min(float64(*s.Waiting), ymax), true
+	})
+	if err := addLine(p, "upstream queue (capped)", waiting, colTimeout, false); err != nil {
+		return nil, err
+	}
+	if err := addLine(p, fmt.Sprintf("batch slots %d", sc.Slots), plotter.XYs{{X: 0, Y: float64(sc.Slots)}, {X: xmax, Y: float64(sc.Slots)}}, color.Black, true); err != nil {
+		return nil, err
+	}
+	return p, markers(p, sc, 0, ymax)
 }

@@ -2,8 +2,10 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"time"
 
+	"github.com/ai-guardian/adaptivethrottle/internal/llmsim"
 	"github.com/ai-guardian/adaptivethrottle/internal/loadgen"
 )
 
@@ -11,84 +13,234 @@ import (
 type scenario struct {
 	Name  string // file names: results/<Name>.md, .png, .json
 	Title string
-	// Capacity is the upstream's nominal capacity (req/s) at the start;
-	// WindowCapacity is what it is during the window (half, after a drop
-	// to half the slots).
+	// Capacity is the upstream's capacity (req/s) at the start, for the
+	// scenario's answer lengths; WindowCapacity is what it is during the
+	// window (half, after a drop to half the slots).
 	Capacity, WindowCapacity float64
+	Slots                    int // llmsim's batch slots at the start
 	Profile                  loadgen.Profile
 	DropTo                   int // capacity-drop: slots after the cut
 	Mix                      loadgen.Mix
-	SLO                      loadgen.SLO
-	Timeout                  time.Duration // client timeout (and drain)
-	// Window is the stretch the targets are about: the overload for the
-	// step, the time after the cut for the capacity drop.
+	// Sizes, when not empty, draws max_tokens per request; goodput is then
+	// counted in tokens, against TokenCapacity (tokens/s in the window).
+	Sizes         loadgen.Sizes
+	TokenCapacity float64
+	SLO           loadgen.SLO
+	Timeout       time.Duration // client timeout (and drain)
+	// Window is the stretch the targets are about: the overload, the time
+	// after the capacity drop, or the whole run for steady09.
 	WindowFrom, WindowTo time.Duration
+	// OverloadEnds: the load falls below capacity at WindowTo, so "all
+	// pass again" is measured from there.
+	OverloadEnds bool
+	// CalmTo: until then the offered load is at most 0.9× capacity, and
+	// nothing should be refused (0: no such stretch).
+	CalmTo time.Duration
+	// GoodputRef is the best goodput ÷ capacity the window allows: 1 in an
+	// overload, the offered share below capacity (steady09: 0.9).
+	GoodputRef float64
+	InflightN  int // the static in-flight limit's N
 }
 
-// Set-ups, in table order.
+// tokens reports whether goodput is counted in tokens.
+func (sc scenario) tokens() bool { return len(sc.Sizes) > 0 }
+
+// capacityAt is the capacity (req/s) at offset t.
+func (sc scenario) capacityAt(t time.Duration) float64 {
+	if sc.Profile.Kind == loadgen.CapacityDrop && t >= sc.Profile.DropAt {
+		return sc.WindowCapacity
+	}
+	return sc.Capacity
+}
+
+// Set-ups, in table order: no protection, the two peers, the module.
 const (
-	setupNone     = "none"
-	setupStatic   = "static"
-	setupAdaptive = "adaptive"
+	setupNone      = "none"
+	setupInflight  = "inflight"
+	setupGradient2 = "gradient2"
+	setupAdaptive  = "adaptive"
 )
 
-var setupNames = []string{setupNone, setupStatic, setupAdaptive}
+var setupNames = []string{setupNone, setupInflight, setupGradient2, setupAdaptive}
 
-func setupTitle(s string, capacity float64) string {
+// peers are the set-ups the module's targets compare with.
+var peers = []string{setupNone, setupInflight, setupGradient2}
+
+func setupTitle(s string, sc scenario) string {
 	switch s {
 	case setupNone:
 		return "no protection"
-	case setupStatic:
-		return fmt.Sprintf("static limiter %.1f req/s", capacity)
+	case setupInflight:
+		return fmt.Sprintf("static in-flight limit %d", sc.InflightN)
+	case setupGradient2:
+		return "Gradient2 (published algorithm, lab implementation)"
 	case setupAdaptive:
 		return "adaptive_throttle (defaults)"
 	}
 	return s
 }
 
-// scenarios are the lab's two: a step to 3× capacity after a warm-up long
-// enough for the QPS baseline (30 s of warm-up in the module), and a
-// capacity drop under steady load. smoke shrinks every duration so that
-// the whole lab runs in well under a minute; its figures mean nothing.
-// Capacity scales with the slots (llmsim.Config.Capacity), so the drop to
-// half the slots halves it.
-func scenarios(capacity float64, slots int, smoke bool) []scenario {
-	warm, peak, tail := 40*time.Second, 60*time.Second, 45*time.Second
-	dropRun := 120 * time.Second
+// scenarioNames lists every scenario, in the order the lab runs them.
+var scenarioNames = []string{"step", "drop", "hetero", "ramp", "cold2x", "steady09"}
+
+// heteroSizes is the hetero scenario's answer lengths: three in four
+// short (16 tokens, a chat turn), one in four long (512 tokens, llmsim's
+// max_tokens limit: a 1024 would be cut to 512 anyway). The long ones
+// carry 91% of the tokens and hold a slot 30× longer, which is what makes
+// a request count a poor measure of load; one in four rather than one in
+// two keeps the request rate (about 3.8 req/s at 2×) high enough for the
+// per-priority figures to mean something.
+var heteroSizes = loadgen.Sizes{{MaxTokens: 16, Share: 0.75}, {MaxTokens: 512, Share: 0.25}}
+
+// scenarios are the lab's six, against llmsim with sim's configuration
+// (the lab's upstreams run its defaults): a step to 3× capacity, a
+// capacity drop under steady 0.9× load, heterogeneous answer lengths at 2×
+// capacity in tokens, a slow ramp to 3× and back, a cold start straight
+// into 2×, and a steady 0.9× from cold. smoke shrinks every duration (and
+// the long answers) so that the whole lab runs in seconds; its figures
+// mean nothing. Capacity scales with the slots (llmsim.Config.Capacity),
+// so the drop to half the slots halves it.
+func scenarios(sim llmsim.Config, inflightN int, smoke bool) []scenario {
+	capacity := sim.Capacity()
+	slots := sim.Slots
+	if slots == 0 {
+		slots = llmsim.DefaultSlots
+	}
+	if inflightN <= 0 {
+		inflightN = defaultInflight(slots)
+	}
 	timeout := 30 * time.Second
 	if smoke {
-		warm, peak, tail = 4*time.Second, 5*time.Second, 4*time.Second
-		dropRun = 10 * time.Second
 		timeout = 5 * time.Second
 	}
-	step := scenario{
-		Name:     "step",
-		Title:    fmt.Sprintf("Step overload: %.1f → %.1f req/s (3× capacity) for %v, then back", capacity/2, 3*capacity, peak),
-		Capacity: capacity, WindowCapacity: capacity,
-		Profile: loadgen.Profile{Kind: loadgen.Step, Base: round1(capacity / 2), Peak: round1(3 * capacity),
-			Duration: warm + peak + tail, StepAt: warm, StepFor: peak},
-		Mix: loadgen.DefaultMix, SLO: loadgen.DefaultSLO, Timeout: timeout,
-		WindowFrom: warm, WindowTo: warm + peak,
+	base := func(name, title string, p loadgen.Profile) scenario {
+		return scenario{Name: name, Title: title, Capacity: capacity, WindowCapacity: capacity, Slots: slots,
+			Profile: p, Mix: loadgen.DefaultMix, SLO: loadgen.DefaultSLO, Timeout: timeout,
+			GoodputRef: 1, InflightN: inflightN}
 	}
-	drop := scenario{
-		Name:     "drop",
-		Title:    fmt.Sprintf("Capacity drop: constant %.1f req/s (0.9× capacity), slots %d → %d half-way", 0.9*capacity, slots, slots/2),
-		Capacity: capacity, WindowCapacity: capacity * float64(slots/2) / float64(slots),
-		Profile: loadgen.Profile{Kind: loadgen.CapacityDrop, Base: round1(0.9 * capacity),
-			Duration: dropRun, DropAt: dropRun / 2},
-		DropTo: slots / 2,
-		Mix:    loadgen.DefaultMix, SLO: loadgen.DefaultSLO, Timeout: timeout,
-		WindowFrom: dropRun / 2, WindowTo: dropRun,
+	pick := func(full, short time.Duration) time.Duration {
+		if smoke {
+			return short
+		}
+		return full
 	}
-	return []scenario{step, drop}
+
+	// step: 0.5× for 40 s (the module's QPS warm-up is 30 s), 3× for 60 s,
+	// 0.5× for 45 s.
+	warm, peak, tail := pick(40*time.Second, 3*time.Second), pick(60*time.Second, 4*time.Second), pick(45*time.Second, 3*time.Second)
+	step := base("step", fmt.Sprintf("Step overload: %.1f → %.1f req/s (3× capacity) for %v, then back", capacity/2, 3*capacity, peak),
+		loadgen.Profile{Kind: loadgen.Step, Base: round1(capacity / 2), Peak: round1(3 * capacity),
+			Duration: warm + peak + tail, StepAt: warm, StepFor: peak})
+	step.WindowFrom, step.WindowTo, step.OverloadEnds = warm, warm+peak, true
+
+	// drop: constant 0.9× for 120 s, the slots halved at 60 s.
+	dropRun := pick(120*time.Second, 8*time.Second)
+	drop := base("drop", fmt.Sprintf("Capacity drop: constant %.1f req/s (0.9× capacity), slots %d → %d half-way", 0.9*capacity, slots, slots/2),
+		loadgen.Profile{Kind: loadgen.CapacityDrop, Base: 0.9 * capacity, Duration: dropRun, DropAt: dropRun / 2})
+	drop.DropTo = slots / 2
+	drop.WindowCapacity = capacity * float64(slots/2) / float64(slots)
+	drop.WindowFrom, drop.WindowTo = dropRun/2, dropRun
+
+	// hetero: 0.5× for 30 s, 2× (in tokens) for 60 s, 0.5× for 30 s.
+	sizes := heteroSizes
+	if smoke {
+		sizes = loadgen.Sizes{{MaxTokens: 16, Share: 0.75}, {MaxTokens: 64, Share: 0.25}}
+	}
+	hcap := sim.CapacityFor(sizes.Mean())
+	warm, peak, tail = pick(30*time.Second, 2*time.Second), pick(60*time.Second, 4*time.Second), pick(30*time.Second, 2*time.Second)
+	hetero := base("hetero", fmt.Sprintf("Heterogeneous answers (max_tokens %s): %.2f → %.2f req/s (2× capacity in tokens) for %v, then back",
+		sizes, hcap/2, 2*hcap, peak),
+		loadgen.Profile{Kind: loadgen.Step, Base: round2(hcap / 2), Peak: round2(2 * hcap),
+			Duration: warm + peak + tail, StepAt: warm, StepFor: peak})
+	hetero.Capacity, hetero.WindowCapacity = hcap, hcap
+	hetero.Sizes, hetero.TokenCapacity = sizes, hcap*sizes.Mean()
+	hetero.WindowFrom, hetero.WindowTo, hetero.OverloadEnds = warm, warm+peak, true
+
+	// ramp: 0.3× for 10 s, linear to 3× over 90 s, back to 0.3× over 45 s,
+	// 0.3× for 15 s. The window is where the offered load is over capacity.
+	hold, up, down, rest := pick(10*time.Second, time.Second), pick(90*time.Second, 5*time.Second),
+		pick(45*time.Second, 3*time.Second), pick(15*time.Second, time.Second)
+	lo, hi := round1(0.3*capacity), round1(3*capacity)
+	ramp := base("ramp", fmt.Sprintf("Slow ramp: %.1f → %.1f req/s (0.3× → 3× capacity) over %v, back over %v", lo, hi, up, down),
+		loadgen.Profile{Kind: loadgen.Points, Duration: hold + up + down + rest, Points: []loadgen.Point{
+			{At: 0, Rate: lo}, {At: hold, Rate: lo}, {At: hold + up, Rate: hi}, {At: hold + up + down, Rate: lo}}})
+	ramp.WindowFrom, ramp.WindowTo = overRange(ramp.Profile, capacity)
+	ramp.OverloadEnds = true
+
+	// cold2x: the gateway starts with the load, 2× for 60 s, then 0.5×
+	// for 30 s.
+	peak, tail = pick(60*time.Second, 4*time.Second), pick(30*time.Second, 2*time.Second)
+	cold := base("cold2x", fmt.Sprintf("Cold start into 2× capacity: %.1f req/s for %v, then %.1f req/s", 2*capacity, peak, capacity/2),
+		loadgen.Profile{Kind: loadgen.Step, Base: round1(capacity / 2), Peak: round1(2 * capacity),
+			Duration: peak + tail, StepAt: 0, StepFor: peak})
+	cold.WindowFrom, cold.WindowTo, cold.OverloadEnds = 0, peak, true
+
+	// steady09: 0.9× from a cold start for 90 s; nothing should be refused.
+	run := pick(90*time.Second, 6*time.Second)
+	steady := base("steady09", fmt.Sprintf("Steady %.1f req/s (0.9× capacity) from a cold start for %v", 0.9*capacity, run),
+		loadgen.Profile{Kind: loadgen.Constant, Base: 0.9 * capacity, Duration: run})
+	steady.WindowFrom, steady.WindowTo = 0, run
+	steady.GoodputRef = steady.Profile.Base / capacity
+
+	all := []scenario{step, drop, hetero, ramp, cold, steady}
+	for i := range all {
+		all[i].CalmTo = calmUntil(all[i])
+	}
+	return all
 }
 
-func round1(x float64) float64 { return float64(int(x*10+0.5)) / 10 }
+// scanStep is the resolution at which the lab reads a profile's rate.
+const scanStep = 10 * time.Millisecond
+
+// overRange is the stretch in which p offers more than capacity: its
+// first and last instants, to scanStep.
+func overRange(p loadgen.Profile, capacity float64) (from, to time.Duration) {
+	from, to = -1, -1
+	for t := time.Duration(0); t < p.Duration; t += scanStep {
+		if p.RateAt(t) > capacity*(1+1e-9) {
+			if from < 0 {
+				from = t
+			}
+			to = t + scanStep
+		}
+	}
+	if from < 0 {
+		return 0, 0
+	}
+	return from, to
+}
+
+// calmUntil is the end of the stretch from the start in which the offered
+// load is at most 0.9× capacity (0 when the run starts above it).
+func calmUntil(sc scenario) time.Duration {
+	for t := time.Duration(0); t < sc.Profile.Duration; t += scanStep {
+		if sc.Profile.RateAt(t) > 0.9*sc.capacityAt(t)*(1+1e-6) {
+			return t
+		}
+	}
+	return sc.Profile.Duration
+}
+
+// offeredMean is the mean offered load (req/s) over [from, to).
+func offeredMean(p loadgen.Profile, from, to time.Duration) float64 {
+	if to <= from {
+		return 0
+	}
+	sum, n := 0.0, 0
+	for t := from; t < to; t += scanStep {
+		sum += p.RateAt(t)
+		n++
+	}
+	return sum / float64(n)
+}
+
+func round1(x float64) float64 { return math.Round(x*10) / 10 }
+func round2(x float64) float64 { return math.Round(x*100) / 100 }
 
 // loadConfig is the generator's configuration for sc against one set-up.
 func loadConfig(sc scenario, e env) loadgen.Config {
 	return loadgen.Config{
-		Target: e.Target, Profile: sc.Profile, Mix: sc.Mix, Seed: 1, SLO: sc.SLO,
+		Target: e.Target, Profile: sc.Profile, Mix: sc.Mix, Sizes: sc.Sizes, Seed: 1, SLO: sc.SLO,
 		Timeout: sc.Timeout, Drain: sc.Timeout, Stream: true,
 		Upstream: e.Upstream, DropTo: sc.DropTo, ThrottleStatus: e.ThrottleStatus,
 		KeepRecords: true,
@@ -107,6 +259,12 @@ func loadArgs(cfg loadgen.Config, jsonOut string) []string {
 		"-slo-ttfb", cfg.SLO.TTFB.String(), "-slo-total", cfg.SLO.Total.String(),
 		"-timeout", cfg.Timeout.String(), "-drain", cfg.Drain.String(),
 		fmt.Sprintf("-stream=%t", cfg.Stream), "-json", jsonOut, fmt.Sprintf("-records=%t", cfg.KeepRecords),
+	}
+	if len(p.Points) > 0 {
+		args = append(args, "-points", loadgen.FormatPoints(p.Points))
+	}
+	if len(cfg.Sizes) > 0 {
+		args = append(args, "-sizes", cfg.Sizes.String())
 	}
 	if cfg.Upstream != "" {
 		args = append(args, "-upstream", cfg.Upstream)

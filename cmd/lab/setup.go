@@ -19,6 +19,7 @@ type env struct {
 	Target         string // the URL the generator hits (Caddy's site)
 	Upstream       string // llmsim's base URL
 	ThrottleStatus string // Caddy admin /throttle/status; adaptive only
+	peer           peer   // the lab's limiter in front of llmsim; peers only
 	stop           func()
 }
 
@@ -52,10 +53,10 @@ func renderCaddyfile(path, out string, v caddyVars) error {
 	return f.Close()
 }
 
-// startSetup starts llmsim, the static limiter when asked, and Caddy for
+// startSetup starts llmsim, the peer's limiter when asked, and Caddy for
 // one set-up of a scenario. Everything listens on 127.0.0.1; stop ends it
 // all. dir holds the rendered Caddyfile, Caddy's XDG folders and the logs.
-func startSetup(ctx context.Context, b bins, labDir, dir, setup string, capacity float64) (e *env, err error) {
+func startSetup(ctx context.Context, b bins, labDir, dir, setup string, sc scenario) (e *env, err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -86,8 +87,9 @@ func startSetup(ctx context.Context, b bins, labDir, dir, setup string, capacity
 	}
 
 	upstream := hostPort(simPort)
-	if setup == setupStatic {
-		lim, err := newStaticLimiter(&url.URL{Scheme: "http", Host: upstream}, capacity, staticBurst)
+	var lim peer
+	if setup == setupInflight || setup == setupGradient2 {
+		lim, err = newPeer(setup, &url.URL{Scheme: "http", Host: upstream}, sc)
 		if err != nil {
 			return nil, err
 		}
@@ -136,7 +138,7 @@ func startSetup(ctx context.Context, b bins, labDir, dir, setup string, capacity
 	if err := waitReady(ctx, admin+"/config/", cad, 20*time.Second); err != nil {
 		return nil, err
 	}
-	e = &env{Setup: setup, Target: "http://" + hostPort(port), Upstream: simURL, stop: stopAll}
+	e = &env{Setup: setup, Target: "http://" + hostPort(port), Upstream: simURL, peer: lim, stop: stopAll}
 	if setup == setupAdaptive {
 		e.ThrottleStatus = admin + "/throttle/status"
 		if err := waitReady(ctx, e.ThrottleStatus, cad, 10*time.Second); err != nil {
@@ -150,6 +152,13 @@ func startSetup(ctx context.Context, b bins, labDir, dir, setup string, capacity
 	return e, nil
 }
 
-// staticBurst is the static limiter's bucket depth: small, so that it
-// smooths arrival jitter but never lets a surge through.
-const staticBurst = 3
+// newPeer is the limiter of a peer set-up, in front of upstream.
+func newPeer(setup string, upstream *url.URL, sc scenario) (peer, error) {
+	switch setup {
+	case setupInflight:
+		return newInflightLimit(upstream, sc.InflightN)
+	case setupGradient2:
+		return newGradient2Peer(upstream, defaultGradient2)
+	}
+	return nil, fmt.Errorf("set-up %s has no limiter in the lab", setup)
+}

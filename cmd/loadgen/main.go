@@ -52,6 +52,8 @@ func run(ctx context.Context, args []string, out, logw io.Writer) error {
 		prof     = &cfg.Profile
 		kind     string
 		mix      string
+		sizes    string
+		points   string
 		arrivals string
 		jsonOut  string
 		seed     uint64
@@ -60,7 +62,8 @@ func run(ctx context.Context, args []string, out, logw io.Writer) error {
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.SetOutput(logw)
 	fs.StringVar(&cfg.Target, "target", "", "base URL (the chat path is added) or full URL of the endpoint (required)")
-	fs.StringVar(&kind, "profile", string(loadgen.Constant), "rate profile: constant, step, ramp, burst, capacity-drop")
+	fs.StringVar(&kind, "profile", string(loadgen.Constant), "rate profile: constant, step, ramp, burst, capacity-drop, points")
+	fs.StringVar(&points, "points", "", "points profile: time:rate corners, linear in between, e.g. 0s:3,10s:3,100s:30,145s:3")
 	fs.Float64Var(&prof.Base, "base", 5, "base rate, req/s")
 	fs.Float64Var(&prof.Peak, "peak", 0, "peak rate, req/s (step, ramp, burst)")
 	fs.DurationVar(&prof.Duration, "duration", 60*time.Second, "how long to send")
@@ -80,6 +83,7 @@ func run(ctx context.Context, args []string, out, logw io.Writer) error {
 	fs.BoolVar(&cfg.Stream, "stream", true, "ask for SSE streaming (TTFB = first data line)")
 	fs.IntVar(&cfg.PromptChars, "prompt-chars", loadgen.DefaultPromptChars, "prompt length in characters (≈ 4 per token)")
 	fs.IntVar(&cfg.MaxTokens, "max-tokens", 0, "max_tokens to ask for (0 = server default)")
+	fs.StringVar(&sizes, "sizes", "", "max_tokens mix drawn per request (seeded), e.g. 16=0.75,512=0.25; overrides -max-tokens")
 	fs.StringVar(&cfg.Model, "model", loadgen.DefaultModel, "model name in the request")
 	fs.StringVar(&cfg.Upstream, "upstream", "", "llmsim base URL: poll /admin/state each second; capacity-drop posts /admin/slots")
 	fs.StringVar(&cfg.ThrottleStatus, "throttle-status", "", "Caddy admin /throttle/status URL to poll each second")
@@ -104,6 +108,14 @@ func run(ctx context.Context, args []string, out, logw io.Writer) error {
 		return err
 	}
 	cfg.Mix = m
+	if cfg.Sizes, err = loadgen.ParseSizes(sizes); err != nil {
+		return err
+	}
+	if points != "" {
+		if prof.Points, err = loadgen.ParsePoints(points); err != nil {
+			return err
+		}
+	}
 	if prof.Kind == loadgen.Step || prof.Kind == loadgen.Ramp || prof.Kind == loadgen.Burst {
 		if prof.Peak == 0 {
 			return fmt.Errorf("-profile %s needs -peak", kind)

@@ -137,8 +137,16 @@ func (c Config) withDefaults() Config {
 // Capacity is the steady-state throughput in req/s at a full batch for
 // DefaultMaxTokens tokens per request (see the package comment).
 func (c Config) Capacity() float64 {
+	return c.CapacityFor(float64(c.withDefaults().DefaultMaxTokens))
+}
+
+// CapacityFor is Capacity for answers of meanTokens tokens on average (a
+// request holds its slot for prefill plus its tokens at a full batch's
+// speed, so a mix of lengths costs what its mean does). Its tokens per
+// second are CapacityFor(m) × m.
+func (c Config) CapacityFor(meanTokens float64) float64 {
 	d := c.withDefaults()
-	perReq := d.PrefillTime.Seconds() + float64(d.DefaultMaxTokens)*d.TokenTime.Seconds()*d.TokenSlowdown
+	perReq := d.PrefillTime.Seconds() + meanTokens*d.TokenTime.Seconds()*d.TokenSlowdown
 	return float64(d.Slots) / perReq
 }
 

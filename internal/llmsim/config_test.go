@@ -22,6 +22,18 @@ func TestCapacityDefault(t *testing.T) {
 	}
 }
 
+func TestCapacityFor(t *testing.T) {
+	if got, want := (Config{}).CapacityFor(24), (Config{}).Capacity(); got != want {
+		t.Errorf("CapacityFor(24) = %v, want Capacity() %v", got, want)
+	}
+	// A quarter at 512 tokens, the rest at 16: mean 140 tokens.
+	got := Config{}.CapacityFor(140)
+	want := 8 / (0.040 + 140*0.015*2)
+	if math.Abs(got-want) > 1e-9 {
+		t.Errorf("CapacityFor(140) = %v, want %v", got, want)
+	}
+}
+
 func TestTokenDelayRisesWithOccupancy(t *testing.T) {
 	c := Config{TokenTime: 10 * time.Millisecond, TokenSlowdown: 3}
 	for _, tc := range []struct {

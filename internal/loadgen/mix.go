@@ -155,3 +155,107 @@ func (m Mix) picker(seed uint64) func() Priority {
 		return last
 	}
 }
+
+// Size is one answer length of a size mix: requests ask for MaxTokens
+// (max_tokens) with weight Share.
+type Size struct {
+	MaxTokens int     `json:"max_tokens"`
+	Share     float64 `json:"share"`
+}
+
+// Sizes is a mix of answer lengths, drawn per request from a seeded stream
+// of its own (the priorities do not change when sizes are added). Empty:
+// every request asks for Config.MaxTokens.
+type Sizes []Size
+
+// ParseSizes reads "16=0.75,512=0.25": max_tokens=share pairs.
+func ParseSizes(s string) (Sizes, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, nil
+	}
+	var out Sizes
+	for _, kv := range strings.Split(s, ",") {
+		tok, share, ok := strings.Cut(kv, "=")
+		if !ok {
+			return nil, fmt.Errorf("loadgen: sizes %q: want max_tokens=share pairs, e.g. 16=0.75,512=0.25", s)
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(tok))
+		if err != nil {
+			return nil, fmt.Errorf("loadgen: sizes %q: %v", s, err)
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(share), 64)
+		if err != nil {
+			return nil, fmt.Errorf("loadgen: sizes %q: %v", s, err)
+		}
+		out = append(out, Size{MaxTokens: n, Share: v})
+	}
+	return out, out.Validate()
+}
+
+// Validate refuses sizes below 1, shares that are negative or not finite,
+// and a non-empty mix whose shares are all 0.
+func (z Sizes) Validate() error {
+	if len(z) == 0 {
+		return nil
+	}
+	sum := 0.0
+	for _, s := range z {
+		if s.MaxTokens < 1 {
+			return fmt.Errorf("loadgen: sizes %s: max_tokens must be ≥ 1", z)
+		}
+		if s.Share < 0 || math.IsNaN(s.Share) || math.IsInf(s.Share, 0) {
+			return fmt.Errorf("loadgen: sizes %s: shares must be finite and ≥ 0", z)
+		}
+		sum += s.Share
+	}
+	if sum <= 0 {
+		return fmt.Errorf("loadgen: sizes %s: at least one share must be > 0", z)
+	}
+	return nil
+}
+
+func (z Sizes) String() string {
+	parts := make([]string, len(z))
+	for i, s := range z {
+		parts[i] = fmt.Sprintf("%d=%g", s.MaxTokens, s.Share)
+	}
+	return strings.Join(parts, ",")
+}
+
+// Mean is the share-weighted mean of max_tokens (0 for no sizes).
+func (z Sizes) Mean() float64 {
+	var sum, w float64
+	for _, s := range z {
+		sum += float64(s.MaxTokens) * s.Share
+		w += s.Share
+	}
+	if w <= 0 {
+		return 0
+	}
+	return sum / w
+}
+
+// picker draws sizes from a seeded stream, independent of the priorities'.
+// The sizes must be valid and not empty.
+func (z Sizes) picker(seed uint64) func() int {
+	rng := rand.New(rand.NewPCG(seed, 0x2545f4914f6cdd1d))
+	sum := 0.0
+	last := 0 // the last size with a share catches rounding at 1
+	for i, s := range z {
+		sum += s.Share
+		if s.Share > 0 {
+			last = i
+		}
+	}
+	return func() int {
+		u := rng.Float64() * sum
+		for _, s := range z[:last] {
+			if u < s.Share {
+				return s.MaxTokens
+			}
+			u -= s.Share
+		}
+		return z[last].MaxTokens
+	}
+}

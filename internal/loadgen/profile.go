@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -25,10 +27,11 @@ const (
 	Ramp         Kind = "ramp"          // Base, linear rise to Peak over [StepAt, StepAt+StepFor), then Peak
 	Burst        Kind = "burst"         // Base, with bursts at Peak of StepFor every Every from StepAt on
 	CapacityDrop Kind = "capacity-drop" // Base throughout; the upstream's slots are cut at DropAt
+	Points       Kind = "points"        // piecewise linear through Points (two points at one time: a jump)
 )
 
 // Kinds lists the profiles in the order the help text shows them.
-var Kinds = []Kind{Constant, Step, Ramp, Burst, CapacityDrop}
+var Kinds = []Kind{Constant, Step, Ramp, Burst, CapacityDrop, Points}
 
 // Limits that keep a typo from planning millions of requests.
 const (
@@ -48,6 +51,46 @@ type Profile struct {
 	StepFor  time.Duration `json:"step_for,omitempty"`
 	Every    time.Duration `json:"every,omitempty"`   // burst period
 	DropAt   time.Duration `json:"drop_at,omitempty"` // capacity-drop: when the slots are cut
+	// Points (points profile): the rate at each time, linear in between;
+	// the first is at 0, times never decrease, the last rate holds to the
+	// end of the run.
+	Points []Point `json:"points,omitempty"`
+}
+
+// Point is one corner of a points profile.
+type Point struct {
+	At   time.Duration `json:"at"`
+	Rate float64       `json:"rate"`
+}
+
+// ParsePoints reads "0s:3,30s:3,120s:30,165s:3": time:rate pairs.
+func ParsePoints(s string) ([]Point, error) {
+	var pts []Point
+	for _, part := range strings.Split(strings.TrimSpace(s), ",") {
+		at, rate, ok := strings.Cut(strings.TrimSpace(part), ":")
+		if !ok {
+			return nil, fmt.Errorf("loadgen: points %q: want time:rate pairs, e.g. 0s:3,60s:30", s)
+		}
+		d, err := time.ParseDuration(strings.TrimSpace(at))
+		if err != nil {
+			return nil, fmt.Errorf("loadgen: points %q: %v", s, err)
+		}
+		r, err := strconv.ParseFloat(strings.TrimSpace(rate), 64)
+		if err != nil {
+			return nil, fmt.Errorf("loadgen: points %q: %v", s, err)
+		}
+		pts = append(pts, Point{At: d, Rate: r})
+	}
+	return pts, nil
+}
+
+// FormatPoints writes points as ParsePoints reads them.
+func FormatPoints(pts []Point) string {
+	parts := make([]string, len(pts))
+	for i, p := range pts {
+		parts[i] = p.At.String() + ":" + strconv.FormatFloat(p.Rate, 'g', -1, 64)
+	}
+	return strings.Join(parts, ",")
 }
 
 // Validate reports the first inconsistent field.
@@ -81,6 +124,18 @@ func (p Profile) Validate() error {
 	case CapacityDrop:
 		if p.DropAt <= 0 || p.DropAt >= p.Duration {
 			return fmt.Errorf("loadgen: capacity-drop needs drop-at inside the run, got %v of %v", p.DropAt, p.Duration)
+		}
+	case Points:
+		if len(p.Points) == 0 || p.Points[0].At != 0 {
+			return errors.New("loadgen: points profile needs points, the first at 0s")
+		}
+		for i, pt := range p.Points {
+			if pt.Rate < 0 || pt.Rate > MaxRate || math.IsNaN(pt.Rate) {
+				return fmt.Errorf("loadgen: point %d: rate %g must be in [0, %g] req/s", i, pt.Rate, MaxRate)
+			}
+			if i > 0 && pt.At < p.Points[i-1].At {
+				return fmt.Errorf("loadgen: point %d at %v comes before the one at %v", i, pt.At, p.Points[i-1].At)
+			}
 		}
 	default:
 		return fmt.Errorf("loadgen: unknown profile %q (want one of %v)", p.Kind, Kinds)
@@ -127,6 +182,19 @@ func (p Profile) segments() []segment {
 			t = s + p.StepFor
 		}
 		add(t, d, p.Base, p.Base)
+	case Points:
+		for i, pt := range p.Points {
+			if i+1 < len(p.Points) {
+				next := p.Points[i+1]
+				r1 := next.Rate
+				if next.At > d && next.At > pt.At { // cut at the run's end: the rate there
+					r1 = pt.Rate + (next.Rate-pt.Rate)*float64(d-pt.At)/float64(next.At-pt.At)
+				}
+				add(pt.At, next.At, pt.Rate, r1)
+			} else {
+				add(pt.At, d, pt.Rate, pt.Rate)
+			}
+		}
 	default: // Constant, CapacityDrop
 		add(0, d, p.Base, p.Base)
 	}

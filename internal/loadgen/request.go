@@ -24,6 +24,11 @@ type Record struct {
 	TTFBMS     float64  `json:"ttfb_ms,omitempty"`     // first SSE data line, or headers when not streaming
 	TotalMS    float64  `json:"total_ms,omitempty"`    // answer fully read (or given up)
 	WithinSLO  bool     `json:"within_slo,omitempty"`
+	// MaxTokens is the max_tokens asked for (0: the server's default);
+	// Tokens the completion tokens received: the usage the answer reports
+	// when it has one, else the streamed chunks that carried text.
+	MaxTokens int `json:"max_tokens,omitempty"`
+	Tokens    int `json:"tokens,omitempty"`
 }
 
 // DoneMS is when the answer was complete (or abandoned), from the start.
@@ -36,7 +41,7 @@ const maxErrorBody = 4 << 10
 type requester struct {
 	client  *http.Client
 	url     string
-	body    []byte
+	bodies  map[int][]byte // by max_tokens (0: none named)
 	stream  bool
 	timeout time.Duration
 	slo     SLO
@@ -58,8 +63,12 @@ func chatBody(model string, promptChars, maxTokens int, stream bool) []byte {
 }
 
 // do sends one request and waits for its answer, at most r.timeout.
-func (r *requester) do(run context.Context, prio Priority) (rec Record) {
-	rec.Priority = prio
+func (r *requester) do(run context.Context, prio Priority, maxTokens int) (rec Record) {
+	rec.Priority, rec.MaxTokens = prio, maxTokens
+	body, ok := r.bodies[maxTokens]
+	if !ok { // sizes outside the plan's mix (tests): build it here
+		body = r.bodies[0]
+	}
 	ctx, cancel := context.WithTimeout(run, r.timeout)
 	defer cancel()
 	start := time.Now()
@@ -67,7 +76,7 @@ func (r *requester) do(run context.Context, prio Priority) (rec Record) {
 		rec.TotalMS = ms(time.Since(start))
 		rec.WithinSLO = r.slo.Met(rec.Class, dur(rec.TTFBMS), dur(rec.TotalMS))
 	}()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.url, bytes.NewReader(r.body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.url, bytes.NewReader(body))
 	if err != nil { // the URL was checked when the run was set up
 		rec.Class = ClassNetError
 		return rec
@@ -93,9 +102,14 @@ func (r *requester) do(run context.Context, prio Priority) (rec Record) {
 	}
 	if !r.stream || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 		rec.TTFBMS = ms(time.Since(start))
-		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
 			rec.Class = failure(run, ctx, err)
 			return rec
+		}
+		var c tokenChunk
+		if json.Unmarshal(b, &c) == nil && c.Usage != nil {
+			rec.Tokens = c.Usage.CompletionTokens
 		}
 		rec.Class = ClassOK
 		return rec
@@ -109,6 +123,7 @@ func (r *requester) do(run context.Context, prio Priority) (rec Record) {
 func (r *requester) readStream(run, ctx context.Context, body io.Reader, start time.Time, rec *Record) Class {
 	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	usage := -1 // completion tokens from a usage chunk, when one comes
 	for sc.Scan() {
 		line := sc.Bytes()
 		data, ok := bytes.CutPrefix(line, []byte("data:"))
@@ -118,15 +133,45 @@ func (r *requester) readStream(run, ctx context.Context, body io.Reader, start t
 		if rec.TTFBMS == 0 {
 			rec.TTFBMS = ms(time.Since(start))
 		}
-		if string(bytes.TrimSpace(data)) == "[DONE]" {
+		data = bytes.TrimSpace(data)
+		if string(data) == "[DONE]" {
 			_, _ = io.Copy(io.Discard, body) // let the connection be reused
+			if usage >= 0 {
+				rec.Tokens = usage
+			}
 			return ClassOK
+		}
+		var c tokenChunk
+		if json.Unmarshal(data, &c) != nil {
+			continue
+		}
+		if c.Usage != nil {
+			usage = c.Usage.CompletionTokens
+		}
+		for _, ch := range c.Choices {
+			if (ch.Delta != nil && ch.Delta.Content != "") || ch.Text != "" {
+				rec.Tokens++
+			}
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return failure(run, ctx, err)
 	}
 	return ClassBroken
+}
+
+// tokenChunk is what the token count reads of a chunk or an answer: the
+// text of each choice and the usage, when the server sends it.
+type tokenChunk struct {
+	Choices []struct {
+		Delta *struct {
+			Content string `json:"content"`
+		} `json:"delta"`
+		Text string `json:"text"`
+	} `json:"choices"`
+	Usage *struct {
+		CompletionTokens int `json:"completion_tokens"`
+	} `json:"usage"`
 }
 
 // errDrained cancels requests still out when the drain time after the last

@@ -30,7 +30,10 @@ type Config struct {
 	Stream      bool
 	PromptChars int // default 256 (about 64 prompt tokens)
 	MaxTokens   int // 0: let the server choose
-	Model       string
+	// Sizes, when not empty, draws each request's max_tokens from a
+	// seeded mix instead of MaxTokens (heterogeneous answer lengths).
+	Sizes Sizes
+	Model string
 
 	// Upstream is llmsim's base URL: polled at /admin/state each second,
 	// and, for the capacity-drop profile, told at Profile.DropAt to run
@@ -72,6 +75,7 @@ type Result struct {
 	Profile   Profile   `json:"profile"`
 	Arrivals  Arrivals  `json:"arrivals"`
 	Mix       Mix       `json:"mix"`
+	Sizes     Sizes     `json:"sizes,omitempty"`
 	Seed      uint64    `json:"seed"`
 	SLO       SLO       `json:"slo"`
 	Start     time.Time `json:"start"`
@@ -198,7 +202,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	plan, err := Plan(cfg.Profile, cfg.Arrivals, cfg.Mix, cfg.Seed)
+	plan, err := PlanSized(cfg.Profile, cfg.Arrivals, cfg.Mix, cfg.Sizes, cfg.Seed)
 	if err != nil {
 		return nil, err
 	}
@@ -212,9 +216,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		logw = io.Discard
 	}
 	req := &requester{client: client, url: target, stream: cfg.Stream, timeout: cfg.Timeout, slo: cfg.SLO,
-		body: chatBody(cfg.Model, cfg.PromptChars, cfg.MaxTokens, cfg.Stream)}
+		bodies: map[int][]byte{0: chatBody(cfg.Model, cfg.PromptChars, cfg.MaxTokens, cfg.Stream)}}
+	for _, z := range cfg.Sizes {
+		req.bodies[z.MaxTokens] = chatBody(cfg.Model, cfg.PromptChars, z.MaxTokens, cfg.Stream)
+	}
 
-	res := &Result{Target: target, Profile: cfg.Profile, Arrivals: cfg.Arrivals, Mix: cfg.Mix, Seed: cfg.Seed,
+	res := &Result{Target: target, Profile: cfg.Profile, Arrivals: cfg.Arrivals, Mix: cfg.Mix, Sizes: cfg.Sizes, Seed: cfg.Seed,
 		SLO: cfg.SLO, DurationS: cfg.Profile.Duration.Seconds()}
 	recs := make([]Record, len(plan))
 	late := make([]float64, 0, len(plan))
@@ -273,7 +280,7 @@ send:
 		late = append(late, ms(now-p.At))
 		counts.sent[p.Priority].Add(1)
 		if inflight.Load() >= int64(cfg.MaxInFlight) {
-			recs[i] = Record{AtMS: ms(p.At), SentMS: ms(now), Priority: p.Priority, Class: ClassOverflow}
+			recs[i] = Record{AtMS: ms(p.At), SentMS: ms(now), Priority: p.Priority, Class: ClassOverflow, MaxTokens: p.MaxTokens}
 			counts.answered(p.Priority, ClassOverflow)
 			continue
 		}
@@ -282,7 +289,7 @@ send:
 		go func() {
 			defer wg.Done()
 			defer inflight.Add(-1)
-			r := req.do(reqCtx, p.Priority)
+			r := req.do(reqCtx, p.Priority, p.MaxTokens)
 			r.AtMS, r.SentMS = ms(p.At), ms(now)
 			recs[i] = r
 			counts.answered(p.Priority, r.Class)

@@ -20,8 +20,9 @@ const (
 
 // Planned is one request of the plan.
 type Planned struct {
-	At       time.Duration // offset from the start of the run
-	Priority Priority
+	At        time.Duration // offset from the start of the run
+	Priority  Priority
+	MaxTokens int // from the size mix; 0: the run's Config.MaxTokens
 }
 
 // Schedule computes the send offsets of p: request n leaves at the t where
@@ -82,7 +83,17 @@ func Schedule(p Profile, arr Arrivals, seed uint64) ([]time.Duration, error) {
 // uses its own seeded stream, so the same seed gives the same priorities
 // whatever the arrivals.
 func Plan(p Profile, arr Arrivals, mix Mix, seed uint64) ([]Planned, error) {
+	return PlanSized(p, arr, mix, nil, seed)
+}
+
+// PlanSized is Plan with an answer length drawn from sizes for each
+// request (none when sizes is empty), from a seeded stream of its own: the
+// same seed gives the same priorities with or without sizes.
+func PlanSized(p Profile, arr Arrivals, mix Mix, sizes Sizes, seed uint64) ([]Planned, error) {
 	if err := mix.Validate(); err != nil {
+		return nil, err
+	}
+	if err := sizes.Validate(); err != nil {
 		return nil, err
 	}
 	at, err := Schedule(p, arr, seed)
@@ -90,9 +101,13 @@ func Plan(p Profile, arr Arrivals, mix Mix, seed uint64) ([]Planned, error) {
 		return nil, err
 	}
 	pick := mix.picker(seed)
+	size := func() int { return 0 }
+	if len(sizes) > 0 {
+		size = sizes.picker(seed)
+	}
 	plan := make([]Planned, len(at))
 	for i, t := range at {
-		plan[i] = Planned{At: t, Priority: pick()}
+		plan[i] = Planned{At: t, Priority: pick(), MaxTokens: size()}
 	}
 	return plan, nil
 }

@@ -20,6 +20,12 @@ type Second struct {
 	TTFBP99     float64 `json:"ttfb_p99_ms"` // OK answers planned this second
 	Served      int     `json:"served"`      // OK answers completed this second
 	Good        int     `json:"good"`        // OK within SLO completed this second
+	// Tokens: asked (max_tokens) and refused by the second sent; served
+	// and served within the SLO (completion tokens) by the second done.
+	AskedTokens  int `json:"asked_tokens,omitempty"`
+	ShedTokens   int `json:"shed_tokens,omitempty"`
+	ServedTokens int `json:"served_tokens,omitempty"`
+	GoodTokens   int `json:"good_tokens,omitempty"`
 
 	GPUMemory  *float64 `json:"gpu_memory,omitempty"` // upstream memory used / total
 	KVCache    *float64 `json:"kv_cache,omitempty"`
@@ -50,17 +56,21 @@ func BuildSeries(recs []Record, polls []Poll, seconds int) []Second {
 		}
 		s := &out[at(r.AtMS)]
 		s.Sent++
+		s.AskedTokens += r.MaxTokens
 		switch {
 		case r.Class == ClassOK:
 			s.OK++
 			ttfb[s.T] = append(ttfb[s.T], r.TTFBMS)
 			d := &out[at(r.DoneMS())]
 			d.Served++
+			d.ServedTokens += r.Tokens
 			if r.WithinSLO {
 				d.Good++
+				d.GoodTokens += r.Tokens
 			}
 		case r.Class.Shed():
 			s.Shed++
+			s.ShedTokens += r.MaxTokens
 		case r.Class == ClassOOM:
 			s.OOM++
 		case r.Class == ClassTimeout:

@@ -22,6 +22,10 @@ type Stats struct {
 	NetErrors   int `json:"net_errors"`
 	Broken      int `json:"broken_streams"`
 	Overflow    int `json:"client_overflow"`
+	// Tokens is the completion tokens of OK answers; TokensWithinSLO of
+	// those within the SLO (goodput in tokens).
+	Tokens          int `json:"tokens"`
+	TokensWithinSLO int `json:"tokens_within_slo"`
 
 	TTFBP50  float64 `json:"ttfb_p50_ms"`
 	TTFBP99  float64 `json:"ttfb_p99_ms"`
@@ -47,6 +51,7 @@ func Summarize(recs []Record, seconds float64) Stats {
 		switch r.Class {
 		case ClassOK:
 			s.OK++
+			s.Tokens += r.Tokens
 			ttfb = append(ttfb, r.TTFBMS)
 			total = append(total, r.TotalMS)
 		case ClassShed429:
@@ -78,6 +83,7 @@ func Summarize(recs []Record, seconds float64) Stats {
 		}
 		if r.WithinSLO {
 			s.OKWithinSLO++
+			s.TokensWithinSLO += r.Tokens
 		}
 	}
 	s.TTFBP50, s.TTFBP99 = Percentile(ttfb, 50), Percentile(ttfb, 99)
