@@ -18,7 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddytest"
+	"github.com/caddyserver/certmagic"
 
 	_ "github.com/ai-guardian/adaptivethrottle"
 	"github.com/ai-guardian/adaptivethrottle/internal/llmsim"
@@ -44,6 +46,10 @@ func TestMain(m *testing.M) {
 	// Caddy writes nothing into $HOME.
 	os.Setenv("XDG_DATA_HOME", dir+"/data")
 	os.Setenv("XDG_CONFIG_HOME", dir+"/config")
+	// Caddy's default storage was resolved from $HOME when its package was
+	// initialised, before the lines above: point it at the folder too, so
+	// that what one run's throttles persist is not restored by the next.
+	caddy.DefaultStorage = &certmagic.FileStorage{Path: dir + "/data/caddy"}
 	code := m.Run()
 	os.RemoveAll(dir)
 	filtered := flag.Lookup("test.run").Value.String() != ""
