@@ -94,11 +94,7 @@ func (g *Gate) Force() { g.inflight.Add(1) }
 // Release gives a slot back: to the best waiter that has room, if any.
 func (g *Gate) Release() {
 	g.inflight.Add(-1)
-	if g.waiting.Load() > 0 {
-		g.mu.Lock()
-		g.dispatch()
-		g.mu.Unlock()
-	}
+	g.kick()
 }
 
 // Result is how a Wait ended.
@@ -217,12 +213,17 @@ func (g *Gate) SetShedding(on bool) {
 // SetMaxQueue bounds each priority's queue (waiters already queued stay).
 func (g *Gate) SetMaxQueue(n int) { g.maxQueue.Store(int64(n)) }
 
+// kick hands free room to waiters, if any wait: one load when none does.
 func (g *Gate) kick() {
 	if g.waiting.Load() > 0 {
-		g.mu.Lock()
-		g.dispatch()
-		g.mu.Unlock()
+		g.handOff()
 	}
+}
+
+func (g *Gate) handOff() {
+	g.mu.Lock()
+	g.dispatch()
+	g.mu.Unlock()
 }
 
 // Limit is the number of slots.

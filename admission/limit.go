@@ -95,11 +95,20 @@ type Signal struct {
 // cfg is defaulted.
 func NewLimit(cfg Config) *Limit {
 	cfg.Defaults()
-	l := &Limit{cfg: cfg, limit: float64(cfg.Initial), slowStart: true, gradient: 1, why: "initial"}
-	if cfg.Limit > 0 {
-		l.limit, l.why = float64(cfg.Limit), "fixed"
-	}
+	l := &Limit{cfg: cfg}
+	l.start()
 	return l
+}
+
+// start puts the learner where a cold start begins: the initial limit (or
+// the fixed one), nothing learned. Caller holds mu, or owns l alone.
+func (l *Limit) start() {
+	l.limit, l.why = float64(l.cfg.Initial), "initial"
+	if l.cfg.Limit > 0 {
+		l.limit, l.why = float64(l.cfg.Limit), "fixed"
+	}
+	l.long, l.short, l.gradient, l.slowStart, l.floor = 0, 0, 1, true, 0
+	l.sum, l.count, l.since = 0, 0, time.Time{}
 }
 
 // SetConfig applies a reloaded config, keeping what was learned (within
@@ -124,9 +133,7 @@ func (l *Limit) SetConfig(cfg Config) {
 func (l *Limit) Forget() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	n := NewLimit(l.cfg)
-	l.limit, l.long, l.short, l.gradient, l.slowStart = n.limit, 0, 0, 1, n.slowStart
-	l.sum, l.count, l.since, l.why, l.floor = 0, 0, time.Time{}, n.why, 0
+	l.start()
 }
 
 // Value is the limit now, in whole slots.

@@ -39,8 +39,8 @@ func (l *Limit) Restore(s Snapshot) error {
 	case !(s.TTFBLongS > 0 && s.TTFBLongS <= time.Hour.Seconds()):
 		return fmt.Errorf("concurrency: stored ttfb_long_s %v is no time", s.TTFBLongS)
 	}
+	l.start()
 	l.limit, l.long = l.clamp(s.Limit), math.Round(s.TTFBLongS*1e9)
-	l.short, l.gradient, l.slowStart, l.floor = 0, 1, false, 0
-	l.sum, l.count, l.since, l.why = 0, 0, time.Time{}, "restored"
+	l.slowStart, l.why = false, "restored"
 	return nil
 }
