@@ -35,23 +35,18 @@ func trickle(t *testing.T) net.Conn {
 // and is served once the timeout frees them, within its max_wait.
 func TestReadTimeoutFreesSlotsHeldByTricklers(t *testing.T) {
 	_, addr := upstream(t, llmsim.Config{})
-	tc := caddyJSON(t, fmt.Sprintf(`{
-	"admin": {"listen": "localhost:2999"},
-	"logging": {"logs": {"default": {"level": "ERROR"}}},
-	"apps": {
-		"pki": {"certificate_authorities": {"local": {"install_trust": false}}},
-		"http": {"http_port": 9080, "https_port": 9443, "servers": {"srv0": {
-			"listen": [":9080"],
-			"read_timeout": "1s",
-			"automatic_https": {"disable": true},
-			"routes": [{"handle": [
-				{"handler": "adaptive_throttle", "name": "trickle", "gpu": {"source": "off"},
-				 "concurrency": {"limit": 2, "max_wait": {"high": "8s"}}},
-				{"handler": "reverse_proxy", "upstreams": [{"dial": %q}]}
-			]}]
-		}}}
+	// The README's global option, as written there.
+	tc := startWith(t, "servers {\n\t\ttimeouts {\n\t\t\tread_body 1s\n\t\t}\n\t}", `http://localhost:9080 {
+	adaptive_throttle {
+		name trickle
+		gpu off
+		concurrency {
+			limit 2
+			max_wait high 8s
+		}
 	}
-}`, addr))
+	reverse_proxy `+addr+`
+}`)
 	adminDo(t, "POST", "/throttle/override", `{"instance":"trickle","state":"shed"}`)
 	trickle(t)
 	trickle(t)
