@@ -215,11 +215,15 @@ func lightTraffic(t *testing.T, tc interface {
 	})
 }
 
-// paced calls send every period, open loop, on its own goroutine, until
-// stop is called; stop waits for the send in progress.
+// paced calls send every period, open loop: each send runs on its own
+// goroutine, so a slow answer does not slow the arrivals, up to
+// maxPacedInFlight sends at once (a tick that finds them all busy is
+// skipped, so a stalled server cannot pile up goroutines). It runs until
+// stop is called; stop waits for the sends in progress.
 func paced(period time.Duration, send func()) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	slots := make(chan struct{}, maxPacedInFlight)
 	wg.Go(func() {
 		tick := time.NewTicker(period)
 		defer tick.Stop()
@@ -228,12 +232,22 @@ func paced(period time.Duration, send func()) (stop func()) {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
-				send()
+				select {
+				case slots <- struct{}{}:
+					wg.Go(func() {
+						defer func() { <-slots }()
+						send()
+					})
+				default:
+				}
 			}
 		}
 	})
 	return func() { cancel(); wg.Wait() }
 }
+
+// maxPacedInFlight bounds one paced sender's concurrent requests.
+const maxPacedInFlight = 32
 
 func abs(f float64) float64 {
 	if f < 0 {
