@@ -32,10 +32,23 @@ import (
 //   - a limit the traffic does not use (fewer than half its slots taken,
 //     nobody waiting) does not grow, so an idle gateway cannot inflate it
 //     and then let a surge through;
-//   - pressure from the levels (GPU memory, latency) or a circuit that is
-//     not closed cuts the limit by a tenth a step however fast first bytes
-//     come, down to half what it was when the pressure began; once the
-//     pressure is over, it climbs back as from a cold start;
+//   - pressure from the GPU level or a circuit that is not closed cuts the
+//     limit by a tenth a step however fast first bytes come, down to half
+//     what it was when the pressure began; once the pressure is over, it
+//     climbs back as from a cold start;
+//   - a tripped latency level holds the limit where it is: it judges the
+//     same first bytes the limit does, so a cut for it would count one
+//     queue twice (and halve the upstream's work for a queue of one);
+//   - requests that hold a slot and have waited longer than the tolerance
+//     allows for a first byte (tolerance × long) prove a queue inside the
+//     upstream now, before their first bytes can say so: a first byte
+//     comes only when the queue lets it, which with long answers holding
+//     the server's slots is many seconds late. Then the limit comes down
+//     at once to the requests in flight less those stuck, which is what
+//     the upstream serves, and does not probe up while any is stuck. The
+//     rule needs a streaming upstream, where answers in flight mostly
+//     have their first byte: when fewer than a quarter do (every answer
+//     sent whole), a wait for a first byte says nothing and it stays off;
 //   - it stays within [Min, Max].
 //
 // It sees time to first byte, never the whole response: an answer's length
@@ -56,6 +69,16 @@ type Limit struct {
 	count uint64
 	since time.Time
 	why   string
+	// marks: Signal.Started at the last markSteps steps, the newest at
+	// marks[(head-1) % markSteps]
+	marks [markSteps]mark
+	head  int
+}
+
+// mark is the running total of slots taken at a step.
+type mark struct {
+	at      time.Time
+	started uint64
 }
 
 // Tuning of the learner.
@@ -73,6 +96,11 @@ const (
 	minSamples = 4
 	// pressureCut: the cut per step under pressure.
 	pressureCut = 0.9
+	// markSteps: how many steps back the slots taken are remembered, to
+	// tell how long requests have waited for a first byte (8 s at four
+	// steps a second; with a long-run first byte over 4 s, nothing is
+	// judged stuck).
+	markSteps = 32
 )
 
 // Signal is what the sampler saw over one step.
@@ -86,9 +114,17 @@ type Signal struct {
 	// refused for want of a slot, since the last step.
 	InFlight int64
 	Waiting  bool
-	// Pressure: a level that says the upstream is hurting (GPU, latency)
-	// is tripped, or the circuit is not closed.
+	// Started and Answered are running totals: the slots ever taken, and
+	// the requests whose wait for a first byte is over (a first byte came,
+	// or the request ended without one). Started − Answered hold a slot
+	// and wait for a first byte. Read Started before Answered, so that a
+	// gap is never overstated.
+	Started, Answered uint64
+	// Pressure: a level that says the upstream is hurting (GPU) is
+	// tripped, or the circuit is not closed.
 	Pressure bool
+	// Hold: a level that judges the first bytes too (latency) is tripped.
+	Hold bool
 }
 
 // NewLimit returns a learner at cfg's initial limit (or its fixed one);
@@ -109,6 +145,7 @@ func (l *Limit) start() {
 	}
 	l.long, l.short, l.gradient, l.slowStart, l.floor = 0, 0, 1, true, 0
 	l.sum, l.count, l.since = 0, 0, time.Time{}
+	l.marks, l.head = [markSteps]mark{}, 0
 }
 
 // SetConfig applies a reloaded config, keeping what was learned (within
@@ -162,6 +199,7 @@ func (l *Limit) Step(s Signal) int {
 	l.count += s.Count
 	judged := l.count >= minSamples || (l.count > 0 && s.Now.Sub(l.since) >= time.Second)
 	used := float64(s.InFlight) >= l.limit/2 || s.Waiting
+	stuck, wait := l.stuck(s)
 
 	next := l.limit
 	if judged {
@@ -172,7 +210,7 @@ func (l *Limit) Step(s Signal) int {
 			l.long = l.short
 		case l.long > 2*l.short: // the pressure is gone: follow down at once
 			l.long = l.short + (l.long-l.short)/2
-		case !s.Waiting && l.short <= tolerance*l.long:
+		case !s.Waiting && stuck == 0 && l.short <= tolerance*l.long:
 			// Everyone asking got a slot, and first bytes kept within the
 			// tolerance: this is what the load costs. While requests wait
 			// the limit is what binds, and the average must not drift up
@@ -195,16 +233,49 @@ func (l *Limit) Step(s Signal) int {
 			l.why = "probing up"
 		}
 	}
+	if stuck > 0 {
+		l.slowStart = false
+		next = math.Min(next, math.Min(l.limit, float64(s.InFlight-stuck)))
+		l.why = fmt.Sprintf("%d waited over %v for a first byte: a queue in the upstream", stuck, ms(float64(wait)))
+	}
+	if s.Hold && next > l.limit {
+		next = l.limit
+		l.why = "held: the latency level is tripped"
+	}
 	if s.Pressure {
 		if l.floor == 0 {
 			l.floor = l.limit / 2
 		}
 		l.slowStart = false
 		next = math.Max(math.Min(next, l.limit*pressureCut), math.Min(l.floor, l.limit))
-		l.why = "pressure from a level or the circuit"
+		l.why = "pressure from the GPU or the circuit"
 	}
 	l.limit = l.clamp(next)
 	return l.value()
+}
+
+// stuck counts the requests that hold a slot and have waited more than
+// tolerance × long for a first byte (a lower bound: the slots taken
+// before the newest step at least that old, less every wait that is
+// over), and returns it with that wait; 0 when nothing is learned yet or
+// the upstream does not stream. It notes s.Started for the steps to come.
+func (l *Limit) stuck(s Signal) (n int64, wait time.Duration) {
+	wait = time.Duration(tolerance * l.long)
+	pending := int64(s.Started - s.Answered)
+	served := s.InFlight - pending // in flight with a first byte
+	// Nothing learned, nobody waiting for a first byte, or answers sent
+	// whole (a wait for a first byte is then the answer's length).
+	if l.long > 0 && s.Started >= s.Answered && pending > 0 && served >= max(1, s.InFlight/4) {
+		for i := 1; i <= min(l.head, markSteps); i++ {
+			if m := l.marks[(l.head-i)%markSteps]; s.Now.Sub(m.at) >= wait {
+				n = max(0, int64(m.started)-int64(s.Answered))
+				break
+			}
+		}
+	}
+	l.marks[l.head%markSteps] = mark{at: s.Now, started: s.Started}
+	l.head++
+	return n, wait
 }
 
 func (l *Limit) clamp(v float64) float64 {

@@ -2,6 +2,7 @@ package admission
 
 import (
 	"math"
+	"strings"
 	"testing"
 	"time"
 )
@@ -171,5 +172,152 @@ func TestLimitFixedAndBounds(t *testing.T) {
 	}
 	if err := (Config{Queue: -1}).Validate(); err == nil || err.Error() != "concurrency: queue must not be negative, got -1" {
 		t.Fatalf("Validate: %v", err)
+	}
+}
+
+// server is a model of a streaming LLM server with long answers: slots
+// batch slots, each answer holding its slot for prefill + hold, the first
+// byte after the prefill; requests beyond the slots wait in its FIFO, and
+// their first bytes come only when a slot frees, many seconds late.
+type server struct {
+	slots          int
+	prefill, hold  time.Duration
+	running        []time.Time // the ends of the answers in a slot
+	queue          int         // requests waiting inside the server
+	firstBytes     []time.Time // first bytes to come
+	started, ended uint64
+	answered       uint64
+	ttfbSum        time.Duration
+	ttfbCount      uint64
+	admittedAt     []time.Time // FIFO of the queued requests' admissions
+}
+
+// tick advances the server to now: answers end, queued requests take the
+// freed slots, first bytes come.
+func (s *server) tick(now time.Time) {
+	kept := s.running[:0]
+	for _, end := range s.running {
+		if end.After(now) {
+			kept = append(kept, end)
+		} else {
+			s.ended++
+		}
+	}
+	s.running = kept
+	for len(s.running) < s.slots && len(s.admittedAt) > 0 {
+		at := s.admittedAt[0]
+		s.admittedAt = s.admittedAt[1:]
+		s.running = append(s.running, now.Add(s.prefill+s.hold))
+		s.firstBytes = append(s.firstBytes, now.Add(s.prefill))
+		s.ttfbSum += now.Add(s.prefill).Sub(at)
+		s.ttfbCount++
+	}
+	kept = s.firstBytes[:0]
+	for _, fb := range s.firstBytes {
+		if fb.After(now) {
+			kept = append(kept, fb)
+		} else {
+			s.answered++
+		}
+	}
+	s.firstBytes = kept
+}
+
+func (s *server) admit(now time.Time) {
+	s.started++
+	s.admittedAt = append(s.admittedAt, now)
+}
+
+func (s *server) inflight() int64 { return int64(s.started - s.ended) }
+
+// With answers that hold a slot for 12 s, a first byte is the late news
+// of a queue: the requests stuck waiting for one say it first. The limit
+// comes down to what the server serves within a step or two of a
+// request's getting stuck, and once the cold start's overshoot (one
+// doubling too many, 12 s to drain) is gone, the server's own queue stays
+// within one or two, where first bytes alone let it grow with every probe.
+func TestLimitSeesRequestsStuckBeforeTheirFirstByte(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		stuck bool // report Started and Answered
+	}{{"first bytes only", false}, {"stuck requests seen", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := NewLimit(Config{})
+			srv := &server{slots: 8, prefill: 40 * time.Millisecond, hold: 12 * time.Second}
+			now := time.Unix(0, 0)
+			var lastSum time.Duration
+			var lastCount uint64
+			worst := 0
+			for i := 1; i <= 6000; i++ { // 60 s in 10 ms ticks, more demand than any limit
+				now = now.Add(10 * time.Millisecond)
+				for srv.inflight() < int64(l.Value()) {
+					srv.admit(now)
+				}
+				srv.tick(now)
+				if i > 1500 { // after the cold start's overshoot has drained
+					worst = max(worst, srv.queue+len(srv.admittedAt))
+				}
+				if i%25 == 0 {
+					sig := Signal{Now: now, TTFB: srv.ttfbSum - lastSum, Count: srv.ttfbCount - lastCount,
+						InFlight: srv.inflight(), Waiting: true}
+					if tc.stuck {
+						sig.Started, sig.Answered = srv.started, srv.answered
+					}
+					lastSum, lastCount = srv.ttfbSum, srv.ttfbCount
+					l.Step(sig)
+				}
+			}
+			t.Logf("server queue after 15 s: at most %d; limit %d", worst, l.Value())
+			if !tc.stuck {
+				if worst < 4 {
+					t.Fatalf("first bytes alone kept the server's queue within %d: the model does not show the late news", worst)
+				}
+				return
+			}
+			if worst > 2 {
+				t.Fatalf("the server's queue reached %d after the first 15 s, want at most 2 (limit now %d, %+v)", worst, l.Value(), l.Status())
+			}
+			if v := l.Value(); v < srv.slots || v > srv.slots+2 {
+				t.Fatalf("limit %d, want within [%d, %d]: the slots kept full", v, srv.slots, srv.slots+2)
+			}
+		})
+	}
+}
+
+// An upstream that sends its answers whole gives no first byte before the
+// end: a long wait for one is a long answer, not a queue, and cuts
+// nothing.
+func TestLimitIgnoresWaitsWhenAnswersComeWhole(t *testing.T) {
+	l := NewLimit(Config{Initial: 10})
+	now := time.Unix(0, 0)
+	var started, answered uint64
+	for range 80 {
+		now = now.Add(250 * time.Millisecond)
+		started += 2
+		answered += 2
+		// 10 in flight, every one still without its first byte; 2 answered a step
+		l.Step(Signal{Now: now, TTFB: 2 * 50 * time.Millisecond, Count: 2, InFlight: 10, Waiting: true,
+			Started: started + 10, Answered: answered})
+	}
+	if v, d := l.Value(), l.Status().Driver; v < 10 || strings.Contains(d, "first byte:") {
+		t.Fatalf("limit %d, driver %q: whole answers read as a queue", v, d)
+	}
+}
+
+// A tripped latency level holds the limit: no probe up however fast first
+// bytes come, no cut either (the limit's own first bytes judge the queue).
+func TestLimitHeldByLatency(t *testing.T) {
+	l := NewLimit(Config{Initial: 10})
+	now := time.Unix(0, 0)
+	for range 40 {
+		now = now.Add(250 * time.Millisecond)
+		l.Step(Signal{Now: now, TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 10, Waiting: true, Hold: true})
+	}
+	if v, d := l.Value(), l.Status().Driver; v != 10 || d != "held: the latency level is tripped" {
+		t.Fatalf("held: limit %d, driver %q; want 10, held", v, d)
+	}
+	now = now.Add(250 * time.Millisecond)
+	if v := l.Step(Signal{Now: now, TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 10, Waiting: true}); v <= 10 {
+		t.Fatalf("released: limit %d, want it growing again", v)
 	}
 }

@@ -280,6 +280,8 @@ func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, 
 	if end == 0 {
 		end = Now().Mono
 	}
+	// Counted as a first byte by WriteHeader already (Serve's recorder)?
+	counted := rec.fb != nil && rec.wrote && rec.status < 500
 	switch {
 	case gone:
 		t.circuit.Cancel(tk)
@@ -288,6 +290,7 @@ func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, 
 	default:
 		if rec.fb == nil { // finished by a caller of Finish: the end stands for the first byte
 			t.firstBytes.add(sh, end-rec.start)
+			counted = true
 		}
 		dur := time.Duration(end - rec.start)
 		t.latency.Record(dur, sh)
@@ -297,6 +300,9 @@ func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, 
 		if tr := t.circuit.Done(end, tk, false, sh); tr != nil {
 			t.circuitChanged(tr, r)
 		}
+	}
+	if !counted {
+		t.firstBytes.none.Add(sh)
 	}
 	if rec.high {
 		t.highIn.Add(-1)

@@ -219,3 +219,66 @@ func TestAdmitGradedWhileShedding(t *testing.T) {
 		t.Fatalf("low under override shed: %v %q", d.Verdict(), d.Cause())
 	}
 }
+
+type nextFunc func(http.ResponseWriter, *http.Request) error
+
+func (f nextFunc) ServeHTTP(w http.ResponseWriter, r *http.Request) error { return f(w, r) }
+
+// Every admitted request ends its wait for a first byte exactly once, in
+// what the limit is told (admission.Signal's Started − Answered are the
+// requests stuck before a first byte): a streamed answer at its first
+// byte, not again at its end; an answer that fails, never comes, panics
+// or loses its client at its end.
+func TestEveryRequestIsAnsweredOnce(t *testing.T) {
+	th := testThrottle(t, Config{})
+	ctx := context.Background()
+	answered := func() uint64 { return th.firstBytes.answered() }
+
+	// A streamed answer: counted at its first byte, while it still streams.
+	wrote, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error)
+	d := th.Admit(ctx, priority.Medium, Now())
+	go func() {
+		r, _ := http.NewRequest("POST", "/", nil)
+		done <- th.Serve(discard{}, r, d, nextFunc(func(w http.ResponseWriter, _ *http.Request) error {
+			w.Write([]byte("data: 1\n\n"))
+			close(wrote)
+			<-release
+			w.Write([]byte("data: 2\n\n"))
+			return nil
+		}))
+	}()
+	<-wrote
+	if a := answered(); a != 1 {
+		t.Fatalf("streaming after its first byte: answered %d, want 1", a)
+	}
+	close(release)
+	<-done
+	if a := answered(); a != 1 {
+		t.Fatalf("the streamed answer counted again at its end: answered %d", a)
+	}
+
+	serve := func(next nextFunc) {
+		defer func() { _ = recover() }()
+		d := th.Admit(ctx, priority.Medium, Now())
+		r, _ := http.NewRequest("POST", "/", nil)
+		_ = th.Serve(discard{}, r, d, next)
+	}
+	serve(func(w http.ResponseWriter, _ *http.Request) error { w.WriteHeader(502); return nil })
+	serve(func(http.ResponseWriter, *http.Request) error { return errors.New("no upstream") })
+	serve(func(http.ResponseWriter, *http.Request) error { panic(http.ErrAbortHandler) })
+	for _, o := range []Outcome{{Status: 200}, {Status: 503}, {ClientGone: true}} {
+		d := th.Admit(ctx, priority.Low, Now())
+		th.Finish(&d, o)
+	}
+	if a, fin := answered(), th.finished.Load(); a != 7 || fin != 7 || th.gate.InFlight() != 0 {
+		t.Fatalf("answered %d, finished %d, in flight %d: want 7, 7, 0", a, fin, th.gate.InFlight())
+	}
+}
+
+// discard is a ResponseWriter that keeps nothing.
+type discard struct{}
+
+func (discard) Header() http.Header         { return http.Header{} }
+func (discard) Write(b []byte) (int, error) { return len(b), nil }
+func (discard) WriteHeader(int)             {}

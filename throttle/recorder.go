@@ -101,13 +101,21 @@ func (rec *recorder) Unwrap() http.ResponseWriter { return rec.ResponseWriter }
 // the sampler once a step. It is counted when the first byte is written,
 // not when the answer ends: an answer's length is not congestion, and a
 // signal a whole answer late would steer the limit a whole answer late.
+// none counts, at their end, the admitted requests that had no successful
+// first byte (a 5xx, no answer, the client gone, a panic), so that every
+// admitted request is counted once in count + none: the requests whose
+// wait for a first byte is over (admission.Signal.Answered).
 type firstBytes struct {
-	sum, count *shard.Counter
+	sum, count, none *shard.Counter
 }
 
 func newFirstBytes() firstBytes {
-	return firstBytes{sum: shard.NewCounter(), count: shard.NewCounter()}
+	return firstBytes{sum: shard.NewCounter(), count: shard.NewCounter(), none: shard.NewCounter()}
 }
+
+// answered is count + none, read after count so as to never overstate
+// how many still wait (a request counted in none may have been in count).
+func (f *firstBytes) answered() uint64 { return f.count.Load() + f.none.Load() }
 
 func (f *firstBytes) add(sh uint32, ns int64) {
 	f.sum.AddN(sh, uint64(max(0, ns)))

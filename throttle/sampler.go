@@ -11,6 +11,7 @@ import (
 	"github.com/ai-guardian/adaptivethrottle/admission"
 	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/levels"
+	"github.com/ai-guardian/adaptivethrottle/priority"
 )
 
 // stepsPerSecond is how many sampler steps make a second.
@@ -55,18 +56,36 @@ func (t *Throttle) step(now time.Time, second bool) {
 	t.refresh(now)
 }
 
+// reserveTurnover is how many completions high's max_wait must span, at
+// the rate requests complete, for the reserve to go unheld: completions
+// that come at random at a rate D leave a wait w without one with
+// probability e^(−D·w), under 1 in 200 (the 99.5% high is promised) from
+// D·w ≥ ln 200 ≈ 5.3 on. A waiting high request is handed the next freed
+// slot before anyone, so then it needs no slot kept idle for it, and an
+// idle reserve is capacity thrown away.
+const reserveTurnover = 5.3
+
 // admitStep hands the limit the step's signal and publishes the new limit,
-// the reserve within it, and the medium lane's pacing: the rate at which
+// the reserve within it (0 while the slots turn over fast enough, see
+// reserveTurnover), and the medium lane's pacing: the rate at which
 // medium's share of the slots turns over (Little's law: slots ÷ the time
 // a request holds one, that time being in flight ÷ completions per
 // second), never less than medium_floor. Arrivals never set any of it.
 func (t *Throttle) admitStep(now time.Time) {
 	sum, count := t.firstBytes.sum.Load(), t.firstBytes.count.Load()
 	waits := t.waits.Load()
+	// Started: every slot taken is finished or in flight. Finished before
+	// in flight and both before answered, so that the gap is never
+	// overstated: a request between its release and its finished count
+	// is missing from started, never from answered.
+	started := t.finished.Load()
 	inflight := t.gate.InFlight()
+	started += uint64(max(0, inflight))
 	sig := admission.Signal{Now: now, TTFB: time.Duration(sum - t.lastFirst[0]), Count: count - t.lastFirst[1],
 		InFlight: inflight, Waiting: waits != t.lastWait || t.gate.Waiting() > 0,
-		Pressure: t.gpu.Hysteresis().Tripped() || t.latency.Hysteresis().Tripped() || t.circuit.State() != breaker.Closed}
+		Started: started, Answered: t.firstBytes.answered(),
+		Pressure: t.gpu.Hysteresis().Tripped() || t.circuit.State() != breaker.Closed,
+		Hold:     t.latency.Hysteresis().Tripped()}
 	t.lastFirst, t.lastWait = [2]uint64{sum, count}, waits
 	n := t.limit.Step(sig)
 
@@ -74,10 +93,14 @@ func (t *Throttle) admitStep(now time.Time) {
 	pc := t.cfg.Priority
 	t.mu.Unlock()
 	reserve := pc.Reserve(n)
+	drain := math.Float64frombits(t.drain.Load())
+	if drain*time.Duration(t.maxWait[priority.High].Load()).Seconds() >= reserveTurnover {
+		reserve = 0 // slots turn over fast enough: the hand-off serves high in time
+	}
 	t.gate.SetLimit(n)
 	t.gate.SetReserve(reserve)
 	r := pc.MediumFloor
-	if drain := math.Float64frombits(t.drain.Load()); drain > 0 {
+	if drain > 0 {
 		r = math.Max(r, float64(n-reserve)*drain/float64(max(inflight, 1)))
 	}
 	t.pacer.SetLimitAt(now, rate.Limit(r))

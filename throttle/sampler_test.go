@@ -139,7 +139,9 @@ func TestQPSFarAboveTripsAtOnce(t *testing.T) {
 // over: slots ÷ the time a request holds one (in flight ÷ completions per
 // second), never the arrival rate.
 func TestMediumPacingFollowsTheLimit(t *testing.T) {
-	th := testThrottle(t, Config{Concurrency: admission.Config{Limit: 10}})
+	// high's max_wait spans 2 completions: the reserve is held
+	th := testThrottle(t, Config{Concurrency: admission.Config{Limit: 10,
+		MaxWait: admission.MaxWait{High: config.Duration(100 * time.Millisecond)}}})
 	now := time.Unix(1000, 0)
 	th.step(now, true)
 	for range 8 {
@@ -158,6 +160,29 @@ func TestMediumPacingFollowsTheLimit(t *testing.T) {
 	}
 	if r := float64(th.pacer.Limit()); r != 20 {
 		t.Fatalf("medium rate %v moved with the arrivals", r)
+	}
+}
+
+// The reserve is held idle only while high's max_wait spans too few
+// completions for a waiting high request to be sure of the next freed
+// slot: at 20 completions a second and a wait of 1 s it is not held, at
+// 2 a second it is.
+func TestReserveHeldOnlyWhileSlotsTurnOverSlowly(t *testing.T) {
+	th := testThrottle(t, Config{Concurrency: admission.Config{Limit: 10}})
+	now := time.Unix(1000, 0)
+	th.step(now, true)
+	for range 8 {
+		th.gate.Force()
+	}
+	steady(th, &now, 3, 20)
+	if res := th.gate.Reserve(); res != 0 {
+		t.Fatalf("20 completions within high's wait: reserve %d, want 0", res)
+	}
+	for range 6 {
+		steady(th, &now, 1, 2)
+	}
+	if res := th.gate.Reserve(); res != 2 {
+		t.Fatalf("2 completions within high's wait: reserve %d, want 2 (20%% of 10)", res)
 	}
 }
 
