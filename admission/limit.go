@@ -261,11 +261,11 @@ func (l *Limit) Step(s Signal) int {
 // the upstream does not stream. It notes s.Started for the steps to come.
 func (l *Limit) stuck(s Signal) (n int64, wait time.Duration) {
 	wait = time.Duration(tolerance * l.long)
-	pending := int64(s.Started - s.Answered)
+	pending := int64(s.Started) - int64(s.Answered)
 	served := s.InFlight - pending // in flight with a first byte
 	// Nothing learned, nobody waiting for a first byte, or answers sent
 	// whole (a wait for a first byte is then the answer's length).
-	if l.long > 0 && s.Started >= s.Answered && pending > 0 && served >= max(1, s.InFlight/4) {
+	if l.long > 0 && pending > 0 && served >= max(1, s.InFlight/4) {
 		for i := 1; i <= min(l.head, markSteps); i++ {
 			if m := l.marks[(l.head-i)%markSteps]; s.Now.Sub(m.at) >= wait {
 				n = max(0, int64(m.started)-int64(s.Answered))

@@ -33,6 +33,18 @@ func saturate(l *Limit, u upstream, now *time.Time, steps int) []int {
 	return seen
 }
 
+// steps runs n steps of 250 ms with the same signal and returns the last
+// limit.
+func steps(l *Limit, now *time.Time, n int, s Signal) int {
+	v := l.Value()
+	for range n {
+		*now = now.Add(250 * time.Millisecond)
+		s.Now = *now
+		v = l.Step(s)
+	}
+	return v
+}
+
 func span(v []int) (lo, hi int) {
 	lo, hi = math.MaxInt, 0
 	for _, x := range v {
@@ -76,10 +88,7 @@ func TestLimitConvergesUpAndDown(t *testing.T) {
 func TestLimitUnusedDoesNotGrow(t *testing.T) {
 	l := NewLimit(Config{Initial: 20})
 	now := time.Unix(0, 0)
-	for range 400 {
-		now = now.Add(250 * time.Millisecond)
-		l.Step(Signal{Now: now, TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 3})
-	}
+	steps(l, &now, 400, Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 3})
 	if v := l.Value(); v != 20 {
 		t.Fatalf("limit %d after 100 s of light load, want 20", v)
 	}
@@ -115,13 +124,7 @@ func TestLimitTakesASteadyRiseAsTheNorm(t *testing.T) {
 func TestLimitPressureCuts(t *testing.T) {
 	l := NewLimit(Config{Initial: 100})
 	now := time.Unix(0, 0)
-	step := func(n int, s Signal) {
-		for range n {
-			now = now.Add(250 * time.Millisecond)
-			s.Now = now
-			l.Step(s)
-		}
-	}
+	step := func(n int, s Signal) { steps(l, &now, n, s) }
 	step(5, Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 100, Pressure: true})
 	if v := l.Value(); v != 59 { // 100 × 0.9⁵
 		t.Fatalf("limit %d after 5 steps of pressure, want 59", v)
@@ -183,7 +186,6 @@ type server struct {
 	slots          int
 	prefill, hold  time.Duration
 	running        []time.Time // the ends of the answers in a slot
-	queue          int         // requests waiting inside the server
 	firstBytes     []time.Time // first bytes to come
 	started, ended uint64
 	answered       uint64
@@ -255,7 +257,7 @@ func TestLimitSeesRequestsStuckBeforeTheirFirstByte(t *testing.T) {
 				}
 				srv.tick(now)
 				if i > 1500 { // after the cold start's overshoot has drained
-					worst = max(worst, srv.queue+len(srv.admittedAt))
+					worst = max(worst, len(srv.admittedAt)) // the server's own queue
 				}
 				if i%25 == 0 {
 					sig := Signal{Now: now, TTFB: srv.ttfbSum - lastSum, Count: srv.ttfbCount - lastCount,
@@ -309,15 +311,13 @@ func TestLimitIgnoresWaitsWhenAnswersComeWhole(t *testing.T) {
 func TestLimitHeldByLatency(t *testing.T) {
 	l := NewLimit(Config{Initial: 10})
 	now := time.Unix(0, 0)
-	for range 40 {
-		now = now.Add(250 * time.Millisecond)
-		l.Step(Signal{Now: now, TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 10, Waiting: true, Hold: true})
-	}
-	if v, d := l.Value(), l.Status().Driver; v != 10 || d != "held: the latency level is tripped" {
+	busy := Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 10, Waiting: true}
+	held := busy
+	held.Hold = true
+	if v, d := steps(l, &now, 40, held), l.Status().Driver; v != 10 || d != "held: the latency level is tripped" {
 		t.Fatalf("held: limit %d, driver %q; want 10, held", v, d)
 	}
-	now = now.Add(250 * time.Millisecond)
-	if v := l.Step(Signal{Now: now, TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 10, Waiting: true}); v <= 10 {
+	if v := steps(l, &now, 1, busy); v <= 10 {
 		t.Fatalf("released: limit %d, want it growing again", v)
 	}
 }
