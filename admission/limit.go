@@ -49,6 +49,12 @@ import (
 //     rule needs a streaming upstream, where answers in flight mostly
 //     have their first byte: when fewer than a quarter do (every answer
 //     sent whole), a wait for a first byte says nothing and it stays off;
+//   - what the upstream served when requests got stuck is its measured
+//     capacity, and for probeHold after that the limit does not probe
+//     above it: a probe admits one request more than the upstream serves,
+//     and that request waits in the upstream's queue until a slot frees,
+//     which with long answers is many seconds, far past any objective.
+//     Probing once in a while still finds capacity that came back;
 //   - it stays within [Min, Max].
 //
 // It sees time to first byte, never the whole response: an answer's length
@@ -69,6 +75,10 @@ type Limit struct {
 	count uint64
 	since time.Time
 	why   string
+	// known is what the upstream served when requests last got stuck,
+	// trusted until knownUntil: no probing above it before then.
+	known      float64
+	knownUntil time.Time
 	// marks: Signal.Started at the last markSteps steps, the newest at
 	// marks[(head-1) % markSteps]
 	marks [markSteps]mark
@@ -96,6 +106,9 @@ const (
 	minSamples = 4
 	// pressureCut: the cut per step under pressure.
 	pressureCut = 0.9
+	// probeHold: how long the upstream's measured capacity (what it
+	// served when requests got stuck) holds probes off.
+	probeHold = 15 * time.Second
 	// markSteps: how many steps back the slots taken are remembered, to
 	// tell how long requests have waited for a first byte (8 s at four
 	// steps a second; with a long-run first byte over 4 s, nothing is
@@ -146,6 +159,7 @@ func (l *Limit) start() {
 	l.long, l.short, l.gradient, l.slowStart, l.floor = 0, 0, 1, true, 0
 	l.sum, l.count, l.since = 0, 0, time.Time{}
 	l.marks, l.head = [markSteps]mark{}, 0
+	l.known, l.knownUntil = 0, time.Time{}
 }
 
 // SetConfig applies a reloaded config, keeping what was learned (within
@@ -235,8 +249,14 @@ func (l *Limit) Step(s Signal) int {
 	}
 	if stuck > 0 {
 		l.slowStart = false
-		next = math.Min(next, math.Min(l.limit, float64(s.InFlight-stuck)))
+		served := float64(s.InFlight - stuck)
+		next = math.Min(next, math.Min(l.limit, served))
+		l.known, l.knownUntil = math.Max(1, served), s.Now.Add(probeHold)
 		l.why = fmt.Sprintf("%d waited over %v for a first byte: a queue in the upstream", stuck, ms(float64(wait)))
+	} else if next > l.limit && next > l.known && s.Now.Before(l.knownUntil) {
+		next = math.Max(l.limit, l.known)
+		l.why = fmt.Sprintf("probing held at %d for %v: the upstream served %d when requests got stuck",
+			int(math.Round(next)), l.knownUntil.Sub(s.Now).Round(time.Second), int(l.known))
 	}
 	if s.Hold && next > l.limit {
 		next = l.limit

@@ -321,3 +321,29 @@ func TestLimitHeldByLatency(t *testing.T) {
 		t.Fatalf("released: limit %d, want it growing again", v)
 	}
 }
+
+// What the upstream served when requests got stuck is its capacity: for
+// probeHold the limit does not probe above it, however fast first bytes
+// come (a probe would cost a request seconds in the upstream's queue),
+// and after that it probes again, to find capacity that came back.
+func TestLimitHoldsProbesAtTheMeasuredCapacity(t *testing.T) {
+	l := NewLimit(Config{Initial: 10})
+	now := time.Unix(0, 0)
+	steps(l, &now, 40, Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 3}) // the long-run average learns 40 ms
+	started := uint64(1000)
+	// 10 in flight, 2 of them without a first byte for 2 s
+	steps(l, &now, 8, Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 10, Waiting: true,
+		Started: started, Answered: started - 2})
+	if v := l.Value(); v != 8 {
+		t.Fatalf("limit %d with 2 of 10 stuck, want the 8 served (%+v)", v, l.Status())
+	}
+	served := Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 8, Waiting: true,
+		Started: started + 100, Answered: started + 100}
+	held := int((probeHold - time.Second) / (250 * time.Millisecond))
+	if v, d := steps(l, &now, held, served), l.Status().Driver; v != 8 || !strings.HasPrefix(d, "probing held at 8") {
+		t.Fatalf("limit %d, driver %q within the hold, want 8, held", v, d)
+	}
+	if v := steps(l, &now, 8, served); v <= 8 {
+		t.Fatalf("limit %d after the hold, want it probing up again", v)
+	}
+}
