@@ -69,8 +69,9 @@ func TestAnalyzeWindowAndRecovery(t *testing.T) {
 }
 
 // TestTokenAccounting: with mixed answer lengths goodput is the completion
-// tokens of answers within the SLO completed in the window, over the token
-// capacity; a short answer and a long one weigh what they carry.
+// tokens of answers within the SLO streamed in the window, over the token
+// capacity; a short answer and a long one weigh what they carry, and one
+// that streams across an edge of the window counts its share inside.
 func TestTokenAccounting(t *testing.T) {
 	sc := scenario{Capacity: 2, WindowCapacity: 2, TokenCapacity: 280,
 		Sizes:   loadgen.Sizes{{MaxTokens: 16, Share: 0.75}, {MaxTokens: 512, Share: 0.25}},
@@ -79,17 +80,19 @@ func TestTokenAccounting(t *testing.T) {
 		okRec(5000, loadgen.High, 512), okRec(6000, loadgen.Low, 16), okRec(7000, loadgen.Medium, 512),
 		okRec(1000, loadgen.Low, 512), // done before the window
 		{AtMS: 8000, SentMS: 8000, Priority: loadgen.Low, Class: loadgen.ClassOK, TTFBMS: 3000, TotalMS: 4000, MaxTokens: 512, Tokens: 512}, // served, late: not goodput
+		// streams from 14 s to 18 s: a quarter of it in the window
+		{AtMS: 13900, SentMS: 13900, Priority: loadgen.High, Class: loadgen.ClassOK, TTFBMS: 100, TotalMS: 4100, WithinSLO: true, MaxTokens: 512, Tokens: 512},
 	}
 	res := &loadgen.Result{DurationS: 20, Records: recs}
 	o := analyze(sc, setupNone, res)
-	if want := float64(512+16+512) / 10; o.GoodTokensWindow != want || o.GoodputRatio != want/280 {
+	if want := float64(512+16+512+128) / 10; o.GoodTokensWindow != want || o.GoodputRatio != want/280 {
 		t.Errorf("good tokens/s %g, ratio %g; want %g, %g", o.GoodTokensWindow, o.GoodputRatio, want, want/280)
 	}
 	if o.GoodputWindow != 0.3 {
 		t.Errorf("goodput %g req/s, want 0.3", o.GoodputWindow)
 	}
 	s := loadgen.Summarize(recs, 20)
-	if s.Tokens != 512*3+16+512 || s.TokensWithinSLO != 512*2+16+512 {
+	if s.Tokens != 512*4+16+512 || s.TokensWithinSLO != 512*3+16+512 {
 		t.Errorf("tokens %d, within the SLO %d", s.Tokens, s.TokensWithinSLO)
 	}
 	ser := loadgen.BuildSeries(recs, nil, 20)
