@@ -75,6 +75,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.parallel, "parallel", false, "run the scenarios at the same time too (4 set-ups each; always on with -smoke)")
 	fs.IntVar(&o.inflight, "inflight", 0, "the static in-flight limit's N (0: 1.5 × llmsim's slots)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary folder with logs and rendered Caddyfiles")
+	fs.StringVar(&adaptiveConcurrency, "adaptive-concurrency", "", `lines for the adaptive set-up's concurrency block, to measure a setting against the defaults (e.g. "weigh_body off")`)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -75,6 +75,9 @@ func setupTitle(s string, sc scenario) string {
 	case setupGradient2:
 		return "Gradient2 (published algorithm, lab implementation)"
 	case setupAdaptive:
+		if adaptiveConcurrency != "" {
+			return "adaptive_throttle (concurrency { " + adaptiveConcurrency + " })"
+		}
 		return "adaptive_throttle (defaults)"
 	}
 	return s

@@ -34,7 +34,13 @@ type caddyVars struct {
 	Port     int    // the site's port on 127.0.0.1
 	Upstream string // host:port reverse_proxy forwards to
 	Metrics  string // llmsim's /metrics URL (adaptive only)
+	// Concurrency: lines for the adaptive set-up's concurrency block
+	// (-adaptive-concurrency); "" keeps its defaults.
+	Concurrency string
 }
+
+// adaptiveConcurrency is -adaptive-concurrency.
+var adaptiveConcurrency string
 
 // renderCaddyfile fills the template at path into out.
 func renderCaddyfile(path, out string, v caddyVars) error {
@@ -124,6 +130,7 @@ func startSetup(ctx context.Context, b bins, labDir, dir, setup string, sc scena
 	cfgPath := filepath.Join(dir, "Caddyfile")
 	if err := renderCaddyfile(filepath.Join(labDir, tmpl), cfgPath, caddyVars{
 		Admin: hostPort(adminPort), Port: port, Upstream: upstream, Metrics: simURL + "/metrics",
+		Concurrency: adaptiveConcurrency,
 	}); err != nil {
 		return nil, err
 	}
