@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
 
 	"github.com/ai-guardian/adaptivethrottle/admission"
 	"github.com/ai-guardian/adaptivethrottle/breaker"
@@ -166,6 +167,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			initial  <n>                # 4
 //			queue    <n>                # 1000 waiting, per priority
 //			max_wait <duration> | [high <d>] [medium <d>] [low <d>]   # 1s each
+//			weigh_body <size> | off     # 64KiB: read max_tokens from bodies up to this, when it matters
 //		}
 //		retry_after <duration>         # 5s
 //		persist off                    # keep nothing across restarts
@@ -455,6 +457,19 @@ func concurrencyKey(d *caddyfile.Dispenser, c *admission.Config) error {
 				return d.Errf("limit must be auto or a whole number ≥ 1, got %q", v)
 			}
 			c.Limit = n
+			return nil
+		})
+	case "weigh_body":
+		return oneArg(d, func(v string) error {
+			if v == "off" {
+				c.WeighBody = -1
+				return nil
+			}
+			n, err := humanize.ParseBytes(v)
+			if err != nil || n < 1 || n > 1<<30 {
+				return d.Errf("weigh_body must be a size such as 64KiB (at most 1GiB), or off, got %q", v)
+			}
+			c.WeighBody = int64(n)
 			return nil
 		})
 	case "max_wait":

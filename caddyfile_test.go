@@ -73,6 +73,7 @@ func TestCaddyfileBare(t *testing.T) {
 		{"concurrency initial", s.Concurrency.Initial, 4},
 		{"concurrency queue", s.Concurrency.Queue, 1000},
 		{"concurrency max_wait", s.Concurrency.MaxWait, admission.MaxWait{High: config.Duration(time.Second), Medium: config.Duration(time.Second), Low: config.Duration(time.Second)}},
+		{"concurrency weigh_body", s.Concurrency.WeighBody, int64(64 << 10)},
 		{"priority medium_floor", s.Priority.MediumFloor, 1.0},
 		{"retry_after", s.RetryAfter.D(), 5 * time.Second},
 	}
@@ -350,13 +351,16 @@ func TestEveryScalarJSONKeyIsACaddyfileKey(t *testing.T) {
 // The concurrency block and the reserve's two spellings: each mistake
 // fails adapt at its line, naming the key.
 func TestCaddyfileConcurrency(t *testing.T) {
-	h, err := parse(t, "adaptive_throttle {\nconcurrency {\nlimit auto\nmax_wait 3s\n}\npriority {\nhigh_reserve 25%\n}\n}")
+	h, err := parse(t, "adaptive_throttle {\nconcurrency {\nlimit auto\nmax_wait 3s\nweigh_body 16KiB\n}\npriority {\nhigh_reserve 25%\n}\n}")
 	if err != nil {
 		t.Fatal(err)
 	}
 	w := config.Duration(3 * time.Second)
-	if c := *h.Concurrency; c.Limit != 0 || c.MaxWait != (admission.MaxWait{High: w, Medium: w, Low: w}) {
+	if c := *h.Concurrency; c.Limit != 0 || c.MaxWait != (admission.MaxWait{High: w, Medium: w, Low: w}) || c.WeighBody != 16<<10 {
 		t.Fatalf("concurrency %+v", c)
+	}
+	if h, err := parse(t, "adaptive_throttle {\nconcurrency {\nweigh_body off\n}\n}"); err != nil || h.Concurrency.WeighBody != -1 {
+		t.Fatalf("weigh_body off: %v, %+v", err, h)
 	}
 	if h.Priority.HighReserveShare != 0.25 || h.Priority.HighReserve != nil {
 		t.Fatalf("high_reserve 25%%: %+v", h.Priority.Config)
@@ -371,6 +375,8 @@ func TestCaddyfileConcurrency(t *testing.T) {
 		"concurrency {\nmin 5\nmax 3\n}":              `concurrency: min 5 must not exceed max 3, at Testfile:3`,
 		"concurrency {\nqueue none\n}":                `queue must be a whole number ≥ 1, got "none", at Testfile:3`,
 		"concurrency {\nslots 4\n}":                   `unrecognized concurrency subdirective "slots", at Testfile:3`,
+		"concurrency {\nweigh_body lots\n}":           `weigh_body must be a size such as 64KiB (at most 1GiB), or off, got "lots", at Testfile:3`,
+		"concurrency {\nweigh_body 0\n}":              `weigh_body must be a size such as 64KiB (at most 1GiB), or off, got "0", at Testfile:3`,
 		"priority {\nhigh_reserve 100%\n}":            `high_reserve must be a share from 0% to under 100% of the limit, or a whole number of slots, got "100%", at Testfile:3`,
 		"priority {\nhigh_reserve -2\n}":              `high_reserve must be a whole number of slots ≥ 0, or a share such as 20%, got "-2", at Testfile:3`,
 		"concurrency {\nlimit 3\n}\nconcurrency {\n}": `concurrency given twice in one adaptive_throttle; merge the two, at Testfile:5`,

@@ -195,7 +195,7 @@ func headerOf(from string) string {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	now := throttle.Now() // the one clock read on entry
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	d := h.t.Admit(r.Context(), h.classify(r, repl), now)
+	d := h.t.AdmitRequest(r, h.classify(r, repl), now)
 	if !d.Admitted() {
 		return h.refuse(w, r, repl, d)
 	}

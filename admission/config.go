@@ -28,6 +28,13 @@ type Config struct {
 	// before it is refused. Defaults: 1s each. While shedding, low never
 	// waits.
 	MaxWait MaxWait `json:"max_wait,omitzero"`
+	// WeighBody is how many bytes of a request body may be read to learn
+	// the answer length it asks for (max_tokens), so that short requests
+	// may borrow high's reserve. A body is read only when the request
+	// would wait for a slot while slots turn over slowly, and only when
+	// its Content-Length is known and at most this. Default 64 KiB; -1
+	// never reads one (every request counts as long).
+	WeighBody int64 `json:"weigh_body,omitempty"`
 }
 
 // MaxWait is the longest wait for a slot, per priority.
@@ -55,6 +62,9 @@ const (
 	DefaultInitial = 4
 	DefaultQueue   = 1000
 	DefaultMaxWait = time.Second
+	// DefaultWeighBody is the default of WeighBody: a chat request with a
+	// few pages of context.
+	DefaultWeighBody = 64 << 10
 )
 
 // Defaults fills the zero fields. It never replaces a value the user gave.
@@ -70,6 +80,9 @@ func (c *Config) Defaults() {
 	}
 	if c.Queue == 0 {
 		c.Queue = DefaultQueue
+	}
+	if c.WeighBody == 0 {
+		c.WeighBody = DefaultWeighBody
 	}
 	for _, d := range []*config.Duration{&c.MaxWait.High, &c.MaxWait.Medium, &c.MaxWait.Low} {
 		if *d == 0 {
@@ -88,6 +101,9 @@ func (c Config) Validate() error {
 		if kv.v < 0 {
 			return config.Errorf(b, kv.key, "must not be negative, got %d", kv.v)
 		}
+	}
+	if c.WeighBody < -1 {
+		return config.Errorf(b, "weigh_body", "must be a size in bytes, or -1 (off), got %d", c.WeighBody)
 	}
 	if c.Max > 0 && c.Min > c.Max {
 		return config.Errorf(b, "min", "%d must not exceed max %d", c.Min, c.Max)

@@ -3,7 +3,10 @@
 // time to first byte by Limit, or fixed), a share of it that only high
 // priority may take while shedding, and bounded wait queues, one per
 // priority, to which every completion hands its slot: highest priority
-// first, oldest first. See the README, "How a request is admitted".
+// first, oldest first. The reserve is lent to requests known to be short
+// (a small max_tokens): they give it back within a moment, so a high
+// request that arrives finds it again in time. See the README, "How a
+// request is admitted".
 //
 // Nothing here knows about Caddy or HTTP.
 package admission
@@ -23,9 +26,18 @@ import (
 // Invariants:
 //   - inflight counts every slot taken (TryAcquire, Wait granted, Force)
 //     and not yet released, so it is never negative;
-//   - a request takes a slot only while inflight < its room (the limit,
-//     less the reserve for medium and low while shedding), except through
-//     Force; after the limit is lowered, inflight drains down to it;
+//   - a request takes a slot only while inflight < the limit, except
+//     through Force; after the limit is lowered, inflight drains down to
+//     it;
+//   - while the reserve is held (shedding, or guarding: short requests
+//     are about and slots turn over slowly), a medium or low request not
+//     known to be short takes a slot only while the slots not held by
+//     short requests (inflight − shorts) are fewer than the limit less
+//     the reserve: the reserve is high's, lent to short requests only;
+//   - shorts counts the slots held by requests known to be short, never
+//     more than inflight: a short slot is counted after it is taken and
+//     uncounted before it is given back, so inflight − shorts is never
+//     understated;
 //   - waiting is the number of queued waiters, and TryAcquire takes nothing
 //     while it is not zero: nobody jumps a queue;
 //   - a waiter is in its queue until it is granted a slot or leaves, never
@@ -39,15 +51,29 @@ type Gate struct {
 	reserve  atomic.Int64 // slots of the limit that only high may take while shedding
 	waiting  atomic.Int64
 	shedding atomic.Bool // for Release's hand-off; TryAcquire is told
+	guard    atomic.Bool // the reserve is held while not shedding too
 	maxQueue atomic.Int64
 	_        [128]byte
 
 	inflight atomic.Int64
 	_        [120]byte
+	shorts   atomic.Int64 // slots held by requests known to be short
+	_        [120]byte
 
-	mu     sync.Mutex
-	queues [priority.Count]queue
+	mu sync.Mutex
+	// queues: per priority, the waiters not known to be short and those
+	// known to be short, each oldest first.
+	queues [priority.Count][2]queue
 }
+
+// outcome of take.
+type took uint8
+
+const (
+	taken   took = iota
+	full         // no slot within the limit
+	onlyFor      // room left only in the reserve, which this request may not take
+)
 
 // NewGate returns a gate of limit slots, none taken, queues of at most
 // maxQueue waiters per priority.
@@ -58,33 +84,36 @@ func NewGate(limit, maxQueue int) *Gate {
 	return g
 }
 
-// room is how many slots a request of priority p may see taken and still
-// take one.
-func (g *Gate) room(p priority.Priority, shedding bool) int64 {
-	n := g.limit.Load()
-	if shedding && p != priority.High {
-		n -= g.reserve.Load()
+// take takes a slot for a request of priority p, short if it is known to
+// be short, if the limit and the reserve leave it one.
+func (g *Gate) take(p priority.Priority, short, shedding bool) took {
+	limit := g.limit.Load()
+	bound := limit // for the slots not held by short requests
+	if p != priority.High && !short && (shedding || g.guard.Load()) {
+		bound -= g.reserve.Load()
 	}
-	return n
-}
-
-// take takes a slot if fewer than room are taken.
-func (g *Gate) take(room int64) bool {
 	for {
 		n := g.inflight.Load()
-		if n >= room {
-			return false
+		if n >= limit {
+			return full
+		}
+		if bound < limit && n-g.shorts.Load() >= bound {
+			return onlyFor
 		}
 		if g.inflight.CompareAndSwap(n, n+1) {
-			return true
+			if short {
+				g.shorts.Add(1)
+			}
+			return taken
 		}
 	}
 }
 
 // TryAcquire takes a free slot for priority p, if nobody waits. Lock-free;
-// it never blocks and does not allocate.
+// it never blocks and does not allocate. The request is not known to be
+// short: while the reserve is held, medium and low leave it alone.
 func (g *Gate) TryAcquire(p priority.Priority, shedding bool) bool {
-	return g.waiting.Load() == 0 && g.take(g.room(p, shedding))
+	return g.waiting.Load() == 0 && g.take(p, false, shedding) == taken
 }
 
 // Force takes a slot whatever the limit: a Half-Open probe, or an
@@ -92,7 +121,11 @@ func (g *Gate) TryAcquire(p priority.Priority, shedding bool) bool {
 func (g *Gate) Force() { g.inflight.Add(1) }
 
 // Release gives a slot back: to the best waiter that has room, if any.
-func (g *Gate) Release() {
+// short is what the slot was taken as (Wait's short, false otherwise).
+func (g *Gate) Release(short bool) {
+	if short {
+		g.shorts.Add(-1)
+	}
 	g.inflight.Add(-1)
 	g.kick()
 }
@@ -112,21 +145,22 @@ const (
 )
 
 // Wait queues a request of priority p for at most maxWait and reports how
-// it ended. since is when it arrived (monotonic ns), for OldestWait. A
-// granted request holds a slot; in every other case it holds nothing and
-// has left its queue. The waiter is pooled: a wait allocates nothing once
-// the pool is warm.
-func (g *Gate) Wait(ctx context.Context, p priority.Priority, maxWait time.Duration, since int64) Result {
+// it ended. short: the request is known to be short, and may be lent the
+// reserve (Release it with short too). since is when it arrived
+// (monotonic ns), for OldestWait. A granted request holds a slot; in
+// every other case it holds nothing and has left its queue. The waiter is
+// pooled: a wait allocates nothing once the pool is warm.
+func (g *Gate) Wait(ctx context.Context, p priority.Priority, short bool, maxWait time.Duration, since int64) Result {
 	w := waiters.Get().(*waiter)
 	defer waiters.Put(w)
-	w.p, w.since, w.granted = p, since, false
+	w.p, w.short, w.since, w.granted = p, short, since, false
 
 	g.mu.Lock()
-	q := &g.queues[p]
-	if int64(q.n) >= g.maxQueue.Load() {
+	if int64(g.queues[p][0].n+g.queues[p][1].n) >= g.maxQueue.Load() {
 		g.mu.Unlock()
 		return Full
 	}
+	q := &g.queues[p][w.kind()]
 	q.push(w)
 	g.waiting.Add(1)
 	g.dispatch() // a slot may have freed since TryAcquire, or nobody else waits
@@ -158,7 +192,7 @@ func (g *Gate) Wait(ctx context.Context, p priority.Priority, maxWait time.Durat
 		g.mu.Unlock()
 		<-w.ready
 		if r == Gone {
-			g.Release()
+			g.Release(short)
 			return Gone
 		}
 		return Granted
@@ -170,17 +204,30 @@ func (g *Gate) Wait(ctx context.Context, p priority.Priority, maxWait time.Durat
 }
 
 // dispatch grants slots to the best waiters while they have room: the
-// oldest of the highest priority first. It stops at the first best waiter
-// without room, so a lower priority never passes a higher one. Caller
-// holds mu.
+// oldest of the highest priority first. It stops when no slot is left, so
+// a lower priority never passes a higher one to a slot the higher could
+// take; room left only in the reserve goes to the oldest short waiter of
+// the highest priority that has one. Caller holds mu.
 func (g *Gate) dispatch() {
 	shedding := g.shedding.Load()
 	for p := priority.High; ; p-- {
-		for w := g.queues[p].head; w != nil; w = g.queues[p].head {
-			if !g.take(g.room(p, shedding)) {
+		qs := &g.queues[p]
+		for {
+			w := older(qs[0].head, qs[1].head)
+			if w == nil {
+				break
+			}
+			r := g.take(p, w.short, shedding)
+			if r == onlyFor { // room for short ones only
+				if w = qs[1].head; w == nil {
+					break // none here: perhaps at a lower priority
+				}
+				r = g.take(p, true, shedding)
+			}
+			if r != taken {
 				return
 			}
-			g.queues[p].remove(w)
+			qs[w.kind()].remove(w)
 			g.waiting.Add(-1)
 			w.granted = true
 			w.ready <- struct{}{}
@@ -189,6 +236,14 @@ func (g *Gate) dispatch() {
 			return
 		}
 	}
+}
+
+// older is the waiter that has waited longer, or the one there is.
+func older(a, b *waiter) *waiter {
+	if a == nil || (b != nil && b.since < a.since) {
+		return b
+	}
+	return a
 }
 
 // SetLimit changes the number of slots (at least 1) and hands new room to
@@ -201,6 +256,15 @@ func (g *Gate) SetLimit(n int) {
 // SetReserve sets the slots of the limit that only high priority may take
 // while shedding.
 func (g *Gate) SetReserve(n int) { g.reserve.Store(int64(max(0, n))) }
+
+// SetGuard holds the reserve against medium and low requests not known to
+// be short while not shedding too: short requests are about to borrow it,
+// and slots turn over slowly.
+func (g *Gate) SetGuard(on bool) {
+	if g.guard.Swap(on) != on {
+		g.kick()
+	}
+}
 
 // SetShedding tells the gate whether shedding is on, for the room it gives
 // waiters.
@@ -236,6 +300,20 @@ func (g *Gate) Reserve() int { return int(g.reserve.Load()) }
 // InFlight is the number of slots taken.
 func (g *Gate) InFlight() int64 { return g.inflight.Load() }
 
+// Shorts is the number of slots held by requests known to be short, and
+// the number of those waiting for one.
+func (g *Gate) Shorts() (inFlight, waiting int64) {
+	g.mu.Lock()
+	for p := range g.queues {
+		waiting += int64(g.queues[p][1].n)
+	}
+	g.mu.Unlock()
+	return g.shorts.Load(), waiting
+}
+
+// Guarding reports whether the reserve is held while not shedding.
+func (g *Gate) Guarding() bool { return g.guard.Load() }
+
 // Waiting is the number of queued requests, all priorities.
 func (g *Gate) Waiting() int64 { return g.waiting.Load() }
 
@@ -245,8 +323,9 @@ func (g *Gate) Queues(now int64) (lengths [priority.Count]int, oldest time.Durat
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for p := range g.queues {
-		lengths[p] = g.queues[p].n
-		if w := g.queues[p].head; w != nil {
+		qs := &g.queues[p]
+		lengths[p] = qs[0].n + qs[1].n
+		if w := older(qs[0].head, qs[1].head); w != nil {
 			oldest = max(oldest, time.Duration(now-w.since))
 		}
 	}
@@ -258,10 +337,19 @@ func (g *Gate) Queues(now int64) (lengths [priority.Count]int, oldest time.Durat
 type waiter struct {
 	prev, next *waiter
 	p          priority.Priority
+	short      bool
 	since      int64
 	granted    bool // under Gate.mu
 	ready      chan struct{}
 	timer      *time.Timer
+}
+
+// kind is the waiter's queue within its priority: 1 if known short.
+func (w *waiter) kind() int {
+	if w.short {
+		return 1
+	}
+	return 0
 }
 
 var waiters = sync.Pool{New: func() any { return &waiter{ready: make(chan struct{}, 1)} }}

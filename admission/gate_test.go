@@ -32,7 +32,7 @@ func TestGateFreeSlotsThenFull(t *testing.T) {
 	if g.TryAcquire(priority.High, false) {
 		t.Fatal("a third slot granted at limit 2")
 	}
-	g.Release()
+	g.Release(false)
 	if !g.TryAcquire(priority.Low, false) {
 		t.Fatal("a released slot was not free")
 	}
@@ -53,7 +53,7 @@ func TestGateReleaseInPriorityOrder(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if r := g.Wait(context.Background(), p, time.Minute, 0); r != Granted {
+			if r := g.Wait(context.Background(), p, false, time.Minute, 0); r != Granted {
 				order <- name + ":" + "not granted"
 				return
 			}
@@ -72,7 +72,7 @@ func TestGateReleaseInPriorityOrder(t *testing.T) {
 	}
 	want := []string{"high1", "high2", "medium1", "medium2", "low1", "low2"}
 	for i, w := range want {
-		g.Release()
+		g.Release(false)
 		if got := <-order; got != w {
 			t.Fatalf("release %d went to %s, want %s", i, got, w)
 		}
@@ -81,7 +81,7 @@ func TestGateReleaseInPriorityOrder(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	g.Release()
+	g.Release(false)
 	if g.InFlight() != 0 || g.Waiting() != 0 {
 		t.Fatalf("in flight %d, waiting %d at the end", g.InFlight(), g.Waiting())
 	}
@@ -90,13 +90,13 @@ func TestGateReleaseInPriorityOrder(t *testing.T) {
 func TestGateWaitExpires(t *testing.T) {
 	g := NewGate(1, 10)
 	g.TryAcquire(priority.Medium, false)
-	if r := g.Wait(context.Background(), priority.Medium, 5*time.Millisecond, 0); r != Expired {
+	if r := g.Wait(context.Background(), priority.Medium, false, 5*time.Millisecond, 0); r != Expired {
 		t.Fatalf("wait = %v, want Expired", r)
 	}
 	if g.Waiting() != 0 || g.InFlight() != 1 {
 		t.Fatalf("after expiry: waiting %d, in flight %d; want 0, 1", g.Waiting(), g.InFlight())
 	}
-	g.Release()
+	g.Release(false)
 	if !g.TryAcquire(priority.Low, false) {
 		t.Fatal("an expired waiter left its slot behind")
 	}
@@ -108,7 +108,7 @@ func TestGateCancelLeavesNoSlot(t *testing.T) {
 	g.TryAcquire(priority.High, false)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan Result)
-	go func() { done <- g.Wait(ctx, priority.High, time.Hour, 0) }()
+	go func() { done <- g.Wait(ctx, priority.High, false, time.Hour, 0) }()
 	waitQueued(t, g, 1)
 	cancel()
 	if r := <-done; r != Gone {
@@ -117,7 +117,7 @@ func TestGateCancelLeavesNoSlot(t *testing.T) {
 	if g.Waiting() != 0 {
 		t.Fatalf("waiting %d after a cancel", g.Waiting())
 	}
-	g.Release()
+	g.Release(false)
 	if g.InFlight() != 0 {
 		t.Fatalf("in flight %d: the cancelled waiter took a slot", g.InFlight())
 	}
@@ -128,13 +128,13 @@ func TestGateQueueFull(t *testing.T) {
 	g.TryAcquire(priority.Low, false)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go g.Wait(ctx, priority.Low, time.Hour, 0)
+	go g.Wait(ctx, priority.Low, false, time.Hour, 0)
 	waitQueued(t, g, 1)
-	if r := g.Wait(context.Background(), priority.Low, time.Hour, 0); r != Full {
+	if r := g.Wait(context.Background(), priority.Low, false, time.Hour, 0); r != Full {
 		t.Fatalf("wait on a full queue = %v, want Full", r)
 	}
 	// Each priority has its own queue.
-	go g.Wait(ctx, priority.High, time.Hour, 0)
+	go g.Wait(ctx, priority.High, false, time.Hour, 0)
 	waitQueued(t, g, 2)
 }
 
@@ -157,8 +157,8 @@ func TestGateReserveInsideLimit(t *testing.T) {
 	if g.TryAcquire(priority.High, true) {
 		t.Fatal("high took more than the limit")
 	}
-	g.Release()
-	g.Release()
+	g.Release(false)
+	g.Release(false)
 	// Not shedding: the reserve is everyone's.
 	if a, b := g.TryAcquire(priority.Low, false), g.TryAcquire(priority.Low, false); !a || !b {
 		t.Fatal("the reserve was kept while not shedding")
@@ -175,19 +175,19 @@ func TestGateHandOffRespectsReserve(t *testing.T) {
 	g.TryAcquire(priority.High, true)
 	got := make(chan priority.Priority, 2)
 	go func() {
-		if g.Wait(context.Background(), priority.Medium, time.Minute, 0) == Granted {
+		if g.Wait(context.Background(), priority.Medium, false, time.Minute, 0) == Granted {
 			got <- priority.Medium
 		}
 	}()
 	waitQueued(t, g, 1)
-	g.Release() // one taken: medium's room is 2 − 1 = 1, full
+	g.Release(false) // one taken: medium's room is 2 − 1 = 1, full
 	select {
 	case p := <-got:
 		t.Fatalf("%v was handed the reserve", p)
 	default:
 	}
 	go func() {
-		if g.Wait(context.Background(), priority.High, time.Minute, 0) == Granted {
+		if g.Wait(context.Background(), priority.High, false, time.Minute, 0) == Granted {
 			got <- priority.High
 		}
 	}()
@@ -195,7 +195,7 @@ func TestGateHandOffRespectsReserve(t *testing.T) {
 		t.Fatalf("the free reserve slot went to %v", p)
 	}
 	g.SetShedding(false) // the reserve is everyone's again: no slot free yet
-	g.Release()
+	g.Release(false)
 	if p := <-got; p != priority.Medium {
 		t.Fatalf("the next slot went to %v", p)
 	}
@@ -207,18 +207,18 @@ func TestGateLoweredLimitDrains(t *testing.T) {
 		g.TryAcquire(priority.Low, false)
 	}
 	g.SetLimit(1)
-	g.Release()
+	g.Release(false)
 	if g.TryAcquire(priority.High, false) {
 		t.Fatal("a slot was free at 2 in flight under limit 1")
 	}
-	g.Release()
-	g.Release()
+	g.Release(false)
+	g.Release(false)
 	if !g.TryAcquire(priority.High, false) {
 		t.Fatal("no slot at 0 in flight")
 	}
 	// A raised limit hands its new room to waiters at once.
 	done := make(chan Result)
-	go func() { done <- g.Wait(context.Background(), priority.Low, time.Minute, 0) }()
+	go func() { done <- g.Wait(context.Background(), priority.Low, false, time.Minute, 0) }()
 	waitQueued(t, g, 1)
 	g.SetLimit(2)
 	if r := <-done; r != Granted {
@@ -246,7 +246,7 @@ func TestGateConcurrentNoLeak(t *testing.T) {
 					if r.IntN(4) == 0 {
 						cancel()
 					}
-					ok = g.Wait(ctx, p, time.Duration(r.IntN(200))*time.Microsecond, 0) == Granted
+					ok = g.Wait(ctx, p, false, time.Duration(r.IntN(200))*time.Microsecond, 0) == Granted
 					cancel()
 				}
 				if !ok {
@@ -260,7 +260,7 @@ func TestGateConcurrentNoLeak(t *testing.T) {
 					}
 				}
 				cur.Add(-1)
-				g.Release()
+				g.Release(false)
 			}
 		}()
 	}
@@ -281,9 +281,9 @@ func TestGateQueuesAndOldest(t *testing.T) {
 	g.TryAcquire(priority.Low, false)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go g.Wait(ctx, priority.Medium, time.Hour, 100)
+	go g.Wait(ctx, priority.Medium, false, time.Hour, 100)
 	waitQueued(t, g, 1)
-	go g.Wait(ctx, priority.Low, time.Hour, 300)
+	go g.Wait(ctx, priority.Low, false, time.Hour, 300)
 	waitQueued(t, g, 2)
 	l, oldest := g.Queues(1100)
 	if l != [priority.Count]int{priority.Low: 1, priority.Medium: 1} || oldest != 1000 {
@@ -295,15 +295,15 @@ func TestGateFastPathAllocatesNothing(t *testing.T) {
 	g := NewGate(1, 10)
 	if n := testing.AllocsPerRun(1000, func() {
 		g.TryAcquire(priority.Medium, false)
-		g.Release()
+		g.Release(false)
 	}); n != 0 {
 		t.Fatalf("TryAcquire+Release: %v allocs", n)
 	}
-	g.Wait(context.Background(), priority.Low, time.Second, 0) // warm the pool
-	g.Release()
+	g.Wait(context.Background(), priority.Low, false, time.Second, 0) // warm the pool
+	g.Release(false)
 	if n := testing.AllocsPerRun(1000, func() {
-		g.Wait(context.Background(), priority.Low, time.Second, 0)
-		g.Release()
+		g.Wait(context.Background(), priority.Low, false, time.Second, 0)
+		g.Release(false)
 	}); n != 0 {
 		t.Fatalf("a wait granted at once: %v allocs", n)
 	}
@@ -315,7 +315,98 @@ func BenchmarkGateTryAcquireRelease(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			g.TryAcquire(priority.Medium, false)
-			g.Release()
+			g.Release(false)
 		}
 	})
+}
+
+// While guarding, the reserve is lent to short requests only: a long one
+// (or one never weighed) waits for the slots outside it, a short one of a
+// lower priority takes the reserve past it, and shorts counts them.
+func TestGateLendsTheReserveToShortRequests(t *testing.T) {
+	g := NewGate(4, 10)
+	g.SetReserve(1)
+	g.SetGuard(true)
+	for range 3 {
+		if !g.TryAcquire(priority.Medium, false) {
+			t.Fatal("medium refused a slot outside the reserve")
+		}
+	}
+	if g.TryAcquire(priority.Medium, false) {
+		t.Fatal("a request not known short took the reserve while guarding")
+	}
+	long := make(chan Result, 1)
+	go func() { long <- g.Wait(context.Background(), priority.Medium, false, time.Minute, 0) }()
+	waitQueued(t, g, 1)
+	short := make(chan Result, 1)
+	go func() { short <- g.Wait(context.Background(), priority.Low, true, time.Minute, 0) }()
+	if r := <-short; r != Granted {
+		t.Fatalf("a short low request behind a long medium one: %v, want the reserve", r)
+	}
+	if in, waiting := g.Shorts(); in != 1 || waiting != 0 || g.InFlight() != 4 {
+		t.Fatalf("shorts %d (%d waiting), in flight %d; want 1 (0), 4", in, waiting, g.InFlight())
+	}
+	// The short one gives the reserve back: the long one may not take it.
+	g.Release(true)
+	select {
+	case r := <-long:
+		t.Fatalf("the long request was handed the reserve (%v)", r)
+	case <-time.After(10 * time.Millisecond):
+	}
+	// A slot outside the reserve frees: it goes to the long one.
+	g.Release(false)
+	if r := <-long; r != Granted {
+		t.Fatalf("long: %v", r)
+	}
+	// High may take the reserve whatever it is.
+	if !g.TryAcquire(priority.High, false) {
+		t.Fatal("high refused the reserve")
+	}
+	// Not guarding: the reserve is everyone's.
+	g.Release(false)
+	g.SetGuard(false)
+	if !g.TryAcquire(priority.Low, false) {
+		t.Fatal("the reserve was held while neither guarding nor shedding")
+	}
+	if in, _ := g.Shorts(); in != 0 {
+		t.Fatalf("shorts %d after every short slot was given back", in)
+	}
+}
+
+// While shedding, a short request may borrow the reserve too. Between a
+// long waiter and a short one of the same priority, the older goes first
+// when either may take the slot; when only the reserve is left, the short
+// one passes an older long one.
+func TestGateShortWaitersKeepTheirPlace(t *testing.T) {
+	g := NewGate(2, 10)
+	g.SetShedding(true)
+	g.TryAcquire(priority.High, true)
+	g.TryAcquire(priority.High, true)
+	order := make(chan string, 4)
+	wait := func(short bool, since int64, name string) {
+		go func() {
+			if g.Wait(context.Background(), priority.Medium, short, time.Minute, since) == Granted {
+				order <- name
+			}
+		}()
+	}
+	wait(false, 1, "long")
+	waitQueued(t, g, 1)
+	wait(true, 2, "short")
+	waitQueued(t, g, 2)
+	g.SetLimit(3) // one slot, no reserve: the older
+	if w := <-order; w != "long" {
+		t.Fatalf("the slot went to the %s one, want the older, long", w)
+	}
+	g.SetReserve(1)
+	wait(false, 0, "long2") // older than short
+	waitQueued(t, g, 2)
+	g.Release(false) // 2 in flight, neither short: only the reserve is left
+	if w := <-order; w != "short" {
+		t.Fatalf("the reserve went to %s, want short", w)
+	}
+	g.Release(false) // a slot outside the reserve
+	if w := <-order; w != "long2" {
+		t.Fatalf("then %s, want long2", w)
+	}
 }

@@ -79,6 +79,7 @@ type Limit struct {
 	// trusted until knownUntil: no probing above it before then.
 	known      float64
 	knownUntil time.Time
+	wasStuck   bool // the last step saw requests stuck
 	// marks: Signal.Started at the last markSteps steps, the newest at
 	// marks[(head-1) % markSteps]
 	marks [markSteps]mark
@@ -159,7 +160,7 @@ func (l *Limit) start() {
 	l.long, l.short, l.gradient, l.slowStart, l.floor = 0, 0, 1, true, 0
 	l.sum, l.count, l.since = 0, 0, time.Time{}
 	l.marks, l.head = [markSteps]mark{}, 0
-	l.known, l.knownUntil = 0, time.Time{}
+	l.known, l.knownUntil, l.wasStuck = 0, time.Time{}, false
 }
 
 // SetConfig applies a reloaded config, keeping what was learned (within
@@ -195,6 +196,18 @@ func (l *Limit) Value() int {
 }
 
 func (l *Limit) value() int { return int(math.Round(l.limit)) }
+
+// Measured is what the upstream served when requests last got stuck, if
+// that is recent enough to hold probes off at now (0 otherwise): slots of
+// the limit above it are probes.
+func (l *Limit) Measured(now time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Before(l.knownUntil) {
+		return int(math.Round(l.known))
+	}
+	return 0
+}
 
 // Step learns from one step's signal and returns the new limit.
 func (l *Limit) Step(s Signal) int {
@@ -249,15 +262,23 @@ func (l *Limit) Step(s Signal) int {
 	}
 	if stuck > 0 {
 		l.slowStart = false
-		served := float64(s.InFlight - stuck)
+		// In flight less those stuck understates what is served when a
+		// stuck request is taking a slot just freed (in flight fell, its
+		// first byte is yet to come): within a run of steps with requests
+		// stuck, the most served stands.
+		served := math.Max(1, float64(s.InFlight-stuck))
+		if l.wasStuck {
+			served = math.Max(served, l.known)
+		}
 		next = math.Min(next, math.Min(l.limit, served))
-		l.known, l.knownUntil = math.Max(1, served), s.Now.Add(probeHold)
+		l.known, l.knownUntil = served, s.Now.Add(probeHold)
 		l.why = fmt.Sprintf("%d waited over %v for a first byte: a queue in the upstream", stuck, ms(float64(wait)))
 	} else if next > l.limit && next > l.known && s.Now.Before(l.knownUntil) {
 		next = math.Max(l.limit, l.known)
 		l.why = fmt.Sprintf("probing held at %d for %v: the upstream served %d when requests got stuck",
 			int(math.Round(next)), l.knownUntil.Sub(s.Now).Round(time.Second), int(l.known))
 	}
+	l.wasStuck = stuck > 0
 	if s.Hold && next > l.limit {
 		next = l.limit
 		l.why = "held: the latency level is tripped"

@@ -176,6 +176,9 @@ func TestLimitFixedAndBounds(t *testing.T) {
 	if err := (Config{Queue: -1}).Validate(); err == nil || err.Error() != "concurrency: queue must not be negative, got -1" {
 		t.Fatalf("Validate: %v", err)
 	}
+	if err := (Config{WeighBody: -5}).Validate(); err == nil || err.Error() != "concurrency: weigh_body must be a size in bytes, or -1 (off), got -5" {
+		t.Fatalf("Validate: %v", err)
+	}
 }
 
 // server is a model of a streaming LLM server with long answers: slots
@@ -337,13 +340,22 @@ func TestLimitHoldsProbesAtTheMeasuredCapacity(t *testing.T) {
 	if v := l.Value(); v != 8 {
 		t.Fatalf("limit %d with 2 of 10 stuck, want the 8 served (%+v)", v, l.Status())
 	}
+	// One answer ends and a stuck request takes its slot: 9 in flight, 2
+	// still without a first byte, 8 served all along.
+	if v := steps(l, &now, 2, Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 9, Waiting: true,
+		Started: started + 1, Answered: started - 2}); v != 8 {
+		t.Fatalf("limit %d when a stuck request takes a freed slot, want 8 still (%+v)", v, l.Status())
+	}
 	served := Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 8, Waiting: true,
 		Started: started + 100, Answered: started + 100}
 	held := int((probeHold - time.Second) / (250 * time.Millisecond))
 	if v, d := steps(l, &now, held, served), l.Status().Driver; v != 8 || !strings.HasPrefix(d, "probing held at 8") {
 		t.Fatalf("limit %d, driver %q within the hold, want 8, held", v, d)
 	}
-	if v := steps(l, &now, 8, served); v <= 8 {
-		t.Fatalf("limit %d after the hold, want it probing up again", v)
+	if m := l.Measured(now); m != 8 {
+		t.Fatalf("measured %d within the hold, want 8", m)
+	}
+	if v := steps(l, &now, 8, served); v <= 8 || l.Measured(now) != 0 {
+		t.Fatalf("limit %d, measured %d after the hold, want it probing up again, nothing measured", v, l.Measured(now))
 	}
 }

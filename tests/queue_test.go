@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -142,5 +143,60 @@ func TestReloadWhileRequestsWait(t *testing.T) {
 	}
 	if st := status(t, "reloadwait"); st.InFlight != 0 || queued(t, "reloadwait") != 0 {
 		t.Fatalf("after the reload: in flight %d, queued %v", st.InFlight, st.Admission.Queued)
+	}
+}
+
+// A request that waits while the reserve is held is weighed: its body is
+// read for the answer length it asks, and reaches the upstream byte for
+// byte (llmsim answers exactly the max_tokens it reads, and refuses a
+// body it cannot parse).
+func TestWeighedRequestReachesTheUpstreamWhole(t *testing.T) {
+	_, addr := upstream(t, llmsim.Config{Slots: 2, TokenTime: 100 * time.Millisecond, DefaultMaxTokens: 10})
+	tc := start(t, fmt.Sprintf(`http://localhost:9080 {
+	adaptive_throttle {
+		name weigh
+		gpu off
+		priority {
+			high_reserve 1
+		}
+		concurrency {
+			limit 2
+			max_wait 10s
+		}
+	}
+	reverse_proxy %s
+}`, addr))
+	ctx := context.Background()
+	busy := []<-chan int{send(t, tc, ctx, "low"), send(t, tc, ctx, "low")} // 1 s each
+	eventually(t, 5*time.Second, "both slots taken", func() bool { return status(t, "weigh").Admission.InFlight == 2 })
+	prompt := strings.Repeat("lorem ipsum ", 500) // a body of some 6 KB, read whole
+	body := `{"model":"demo-llm","messages":[{"role":"user","content":"` + prompt + `"}],"max_tokens":7}`
+	req, _ := http.NewRequest(http.MethodPost, siteURL+"/v1/chat/completions", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Priority", "low")
+	resp, err := tc.Client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var answer struct {
+		Usage struct {
+			PromptTokens     int `json:"prompt_tokens"`
+			CompletionTokens int `json:"completion_tokens"`
+		} `json:"usage"`
+	}
+	raw := drain(t, resp)
+	if err := json.Unmarshal([]byte(raw), &answer); resp.StatusCode != 200 || err != nil {
+		t.Fatalf("the weighed request: %d %s", resp.StatusCode, raw)
+	}
+	if answer.Usage.CompletionTokens != 7 || answer.Usage.PromptTokens < 1000 {
+		t.Fatalf("usage %+v: the upstream did not get the body as sent (7 tokens asked, a prompt of 6000 characters)", answer.Usage)
+	}
+	for _, c := range busy {
+		if s := <-c; s != 200 {
+			t.Fatalf("a busy request: %d", s)
+		}
+	}
+	if sh := status(t, "weigh").Admission.Short; sh.Weighed != 1 {
+		t.Fatalf("short status %+v: want the one waiting request weighed", sh)
 	}
 }

@@ -82,13 +82,29 @@ func (d Decision) CauseIndex() int { return int(uint8(d.info >> 16)) }
 // whatever the limit: they are how recovery is seen. An override "pass"
 // admits everything (each still counts in flight); the circuit still
 // counts outcomes.
+//
+// Admit knows nothing of the request's size, so it never counts as short
+// (see AdmitRequest).
 func (t *Throttle) Admit(ctx context.Context, p priority.Priority, now Instant) Decision {
+	return t.admit(ctx, nil, p, now)
+}
+
+// AdmitRequest is Admit for an HTTP request, its context r's: when r would
+// wait for a slot while slots turn over slowly, its body may be read
+// (weigh_body) to learn whether it is short and may borrow high's reserve;
+// the body is put back whole for the next handler.
+func (t *Throttle) AdmitRequest(r *http.Request, p priority.Priority, now Instant) Decision {
+	return t.admit(r.Context(), r, p, now)
+}
+
+func (t *Throttle) admit(ctx context.Context, r *http.Request, p priority.Priority, now Instant) Decision {
 	// The verdict is kept in a local until the end: writing a byte of d and
 	// then reading d whole stalls the store-to-load forwarding.
 	rec := getRecorder()
 	v := priority.Pass
 	start := now.Mono
 	var tk breaker.Ticket
+	short := false
 	mode := t.overrideAt(now.Time)
 	ticket, ok, retryIn := t.circuit.Allow(now.Time)
 	switch {
@@ -105,14 +121,14 @@ func (t *Throttle) Admit(ctx context.Context, p priority.Priority, now Instant) 
 	default:
 		tk = ticket
 		if mask := t.tripped.Load(); mode == "shed" || mask != 0 {
-			v, start = t.graded(ctx, p, mode == "shed" || mask&upstreamLevels != 0, now)
+			v, start, short = t.graded(ctx, r, p, mode == "shed" || mask&upstreamLevels != 0, now)
 		} else if !t.gate.TryAcquire(p, false) {
-			v, start = t.wait(ctx, p, false, now)
+			v, start, short = t.wait(ctx, r, p, false, now)
 		}
 	}
 	t.verdicts[p][v].Add(rec.shard)
 	if v.Admitted() {
-		rec.start, rec.high = start, p == priority.High
+		rec.start, rec.high, rec.short = start, p == priority.High, short
 		if rec.high {
 			t.highIn.Add(1)
 		}
@@ -131,56 +147,60 @@ const upstreamLevels = 1<<levelGPU | 1<<levelLatency
 // upstream is hurting is tripped, or an override sheds): low is refused at
 // once; otherwise only arrivals surge, the limit guards the upstream, and
 // low may take a slot that is free while nobody waits.
-func (t *Throttle) graded(ctx context.Context, p priority.Priority, hurting bool, now Instant) (priority.Verdict, int64) {
+func (t *Throttle) graded(ctx context.Context, r *http.Request, p priority.Priority, hurting bool, now Instant) (priority.Verdict, int64, bool) {
 	switch p {
 	case priority.High:
 		if t.gate.TryAcquire(p, true) {
-			return priority.PassReserved, now.Mono
+			return priority.PassReserved, now.Mono, false
 		}
 	case priority.Medium:
 		if t.pacer.AllowN(now.Time, 1) && t.gate.TryAcquire(p, true) {
-			return priority.PassBucket, now.Mono
+			return priority.PassBucket, now.Mono, false
 		}
 	default:
 		if !hurting && t.gate.TryAcquire(p, true) {
-			return priority.Pass, now.Mono
+			return priority.Pass, now.Mono, false
 		}
 	}
-	return t.wait(ctx, p, true, now)
+	return t.wait(ctx, r, p, true, now)
 }
 
 // wait is the slow path: no slot was free (or, for medium while shedding,
 // no pacing token). The request queues for a slot; low does not while
-// shedding. A granted request's time starts when it got its slot, so its
-// time to first byte is the upstream's, not the queue's.
-func (t *Throttle) wait(ctx context.Context, p priority.Priority, shedding bool, now Instant) (priority.Verdict, int64) {
+// shedding. While the reserve is held (slots turn over slowly), a medium
+// or low request r is weighed first: a short one may borrow the reserve.
+// A granted request's time starts when it got its slot, so its time to
+// first byte is the upstream's, not the queue's. It returns the verdict,
+// that start, and whether the slot was taken as short.
+func (t *Throttle) wait(ctx context.Context, r *http.Request, p priority.Priority, shedding bool, now Instant) (priority.Verdict, int64, bool) {
 	t.waits.Add(1)
 	if shedding && p == priority.Low {
-		return priority.ShedLow, 0
+		return priority.ShedLow, 0, false
 	}
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	switch t.gate.Wait(ctx, p, time.Duration(t.maxWait[p].Load()), now.Mono) {
+	short := p != priority.High && t.gate.Reserve() > 0 && t.weigher.short(r)
+	switch t.gate.Wait(ctx, p, short, time.Duration(t.maxWait[p].Load()), now.Mono) {
 	case admission.Granted:
 		start := Now().Mono
 		switch {
 		case !shedding:
-			return priority.PassQueued, start
+			return priority.PassQueued, start, short
 		case p == priority.High:
-			return priority.PassReserved, start
+			return priority.PassReserved, start, false
 		}
-		return priority.PassBucket, start
+		return priority.PassBucket, start, short
 	case admission.Gone:
-		return priority.ShedGone, 0
+		return priority.ShedGone, 0, false
 	}
 	switch {
 	case !shedding:
-		return priority.ShedQueue, 0
+		return priority.ShedQueue, 0, false
 	case p == priority.High:
-		return priority.ShedReserveFull, 0
+		return priority.ShedReserveFull, 0, false
 	}
-	return priority.ShedBucket, 0
+	return priority.ShedBucket, 0, false
 }
 
 // refusal is a refused Decision: its cause, and Retry-After from when
@@ -307,7 +327,7 @@ func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, 
 	if rec.high {
 		t.highIn.Add(-1)
 	}
-	t.gate.Release()
+	t.gate.Release(rec.short)
 	t.finished.Add(sh)
 	putRecorder(rec)
 }

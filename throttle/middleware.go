@@ -35,7 +35,7 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if v := r.Header[m.header]; len(v) > 0 {
 		p = priority.Classify(v[0], p)
 	}
-	d := m.t.Admit(r.Context(), p, now)
+	d := m.t.AdmitRequest(r, p, now)
 	if !d.Admitted() {
 		m.t.LogRefusal(r, d)
 		WriteRefusal(w, d)

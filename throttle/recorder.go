@@ -20,6 +20,7 @@ type recorder struct {
 	start  int64       // when the request was admitted (breaker.Mono)
 	fb     *firstBytes // where a successful first byte is counted, for the limit
 	high   bool        // a high-priority request: counted in Throttle.highIn
+	short  bool        // its slot was taken as a short request's (admission.Gate.Release)
 	// shard is this recorder's index into the sharded counters and
 	// histograms, fixed for its life: a Decision carries its recorder for
 	// it even when no response is recorded (Admit without Serve). sync.Pool keeps objects on the P
@@ -43,7 +44,7 @@ func getRecorder() *recorder { return recorders.Get().(*recorder) }
 // putRecorder returns rec to the pool, reset: no reference to the
 // request's writer, nothing recorded.
 func putRecorder(rec *recorder) {
-	rec.ResponseWriter, rec.stamp, rec.status, rec.wrote, rec.at, rec.fb, rec.high = nil, false, 0, false, 0, nil, false
+	rec.ResponseWriter, rec.stamp, rec.status, rec.wrote, rec.at, rec.fb, rec.high, rec.short = nil, false, 0, false, 0, nil, false, false
 	recorders.Put(rec)
 }
 

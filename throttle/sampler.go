@@ -65,6 +65,18 @@ func (t *Throttle) step(now time.Time, second bool) {
 // idle reserve is capacity thrown away.
 const reserveTurnover = 5.3
 
+// turnoverAlpha: the weight of a second in the completion rate the
+// reserve is judged by (10 s of memory: one second of many short answers
+// ending together says little of the next).
+const turnoverAlpha = 0.1
+
+// guardOn and guardOff: the short requests' average slots at which the
+// reserve starts to be held while not shedding, and stops.
+const (
+	guardOn  = 0.5
+	guardOff = 0.25
+)
+
 // admitStep hands the limit the step's signal and publishes the new limit,
 // the reserve within it (0 while the slots turn over fast enough, see
 // reserveTurnover), and the medium lane's pacing: the rate at which
@@ -94,11 +106,32 @@ func (t *Throttle) admitStep(now time.Time) {
 	t.mu.Unlock()
 	reserve := pc.Reserve(n)
 	drain := math.Float64frombits(t.drain.Load())
-	if drain*time.Duration(t.maxWait[priority.High].Load()).Seconds() >= reserveTurnover {
+	if t.turnover*time.Duration(t.maxWait[priority.High].Load()).Seconds() >= reserveTurnover {
 		reserve = 0 // slots turn over fast enough: the hand-off serves high in time
+	}
+	// Short requests about to borrow it: the reserve is held while not
+	// shedding too. The gate counts the high requests in flight against
+	// the long ones' room as they come; the reserve adds as many slots as
+	// the short requests want, and one more for the next high request, so
+	// that it is seldom idle and a high request with a long answer does
+	// not take the last slot that turns over. At most half the limit, or
+	// the reserve if more; then the probes above the measured capacity.
+	inShort, waitShort := t.gate.Shorts()
+	t.weigher.step(inShort + waitShort)
+	d := t.weigher.demand
+	guard := reserve > 0 && (d >= guardOn || (t.gate.Guarding() && d >= guardOff))
+	if guard && !t.shedding(now) {
+		reserve = min(int(math.Round(d))+1, max(reserve, n/2))
+	}
+	if m := t.limit.Measured(now); guard && m > 0 {
+		// Slots above what the upstream was measured to serve are probes:
+		// a long answer that probes holds its slot, stuck or not, for as
+		// long as it lasts, and only short or high requests probe.
+		reserve += max(0, n-m)
 	}
 	t.gate.SetLimit(n)
 	t.gate.SetReserve(reserve)
+	t.gate.SetGuard(guard)
 	r := pc.MediumFloor
 	if drain > 0 {
 		r = math.Max(r, float64(n-reserve)*drain/float64(max(inflight, 1)))
@@ -114,6 +147,11 @@ func (t *Throttle) measureDrain(now time.Time) {
 	dt := now.Sub(t.lastSec)
 	if !t.lastSec.IsZero() && dt > 0 && dt < time.Minute {
 		r := float64(fin-t.lastFin) / dt.Seconds()
+		if t.turnover > 0 {
+			t.turnover += turnoverAlpha * (r - t.turnover)
+		} else {
+			t.turnover = r
+		}
 		if old := math.Float64frombits(t.drain.Load()); old > 0 {
 			r = old + 0.5*(r-old)
 		}

@@ -94,7 +94,7 @@ func TestQPSSurgeShedsAndRecovers(t *testing.T) {
 		t.Fatalf("low while shedding: %v %s", d.Verdict(), d.Cause())
 	}
 	for range th.gate.Limit() - th.gate.Reserve() {
-		th.gate.Release()
+		th.gate.Release(false)
 	}
 	// The surge goes on: the baseline must not learn it.
 	steady(th, &now, 20, 40)
@@ -166,7 +166,8 @@ func TestMediumPacingFollowsTheLimit(t *testing.T) {
 // The reserve is held idle only while high's max_wait spans too few
 // completions for a waiting high request to be sure of the next freed
 // slot: at 20 completions a second and a wait of 1 s it is not held, at
-// 2 a second it is.
+// 2 a second it is, once that rate has held for some seconds (one second
+// of many answers ending together is no turnover to count on).
 func TestReserveHeldOnlyWhileSlotsTurnOverSlowly(t *testing.T) {
 	th := testThrottle(t, Config{Concurrency: admission.Config{Limit: 10}})
 	now := time.Unix(1000, 0)
@@ -178,9 +179,11 @@ func TestReserveHeldOnlyWhileSlotsTurnOverSlowly(t *testing.T) {
 	if res := th.gate.Reserve(); res != 0 {
 		t.Fatalf("20 completions within high's wait: reserve %d, want 0", res)
 	}
-	for range 6 {
-		steady(th, &now, 1, 2)
+	steady(th, &now, 15, 2) // the rate it is judged by remembers some 10 s
+	if res := th.gate.Reserve(); res != 0 {
+		t.Fatalf("15 s after 20 completions a second: reserve %d, want 0 still", res)
 	}
+	steady(th, &now, 5, 2)
 	if res := th.gate.Reserve(); res != 2 {
 		t.Fatalf("2 completions within high's wait: reserve %d, want 2 (20%% of 10)", res)
 	}

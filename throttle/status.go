@@ -81,6 +81,23 @@ type AdmissionStatus struct {
 	// DrainPerS is the rate requests complete at (smoothed, per second):
 	// what a queue refusal's Retry-After is derived from.
 	DrainPerS float64 `json:"drain_per_s"`
+	// Short is how requests are weighed (weigh_body).
+	Short ShortStatus `json:"short"`
+}
+
+// ShortStatus is what the weigher learned: requests asking for at most
+// BelowTokens (half the mean asked) are short and may borrow high's
+// reserve; InFlight of them hold a slot now, Waiting wait for one.
+// Guarded: the reserve is held while not shedding too, because short
+// requests keep it busy. Weighed counts the requests whose body told
+// their length, Short those found short.
+type ShortStatus struct {
+	BelowTokens int64  `json:"below_tokens"`
+	InFlight    int64  `json:"in_flight"`
+	Waiting     int64  `json:"waiting"`
+	Weighed     uint64 `json:"weighed"`
+	Short       uint64 `json:"short"`
+	Guarded     bool   `json:"reserve_guarded"`
 }
 
 // HighLane is high priority: the slots of the limit only it may take while
@@ -148,9 +165,12 @@ func (t *Throttle) Status(now time.Time) Status {
 		Low:    LowLane{Passed: passed(priority.Low), Shed: shed(priority.Low)},
 	}
 	queued, oldest := t.gate.Queues(Now().Mono)
+	inShort, waitShort := t.gate.Shorts()
 	st.Admission = AdmissionStatus{LimitStatus: t.limit.Status(), InFlight: t.gate.InFlight(),
 		Queued:      map[string]int{"high": queued[priority.High], "medium": queued[priority.Medium], "low": queued[priority.Low]},
-		OldestWaitS: levels.Round(oldest.Seconds()), DrainPerS: levels.Round(math.Float64frombits(t.drain.Load()))}
+		OldestWaitS: levels.Round(oldest.Seconds()), DrainPerS: levels.Round(math.Float64frombits(t.drain.Load())),
+		Short: ShortStatus{BelowTokens: t.weigher.below.Load(), InFlight: inShort, Waiting: waitShort, Weighed: t.weigher.count.Load(),
+			Short: t.weigher.shorts.Load(), Guarded: t.gate.Guarding()}}
 	for c := range numCauses {
 		st.Shed[causeNames[c]] = t.shedBy[c].Load()
 	}

@@ -95,6 +95,7 @@ type Throttle struct {
 	pacer      *rate.Limiter
 	firstBytes firstBytes                   // successful first bytes since start: the limit's signal
 	highIn     atomic.Int64                 // high-priority requests in flight
+	weigher    weigher                      // tells short requests from long ones
 	maxWait    [priority.Count]atomic.Int64 // ns: each priority's max_wait
 
 	// Read by the request path, written by the sampler (and an override).
@@ -124,6 +125,7 @@ type Throttle struct {
 	lastWait  uint64        // sampler only: waits at the last step
 	lastFin   uint64        // sampler only: finished at the last second
 	lastSec   time.Time     // sampler only
+	turnover  float64       // sampler only: completions per second, over some 10 s
 	waits     atomic.Uint64 // requests that found no free slot
 	drain     atomic.Uint64 // float64 bits: completions per second, smoothed (sampler)
 	stop      context.CancelFunc
@@ -187,6 +189,7 @@ func build(name string, cfg Config, logger *zap.Logger) (*Throttle, error) {
 	t.gate.SetReserve(cfg.Priority.Reserve(t.limit.Value()))
 	t.firstBytes = newFirstBytes()
 	t.setMaxWait(cfg.Concurrency.MaxWait)
+	t.weigher.limit.Store(cfg.Concurrency.WeighBody)
 	t.levels = [numLevels]levels.Level{levelGPU: t.gpu, levelLatency: t.latency, levelQPS: t.qps}
 	for p := range t.verdicts {
 		for v := range t.verdicts[p] {
@@ -271,6 +274,7 @@ func (t *Throttle) Apply(cfg Config) error {
 	t.gate.SetReserve(cfg.Priority.Reserve(n))
 	t.gate.SetMaxQueue(cfg.Concurrency.Queue)
 	t.setMaxWait(cfg.Concurrency.MaxWait)
+	t.weigher.limit.Store(cfg.Concurrency.WeighBody)
 	t.def.Store(uint32(cfg.Priority.DefaultPriority()))
 	t.retry.Store(int64(cfg.RetryAfter))
 	return nil
