@@ -167,3 +167,31 @@ func TestReserveGuardedWhileShortRequestsBorrowIt(t *testing.T) {
 		t.Fatal("still guarding with no short request left")
 	}
 }
+
+// What weighing one request costs: reading a chat body of about 1 KB,
+// putting it back and decoding its length (only requests that would wait
+// while slots turn over slowly pay it).
+func BenchmarkWeigh(b *testing.B) {
+	var w weigher
+	w.limit.Store(64 << 10)
+	w.below.Store(70)
+	body := `{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("lorem ipsum ", 80) + `"}],"max_tokens":16}`
+	b.ReportAllocs()
+	for b.Loop() {
+		r := chatRequest(body, "application/json")
+		if !w.short(r) {
+			b.Fatal("not short")
+		}
+	}
+}
+
+// The yardstick for BenchmarkWeigh: the request alone.
+func BenchmarkWeighYardstick(b *testing.B) {
+	body := `{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("lorem ipsum ", 80) + `"}],"max_tokens":16}`
+	b.ReportAllocs()
+	for b.Loop() {
+		if r := chatRequest(body, "application/json"); r.ContentLength == 0 {
+			b.Fatal("no body")
+		}
+	}
+}
