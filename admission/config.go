@@ -17,9 +17,9 @@ type Config struct {
 	Min int `json:"min,omitempty"`
 	Max int `json:"max,omitempty"`
 	// Initial is the learned limit before anything is learned. Default 4:
-	// the first seconds double it while requests wait and time to first
-	// byte holds, so a small start costs a second, and a large one floods
-	// a small server.
+	// the first seconds grow it by half a step while requests wait and
+	// time to first byte holds, so a small start costs a second, and a
+	// large one floods a small server.
 	Initial int `json:"initial,omitempty"`
 	// Queue bounds the requests waiting for a slot, per priority. Default
 	// 1000.

@@ -27,8 +27,10 @@ import (
 // is gone), it follows down at once.
 //
 // Besides the gradient:
-//   - the first steps double the limit while requests wait for a slot and
-//     first bytes hold, so a cold start does not queue at a small limit;
+//   - the first steps grow the limit by half while requests wait for a
+//     slot and first bytes hold, so a cold start does not queue at a small
+//     limit (by half, not double: what overshoots the upstream's slots
+//     waits in its queue);
 //   - a limit the traffic does not use (fewer than half its slots taken,
 //     nobody waiting) does not grow, so an idle gateway cannot inflate it
 //     and then let a surge through;
@@ -107,6 +109,12 @@ const (
 	minSamples = 4
 	// pressureCut: the cut per step under pressure.
 	pressureCut = 0.9
+	// slowStartGrowth: the slow start's growth a step. Each step past the
+	// upstream's slots admits up to (growth − 1) × slots requests that
+	// wait in its queue until answers end: by half, not double, that
+	// overshoot drains in half the time, at one step more to a cold
+	// start's limit.
+	slowStartGrowth = 1.5
 	// probeHold: how long the upstream's measured capacity (what it
 	// served when requests got stuck) holds probes off.
 	probeHold = 15 * time.Second
@@ -253,7 +261,7 @@ func (l *Limit) Step(s Signal) int {
 		case !used:
 			l.why = "limit unused"
 		case l.slowStart && s.Waiting:
-			next = 2 * l.limit
+			next = slowStartGrowth * l.limit
 			l.why = "slow start"
 		default:
 			next = l.limit + math.Sqrt(l.limit)*smoothing

@@ -120,7 +120,7 @@ func TestLimitTakesASteadyRiseAsTheNorm(t *testing.T) {
 
 // Pressure from a level cuts the limit by a tenth a step, even while first
 // bytes come fast, down to half what it was; once it is gone, the limit
-// climbs back as from a cold start.
+// climbs back as from a cold start (by half a step).
 func TestLimitPressureCuts(t *testing.T) {
 	l := NewLimit(Config{Initial: 100})
 	now := time.Unix(0, 0)
@@ -134,8 +134,8 @@ func TestLimitPressureCuts(t *testing.T) {
 		t.Fatalf("limit %d after 25 steps of pressure, want half of 100", v)
 	}
 	step(1, Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 50, Waiting: true})
-	if v, d := l.Value(), l.Status().Driver; v != 100 || d != "slow start" {
-		t.Fatalf("after the pressure: limit %d, driver %q; want 100 by slow start", v, d)
+	if v, d := l.Value(), l.Status().Driver; v != 75 || d != "slow start" {
+		t.Fatalf("after the pressure: limit %d, driver %q; want 50 × 1.5 by slow start", v, d)
 	}
 }
 
