@@ -200,15 +200,9 @@ type server struct {
 // tick advances the server to now: answers end, queued requests take the
 // freed slots, first bytes come.
 func (s *server) tick(now time.Time) {
-	kept := s.running[:0]
-	for _, end := range s.running {
-		if end.After(now) {
-			kept = append(kept, end)
-		} else {
-			s.ended++
-		}
-	}
-	s.running = kept
+	var n uint64
+	s.running, n = past(s.running, now)
+	s.ended += n
 	for len(s.running) < s.slots && len(s.admittedAt) > 0 {
 		at := s.admittedAt[0]
 		s.admittedAt = s.admittedAt[1:]
@@ -217,15 +211,22 @@ func (s *server) tick(now time.Time) {
 		s.ttfbSum += now.Add(s.prefill).Sub(at)
 		s.ttfbCount++
 	}
-	kept = s.firstBytes[:0]
-	for _, fb := range s.firstBytes {
-		if fb.After(now) {
-			kept = append(kept, fb)
+	s.firstBytes, n = past(s.firstBytes, now)
+	s.answered += n
+}
+
+// past drops the instants of ts that are not after now, in place, and
+// counts them.
+func past(ts []time.Time, now time.Time) (kept []time.Time, n uint64) {
+	kept = ts[:0]
+	for _, at := range ts {
+		if at.After(now) {
+			kept = append(kept, at)
 		} else {
-			s.answered++
+			n++
 		}
 	}
-	s.firstBytes = kept
+	return kept, n
 }
 
 func (s *server) admit(now time.Time) {
@@ -239,7 +240,7 @@ func (s *server) inflight() int64 { return int64(s.started - s.ended) }
 // of a queue: the requests stuck waiting for one say it first. The limit
 // comes down to what the server serves within a step or two of a
 // request's getting stuck, and once the cold start's overshoot (one
-// doubling too many, 12 s to drain) is gone, the server's own queue stays
+// growth step too many, 12 s to drain) is gone, the server's own queue stays
 // within one or two, where first bytes alone let it grow with every probe.
 func TestLimitSeesRequestsStuckBeforeTheirFirstByte(t *testing.T) {
 	for _, tc := range []struct {
