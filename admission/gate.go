@@ -70,9 +70,9 @@ type Gate struct {
 type took uint8
 
 const (
-	taken   took = iota
-	full         // no slot within the limit
-	onlyFor      // room left only in the reserve, which this request may not take
+	taken       took = iota
+	full             // no slot within the limit
+	reserveOnly      // room left only in the reserve, which this request may not take
 )
 
 // NewGate returns a gate of limit slots, none taken, queues of at most
@@ -98,7 +98,7 @@ func (g *Gate) take(p priority.Priority, short, shedding bool) took {
 			return full
 		}
 		if bound < limit && n-g.shorts.Load() >= bound {
-			return onlyFor
+			return reserveOnly
 		}
 		if g.inflight.CompareAndSwap(n, n+1) {
 			if short {
@@ -218,7 +218,7 @@ func (g *Gate) dispatch() {
 				break
 			}
 			r := g.take(p, w.short, shedding)
-			if r == onlyFor { // room for short ones only
+			if r == reserveOnly { // room for short ones only
 				if w = qs[1].head; w == nil {
 					break // none here: perhaps at a lower priority
 				}
