@@ -28,8 +28,7 @@ type weigher struct {
 	sum, count, shorts atomic.Uint64
 
 	// Sampler only.
-	mean               float64 // tokens asked, averaged over the requests read
-	asked, weighed     float64 // decaying sums of the tokens asked and the requests read
+	asked, weighed     float64 // decaying sums of the tokens asked and the requests read: their ratio is the mean length
 	lastSum, lastCount uint64
 	demand             float64 // short requests holding a slot or waiting for one, averaged
 }
@@ -134,12 +133,9 @@ func (w *weigher) step(shorts int64) {
 	// Each request weighs the same, however many a step read.
 	w.asked = w.asked*(1-lengthAlpha) + float64(sum-w.lastSum)
 	w.weighed = w.weighed*(1-lengthAlpha) + float64(count-w.lastCount)
-	if w.weighed > 0 {
-		w.mean = w.asked / w.weighed
-	}
 	w.lastSum, w.lastCount = sum, count
 	w.demand += weighAlpha * (float64(shorts) - w.demand)
-	if count >= weighLearn {
-		w.below.Store(int64(math.Round(shortShare * w.mean)))
+	if count >= weighLearn && w.weighed > 0 {
+		w.below.Store(int64(math.Round(shortShare * w.asked / w.weighed)))
 	}
 }
