@@ -109,8 +109,9 @@ func startWith(t *testing.T, global, cfg string) *caddytest.Tester {
 // load returns, asynchronously, and a connection it accepts meanwhile is
 // closed unanswered (the same with no adaptive_throttle in the route); such
 // a request never reached a handler, and each test starts right after a
-// load. Retries are logged, and a handler that kills its connections (a
-// panic) would fail the retry too.
+// load. The retry goes on a new connection (idle ones are closed first:
+// they belong to the same stopping server). Retries are logged, and a
+// handler that kills its connections (a panic) would fail the retry too.
 type dropRetry struct {
 	next http.RoundTripper
 	t    testing.TB
@@ -133,6 +134,11 @@ func (d dropRetry) RoundTrip(req *http.Request) (*http.Response, error) {
 		again.Body = body
 	}
 	d.t.Logf("%s %s: connection closed before any answer (%v); retried once", req.Method, req.URL.Path, err)
+	// On a new connection: the other idle ones the pool holds were
+	// accepted by the same stopping server, and would drop the retry too.
+	if c, ok := d.next.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 	return d.next.RoundTrip(again)
 }
 
