@@ -252,7 +252,12 @@ func (l *Limit) Step(s Signal) int {
 			// with the queue the limit allows.
 			l.long += (l.short - l.long) / longSteps
 		}
-		l.gradient = math.Max(0.5, math.Min(1, tolerance*l.long/l.short))
+		// First bytes quicker than the clock's step average 0: no queue
+		// to see, and no 0/0 for the gradient.
+		l.gradient = 1
+		if l.short > 0 {
+			l.gradient = math.Max(0.5, math.Min(1, tolerance*l.long/l.short))
+		}
 		switch {
 		case l.gradient < 1:
 			l.slowStart = false

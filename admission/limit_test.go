@@ -1,6 +1,7 @@
 package admission
 
 import (
+	"encoding/json"
 	"math"
 	"strings"
 	"testing"
@@ -94,6 +95,24 @@ func TestLimitUnusedDoesNotGrow(t *testing.T) {
 	}
 	if d := l.Status().Driver; d != "limit unused" {
 		t.Fatalf("driver %q", d)
+	}
+}
+
+// An upstream that answers within the clock's step gives first bytes of
+// 0: the limit still probes up when used, and its status stays a number
+// (a NaN gradient made the status unencodable as JSON).
+func TestLimitWithFirstBytesOfZero(t *testing.T) {
+	l := NewLimit(Config{Initial: 20})
+	now := time.Unix(0, 0)
+	if v := steps(l, &now, 8, Signal{Count: 5, InFlight: 20, Waiting: true}); v <= 20 {
+		t.Fatalf("limit %d, want it to grow from 20", v)
+	}
+	st := l.Status()
+	if st.Gradient != 1 || st.ShortS != 0 || st.LongS != 0 {
+		t.Fatalf("status %+v", st)
+	}
+	if _, err := json.Marshal(st); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -85,8 +85,13 @@ func run(ctx context.Context, args []string, logw io.Writer) error {
 func newServer(t *throttle.Throttle, next http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /throttle/status", func(w http.ResponseWriter, r *http.Request) {
+		body, err := json.Marshal(t.Status(time.Now()))
+		if err != nil {
+			http.Error(w, "status: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(t.Status(time.Now()))
+		_, _ = w.Write(append(body, '\n'))
 	})
 	mux.Handle("/", t.Middleware(throttle.DefaultPriorityHeader, next))
 	return mux

@@ -77,9 +77,13 @@ func TestExampleProtectsAPlainServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sr.Body.Close()
+	raw, err := io.ReadAll(sr.Body)
+	if err != nil || sr.StatusCode != http.StatusOK {
+		t.Fatalf("status: %d %s %v", sr.StatusCode, raw, err)
+	}
 	var st throttle.Status
-	if err := json.NewDecoder(sr.Body).Decode(&st); err != nil {
-		t.Fatal(err)
+	if err := json.Unmarshal(raw, &st); err != nil {
+		t.Fatalf("status %s: %v", raw, err)
 	}
 	if st.Instance != "example" || !st.Shedding || st.Lanes.Low.Shed != 1 || st.Lanes.High.Passed != 2 || st.InFlight != 0 {
 		t.Fatalf("status %+v", st)
