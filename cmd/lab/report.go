@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/ai-guardian/adaptivethrottle/internal/llmsim"
 	"github.com/ai-guardian/adaptivethrottle/internal/loadgen"
 )
 
@@ -16,8 +17,12 @@ func writeMarkdown(w io.Writer, sc scenario, outs []outcome, machine string) err
 	var b strings.Builder
 	fmt.Fprintf(&b, "## %s\n\n", sc.Title)
 	p := sc.Profile
-	fmt.Fprintf(&b, "Upstream: llmsim defaults (%d slots), capacity %.2f req/s (Config.Capacity%s), %.2f req/s in the window",
-		sc.Slots, sc.Capacity, capacityNote(sc), sc.WindowCapacity)
+	slots := fmt.Sprintf("defaults (%d slots)", sc.Slots)
+	if sc.Slots != llmsim.DefaultSlots {
+		slots = fmt.Sprintf("defaults but %d slots (-slots %d)", sc.Slots, sc.Slots)
+	}
+	fmt.Fprintf(&b, "Upstream: llmsim %s, capacity %.2f req/s (Config.Capacity%s), %.2f req/s in the window",
+		slots, sc.Capacity, capacityNote(sc), sc.WindowCapacity)
 	if sc.tokens() {
 		fmt.Fprintf(&b, ", %.0f tokens/s", sc.TokenCapacity)
 	}

@@ -84,7 +84,13 @@ func setupTitle(s string, sc scenario) string {
 }
 
 // scenarioNames lists every scenario, in the order the lab runs them.
-var scenarioNames = []string{"step", "drop", "hetero", "ramp", "cold2x", "steady09"}
+var scenarioNames = []string{"step", "drop", "hetero", "hetero32", "ramp", "cold2x", "steady09"}
+
+// wideSlots is hetero32's batch: a server with four times llmsim's
+// default slots (a vLLM card runs tens to hundreds of sequences). With 8
+// slots one slot kept for high requests is an eighth of the capacity; the
+// same mix on a wider batch shows what a kept slot costs there.
+const wideSlots = 32
 
 // heteroSizes is the hetero scenario's answer lengths: three in four
 // short (16 tokens, a chat turn), one in four long (512 tokens, llmsim's
@@ -95,10 +101,10 @@ var scenarioNames = []string{"step", "drop", "hetero", "ramp", "cold2x", "steady
 // per-priority figures to mean something.
 var heteroSizes = loadgen.Sizes{{MaxTokens: 16, Share: 0.75}, {MaxTokens: 512, Share: 0.25}}
 
-// scenarios are the lab's six, against llmsim with sim's configuration
+// scenarios are the lab's seven, against llmsim with sim's configuration
 // (the lab's upstreams run its defaults): a step to 3× capacity, a
 // capacity drop under steady 0.9× load, heterogeneous answer lengths at 2×
-// capacity in tokens, a slow ramp to 3× and back, a cold start straight
+// capacity in tokens (on llmsim's 8 slots, and on 32), a slow ramp to 3× and back, a cold start straight
 // into 2×, and a steady 0.9× from cold. smoke shrinks every duration (and
 // the long answers) so that the whole lab runs in seconds; its figures
 // mean nothing. Capacity scales with the slots (llmsim.Config.Capacity),
@@ -109,7 +115,8 @@ func scenarios(sim llmsim.Config, inflightN int, smoke bool) []scenario {
 	if slots == 0 {
 		slots = llmsim.DefaultSlots
 	}
-	if inflightN <= 0 {
+	scaleN := inflightN <= 0 // -inflight not set: N follows each scenario's slots
+	if scaleN {
 		inflightN = defaultInflight(slots)
 	}
 	timeout := 30 * time.Second
@@ -159,6 +166,21 @@ func scenarios(sim llmsim.Config, inflightN int, smoke bool) []scenario {
 	hetero.Sizes, hetero.TokenCapacity = sizes, hcap*sizes.Mean()
 	hetero.WindowFrom, hetero.WindowTo, hetero.OverloadEnds = warm, warm+peak, true
 
+	// hetero32: the same on a batch of 32 slots; the static limit's N
+	// scales with them unless -inflight set it.
+	wide := sim
+	wide.Slots = wideSlots
+	wcap := wide.CapacityFor(sizes.Mean())
+	hetero32 := hetero
+	hetero32.Name, hetero32.Slots = "hetero32", wideSlots
+	hetero32.Title = fmt.Sprintf("Heterogeneous answers on %d slots (max_tokens %s): %.2f → %.2f req/s (2× capacity in tokens) for %v, then back",
+		wideSlots, sizes, wcap/2, 2*wcap, peak)
+	hetero32.Profile.Base, hetero32.Profile.Peak = round2(wcap/2), round2(2*wcap)
+	hetero32.Capacity, hetero32.WindowCapacity, hetero32.TokenCapacity = wcap, wcap, wcap*sizes.Mean()
+	if scaleN {
+		hetero32.InflightN = defaultInflight(wideSlots)
+	}
+
 	// ramp: 0.3× for 10 s, linear to 3× over 90 s, back to 0.3× over 45 s,
 	// 0.3× for 15 s. The window is where the offered load is over capacity.
 	hold, up, down, rest := pick(10*time.Second, time.Second), pick(90*time.Second, 5*time.Second),
@@ -185,7 +207,7 @@ func scenarios(sim llmsim.Config, inflightN int, smoke bool) []scenario {
 	steady.WindowFrom, steady.WindowTo = 0, run
 	steady.GoodputRef = steady.Profile.Base / capacity
 
-	all := []scenario{step, drop, hetero, ramp, cold, steady}
+	all := []scenario{step, drop, hetero, hetero32, ramp, cold, steady}
 	for i := range all {
 		all[i].CalmTo = calmUntil(all[i])
 	}

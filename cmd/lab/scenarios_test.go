@@ -32,8 +32,8 @@ func TestScenarioDefinitions(t *testing.T) {
 		if sc.WindowFrom < 0 || sc.WindowTo <= sc.WindowFrom || sc.WindowTo > sc.Profile.Duration {
 			t.Errorf("%s: window %v–%v outside the %v run", sc.Name, sc.WindowFrom, sc.WindowTo, sc.Profile.Duration)
 		}
-		if sc.InflightN != 12 || sc.Slots != 8 {
-			t.Errorf("%s: in-flight N %d for %d slots, want 12 for 8", sc.Name, sc.InflightN, sc.Slots)
+		if wantSlots := map[bool]int{true: wideSlots, false: 8}[sc.Name == "hetero32"]; sc.Slots != wantSlots || sc.InflightN != defaultInflight(wantSlots) {
+			t.Errorf("%s: in-flight N %d for %d slots, want %d for %d", sc.Name, sc.InflightN, sc.Slots, defaultInflight(wantSlots), wantSlots)
 		}
 		// Offered load while calm is at most 0.9× capacity, and the calm
 		// stretch ends where it first exceeds it.
@@ -50,9 +50,9 @@ func TestScenarioDefinitions(t *testing.T) {
 	if !slices.Equal(names, scenarioNames) {
 		t.Errorf("scenarios %v, want %v", names, scenarioNames)
 	}
-	// All six one after another, drains included: well under 20 minutes.
-	if total > 17*time.Minute {
-		t.Errorf("the six scenarios take up to %v", total)
+	// All seven one after another, drains included: under 20 minutes.
+	if total > 20*time.Minute {
+		t.Errorf("the seven scenarios take up to %v", total)
 	}
 	mid := func(sc scenario) time.Duration { return (sc.WindowFrom + sc.WindowTo) / 2 }
 	load := func(sc scenario, at time.Duration) float64 { return sc.Profile.RateAt(at) / sc.capacityAt(at) }
@@ -86,6 +86,19 @@ func TestScenarioDefinitions(t *testing.T) {
 		t.Errorf("hetero offers %.3f× before the window", got)
 	}
 
+	// hetero32: the same mix and load on 32 slots: 4× the request rate.
+	h32 := byName(t, full, "hetero32")
+	wideCap := llmsim.Config{Slots: wideSlots}.CapacityFor(140) * 140
+	if !near(h32.TokenCapacity, wideCap, 1e-9) || !near(h32.TokenCapacity, 4*tokenCap, 1e-6) {
+		t.Errorf("hetero32 token capacity %g, want %g", h32.TokenCapacity, wideCap)
+	}
+	if got := h32.Profile.RateAt(mid(h32)) * h32.Sizes.Mean() / wideCap; !near(got, 2, 0.01) || h32.WindowFrom != h.WindowFrom || h32.WindowTo != h.WindowTo {
+		t.Errorf("hetero32 offers %.3f× capacity in tokens in the window %v–%v", got, h32.WindowFrom, h32.WindowTo)
+	}
+	if n := scenarios(sim, 20, false); byName(t, n, "hetero32").InflightN != 20 {
+		t.Errorf("-inflight 20 is not kept for hetero32")
+	}
+
 	// ramp: 0.3× → 3× → 0.3×; the window is where it is over 1×, and the
 	// calm stretch ends where it crosses 0.9×.
 	r := byName(t, full, "ramp")
@@ -114,7 +127,7 @@ func TestScenarioDefinitions(t *testing.T) {
 		if sc.Name != "steady09" && sc.GoodputRef != 1 {
 			t.Errorf("%s: goodput reference %g, want 1 (an overload)", sc.Name, sc.GoodputRef)
 		}
-		if sc.Name != "hetero" && sc.Capacity != c {
+		if !sc.tokens() && sc.Capacity != c {
 			t.Errorf("%s: capacity %g, want %g", sc.Name, sc.Capacity, c)
 		}
 	}
