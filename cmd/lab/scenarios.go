@@ -104,8 +104,8 @@ var heteroSizes = loadgen.Sizes{{MaxTokens: 16, Share: 0.75}, {MaxTokens: 512, S
 // scenarios are the lab's seven, against llmsim with sim's configuration
 // (the lab's upstreams run its defaults): a step to 3× capacity, a
 // capacity drop under steady 0.9× load, heterogeneous answer lengths at 2×
-// capacity in tokens (on llmsim's 8 slots, and on 32), a slow ramp to 3× and back, a cold start straight
-// into 2×, and a steady 0.9× from cold. smoke shrinks every duration (and
+// capacity in tokens (on llmsim's 8 slots, and on 32), a slow ramp to 3×
+// and back, a cold start straight into 2×, and a steady 0.9× from cold. smoke shrinks every duration (and
 // the long answers) so that the whole lab runs in seconds; its figures
 // mean nothing. Capacity scales with the slots (llmsim.Config.Capacity),
 // so the drop to half the slots halves it.
@@ -156,30 +156,29 @@ func scenarios(sim llmsim.Config, inflightN int, smoke bool) []scenario {
 	if smoke {
 		sizes = loadgen.Sizes{{MaxTokens: 16, Share: 0.75}, {MaxTokens: 64, Share: 0.25}}
 	}
-	hcap := sim.CapacityFor(sizes.Mean())
 	warm, peak, tail = pick(30*time.Second, 2*time.Second), pick(60*time.Second, 4*time.Second), pick(30*time.Second, 2*time.Second)
-	hetero := base("hetero", fmt.Sprintf("Heterogeneous answers (max_tokens %s): %.2f → %.2f req/s (2× capacity in tokens) for %v, then back",
-		sizes, hcap/2, 2*hcap, peak),
-		loadgen.Profile{Kind: loadgen.Step, Base: round2(hcap / 2), Peak: round2(2 * hcap),
-			Duration: warm + peak + tail, StepAt: warm, StepFor: peak})
-	hetero.Capacity, hetero.WindowCapacity = hcap, hcap
-	hetero.Sizes, hetero.TokenCapacity = sizes, hcap*sizes.Mean()
-	hetero.WindowFrom, hetero.WindowTo, hetero.OverloadEnds = warm, warm+peak, true
-
-	// hetero32: the same on a batch of 32 slots; the static limit's N
-	// scales with them unless -inflight set it.
-	wide := sim
-	wide.Slots = wideSlots
-	wcap := wide.CapacityFor(sizes.Mean())
-	hetero32 := hetero
-	hetero32.Name, hetero32.Slots = "hetero32", wideSlots
-	hetero32.Title = fmt.Sprintf("Heterogeneous answers on %d slots (max_tokens %s): %.2f → %.2f req/s (2× capacity in tokens) for %v, then back",
-		wideSlots, sizes, wcap/2, 2*wcap, peak)
-	hetero32.Profile.Base, hetero32.Profile.Peak = round2(wcap/2), round2(2*wcap)
-	hetero32.Capacity, hetero32.WindowCapacity, hetero32.TokenCapacity = wcap, wcap, wcap*sizes.Mean()
-	if scaleN {
-		hetero32.InflightN = defaultInflight(wideSlots)
+	// heteroOn builds it on an upstream of n slots (on: the title's words
+	// for them); the static limit's N follows n unless -inflight set it.
+	heteroOn := func(name, on string, n int) scenario {
+		cfg := sim
+		cfg.Slots = n
+		hcap := cfg.CapacityFor(sizes.Mean())
+		sc := base(name, fmt.Sprintf("Heterogeneous answers%s (max_tokens %s): %.2f → %.2f req/s (2× capacity in tokens) for %v, then back",
+			on, sizes, hcap/2, 2*hcap, peak),
+			loadgen.Profile{Kind: loadgen.Step, Base: round2(hcap / 2), Peak: round2(2 * hcap),
+				Duration: warm + peak + tail, StepAt: warm, StepFor: peak})
+		sc.Slots = n
+		if scaleN {
+			sc.InflightN = defaultInflight(n)
+		}
+		sc.Capacity, sc.WindowCapacity = hcap, hcap
+		sc.Sizes, sc.TokenCapacity = sizes, hcap*sizes.Mean()
+		sc.WindowFrom, sc.WindowTo, sc.OverloadEnds = warm, warm+peak, true
+		return sc
 	}
+	hetero := heteroOn("hetero", "", slots)
+	// hetero32: the same on a batch of 32 slots.
+	hetero32 := heteroOn("hetero32", fmt.Sprintf(" on %d slots", wideSlots), wideSlots)
 
 	// ramp: 0.3× for 10 s, linear to 3× over 90 s, back to 0.3× over 45 s,
 	// 0.3× for 15 s. The window is where the offered load is over capacity.

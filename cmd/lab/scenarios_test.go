@@ -32,7 +32,11 @@ func TestScenarioDefinitions(t *testing.T) {
 		if sc.WindowFrom < 0 || sc.WindowTo <= sc.WindowFrom || sc.WindowTo > sc.Profile.Duration {
 			t.Errorf("%s: window %v–%v outside the %v run", sc.Name, sc.WindowFrom, sc.WindowTo, sc.Profile.Duration)
 		}
-		if wantSlots := map[bool]int{true: wideSlots, false: 8}[sc.Name == "hetero32"]; sc.Slots != wantSlots || sc.InflightN != defaultInflight(wantSlots) {
+		wantSlots := 8
+		if sc.Name == "hetero32" {
+			wantSlots = wideSlots
+		}
+		if sc.Slots != wantSlots || sc.InflightN != defaultInflight(wantSlots) {
 			t.Errorf("%s: in-flight N %d for %d slots, want %d for %d", sc.Name, sc.InflightN, sc.Slots, defaultInflight(wantSlots), wantSlots)
 		}
 		// Offered load while calm is at most 0.9× capacity, and the calm
