@@ -56,7 +56,10 @@ import (
 //     above it: a probe admits one request more than the upstream serves,
 //     and that request waits in the upstream's queue until a slot frees,
 //     which with long answers is many seconds, far past any objective.
-//     Probing once in a while still finds capacity that came back;
+//     Probing once in a while still finds capacity that came back. Nor
+//     does the gradient cut below it then: the stuck requests' first
+//     bytes come late, and they are the queue the stuck rule already
+//     counted (GPU and circuit pressure still cut);
 //   - it stays within [Min, Max].
 //
 // It sees time to first byte, never the whole response: an answer's length
@@ -283,13 +286,28 @@ func (l *Limit) Step(s Signal) int {
 		if l.wasStuck {
 			served = math.Max(served, l.known)
 		}
-		next = math.Min(next, math.Min(l.limit, served))
+		// The stuck requests are the queue; the late first bytes the
+		// gradient sees are the same queue's, so what was served is where
+		// the limit goes, not below it.
+		next = math.Min(l.limit, served)
 		l.known, l.knownUntil = served, s.Now.Add(probeHold)
 		l.why = fmt.Sprintf("%d waited over %v for a first byte: a queue in the upstream", stuck, ms(float64(wait)))
-	} else if next > l.limit && next > l.known && s.Now.Before(l.knownUntil) {
-		next = math.Max(l.limit, l.known)
-		l.why = fmt.Sprintf("probing held at %d for %v: the upstream served %d when requests got stuck",
-			int(math.Round(next)), l.knownUntil.Sub(s.Now).Round(time.Second), int(l.known))
+	} else if s.Now.Before(l.knownUntil) {
+		switch {
+		case next > l.limit && next > l.known:
+			next = math.Max(l.limit, l.known)
+			l.why = fmt.Sprintf("probing held at %d for %v: the upstream served %d when requests got stuck",
+				int(math.Round(next)), l.knownUntil.Sub(s.Now).Round(time.Second), int(l.known))
+		case next < l.limit && next < l.known:
+			// The first bytes of requests that were stuck come in late,
+			// after the limit already came down to what was served: a
+			// cut for them would count that queue twice, and leave more
+			// in flight than the limit, so that nothing, high priority
+			// included, is admitted until answers many seconds long end.
+			next = math.Min(l.limit, l.known)
+			l.why = fmt.Sprintf("held at %d for %v: the upstream served %d when requests got stuck, and their first bytes came late",
+				int(math.Round(next)), l.knownUntil.Sub(s.Now).Round(time.Second), int(l.known))
+		}
 	}
 	l.wasStuck = stuck > 0
 	if s.Hold && next > l.limit {

@@ -379,3 +379,43 @@ func TestLimitHoldsProbesAtTheMeasuredCapacity(t *testing.T) {
 		t.Fatalf("limit %d, measured %d after the hold, want it probing up again, nothing measured", v, l.Measured(now))
 	}
 }
+
+// The first bytes of requests that were stuck come in seconds late, after
+// the stuck rule brought the limit down to what the upstream served: they
+// are that same queue, and the gradient does not cut below it for them,
+// neither in the steps that see requests stuck nor within the hold after.
+// Before, such a cut left more in flight than the limit, and with answers
+// seconds long nothing, high priority included, was admitted until enough
+// of them ended. Pressure still cuts, and after the hold slow first bytes
+// cut again.
+func TestLimitDoesNotCutTwiceForOneQueue(t *testing.T) {
+	l := NewLimit(Config{Initial: 10})
+	now := time.Unix(0, 0)
+	steps(l, &now, 40, Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 3}) // the long-run average learns 40 ms
+	started := uint64(1000)
+	// 10 in flight, 2 of them without a first byte for 2 s, and the
+	// first bytes that do come are slow: one of the queue's got its slot.
+	if v := steps(l, &now, 8, Signal{TTFB: 5 * 400 * time.Millisecond, Count: 5, InFlight: 10, Waiting: true,
+		Started: started, Answered: started - 2}); v != 8 {
+		t.Fatalf("limit %d with 2 of 10 stuck and slow first bytes, want the 8 served (%+v)", v, l.Status())
+	}
+	late := Signal{TTFB: 5 * time.Second, Count: 5, InFlight: 8, Waiting: true, Started: started + 50, Answered: started + 50}
+	if v, d := steps(l, &now, 20, late), l.Status().Driver; v != 8 || !strings.HasPrefix(d, "held at 8") {
+		t.Fatalf("limit %d, driver %q while the queue's first bytes come late, want 8, held", v, d)
+	}
+	pressed := late
+	pressed.Pressure = true
+	if v := steps(l, &now, 1, pressed); v >= 8 {
+		t.Fatalf("limit %d under GPU pressure within the hold, want a cut", v)
+	}
+	l = NewLimit(Config{Initial: 10})
+	now = time.Unix(0, 0)
+	steps(l, &now, 40, Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 3})
+	steps(l, &now, 8, Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 10, Waiting: true,
+		Started: started, Answered: started - 2})
+	steps(l, &now, int(probeHold/(250*time.Millisecond)), Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 8, Waiting: true,
+		Started: started + 50, Answered: started + 50})
+	if v := steps(l, &now, 8, late); v >= 8 {
+		t.Fatalf("limit %d after the hold with first bytes far over the tolerance, want a cut (%+v)", v, l.Status())
+	}
+}
