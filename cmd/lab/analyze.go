@@ -25,7 +25,13 @@ type outcome struct {
 	// GoodputRatio is goodput ÷ capacity in the window: in tokens when the
 	// scenario mixes answer lengths, else in requests.
 	GoodputRatio float64 `json:"goodput_ratio"`
-	HighMedium   loadgen.Stats
+	// ServedRatio is GoodputRatio with every complete answer counted,
+	// however late: the work the upstream did in the window. Without
+	// protection its batch is full the whole overload, so there it is
+	// what the upstream can do on this machine, the ceiling goodput is
+	// measured against.
+	ServedRatio float64 `json:"served_ratio"`
+	HighMedium  loadgen.Stats
 
 	// UpstreamOOMs is llmsim's own count at the last poll (-1: unknown).
 	UpstreamOOMs int64 `json:"upstream_ooms"`
@@ -81,6 +87,7 @@ func analyze(sc scenario, setup string, res *loadgen.Result) outcome {
 	var win [3][]loadgen.Record
 	var hm, winHM []loadgen.Record
 	good, goodTokens := 0, 0.0
+	served, servedTokens := 0, 0.0
 	first, last := math.Inf(1), math.Inf(-1)
 	for _, r := range res.Records {
 		if r.Priority != loadgen.Low {
@@ -97,6 +104,12 @@ func analyze(sc scenario, setup string, res *loadgen.Result) outcome {
 		}
 		if r.WithinSLO {
 			goodTokens += tokensIn(r, from, to)
+		}
+		if r.Class == loadgen.ClassOK {
+			if done := r.DoneMS(); done >= from && done < to {
+				served++
+			}
+			servedTokens += tokensIn(r, from, to)
 		}
 		if !r.Class.Shed() {
 			continue
@@ -127,10 +140,13 @@ func analyze(sc scenario, setup string, res *loadgen.Result) outcome {
 		o.GoodTokensWindow = goodTokens / secs
 	}
 	switch {
+	case secs <= 0:
 	case sc.tokens() && sc.TokenCapacity > 0:
 		o.GoodputRatio = o.GoodTokensWindow / sc.TokenCapacity
+		o.ServedRatio = servedTokens / secs / sc.TokenCapacity
 	case sc.WindowCapacity > 0:
 		o.GoodputRatio = o.GoodputWindow / sc.WindowCapacity
+		o.ServedRatio = float64(served) / secs / sc.WindowCapacity
 	}
 
 	if !math.IsInf(first, 1) {

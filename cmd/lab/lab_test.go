@@ -187,7 +187,7 @@ func TestSmokeInProcess(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s.png: %v", name, err)
 		}
-		if b := img.Bounds(); b.Dx() != 1920 || b.Dy() != 1248 {
+		if b := img.Bounds(); b.Dx() != 1920 || b.Dy() != 1536 {
 			t.Errorf("%s.png is %v", name, b)
 		}
 		raw, err := os.ReadFile(filepath.Join(dir, name+".json"))

@@ -32,10 +32,10 @@ const gpuThreshold = 0.75
 
 // writePlot draws one PNG for the scenario: a column per set-up; rows for
 // requests/s (tokens/s when answer lengths are mixed), p99 TTFB, GPU
-// memory, and the limit: the module's tripped levels, a peer's limit and
-// what it had in flight, and the upstream's queue.
+// memory, and the limit: each limiter's limit and what it had in flight,
+// with the upstream's queue; under the module's, its tripped levels.
 func writePlot(path string, sc scenario, outs []outcome) error {
-	const rows = 4
+	const rows = 5
 	cols := len(outs)
 	if cols == 0 {
 		return fmt.Errorf("plot %s: no outcomes", path)
@@ -59,6 +59,11 @@ func writePlot(path string, sc scenario, outs []outcome) error {
 		for _, p := range o.Peer {
 			concMax = math.Max(concMax, float64(max(p.Limit, p.Peak)))
 		}
+		for _, s := range o.Res.Series {
+			if s.Limit != nil {
+				concMax = math.Max(concMax, float64(max(*s.Limit, *s.InFlight)))
+			}
+		}
 	}
 	concMax = math.Min(concMax, 4*float64(sc.Slots)+float64(sc.InflightN)) // a queue of hundreds would flatten the rest
 	for c, o := range outs {
@@ -72,16 +77,16 @@ func writePlot(path string, sc scenario, outs []outcome) error {
 		if grid[2][c], err = memPlot(sc, o, xmax); err != nil {
 			return err
 		}
-		if o.Setup == setupAdaptive {
-			grid[3][c], err = levelsPlot(sc, o, xmax)
-		} else {
-			grid[3][c], err = concurrencyPlot(sc, o, xmax, concMax*1.3)
-		}
-		if err != nil {
+		if grid[3][c], err = concurrencyPlot(sc, o, xmax, concMax*1.3); err != nil {
 			return err
 		}
+		if o.Setup == setupAdaptive {
+			if grid[4][c], err = levelsPlot(sc, o, xmax); err != nil {
+				return err
+			}
+		}
 	}
-	img := vgimg.NewWith(vgimg.UseWH(20*vg.Inch, 13*vg.Inch), vgimg.UseDPI(96))
+	img := vgimg.NewWith(vgimg.UseWH(20*vg.Inch, 16*vg.Inch), vgimg.UseDPI(96))
 	dc := draw.New(img)
 	dc.FillText(draw.TextStyle{Color: color.Black, Font: font.From(plot.DefaultFont, 16), XAlign: draw.XCenter,
 		YAlign: draw.YTop, Handler: plot.DefaultTextHandler}, vg.Point{X: dc.Center().X, Y: dc.Max.Y - 0.1*vg.Inch}, sc.Title)
@@ -321,25 +326,39 @@ func tokenPlot(sc scenario, o outcome, xmax, ymax float64) (*plot.Plot, error) {
 	return p, markers(p, sc, 0, ymax)
 }
 
-// concurrencyPlot shows, for the set-ups other than the module's, the
-// peer's limit and the most it had in flight each second, and the
-// upstream's queue (requests waiting for a batch slot).
+// concurrencyPlot shows a limiter's limit and what it had in flight each
+// second (a peer's most in flight; the module's at its poll, with high's
+// reserve), and the upstream's queue (requests waiting for a batch slot).
 func concurrencyPlot(sc scenario, o outcome, xmax, ymax float64) (*plot.Plot, error) {
 	title := "upstream queue (1 s polls)"
-	if len(o.Peer) > 0 {
+	if len(o.Peer) > 0 || o.Setup == setupAdaptive {
 		title = "limit, in flight and upstream queue (1 s)"
 	}
 	p := newPlot(title, "requests", xmax)
 	p.Y.Min, p.Y.Max = 0, ymax
-	var limit, peak plotter.XYs
+	var limit, peak, reserve plotter.XYs
+	inflight := "most in flight"
 	for _, s := range o.Peer {
 		limit = append(limit, plotter.XY{X: s.T, Y: math.Min(float64(s.Limit), ymax)})
 		peak = append(peak, plotter.XY{X: s.T, Y: math.Min(float64(s.Peak), ymax)})
 	}
+	for _, s := range o.Res.Series {
+		if s.Limit == nil {
+			continue
+		}
+		inflight = "in flight"
+		x := float64(s.T) + 0.5
+		limit = append(limit, plotter.XY{X: x, Y: math.Min(float64(*s.Limit), ymax)})
+		peak = append(peak, plotter.XY{X: x, Y: math.Min(float64(*s.InFlight), ymax)})
+		reserve = append(reserve, plotter.XY{X: x, Y: math.Min(float64(*s.Reserve), ymax)})
+	}
 	if err := addLine(p, "limit", limit, colShed, false); err != nil {
 		return nil, err
 	}
-	if err := addLine(p, "most in flight", peak, colServed, false); err != nil {
+	if err := addLine(p, inflight, peak, colServed, false); err != nil {
+		return nil, err
+	}
+	if err := addLine(p, "high's reserve", reserve, colGood, false); err != nil {
 		return nil, err
 	}
 	waiting := series(o, func(s loadgen.Second) (float64, bool) {

@@ -42,14 +42,14 @@ func writeMarkdown(w io.Writer, sc scenario, outs []outcome, machine string) err
 	if sc.tokens() {
 		goodCol = "goodput ÷ capacity (tokens)"
 	}
-	fmt.Fprintf(&b, "In the window: SLO attainment by priority, goodput (answers within the SLO completed in the window), p99 TTFB of the answers sent in it, the first refusal after it opens, and when every request passes again after the overload ends.\n\n")
-	fmt.Fprintf(&b, "| set-up | high | medium | low | high+medium | %s | upstream OOMs | p99 TTFB | first refusal | all pass again |\n", goodCol)
-	fmt.Fprintln(&b, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+	fmt.Fprintf(&b, "In the window: SLO attainment by priority, goodput (answers within the SLO completed in the window), what was served however late (every complete answer: without protection, the upstream's batch full, what it can do on this machine), p99 TTFB of the answers sent in it, the first refusal after it opens, and when every request passes again after the overload ends.\n\n")
+	fmt.Fprintf(&b, "| set-up | high | medium | low | high+medium | %s | served ÷ capacity | upstream OOMs | p99 TTFB | first refusal | all pass again |\n", goodCol)
+	fmt.Fprintln(&b, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
 	for _, o := range outs {
 		wd := o.Window
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %.2f | %s | %s | %s | %s |\n", setupTitle(o.Setup, sc),
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %.2f | %.2f | %s | %s | %s | %s |\n", setupTitle(o.Setup, sc),
 			pct(wd.High.SLOAttainment), pct(wd.Medium.SLOAttainment), pct(wd.Low.SLOAttainment), pct(wd.HighMedium.SLOAttainment),
-			o.GoodputRatio, oomText(o), secs(wd.Overall.TTFBP99), firstRefusal(o), recoverText(sc, o))
+			o.GoodputRatio, o.ServedRatio, oomText(o), secs(wd.Overall.TTFBP99), firstRefusal(o), recoverText(sc, o))
 	}
 
 	fmt.Fprintln(&b, "\nWhole run (429+RA = with Retry-After):")

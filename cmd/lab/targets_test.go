@@ -88,6 +88,10 @@ func TestTokenAccounting(t *testing.T) {
 	if want := float64(512+16+512+128) / 10; o.GoodTokensWindow != want || o.GoodputRatio != want/280 {
 		t.Errorf("good tokens/s %g, ratio %g; want %g, %g", o.GoodTokensWindow, o.GoodputRatio, want, want/280)
 	}
+	// Served counts the late answer too, however late: the upstream's work.
+	if want := float64(512+16+512+128+512) / 10 / 280; o.ServedRatio != want {
+		t.Errorf("served ratio %g, want %g", o.ServedRatio, want)
+	}
 	if o.GoodputWindow != 0.3 {
 		t.Errorf("goodput %g req/s, want 0.3", o.GoodputWindow)
 	}

@@ -45,7 +45,11 @@ type ThrottleState struct {
 	Shedding bool           `json:"shedding"`
 	Override *OverrideState `json:"override,omitempty"` // null unless an operator forced a state
 	InFlight int64          `json:"in_flight"`
-	Levels   struct {
+	// Admission is the concurrency limit on requests in flight.
+	Admission struct {
+		Limit int `json:"limit"`
+	} `json:"admission"`
+	Levels struct {
 		QPS     QPSLevelState `json:"qps"`
 		GPU     LevelState    `json:"gpu"`
 		Latency LevelState    `json:"latency"`
@@ -56,9 +60,10 @@ type ThrottleState struct {
 	} `json:"circuit"`
 	Lanes struct {
 		High struct {
-			InUse  int    `json:"in_use"`
-			Passed uint64 `json:"passed"`
-			Shed   uint64 `json:"shed"`
+			Reserve int    `json:"reserve"`
+			InUse   int    `json:"in_use"`
+			Passed  uint64 `json:"passed"`
+			Shed    uint64 `json:"shed"`
 		} `json:"high"`
 		Medium struct {
 			Rate   float64 `json:"rate"`

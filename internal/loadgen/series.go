@@ -33,6 +33,11 @@ type Second struct {
 	Shedding   *bool    `json:"shedding,omitempty"`
 	Tripped    []string `json:"tripped,omitempty"`
 	MediumRate *float64 `json:"medium_rate,omitempty"`
+	// The throttle's concurrency limit, requests in flight and high's
+	// reserve within the limit, at the second's poll.
+	Limit    *int `json:"limit,omitempty"`
+	InFlight *int `json:"in_flight,omitempty"`
+	Reserve  *int `json:"reserve,omitempty"`
 }
 
 // BuildSeries lays records and polls out by second over [0, seconds), plus
@@ -99,6 +104,8 @@ func BuildSeries(recs []Record, polls []Poll, seconds int) []Second {
 		if t := p.Throttle; t != nil {
 			shed, rate := t.Shedding, t.Lanes.Medium.Rate
 			s.Shedding, s.Tripped, s.MediumRate = &shed, t.Tripped(), &rate
+			limit, inflight, reserve := t.Admission.Limit, int(t.InFlight), t.Lanes.High.Reserve
+			s.Limit, s.InFlight, s.Reserve = &limit, &inflight, &reserve
 		}
 	}
 	return out

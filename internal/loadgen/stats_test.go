@@ -115,6 +115,7 @@ func TestBuildSeries(t *testing.T) {
 	th.Levels.QPS.Tripped = true
 	th.Circuit.State = "open"
 	th.Lanes.Medium.Rate = 4.5
+	th.InFlight, th.Admission.Limit, th.Lanes.High.Reserve = 9, 10, 2
 	polls := []Poll{{T: 0.2, Upstream: &mem}, {T: 1.1, Throttle: th}}
 	s := BuildSeries(recs, polls, 2)
 	if len(s) != 32 { // the timeout sent at 1.3 s ends at 31.3 s
@@ -135,7 +136,10 @@ func TestBuildSeries(t *testing.T) {
 	if s[1].Shedding == nil || !*s[1].Shedding || len(s[1].Tripped) != 2 || s[1].Tripped[0] != "qps" || s[1].Tripped[1] != "circuit" || *s[1].MediumRate != 4.5 {
 		t.Errorf("second 1 throttle = %+v", s[1])
 	}
-	if s[0].Shedding != nil || s[1].GPUMemory != nil {
+	if s[1].Limit == nil || *s[1].Limit != 10 || *s[1].InFlight != 9 || *s[1].Reserve != 2 {
+		t.Errorf("second 1 admission = %+v", s[1])
+	}
+	if s[0].Shedding != nil || s[0].Limit != nil || s[1].GPUMemory != nil {
 		t.Error("seconds without a poll must leave the polled fields nil")
 	}
 }
