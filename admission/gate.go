@@ -57,8 +57,9 @@ type Gate struct {
 
 	inflight atomic.Int64
 	_        [120]byte
-	shorts   atomic.Int64 // slots held by requests known to be short
-	_        [120]byte
+	shorts   atomic.Int64  // slots held by requests known to be short
+	fulls    atomic.Uint64 // takes that found every slot of the limit taken
+	_        [112]byte
 
 	mu sync.Mutex
 	// queues: per priority, the waiters not known to be short and those
@@ -95,6 +96,7 @@ func (g *Gate) take(p priority.Priority, short, shedding bool) took {
 	for {
 		n := g.inflight.Load()
 		if n >= limit {
+			g.fulls.Add(1)
 			return full
 		}
 		if bound < limit && n-g.shorts.Load() >= bound {
@@ -313,6 +315,10 @@ func (g *Gate) Shorts() (inFlight, waiting int64) {
 
 // Guarding reports whether the reserve is held while not shedding.
 func (g *Gate) Guarding() bool { return g.guard.Load() }
+
+// Fulls counts the times a request found every slot of the limit taken
+// (a running total): whether the limit bound, for Limit.
+func (g *Gate) Fulls() uint64 { return g.fulls.Load() }
 
 // Waiting is the number of queued requests, all priorities.
 func (g *Gate) Waiting() int64 { return g.waiting.Load() }

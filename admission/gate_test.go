@@ -408,3 +408,22 @@ func TestGateShortWaitersKeepTheirPlace(t *testing.T) {
 		t.Fatalf("then %s, want long2", w)
 	}
 }
+
+// Fulls counts the requests that found every slot of the limit taken, and
+// only those: one held back by the reserve found the limit with room.
+func TestGateFullsCountsTheLimitBinding(t *testing.T) {
+	g := NewGate(3, 10)
+	g.SetReserve(1)
+	if !g.TryAcquire(priority.Low, true) || !g.TryAcquire(priority.Low, true) {
+		t.Fatal("two free slots")
+	}
+	if g.TryAcquire(priority.Low, true) || g.Fulls() != 0 {
+		t.Fatalf("low held back by the reserve: fulls %d, want 0", g.Fulls())
+	}
+	if !g.TryAcquire(priority.High, true) {
+		t.Fatal("high into the reserve")
+	}
+	if g.TryAcquire(priority.High, true) || g.Fulls() != 1 {
+		t.Fatalf("high with every slot taken: fulls %d, want 1", g.Fulls())
+	}
+}

@@ -31,9 +31,15 @@ import (
 //     slot and first bytes hold, so a cold start does not queue at a small
 //     limit (by half, not double: what overshoots the upstream's slots
 //     waits in its queue);
-//   - a limit the traffic does not use (fewer than half its slots taken,
-//     nobody waiting) does not grow, so an idle gateway cannot inflate it
-//     and then let a surge through;
+//   - a limit its traffic does not come near does not grow: not unless a
+//     request found every slot taken or the slots taken are within a
+//     queue allowance (√limit) of it. So an idle gateway cannot inflate
+//     it and then let a surge through, nor can a load that rises slowly
+//     keep it twice what it uses (Gradient2 grows from half its slots
+//     taken), nor can requests that wait or are refused for other reasons
+//     (the reserve, the medium pacing, low refused while shedding):
+//     counted as binding, they made it probe up every step of a surge,
+//     to far past what the upstream served;
 //   - pressure from the GPU level or a circuit that is not closed cuts the
 //     limit by a tenth a step however fast first bytes come, down to half
 //     what it was when the pressure began; once the pressure is over, it
@@ -57,9 +63,13 @@ import (
 //     and that request waits in the upstream's queue until a slot frees,
 //     which with long answers is many seconds, far past any objective.
 //     Probing once in a while still finds capacity that came back. Nor
-//     does the gradient cut below it then: the stuck requests' first
-//     bytes come late, and they are the queue the stuck rule already
-//     counted (GPU and circuit pressure still cut);
+//     does the gradient cut, while requests are stuck and for probeHold
+//     after, below the requests served now (in flight with a first byte):
+//     the stuck requests' first bytes come late, and they are the queue
+//     the stuck rule already counted; a cut below what is served leaves
+//     more in flight than the limit, and nothing, high priority included,
+//     passes until answers many seconds long end (GPU and circuit
+//     pressure still cut);
 //   - it stays within [Min, Max].
 //
 // It sees time to first byte, never the whole response: an answer's length
@@ -80,8 +90,9 @@ type Limit struct {
 	count uint64
 	since time.Time
 	why   string
-	// known is what the upstream served when requests last got stuck,
-	// trusted until knownUntil: no probing above it before then.
+	// known is what the upstream served when requests last got stuck, or
+	// the most served at once since: its measured capacity. No probing
+	// above it before knownUntil.
 	known      float64
 	knownUntil time.Time
 	wasStuck   bool // the last step saw requests stuck
@@ -135,8 +146,10 @@ type Signal struct {
 	// answers that started in the step, and how many there were.
 	TTFB  time.Duration
 	Count uint64
-	// InFlight is the slots taken now; Waiting the requests queued, or
-	// refused for want of a slot, since the last step.
+	// InFlight is the slots taken now; Waiting: a request found every
+	// slot of the limit taken since the last step, or requests wait while
+	// every slot is (not: they wait for the reserve or the medium pacing,
+	// or low was refused while shedding: the limit did not bind then).
 	InFlight int64
 	Waiting  bool
 	// Started and Answered are running totals: the slots ever taken, and
@@ -208,16 +221,13 @@ func (l *Limit) Value() int {
 
 func (l *Limit) value() int { return int(math.Round(l.limit)) }
 
-// Measured is what the upstream served when requests last got stuck, if
-// that is recent enough to hold probes off at now (0 otherwise): slots of
-// the limit above it are probes.
-func (l *Limit) Measured(now time.Time) int {
+// Measured is the upstream's measured capacity (0 until requests first
+// got stuck): what it served when requests last got stuck, or more, if it
+// has served more at once since. Slots of the limit above it are probes.
+func (l *Limit) Measured() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if now.Before(l.knownUntil) {
-		return int(math.Round(l.known))
-	}
-	return 0
+	return int(math.Round(l.known))
 }
 
 // Step learns from one step's signal and returns the new limit.
@@ -236,8 +246,8 @@ func (l *Limit) Step(s Signal) int {
 	l.sum += s.TTFB
 	l.count += s.Count
 	judged := l.count >= minSamples || (l.count > 0 && s.Now.Sub(l.since) >= time.Second)
-	used := float64(s.InFlight) >= l.limit/2 || s.Waiting
-	stuck, wait := l.stuck(s)
+	used := s.Waiting || float64(s.InFlight) >= l.limit-math.Sqrt(l.limit)
+	stuck, wait, servedNow := l.stuck(s)
 
 	next := l.limit
 	if judged {
@@ -286,10 +296,11 @@ func (l *Limit) Step(s Signal) int {
 		if l.wasStuck {
 			served = math.Max(served, l.known)
 		}
-		// The stuck requests are the queue; the late first bytes the
-		// gradient sees are the same queue's, so what was served is where
-		// the limit goes, not below it.
-		next = math.Min(l.limit, served)
+		// The gradient may take it lower (in flight less those stuck
+		// overstates what is served: the requests that joined the queue
+		// in the newest step are not counted stuck yet), but not below
+		// the requests that have their first byte now.
+		next = math.Min(math.Min(l.limit, served), math.Max(next, servedNow))
 		l.known, l.knownUntil = served, s.Now.Add(probeHold)
 		l.why = fmt.Sprintf("%d waited over %v for a first byte: a queue in the upstream", stuck, ms(float64(wait)))
 	} else if s.Now.Before(l.knownUntil) {
@@ -298,18 +309,22 @@ func (l *Limit) Step(s Signal) int {
 			next = math.Max(l.limit, l.known)
 			l.why = fmt.Sprintf("probing held at %d for %v: the upstream served %d when requests got stuck",
 				int(math.Round(next)), l.knownUntil.Sub(s.Now).Round(time.Second), int(l.known))
-		case next < l.limit && next < l.known:
+		case next < l.limit && next < servedNow:
 			// The first bytes of requests that were stuck come in late,
-			// after the limit already came down to what was served: a
-			// cut for them would count that queue twice, and leave more
-			// in flight than the limit, so that nothing, high priority
-			// included, is admitted until answers many seconds long end.
-			next = math.Min(l.limit, l.known)
-			l.why = fmt.Sprintf("held at %d for %v: the upstream served %d when requests got stuck, and their first bytes came late",
-				int(math.Round(next)), l.knownUntil.Sub(s.Now).Round(time.Second), int(l.known))
+			// after the limit already came down for them: a cut below
+			// the requests being served would count that queue twice,
+			// and leave more in flight than the limit, so that nothing,
+			// high priority included, is admitted until answers many
+			// seconds long end.
+			next = math.Min(l.limit, servedNow)
+			l.why = fmt.Sprintf("held at %d, the requests served now: the first bytes of those that were stuck come late",
+				int(math.Round(next)))
 		}
 	}
 	l.wasStuck = stuck > 0
+	if stuck == 0 && l.known > 0 && servedNow > l.known {
+		l.known = servedNow // more served at once than measured: capacity came back
+	}
 	if s.Hold && next > l.limit {
 		next = l.limit
 		l.why = "held: the latency level is tripped"
@@ -329,15 +344,17 @@ func (l *Limit) Step(s Signal) int {
 // stuck counts the requests that hold a slot and have waited more than
 // tolerance × long for a first byte (a lower bound: the slots taken
 // before the newest step at least that old, less every wait that is
-// over), and returns it with that wait; 0 when nothing is learned yet or
+// over), and returns it with that wait and the requests in flight that
+// have their first byte (served); 0 stuck when nothing is learned yet or
 // the upstream does not stream. It notes s.Started for the steps to come.
-func (l *Limit) stuck(s Signal) (n int64, wait time.Duration) {
+func (l *Limit) stuck(s Signal) (n int64, wait time.Duration, served float64) {
 	wait = time.Duration(tolerance * l.long)
 	pending := int64(s.Started) - int64(s.Answered)
-	served := s.InFlight - pending // in flight with a first byte
+	inFlightServed := s.InFlight - pending // in flight with a first byte
+	served = float64(max(0, inFlightServed))
 	// Nothing learned, nobody waiting for a first byte, or answers sent
 	// whole (a wait for a first byte is then the answer's length).
-	if l.long > 0 && pending > 0 && served >= max(1, s.InFlight/4) {
+	if l.long > 0 && pending > 0 && inFlightServed >= max(1, s.InFlight/4) {
 		for i := 1; i <= min(l.head, markSteps); i++ {
 			if m := l.marks[(l.head-i)%markSteps]; s.Now.Sub(m.at) >= wait {
 				n = max(0, int64(m.started)-int64(s.Answered))
@@ -347,7 +364,7 @@ func (l *Limit) stuck(s Signal) (n int64, wait time.Duration) {
 	}
 	l.marks[l.head%markSteps] = mark{at: s.Now, started: s.Started}
 	l.head++
-	return n, wait
+	return n, wait, served
 }
 
 func (l *Limit) clamp(v float64) float64 {
@@ -364,6 +381,9 @@ type LimitStatus struct {
 	LongS    float64 `json:"ttfb_long_s"`  // its long-run average
 	Gradient float64 `json:"gradient"`
 	Driver   string  `json:"driver"` // what moved the limit last
+	// Measured is the upstream's measured capacity (Measured), 0 until
+	// requests first got stuck.
+	Measured int `json:"measured_capacity"`
 }
 
 // Status returns the learner's state.
@@ -371,7 +391,8 @@ func (l *Limit) Status() LimitStatus {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return LimitStatus{Limit: l.value(), Min: l.cfg.Min, Max: l.cfg.Max, Fixed: l.cfg.Limit > 0,
-		ShortS: round(l.short / 1e9), LongS: round(l.long / 1e9), Gradient: round(l.gradient), Driver: l.why}
+		ShortS: round(l.short / 1e9), LongS: round(l.long / 1e9), Gradient: round(l.gradient), Driver: l.why,
+		Measured: int(math.Round(l.known))}
 }
 
 func ms(ns float64) time.Duration { return time.Duration(ns).Round(time.Millisecond) }

@@ -85,7 +85,12 @@ func TestLimitConvergesUpAndDown(t *testing.T) {
 	}
 }
 
-// A limit the traffic does not use does not grow.
+// A limit its traffic does not come near does not grow: not under a
+// light load, nor with three quarters of its slots taken and none found
+// full (Gradient2 grows from half its slots taken: with a load that rises
+// slowly the limit stays twice what it uses, and when the load arrives
+// with long answers the upstream is flooded); within √limit of it, it
+// does.
 func TestLimitUnusedDoesNotGrow(t *testing.T) {
 	l := NewLimit(Config{Initial: 20})
 	now := time.Unix(0, 0)
@@ -95,6 +100,13 @@ func TestLimitUnusedDoesNotGrow(t *testing.T) {
 	}
 	if d := l.Status().Driver; d != "limit unused" {
 		t.Fatalf("driver %q", d)
+	}
+	steps(l, &now, 40, Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 15})
+	if v := l.Value(); v != 20 {
+		t.Fatalf("limit %d after 10 s with 15 of 20 slots taken and none found full, want 20", v)
+	}
+	if v := steps(l, &now, 1, Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 16}); v <= 20 {
+		t.Fatalf("limit %d with 16 of 20 slots taken (within √20), want it probing up", v)
 	}
 }
 
@@ -348,7 +360,8 @@ func TestLimitHeldByLatency(t *testing.T) {
 // What the upstream served when requests got stuck is its capacity: for
 // probeHold the limit does not probe above it, however fast first bytes
 // come (a probe would cost a request seconds in the upstream's queue),
-// and after that it probes again, to find capacity that came back.
+// and after that it probes again, to find capacity that came back; the
+// capacity measured stands until more are served at once.
 func TestLimitHoldsProbesAtTheMeasuredCapacity(t *testing.T) {
 	l := NewLimit(Config{Initial: 10})
 	now := time.Unix(0, 0)
@@ -372,11 +385,17 @@ func TestLimitHoldsProbesAtTheMeasuredCapacity(t *testing.T) {
 	if v, d := steps(l, &now, held, served), l.Status().Driver; v != 8 || !strings.HasPrefix(d, "probing held at 8") {
 		t.Fatalf("limit %d, driver %q within the hold, want 8, held", v, d)
 	}
-	if m := l.Measured(now); m != 8 {
+	if m := l.Measured(); m != 8 {
 		t.Fatalf("measured %d within the hold, want 8", m)
 	}
-	if v := steps(l, &now, 8, served); v <= 8 || l.Measured(now) != 0 {
-		t.Fatalf("limit %d, measured %d after the hold, want it probing up again, nothing measured", v, l.Measured(now))
+	if v := steps(l, &now, 8, served); v <= 8 || l.Measured() != 8 {
+		t.Fatalf("limit %d, measured %d after the hold, want it probing up again, 8 measured still", v, l.Measured())
+	}
+	// The probes served at once: 10 in flight, each with its first byte.
+	more := served
+	more.InFlight, more.Started, more.Answered = 10, started+200, started+200
+	if steps(l, &now, 1, more); l.Measured() != 10 {
+		t.Fatalf("10 served at once: measured %d, want 10", l.Measured())
 	}
 }
 

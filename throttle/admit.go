@@ -173,7 +173,6 @@ func (t *Throttle) graded(ctx context.Context, r *http.Request, p priority.Prior
 // first byte is the upstream's, not the queue's. It returns the verdict,
 // that start, and whether the slot was taken as short.
 func (t *Throttle) wait(ctx context.Context, r *http.Request, p priority.Priority, shedding bool, now Instant) (priority.Verdict, int64, bool) {
-	t.waits.Add(1)
 	if shedding && p == priority.Low {
 		return priority.ShedLow, 0, false
 	}
@@ -297,8 +296,9 @@ func (t *Throttle) Finish(d *Decision, o Outcome) {
 // forwarding, which costs more than the rest of the request path.
 func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, status int, end int64, gone bool, r *http.Request) {
 	sh := rec.shard
+	released := Now().Mono // the one clock read on exit
 	if end == 0 {
-		end = Now().Mono
+		end = released
 	}
 	// Counted as a first byte by WriteHeader already (Serve's recorder)?
 	counted := rec.fb != nil && rec.wrote && rec.status < 500
@@ -327,6 +327,7 @@ func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, 
 	if rec.high {
 		t.highIn.Add(-1)
 	}
+	t.turnover.Done(sh, time.Duration(released-rec.start), time.Duration(t.maxWait[priority.High].Load()))
 	t.gate.Release(rec.short)
 	t.finished.Add(sh)
 	putRecorder(rec)
@@ -382,7 +383,7 @@ func (t *Throttle) Serve(w http.ResponseWriter, r *http.Request, d Decision, nex
 
 	status, end, gone := rec.status, rec.at, false
 	if !rec.wrote || !stamp {
-		end = Now().Mono // the one clock read on exit
+		end = 0 // the end: finish reads the clock
 	}
 	if !rec.wrote {
 		switch {

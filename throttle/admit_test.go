@@ -282,3 +282,56 @@ type discard struct{}
 func (discard) Header() http.Header         { return http.Header{} }
 func (discard) Write(b []byte) (int, error) { return len(b), nil }
 func (discard) WriteHeader(int)             {}
+
+// The limit grows only when it binds: requests that find every slot of it
+// taken. Low refused at once while shedding, or medium held back by its
+// pacing with slots free, say nothing of the limit; counted as waits (as
+// before), they made it probe up every step of a surge, to three times
+// what the upstream served, and the surge's next seconds flooded it.
+func TestLimitGrowsOnlyWhenItBinds(t *testing.T) {
+	th := testThrottle(t, Config{Concurrency: admission.Config{Initial: 10, MaxWait: admission.MaxWait{Medium: config.Duration(time.Millisecond)}}})
+	now := time.Unix(1000, 0)
+	th.step(now, true)
+	if err := th.SetOverride("shed", now, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var held []Decision
+	for range 6 { // 6 of 10 slots taken, first bytes fast
+		d := th.Admit(ctx, priority.High, Now())
+		th.firstBytes.add(0, int64(20*time.Millisecond))
+		held = append(held, d)
+	}
+	for range 40 {
+		for range 10 {
+			if d := th.Admit(ctx, priority.Low, Now()); d.Admitted() {
+				t.Fatal("low admitted under override shed")
+			}
+		}
+		for range 4 {
+			th.firstBytes.add(0, int64(20*time.Millisecond))
+		}
+		now = now.Add(250 * time.Millisecond)
+		th.step(now, false)
+	}
+	if v, f := th.limit.Value(), th.gate.Fulls(); v != 10 || f != 0 {
+		t.Fatalf("low refused with 4 of 10 slots free for 10 s: limit %d, fulls %d; want 10, 0", v, f)
+	}
+	for range 4 { // the limit full: the next request finds no slot
+		held = append(held, th.Admit(ctx, priority.High, Now()))
+	}
+	if d := th.Admit(ctx, priority.Medium, Now()); d.Admitted() || th.gate.Fulls() == 0 {
+		t.Fatalf("medium with every slot taken: %v, fulls %d", d.Verdict(), th.gate.Fulls())
+	}
+	for range 4 {
+		th.firstBytes.add(0, int64(20*time.Millisecond))
+	}
+	now = now.Add(250 * time.Millisecond)
+	th.step(now, false)
+	if v := th.limit.Value(); v <= 10 {
+		t.Fatalf("the limit bound, first bytes fast: limit %d, want it growing", v)
+	}
+	for i := range held {
+		th.Finish(&held[i], Outcome{Status: 200})
+	}
+}

@@ -56,20 +56,6 @@ func (t *Throttle) step(now time.Time, second bool) {
 	t.refresh(now)
 }
 
-// reserveTurnover is how many completions high's max_wait must span, at
-// the rate requests complete, for the reserve to go unheld: completions
-// that come at random at a rate D leave a wait w without one with
-// probability e^(−D·w), under 1 in 200 (the 99.5% high is promised) from
-// D·w ≥ ln 200 ≈ 5.3 on. A waiting high request is handed the next freed
-// slot before anyone, so then it needs no slot kept idle for it, and an
-// idle reserve is capacity thrown away.
-const reserveTurnover = 5.3
-
-// turnoverAlpha: the weight of a second in the completion rate the
-// reserve is judged by (10 s of memory: one second of many short answers
-// ending together says little of the next).
-const turnoverAlpha = 0.1
-
 // guardOn and guardOff: the short requests' average slots at which the
 // reserve starts to be held while not shedding, and stops.
 const (
@@ -77,15 +63,21 @@ const (
 	guardOff = 0.25
 )
 
+// highMemory: how long after a high request the reserve is held while not
+// shedding (when slots turn over slowly): high requests come and go, and
+// one that finds every slot held by answers many seconds long waits past
+// its max_wait.
+const highMemory = time.Minute
+
 // admitStep hands the limit the step's signal and publishes the new limit,
 // the reserve within it (0 while the slots turn over fast enough, see
-// reserveTurnover), and the medium lane's pacing: the rate at which
+// admission.Turnover), and the medium lane's pacing: the rate at which
 // medium's share of the slots turns over (Little's law: slots ÷ the time
 // a request holds one, that time being in flight ÷ completions per
 // second), never less than medium_floor. Arrivals never set any of it.
 func (t *Throttle) admitStep(now time.Time) {
 	sum, count := t.firstBytes.sum.Load(), t.firstBytes.count.Load()
-	waits := t.waits.Load()
+	fulls := t.gate.Fulls()
 	// Started: every slot taken is finished or in flight. Finished before
 	// in flight and both before answered, so that the gap is never
 	// overstated: a request between its release and its finished count
@@ -94,36 +86,49 @@ func (t *Throttle) admitStep(now time.Time) {
 	inflight := t.gate.InFlight()
 	started += uint64(max(0, inflight))
 	sig := admission.Signal{Now: now, TTFB: time.Duration(sum - t.lastFirst[0]), Count: count - t.lastFirst[1],
-		InFlight: inflight, Waiting: waits != t.lastWait || t.gate.Waiting() > 0,
+		InFlight: inflight, Waiting: fulls != t.lastFulls || (t.gate.Waiting() > 0 && inflight >= int64(t.gate.Limit())),
 		Started: started, Answered: t.firstBytes.answered(),
 		Pressure: t.gpu.Hysteresis().Tripped() || t.circuit.State() != breaker.Closed,
 		Hold:     t.latency.Hysteresis().Tripped()}
-	t.lastFirst, t.lastWait = [2]uint64{sum, count}, waits
+	t.lastFirst, t.lastFulls = [2]uint64{sum, count}, fulls
 	n := t.limit.Step(sig)
+	t.turnover.Step(inflight)
 
 	t.mu.Lock()
 	pc := t.cfg.Priority
 	t.mu.Unlock()
 	reserve := pc.Reserve(n)
 	drain := math.Float64frombits(t.drain.Load())
-	if t.turnover*time.Duration(t.maxWait[priority.High].Load()).Seconds() >= reserveTurnover {
-		reserve = 0 // slots turn over fast enough: the hand-off serves high in time
+	if !t.turnover.Slow(n, time.Duration(t.maxWait[priority.High].Load())) {
+		reserve = 0 // slots turn over fast enough: the hand-off serves high in time (admission.Turnover)
 	}
-	// Short requests about to borrow it: the reserve is held while not
-	// shedding too. The gate counts the high requests in flight against
-	// the long ones' room as they come; the reserve adds as many slots as
-	// the short requests want, and one more for the next high request, so
-	// that it is seldom idle and a high request with a long answer does
-	// not take the last slot that turns over. At most half the limit, or
-	// the reserve if more; then the probes above the measured capacity.
+	// The reserve is sized to what uses it: as many slots as the short
+	// requests want, and one more for the next high request, so that it
+	// is seldom idle and a high request with a long answer does not take
+	// the last slot that turns over (the gate counts high requests in
+	// flight against the long ones' room as they come). While shedding,
+	// at most high_reserve; while not, it is held too when high requests
+	// are about (one within highMemory) or short ones are, at most half
+	// the limit or high_reserve if more. Held only once short requests
+	// waited for slots, it came when answers many seconds long already
+	// held every slot, and high waited for the first of them to end. Then
+	// the probes above the measured capacity.
 	inShort, waitShort := t.gate.Shorts()
 	t.weigher.step(inShort + waitShort)
 	d := t.weigher.demand
-	guard := reserve > 0 && (d >= guardOn || (t.gate.Guarding() && d >= guardOff))
-	if guard && !t.shedding(now) {
-		reserve = min(int(math.Round(d))+1, max(reserve, n/2))
+	if h := t.highSeen(); h != t.lastHighs {
+		t.lastHighs, t.lastHigh = h, now
 	}
-	if m := t.limit.Measured(now); guard && m > 0 {
+	highAbout := !t.lastHigh.IsZero() && now.Sub(t.lastHigh) < highMemory
+	guard := reserve > 0 && (highAbout || d >= guardOn || (t.gate.Guarding() && d >= guardOff))
+	switch want := int(math.Round(d)) + 1; {
+	case reserve == 0:
+	case t.shedding(now):
+		reserve = min(reserve, want)
+	case guard:
+		reserve = min(want, max(reserve, n/2))
+	}
+	if m := t.limit.Measured(); guard && m > 0 {
 		// Slots above what the upstream was measured to serve are probes:
 		// a long answer that probes holds its slot, stuck or not, for as
 		// long as it lasts, and only short or high requests probe.
@@ -147,17 +152,13 @@ func (t *Throttle) measureDrain(now time.Time) {
 	dt := now.Sub(t.lastSec)
 	if !t.lastSec.IsZero() && dt > 0 && dt < time.Minute {
 		r := float64(fin-t.lastFin) / dt.Seconds()
-		if t.turnover > 0 {
-			t.turnover += turnoverAlpha * (r - t.turnover)
-		} else {
-			t.turnover = r
-		}
 		if old := math.Float64frombits(t.drain.Load()); old > 0 {
 			r = old + 0.5*(r-old)
 		}
 		t.drain.Store(math.Float64bits(r))
 	}
 	t.lastFin, t.lastSec = fin, now
+	t.turnover.Second()
 }
 
 // refresh publishes the levels' state to the atomics the request path
@@ -212,6 +213,15 @@ func (t *Throttle) seen() uint64 {
 		for v := range t.verdicts[p] {
 			n += t.verdicts[p][v].Load()
 		}
+	}
+	return n
+}
+
+// highSeen is the number of high requests decided on.
+func (t *Throttle) highSeen() uint64 {
+	var n uint64
+	for v := range t.verdicts[priority.High] {
+		n += t.verdicts[priority.High][v].Load()
 	}
 	return n
 }

@@ -163,29 +163,48 @@ func TestMediumPacingFollowsTheLimit(t *testing.T) {
 	}
 }
 
-// The reserve is held idle only while high's max_wait spans too few
-// completions for a waiting high request to be sure of the next freed
-// slot: at 20 completions a second and a wait of 1 s it is not held, at
-// 2 a second it is, once that rate has held for some seconds (one second
-// of many answers ending together is no turnover to count on).
+// The reserve is held only while high's max_wait may pass with no slot
+// freed (admission.Turnover): with answers of 0.4 s it is not held; with
+// answers of 4 s it is, until answers of 0.4 s are the norm again for some
+// seconds. While shedding it is one slot for the next high request, and
+// as many as short requests want, up to high_reserve.
 func TestReserveHeldOnlyWhileSlotsTurnOverSlowly(t *testing.T) {
 	th := testThrottle(t, Config{Concurrency: admission.Config{Limit: 10}})
 	now := time.Unix(1000, 0)
 	th.step(now, true)
+	w := time.Duration(th.maxWait[priority.High].Load())
 	for range 8 {
 		th.gate.Force()
 	}
-	steady(th, &now, 3, 20)
-	if res := th.gate.Reserve(); res != 0 {
-		t.Fatalf("20 completions within high's wait: reserve %d, want 0", res)
+	held := func(seconds, n int, hold time.Duration) {
+		for range seconds {
+			for i := range n {
+				th.turnover.Done(uint32(i), hold, w)
+			}
+			steady(th, &now, 1, n)
+		}
 	}
-	steady(th, &now, 15, 2) // the rate it is judged by remembers some 10 s
+	held(3, 20, 400*time.Millisecond)
 	if res := th.gate.Reserve(); res != 0 {
-		t.Fatalf("15 s after 20 completions a second: reserve %d, want 0 still", res)
+		t.Fatalf("answers of 0.4 s within high's wait of %v: reserve %d, want 0", w, res)
 	}
-	steady(th, &now, 5, 2)
-	if res := th.gate.Reserve(); res != 2 {
-		t.Fatalf("2 completions within high's wait: reserve %d, want 2 (20%% of 10)", res)
+	held(10, 2, 4*time.Second)
+	if res := th.gate.Reserve(); res == 0 {
+		t.Fatal("answers of 4 s: reserve 0, want it held")
+	}
+	if err := th.SetOverride("shed", now, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	held(1, 2, 4*time.Second)
+	if res := th.gate.Reserve(); res != 1 {
+		t.Fatalf("shedding, answers of 4 s, nothing short: reserve %d, want 1", res)
+	}
+	if err := th.SetOverride("auto", now, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	held(20, 20, 400*time.Millisecond)
+	if res := th.gate.Reserve(); res != 0 {
+		t.Fatalf("20 s of answers of 0.4 s: reserve %d, want 0 again", res)
 	}
 }
 
@@ -287,5 +306,35 @@ func TestColdStartOverloadTrips(t *testing.T) {
 	second(1800 * time.Millisecond)
 	if !th.shedding(now) || th.shedCause() != levelLatency {
 		t.Fatalf("an overload from the start did not trip: %+v", th.latency.Status(now))
+	}
+}
+
+// While slots turn over slowly, the reserve is held when nothing is
+// tripped too as long as high requests come (one in the last minute): one
+// slot for the next of them, as many more as short requests want. Held
+// only once short requests waited, it came when answers many seconds
+// long already held every slot, and a high request then waited past its
+// max_wait for the first of them to end.
+func TestReserveGuardedWhileHighRequestsCome(t *testing.T) {
+	th := testThrottle(t, Config{Concurrency: admission.Config{Limit: 10}})
+	now := time.Unix(1000, 0)
+	th.step(now, true)
+	steady(th, &now, 20, 2) // nothing known of how long slots are held: slow
+	if th.gate.Guarding() || th.gate.Reserve() == 0 {
+		t.Fatalf("slow, no high request, nothing short: guarding %v, reserve %d; want a reserve, not held", th.gate.Guarding(), th.gate.Reserve())
+	}
+	d := th.Admit(context.Background(), priority.High, Now())
+	steady(th, &now, 1, 2)
+	if !th.gate.Guarding() || th.gate.Reserve() != 1 {
+		t.Fatalf("a high request came: guarding %v, reserve %d; want held, 1", th.gate.Guarding(), th.gate.Reserve())
+	}
+	th.Finish(&d, Outcome{Status: 200})
+	steady(th, &now, 50, 2)
+	if !th.gate.Guarding() {
+		t.Fatal("50 s after a high request: want the reserve still held")
+	}
+	steady(th, &now, 15, 2)
+	if th.gate.Guarding() {
+		t.Fatal("65 s after the last high request: want the reserve no longer held")
 	}
 }

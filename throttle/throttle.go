@@ -109,6 +109,7 @@ type Throttle struct {
 	// Counted by the request path.
 	verdicts [priority.Count][priority.Verdicts]*shard.Counter
 	finished *shard.Counter
+	turnover *admission.Turnover // how long slots are held: whether high can count on one freeing
 	shedBy   [numCauses]atomic.Uint64
 
 	errStatus func(error) int // the status of an error next returned unanswered; nil: 500
@@ -122,11 +123,11 @@ type Throttle struct {
 	cfg       Config
 	steps     int           // sampler only
 	lastFirst [2]uint64     // sampler only: firstBytes (sum, count) at the last step
-	lastWait  uint64        // sampler only: waits at the last step
+	lastFulls uint64        // sampler only: the gate's fulls at the last step
+	lastHighs uint64        // sampler only: high requests decided on, at lastHigh
+	lastHigh  time.Time     // sampler only: when a high request was last seen
 	lastFin   uint64        // sampler only: finished at the last second
 	lastSec   time.Time     // sampler only
-	turnover  float64       // sampler only: completions per second, over some 10 s
-	waits     atomic.Uint64 // requests that found no free slot
 	drain     atomic.Uint64 // float64 bits: completions per second, smoothed (sampler)
 	stop      context.CancelFunc
 	done      chan struct{}
@@ -182,6 +183,7 @@ func build(name string, cfg Config, logger *zap.Logger) (*Throttle, error) {
 		limit:    admission.NewLimit(cfg.Concurrency),
 		pacer:    rate.NewLimiter(rate.Limit(cfg.Priority.MediumFloor), 1),
 		finished: shard.NewCounter(),
+		turnover: admission.NewTurnover(),
 		shedLog:  newShedLogger(),
 		cfg:      cfg,
 	}
