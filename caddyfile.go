@@ -166,7 +166,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			max      <n>                # 1000
 //			initial  <n>                # 4
 //			queue    <n>                # 1000 waiting, per priority
-//			max_wait <duration> | [high <d>] [medium <d>] [low <d>]   # 1s each
+//			max_wait <duration> | [high <d>] [medium <d>] [low <d>]   # high 2s, medium and low 1s
 //			weigh_body <size> | off     # 64KiB: read max_tokens from bodies up to this, when it matters
 //		}
 //		retry_after <duration>         # 5s

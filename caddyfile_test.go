@@ -72,7 +72,7 @@ func TestCaddyfileBare(t *testing.T) {
 		{"concurrency max", s.Concurrency.Max, 1000},
 		{"concurrency initial", s.Concurrency.Initial, 4},
 		{"concurrency queue", s.Concurrency.Queue, 1000},
-		{"concurrency max_wait", s.Concurrency.MaxWait, admission.MaxWait{High: config.Duration(time.Second), Medium: config.Duration(time.Second), Low: config.Duration(time.Second)}},
+		{"concurrency max_wait", s.Concurrency.MaxWait, admission.MaxWait{High: config.Duration(2 * time.Second), Medium: config.Duration(time.Second), Low: config.Duration(time.Second)}},
 		{"concurrency weigh_body", s.Concurrency.WeighBody, int64(64 << 10)},
 		{"priority medium_floor", s.Priority.MediumFloor, 1.0},
 		{"retry_after", s.RetryAfter.D(), 5 * time.Second},

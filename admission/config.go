@@ -25,8 +25,8 @@ type Config struct {
 	// 1000.
 	Queue int `json:"queue,omitempty"`
 	// MaxWait is how long a request of each priority waits for a slot
-	// before it is refused. Defaults: 1s each. While shedding, low never
-	// waits.
+	// before it is refused. Defaults: high 2s, medium and low 1s. While
+	// shedding, low never waits.
 	MaxWait MaxWait `json:"max_wait,omitzero"`
 	// WeighBody is how many bytes of a request body may be read to learn
 	// the answer length it asks for (max_tokens), so that short requests
@@ -62,6 +62,11 @@ const (
 	DefaultInitial = 4
 	DefaultQueue   = 1000
 	DefaultMaxWait = time.Second
+	// DefaultHighMaxWait is high's: a high request refused is the
+	// costliest refusal, and with answers many seconds long holding the
+	// slots, the first to end may take more than a second; served in its
+	// second second, it still answers within an objective of a few.
+	DefaultHighMaxWait = 2 * time.Second
 	// DefaultWeighBody is the default of WeighBody: a chat request with a
 	// few pages of context.
 	DefaultWeighBody = 64 << 10
@@ -84,7 +89,10 @@ func (c *Config) Defaults() {
 	if c.WeighBody == 0 {
 		c.WeighBody = DefaultWeighBody
 	}
-	for _, d := range []*config.Duration{&c.MaxWait.High, &c.MaxWait.Medium, &c.MaxWait.Low} {
+	if c.MaxWait.High == 0 {
+		c.MaxWait.High = config.Duration(DefaultHighMaxWait)
+	}
+	for _, d := range []*config.Duration{&c.MaxWait.Medium, &c.MaxWait.Low} {
 		if *d == 0 {
 			*d = config.Duration(DefaultMaxWait)
 		}

@@ -86,7 +86,8 @@ func WithHighReserve(n int) Option { return func(o *options) { o.cfg.Priority.Hi
 func WithConcurrencyLimit(n int) Option { return func(o *options) { o.cfg.Concurrency.Limit = n } }
 
 // WithMaxWait sets how long a request of each priority waits for a slot
-// before it is refused (concurrency max_wait); 0 keeps the default (1s).
+// before it is refused (concurrency max_wait); 0 keeps the default (high
+// 2s, medium and low 1s).
 func WithMaxWait(high, medium, low time.Duration) Option {
 	return func(o *options) {
 		o.cfg.Concurrency.MaxWait = admission.MaxWait{High: config.Duration(high), Medium: config.Duration(medium), Low: config.Duration(low)}
