@@ -414,8 +414,10 @@ func TestGateShortWaitersKeepTheirPlace(t *testing.T) {
 func TestGateFullsCountsTheLimitBinding(t *testing.T) {
 	g := NewGate(3, 10)
 	g.SetReserve(1)
-	if !g.TryAcquire(priority.Low, true) || !g.TryAcquire(priority.Low, true) {
-		t.Fatal("two free slots")
+	for i := range 2 {
+		if !g.TryAcquire(priority.Low, true) {
+			t.Fatalf("low %d: two free slots", i)
+		}
 	}
 	if g.TryAcquire(priority.Low, true) || g.Fulls() != 0 {
 		t.Fatalf("low held back by the reserve: fulls %d, want 0", g.Fulls())
