@@ -116,7 +116,7 @@ func (t *Throttle) admitStep(now time.Time) {
 	inShort, waitShort := t.gate.Shorts()
 	t.weigher.step(inShort + waitShort)
 	d := t.weigher.demand
-	if h := t.highSeen(); h != t.lastHighs {
+	if h := t.decided(priority.High); h != t.lastHighs {
 		t.lastHighs, t.lastHigh = h, now
 	}
 	highAbout := !t.lastHigh.IsZero() && now.Sub(t.lastHigh) < highMemory
@@ -210,18 +210,16 @@ func (t *Throttle) expireOverride(now time.Time) {
 func (t *Throttle) seen() uint64 {
 	var n uint64
 	for p := range t.verdicts {
-		for v := range t.verdicts[p] {
-			n += t.verdicts[p][v].Load()
-		}
+		n += t.decided(priority.Priority(p))
 	}
 	return n
 }
 
-// highSeen is the number of high requests decided on.
-func (t *Throttle) highSeen() uint64 {
+// decided is the number of requests of priority p decided on.
+func (t *Throttle) decided(p priority.Priority) uint64 {
 	var n uint64
-	for v := range t.verdicts[priority.High] {
-		n += t.verdicts[priority.High][v].Load()
+	for v := range t.verdicts[p] {
+		n += t.verdicts[p][v].Load()
 	}
 	return n
 }
