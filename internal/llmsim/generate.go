@@ -41,7 +41,8 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request, chat boo
 	defer s.sched.leave(q, false) // a no-op once finished below
 	w.Header().Set("X-Llmsim-Queue-Wait", strconv.FormatInt(q.queueWait.Milliseconds(), 10))
 
-	if !s.sleep(ctx, s.cfg.PrefillTime) {
+	var pace pacer // prefill and tokens on one schedule: timer slop is not added up
+	if !s.sleep(ctx, pace.next(time.Now(), s.cfg.PrefillTime)) {
 		s.abandon(ctx, w, false)
 		return
 	}
@@ -60,7 +61,7 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request, chat boo
 		sse = &sseWriter{w: w, rc: http.NewResponseController(w), chat: chat, id: id, created: created, model: s.cfg.ModelName}
 	}
 	for i := range g.maxTokens {
-		if !s.sleep(ctx, s.sched.tokenDelay()) {
+		if !s.sleep(ctx, pace.next(time.Now(), s.sched.tokenDelay())) {
 			s.abandon(ctx, w, sse != nil && sse.started)
 			return
 		}
