@@ -28,6 +28,11 @@ import (
 // short ones complete several a second on average, but only while the
 // short ones get slots.
 //
+// The mean hold is the longer of the holds that ended and what the slots
+// held beyond w imply (Little's law: slots held ÷ the rate long requests
+// end, plus w): at a surge the holds that ended were learned at a lighter
+// load, before the slots filled.
+//
 // Done is the request path's (sharded adds); Step, Second and Slow are
 // the sampler's.
 type Turnover struct {
@@ -102,5 +107,12 @@ func (t *Turnover) Slow(slots int, w time.Duration) bool {
 	if t.longCount <= 0 {
 		return true // they hold slots, and none has ended yet
 	}
-	return float64(slots)*w.Seconds()/(t.longSum/t.longCount) < turnoverBar
+	// The holds that ended are those of requests that began a hold ago.
+	// When long requests take the slots faster than they end (a surge),
+	// the slots they hold ÷ the rate they end at (Little's law) is the
+	// longer, and the truer: the ones just begun end later (a batch slows
+	// down as it fills: llmsim's answers of 512 tokens hold 11.5 s at half
+	// a batch, 15.4 s at a full one), and together.
+	hold := max(t.longSum, t.held-t.first+w.Seconds()*t.longCount) / t.longCount
+	return float64(slots)*w.Seconds()/hold < turnoverBar
 }

@@ -81,6 +81,30 @@ func TestTurnoverSlow(t *testing.T) {
 	if !tu.Slow(32, w) {
 		t.Fatal("30 slots held by answers still running, 2 turning over: want slow")
 	}
+	// A surge after a lighter load: answers of 512 tokens held their slots
+	// 11.5 s in a half-empty batch (13 of 32 slots held), so 32 slots of
+	// them would end 5.6 in 2 s, which looks sure. Then the slots fill with
+	// new long answers, which a full batch slows to 15.4 s, while only the
+	// old ones end: the holds that ended say sure, the slots held say
+	// slow, and they are right.
+	w2, base := 2*time.Second, 11500*time.Millisecond
+	tu = NewTurnover()
+	finish(tu, 30, 4, w2, half, half, half, base)
+	if tu.Slow(32, w2) {
+		t.Fatal("answers of 11.5 s among short ones, 13 of 32 slots held, a wait of 2 s: want not slow")
+	}
+	for range 6 {
+		for range 4 {
+			tu.Step(32)
+		}
+		for i, h := range []time.Duration{half, half, half, base} {
+			tu.Done(uint32(i), h, w2)
+		}
+		tu.Second()
+	}
+	if !tu.Slow(32, w2) {
+		t.Fatal("32 slots held by a surge of long answers that have not ended, the old ones of 11.5 s ending: want slow")
+	}
 	// A long answer now and then among many short ones cannot hold every
 	// slot: one of 3 s every 10 s among 40 of 0.5 s a second.
 	tu = NewTurnover()
