@@ -248,6 +248,26 @@ func older(a, b *waiter) *waiter {
 	return a
 }
 
+// Set changes the limit (at least 1), the reserve and the guard (see
+// SetGuard) together, then hands new room to waiters, once. What
+// tightens is stored first and what loosens last, so that a request
+// taking a slot in between is never given room that the new settings
+// deny: a limit raised by a probe before its reserve was set handed the
+// probe slot, meant for short and high requests, to a long answer.
+func (g *Gate) Set(limit, reserve int, guard bool) {
+	r := int64(max(0, reserve))
+	if r > g.reserve.Load() {
+		g.reserve.Store(r)
+	}
+	if guard {
+		g.guard.Store(true)
+	}
+	g.limit.Store(int64(max(1, limit)))
+	g.reserve.Store(r)
+	g.guard.Store(guard)
+	g.kick()
+}
+
 // SetLimit changes the number of slots (at least 1) and hands new room to
 // waiters.
 func (g *Gate) SetLimit(n int) {

@@ -231,6 +231,37 @@ func TestGateLoweredLimitDrains(t *testing.T) {
 	}
 }
 
+// A probe raises the limit by a slot and the reserve with it (the slot is
+// for short and high requests): a long medium answer waiting for room is
+// not handed the new slot, whatever the order of the two inside Set; a
+// short one is. With the limit alone raised, it would be.
+func TestGateSetRaisesLimitAndReserveTogether(t *testing.T) {
+	g := NewGate(4, 10)
+	g.Set(4, 1, true)
+	for range 3 {
+		g.TryAcquire(priority.Medium, false)
+	}
+	long := make(chan Result, 1)
+	go func() { long <- g.Wait(context.Background(), priority.Medium, false, 50*time.Millisecond, 0) }()
+	waitQueued(t, g, 1)
+	g.Set(5, 2, true)
+	if r := <-long; r != Expired {
+		t.Fatalf("the long waiter: %v, want it left waiting until its wait ran out (the new slot is a probe)", r)
+	}
+	short := make(chan Result, 1)
+	go func() { short <- g.Wait(context.Background(), priority.Medium, true, time.Minute, 0) }()
+	if r := <-short; r != Granted {
+		t.Fatalf("a short waiter: %v, want the free slot", r)
+	}
+	if g.Limit() != 5 || g.Reserve() != 2 || !g.Guarding() {
+		t.Fatalf("limit %d, reserve %d, guard %v after Set(5, 2, true)", g.Limit(), g.Reserve(), g.Guarding())
+	}
+	g.Set(5, 0, false) // room again for the long ones
+	if !g.TryAcquire(priority.Medium, false) {
+		t.Fatal("reserve 0, 4 of 5 taken: a long request refused")
+	}
+}
+
 // Under contention the limit holds and nothing leaks: every slot is given
 // back, every waiter leaves.
 func TestGateConcurrentNoLeak(t *testing.T) {

@@ -39,7 +39,12 @@ import (
 //     taken), nor can requests that wait or are refused for other reasons
 //     (the reserve, the medium pacing, low refused while shedding):
 //     counted as binding, they made it probe up every step of a surge,
-//     to far past what the upstream served;
+//     to far past what the upstream served. At or above the measured
+//     capacity (Measured) only a full limit counts: the queue allowance
+//     let the limit creep above it with the reserve's slots idle, and a
+//     burst then filled the probes, queued in the upstream behind answers
+//     many seconds long, and left more in flight than the cut limit, high
+//     requests waiting at the gateway;
 //   - pressure from the GPU level or a circuit that is not closed cuts the
 //     limit by a tenth a step however fast first bytes come, down to half
 //     what it was when the pressure began; once the pressure is over, it
@@ -230,6 +235,18 @@ func (l *Limit) Measured() int {
 	return int(math.Round(l.known))
 }
 
+// Serving is the slots of the limit that serve: the limit, or the
+// measured capacity when the limit probes above it (a probe's request
+// waits in the upstream's queue and frees nothing).
+func (l *Limit) Serving() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if m := int(math.Round(l.known)); m > 0 {
+		return min(l.value(), m)
+	}
+	return l.value()
+}
+
 // Step learns from one step's signal and returns the new limit.
 func (l *Limit) Step(s Signal) int {
 	l.mu.Lock()
@@ -246,7 +263,11 @@ func (l *Limit) Step(s Signal) int {
 	l.sum += s.TTFB
 	l.count += s.Count
 	judged := l.count >= minSamples || (l.count > 0 && s.Now.Sub(l.since) >= time.Second)
-	used := s.Waiting || float64(s.InFlight) >= l.limit-math.Sqrt(l.limit)
+	// Within the queue allowance counts as used only below the measured
+	// capacity: above it a slot is a probe, and taking one that nobody
+	// asked for puts a request in the upstream's queue for nothing.
+	near := float64(s.InFlight) >= l.limit-math.Sqrt(l.limit) && (l.known == 0 || l.limit < l.known)
+	used := s.Waiting || near
 	stuck, wait, servedNow := l.stuck(s)
 
 	next := l.limit

@@ -388,14 +388,22 @@ func TestLimitHoldsProbesAtTheMeasuredCapacity(t *testing.T) {
 	if m := l.Measured(); m != 8 {
 		t.Fatalf("measured %d within the hold, want 8", m)
 	}
-	if v := steps(l, &now, 8, served); v <= 8 || l.Measured() != 8 {
-		t.Fatalf("limit %d, measured %d after the hold, want it probing up again, 8 measured still", v, l.Measured())
+	// After the hold, traffic within √limit of it but nobody finding it
+	// full: below the measured capacity that is use, at it a probe that
+	// nobody asked for.
+	near := served
+	near.Waiting = false
+	if v := steps(l, &now, 8, near); v != 8 {
+		t.Fatalf("limit %d after the hold, 8 in flight, nobody finding the limit full: want 8 (no probe unasked)", v)
+	}
+	if v := steps(l, &now, 8, served); v <= 8 || l.Measured() != 8 || l.Serving() != 8 {
+		t.Fatalf("limit %d, measured %d, serving %d after the hold, want it probing up again, 8 measured and serving still", v, l.Measured(), l.Serving())
 	}
 	// The probes served at once: 10 in flight, each with its first byte.
 	more := served
 	more.InFlight, more.Started, more.Answered = 10, started+200, started+200
-	if steps(l, &now, 1, more); l.Measured() != 10 {
-		t.Fatalf("10 served at once: measured %d, want 10", l.Measured())
+	if steps(l, &now, 1, more); l.Measured() != 10 || l.Serving() != min(l.Value(), 10) {
+		t.Fatalf("10 served at once: measured %d, serving %d of a limit of %d, want 10 and the lower of the two", l.Measured(), l.Serving(), l.Value())
 	}
 }
 

@@ -99,7 +99,9 @@ func (t *Throttle) admitStep(now time.Time) {
 	t.mu.Unlock()
 	reserve := pc.Reserve(n)
 	drain := math.Float64frombits(t.drain.Load())
-	if !t.turnover.Slow(n, time.Duration(t.maxWait[priority.High].Load())) {
+	// Judged on the slots that serve, not the probes above them.
+	serving := min(n, t.limit.Serving())
+	if !t.turnover.Slow(serving, time.Duration(t.maxWait[priority.High].Load())) {
 		reserve = 0 // slots turn over fast enough: the hand-off serves high in time (admission.Turnover)
 	}
 	// The reserve is sized to what uses it: as many slots as the short
@@ -128,15 +130,13 @@ func (t *Throttle) admitStep(now time.Time) {
 	case guard:
 		reserve = min(want, max(reserve, n/2))
 	}
-	if m := t.limit.Measured(); guard && m > 0 {
+	if guard {
 		// Slots above what the upstream was measured to serve are probes:
 		// a long answer that probes holds its slot, stuck or not, for as
 		// long as it lasts, and only short or high requests probe.
-		reserve += max(0, n-m)
+		reserve += n - serving
 	}
-	t.gate.SetLimit(n)
-	t.gate.SetReserve(reserve)
-	t.gate.SetGuard(guard)
+	t.gate.Set(n, reserve, guard)
 	r := pc.MediumFloor
 	if drain > 0 {
 		r = math.Max(r, float64(n-reserve)*drain/float64(max(inflight, 1)))
