@@ -67,6 +67,8 @@ import (
 //     above it: a probe admits one request more than the upstream serves,
 //     and that request waits in the upstream's queue until a slot frees,
 //     which with long answers is many seconds, far past any objective.
+//     Each probe that finds no more room doubles the hold (up to
+//     maxProbeHold); more served at once brings it back to probeHold.
 //     Probing once in a while still finds capacity that came back. Nor
 //     does the gradient cut, while requests are stuck and for probeHold
 //     after, below the requests served now (in flight with a first byte):
@@ -100,7 +102,8 @@ type Limit struct {
 	// above it before knownUntil.
 	known      float64
 	knownUntil time.Time
-	wasStuck   bool // the last step saw requests stuck
+	hold       time.Duration // probes are held off this long after requests get stuck (0: probeHold)
+	wasStuck   bool          // the last step saw requests stuck
 	// marks: Signal.Started at the last markSteps steps, the newest at
 	// marks[(head-1) % markSteps]
 	marks [markSteps]mark
@@ -135,8 +138,11 @@ const (
 	// start's limit.
 	slowStartGrowth = 1.5
 	// probeHold: how long the upstream's measured capacity (what it
-	// served when requests got stuck) holds probes off.
-	probeHold = 15 * time.Second
+	// served when requests got stuck) holds probes off; doubled after
+	// each probe that finds no more room, up to maxProbeHold, and back to
+	// probeHold once more is served.
+	probeHold    = 15 * time.Second
+	maxProbeHold = 2 * time.Minute
 	// markSteps: how many steps back the slots taken are remembered, to
 	// tell how long requests have waited for a first byte (8 s at four
 	// steps a second; with a long-run first byte over 4 s, nothing is
@@ -322,7 +328,16 @@ func (l *Limit) Step(s Signal) int {
 		// in the newest step are not counted stuck yet), but not below
 		// the requests that have their first byte now.
 		next = math.Min(math.Min(l.limit, served), math.Max(next, servedNow))
-		l.known, l.knownUntil = served, s.Now.Add(probeHold)
+		if l.hold == 0 {
+			l.hold = probeHold
+		}
+		if !l.wasStuck && l.known > 0 && l.limit > l.known && served <= l.known {
+			// A probe found no more room than measured: each costs a
+			// request (and whoever waits behind the cut, high included)
+			// a wait in the upstream's queue, so probe half as often.
+			l.hold = min(2*l.hold, maxProbeHold)
+		}
+		l.known, l.knownUntil = served, s.Now.Add(l.hold)
 		l.why = fmt.Sprintf("%d waited over %v for a first byte: a queue in the upstream", stuck, ms(float64(wait)))
 	} else if s.Now.Before(l.knownUntil) {
 		switch {
@@ -345,6 +360,7 @@ func (l *Limit) Step(s Signal) int {
 	l.wasStuck = stuck > 0
 	if stuck == 0 && l.known > 0 && servedNow > l.known {
 		l.known = servedNow // more served at once than measured: capacity came back
+		l.hold = probeHold
 	}
 	if s.Hold && next > l.limit {
 		next = l.limit

@@ -407,6 +407,63 @@ func TestLimitHoldsProbesAtTheMeasuredCapacity(t *testing.T) {
 	}
 }
 
+// A probe that finds no more room than measured doubles the hold before
+// the next (each costs a request a wait in the upstream's queue, and the
+// high requests behind the cut their slots); more served at once brings
+// the hold back to probeHold.
+func TestLimitProbesLessOftenWhenTheyFindNoRoom(t *testing.T) {
+	l := NewLimit(Config{Initial: 10})
+	now := time.Unix(0, 0)
+	steps(l, &now, 40, Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 3})
+	n := uint64(1000)
+	stuck := func(inFlight int64, waiting uint64) {
+		n += 10
+		steps(l, &now, 8, Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: inFlight, Waiting: true,
+			Started: n, Answered: n - waiting})
+	}
+	// served runs d of 8 served, the limit binding, and returns the
+	// limit after it.
+	served := func(d time.Duration) int {
+		n += 10
+		return steps(l, &now, int(d/(250*time.Millisecond)), Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 8,
+			Waiting: true, Started: n, Answered: n})
+	}
+	stuck(10, 2) // the first queue: 8 measured, held 15 s
+	if v := served(probeHold - 3*time.Second); v != 8 {
+		t.Fatalf("limit %d within the first hold, want 8", v)
+	}
+	if v := served(4 * time.Second); v <= 8 {
+		t.Fatalf("limit %d after the first hold, want a probe above 8", v)
+	}
+	stuck(9, 1) // the probe found no room: 8 served again
+	if v := served(2*probeHold - 3*time.Second); v != 8 {
+		t.Fatalf("limit %d within twice the hold after a probe that found no room, want 8 (%+v)", v, l.Status())
+	}
+	if v := served(4 * time.Second); v <= 8 {
+		t.Fatalf("limit %d after twice the hold, want a probe", v)
+	}
+	// The next probe finds room: 10 served at once, and the hold is back
+	// to probeHold, so the probe after it that finds none holds the next
+	// for twice that, not four times.
+	n += 10
+	steps(l, &now, 1, Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 10, Waiting: true, Started: n, Answered: n})
+	if m := l.Measured(); m != 10 {
+		t.Fatalf("measured %d with 10 served at once, want 10", m)
+	}
+	stuck(12, 2)
+	served = func(d time.Duration) int {
+		n += 10
+		return steps(l, &now, int(d/(250*time.Millisecond)), Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 10,
+			Waiting: true, Started: n, Answered: n})
+	}
+	if v := served(2*probeHold - 3*time.Second); v != 10 {
+		t.Fatalf("limit %d within twice the hold after a probe past 10 found no room, want 10 (%+v)", v, l.Status())
+	}
+	if v := served(4 * time.Second); v <= 10 {
+		t.Fatalf("limit %d after twice the hold, want a probe (the hold was back to %v before the queue)", v, probeHold)
+	}
+}
+
 // The first bytes of requests that were stuck come in seconds late, after
 // the stuck rule brought the limit down to what the upstream served: they
 // are that same queue, and the gradient does not cut below it for them,
