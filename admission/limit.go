@@ -68,7 +68,7 @@ import (
 //     and that request waits in the upstream's queue until a slot frees,
 //     which with long answers is many seconds, far past any objective.
 //     Each probe that finds no more room doubles the hold (up to
-//     maxProbeHold); more served at once brings it back to probeHold.
+//     maxProbeHold); more served at once (for a second) brings it back to probeHold.
 //     Probing once in a while still finds capacity that came back. Nor
 //     does the gradient cut, while requests are stuck and for probeHold
 //     after, below the requests served now (in flight with a first byte):
@@ -103,7 +103,11 @@ type Limit struct {
 	known      float64
 	knownUntil time.Time
 	hold       time.Duration // probes are held off this long after requests get stuck (0: probeHold)
-	wasStuck   bool          // the last step saw requests stuck
+	// moreSince: since when more than known have been served at once, the
+	// fewest of them moreLow (zero: not now).
+	moreSince time.Time
+	moreLow   float64
+	wasStuck  bool // the last step saw requests stuck
 	// marks: Signal.Started at the last markSteps steps, the newest at
 	// marks[(head-1) % markSteps]
 	marks [markSteps]mark
@@ -234,7 +238,8 @@ func (l *Limit) value() int { return int(math.Round(l.limit)) }
 
 // Measured is the upstream's measured capacity (0 until requests first
 // got stuck): what it served when requests last got stuck, or more, if it
-// has served more at once since. Slots of the limit above it are probes.
+// has served more at once for a second since. Slots of the limit above it
+// are probes.
 func (l *Limit) Measured() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -358,9 +363,23 @@ func (l *Limit) Step(s Signal) int {
 		}
 	}
 	l.wasStuck = stuck > 0
+	// More served at once than measured, a second running: capacity came
+	// back. One step's count can run over the upstream's slots (an answer
+	// the upstream has finished counts until its last bytes pass the
+	// gateway, while its slot already serves the next), and a measured
+	// capacity above the slots opens slots that are not there to anyone.
 	if stuck == 0 && l.known > 0 && servedNow > l.known {
-		l.known = servedNow // more served at once than measured: capacity came back
-		l.hold = probeHold
+		if l.moreSince.IsZero() || servedNow < l.moreLow {
+			l.moreLow = servedNow
+		}
+		if l.moreSince.IsZero() {
+			l.moreSince = s.Now
+		}
+		if s.Now.Sub(l.moreSince) >= time.Second {
+			l.known, l.hold, l.moreSince = l.moreLow, probeHold, time.Time{}
+		}
+	} else {
+		l.moreSince = time.Time{}
 	}
 	if s.Hold && next > l.limit {
 		next = l.limit

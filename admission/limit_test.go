@@ -402,6 +402,23 @@ func TestLimitHoldsProbesAtTheMeasuredCapacity(t *testing.T) {
 	// The probes served at once: 10 in flight, each with its first byte.
 	more := served
 	more.InFlight, more.Started, more.Answered = 10, started+200, started+200
+	// One step of it can be an answer finished upstream and not yet
+	// released here, its slot already serving the next: not capacity.
+	if steps(l, &now, 1, more); l.Measured() != 8 {
+		t.Fatalf("10 served at once for one step: measured %d, want 8 still", l.Measured())
+	}
+	back := served
+	back.Started, back.Answered = started+300, started+300
+	steps(l, &now, 1, back)
+	more.Started, more.Answered = started+400, started+400
+	eleven := more
+	eleven.InFlight = 11
+	steps(l, &now, 1, eleven)
+	if steps(l, &now, 3, more); l.Measured() != 8 {
+		t.Fatalf("10 served at once for a step, 8 for one, then 11 and 10 for four: measured %d, want 8 still (not a second running)", l.Measured())
+	}
+	// A second of it running is capacity that came back: the fewest
+	// served in that second, 10.
 	if steps(l, &now, 1, more); l.Measured() != 10 || l.Serving() != min(l.Value(), 10) {
 		t.Fatalf("10 served at once: measured %d, serving %d of a limit of %d, want 10 and the lower of the two", l.Measured(), l.Serving(), l.Value())
 	}
@@ -442,11 +459,11 @@ func TestLimitProbesLessOftenWhenTheyFindNoRoom(t *testing.T) {
 	if v := served(4 * time.Second); v <= 8 {
 		t.Fatalf("limit %d after twice the hold, want a probe", v)
 	}
-	// The next probe finds room: 10 served at once, and the hold is back
+	// The next probe finds room: 10 served at once for a second, and the hold is back
 	// to probeHold, so the probe after it that finds none holds the next
 	// for twice that, not four times.
 	n += 10
-	steps(l, &now, 1, Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 10, Waiting: true, Started: n, Answered: n})
+	steps(l, &now, 5, Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 10, Waiting: true, Started: n, Answered: n})
 	if m := l.Measured(); m != 10 {
 		t.Fatalf("measured %d with 10 served at once, want 10", m)
 	}
