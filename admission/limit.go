@@ -40,11 +40,11 @@ import (
 //     (the reserve, the medium pacing, low refused while shedding):
 //     counted as binding, they made it probe up every step of a surge,
 //     to far past what the upstream served. At or above the measured
-//     capacity (Measured) only a full limit counts: the queue allowance
-//     let the limit creep above it with the reserve's slots idle, and a
-//     burst then filled the probes, queued in the upstream behind answers
-//     many seconds long, and left more in flight than the cut limit, high
-//     requests waiting at the gateway;
+//     capacity (LimitStatus.Measured) only a full limit counts: the
+//     queue allowance let the limit creep above it with the reserve's
+//     slots idle, and a burst then filled the probes, queued in the
+//     upstream behind answers many seconds long, and left more in flight
+//     than the cut limit, high requests waiting at the gateway;
 //   - pressure from the GPU level or a circuit that is not closed cuts the
 //     limit by a tenth a step however fast first bytes come, down to half
 //     what it was when the pressure began; once the pressure is over, it
@@ -68,7 +68,8 @@ import (
 //     and that request waits in the upstream's queue until a slot frees,
 //     which with long answers is many seconds, far past any objective.
 //     Each probe that finds no more room doubles the hold (up to
-//     maxProbeHold); more served at once (for a second) brings it back to probeHold.
+//     maxProbeHold); more served at once for a second brings it back to
+//     probeHold.
 //     Probing once in a while still finds capacity that came back. Nor
 //     does the gradient cut, while requests are stuck and for probeHold
 //     after, below the requests served now (in flight with a first byte):
@@ -102,7 +103,7 @@ type Limit struct {
 	// above it before knownUntil.
 	known      float64
 	knownUntil time.Time
-	hold       time.Duration // probes are held off this long after requests get stuck (0: probeHold)
+	hold       time.Duration // probes are held off this long after requests get stuck
 	// moreSince: since when more than known have been served at once, the
 	// fewest of them moreLow (zero: not now).
 	moreSince time.Time
@@ -200,6 +201,7 @@ func (l *Limit) start() {
 	l.sum, l.count, l.since = 0, 0, time.Time{}
 	l.marks, l.head = [markSteps]mark{}, 0
 	l.known, l.knownUntil, l.wasStuck = 0, time.Time{}, false
+	l.hold, l.moreSince, l.moreLow = probeHold, time.Time{}, 0
 }
 
 // SetConfig applies a reloaded config, keeping what was learned (within
@@ -235,16 +237,6 @@ func (l *Limit) Value() int {
 }
 
 func (l *Limit) value() int { return int(math.Round(l.limit)) }
-
-// Measured is the upstream's measured capacity (0 until requests first
-// got stuck): what it served when requests last got stuck, or more, if it
-// has served more at once for a second since. Slots of the limit above it
-// are probes.
-func (l *Limit) Measured() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return int(math.Round(l.known))
-}
 
 // Serving is the slots of the limit that serve: the limit, or the
 // measured capacity when the limit probes above it (a probe's request
@@ -333,9 +325,6 @@ func (l *Limit) Step(s Signal) int {
 		// in the newest step are not counted stuck yet), but not below
 		// the requests that have their first byte now.
 		next = math.Min(math.Min(l.limit, served), math.Max(next, servedNow))
-		if l.hold == 0 {
-			l.hold = probeHold
-		}
 		if !l.wasStuck && l.known > 0 && l.limit > l.known && served <= l.known {
 			// A probe found no more room than measured: each costs a
 			// request (and whoever waits behind the cut, high included)
@@ -369,12 +358,10 @@ func (l *Limit) Step(s Signal) int {
 	// gateway, while its slot already serves the next), and a measured
 	// capacity above the slots opens slots that are not there to anyone.
 	if stuck == 0 && l.known > 0 && servedNow > l.known {
-		if l.moreSince.IsZero() || servedNow < l.moreLow {
-			l.moreLow = servedNow
-		}
 		if l.moreSince.IsZero() {
-			l.moreSince = s.Now
+			l.moreSince, l.moreLow = s.Now, servedNow
 		}
+		l.moreLow = math.Min(l.moreLow, servedNow)
 		if s.Now.Sub(l.moreSince) >= time.Second {
 			l.known, l.hold, l.moreSince = l.moreLow, probeHold, time.Time{}
 		}
@@ -437,8 +424,10 @@ type LimitStatus struct {
 	LongS    float64 `json:"ttfb_long_s"`  // its long-run average
 	Gradient float64 `json:"gradient"`
 	Driver   string  `json:"driver"` // what moved the limit last
-	// Measured is the upstream's measured capacity (Measured), 0 until
-	// requests first got stuck.
+	// Measured is the upstream's measured capacity, 0 until requests
+	// first got stuck: what it served when requests last got stuck, or
+	// more, if it has served more at once for a second since. Slots of
+	// the limit above it are probes (see Serving).
 	Measured int `json:"measured_capacity"`
 }
 

@@ -385,7 +385,7 @@ func TestLimitHoldsProbesAtTheMeasuredCapacity(t *testing.T) {
 	if v, d := steps(l, &now, held, served), l.Status().Driver; v != 8 || !strings.HasPrefix(d, "probing held at 8") {
 		t.Fatalf("limit %d, driver %q within the hold, want 8, held", v, d)
 	}
-	if m := l.Measured(); m != 8 {
+	if m := l.Status().Measured; m != 8 {
 		t.Fatalf("measured %d within the hold, want 8", m)
 	}
 	// After the hold, traffic within √limit of it but nobody finding it
@@ -396,16 +396,16 @@ func TestLimitHoldsProbesAtTheMeasuredCapacity(t *testing.T) {
 	if v := steps(l, &now, 8, near); v != 8 {
 		t.Fatalf("limit %d after the hold, 8 in flight, nobody finding the limit full: want 8 (no probe unasked)", v)
 	}
-	if v := steps(l, &now, 8, served); v <= 8 || l.Measured() != 8 || l.Serving() != 8 {
-		t.Fatalf("limit %d, measured %d, serving %d after the hold, want it probing up again, 8 measured and serving still", v, l.Measured(), l.Serving())
+	if v := steps(l, &now, 8, served); v <= 8 || l.Status().Measured != 8 || l.Serving() != 8 {
+		t.Fatalf("limit %d, measured %d, serving %d after the hold, want it probing up again, 8 measured and serving still", v, l.Status().Measured, l.Serving())
 	}
 	// The probes served at once: 10 in flight, each with its first byte.
 	more := served
 	more.InFlight, more.Started, more.Answered = 10, started+200, started+200
 	// One step of it can be an answer finished upstream and not yet
 	// released here, its slot already serving the next: not capacity.
-	if steps(l, &now, 1, more); l.Measured() != 8 {
-		t.Fatalf("10 served at once for one step: measured %d, want 8 still", l.Measured())
+	if steps(l, &now, 1, more); l.Status().Measured != 8 {
+		t.Fatalf("10 served at once for one step: measured %d, want 8 still", l.Status().Measured)
 	}
 	back := served
 	back.Started, back.Answered = started+300, started+300
@@ -414,13 +414,13 @@ func TestLimitHoldsProbesAtTheMeasuredCapacity(t *testing.T) {
 	eleven := more
 	eleven.InFlight = 11
 	steps(l, &now, 1, eleven)
-	if steps(l, &now, 3, more); l.Measured() != 8 {
-		t.Fatalf("10 served at once for a step, 8 for one, then 11 and 10 for four: measured %d, want 8 still (not a second running)", l.Measured())
+	if steps(l, &now, 3, more); l.Status().Measured != 8 {
+		t.Fatalf("10 served at once for a step, 8 for one, then 11 and 10 for four: measured %d, want 8 still (not a second running)", l.Status().Measured)
 	}
 	// A second of it running is capacity that came back: the fewest
 	// served in that second, 10.
-	if steps(l, &now, 1, more); l.Measured() != 10 || l.Serving() != min(l.Value(), 10) {
-		t.Fatalf("10 served at once: measured %d, serving %d of a limit of %d, want 10 and the lower of the two", l.Measured(), l.Serving(), l.Value())
+	if steps(l, &now, 1, more); l.Status().Measured != 10 || l.Serving() != min(l.Value(), 10) {
+		t.Fatalf("10 served at once: measured %d, serving %d of a limit of %d, want 10 and the lower of the two", l.Status().Measured, l.Serving(), l.Value())
 	}
 }
 
@@ -464,7 +464,7 @@ func TestLimitProbesLessOftenWhenTheyFindNoRoom(t *testing.T) {
 	// for twice that, not four times.
 	n += 10
 	steps(l, &now, 5, Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 10, Waiting: true, Started: n, Answered: n})
-	if m := l.Measured(); m != 10 {
+	if m := l.Status().Measured; m != 10 {
 		t.Fatalf("measured %d with 10 served at once, want 10", m)
 	}
 	stuck(12, 2)

@@ -106,8 +106,7 @@ func (t *Throttle) Restore(data []byte, now time.Time, maxAge time.Duration) (Re
 		t.mu.Lock()
 		pc := t.cfg.Priority
 		t.mu.Unlock()
-		t.gate.SetLimit(n)
-		t.gate.SetReserve(pc.Reserve(n))
+		t.gate.Set(n, pc.Reserve(n), t.gate.Guarding())
 		return nil
 	})
 	if len(info.Skipped) == 0 {

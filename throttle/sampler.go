@@ -100,7 +100,7 @@ func (t *Throttle) admitStep(now time.Time) {
 	reserve := pc.Reserve(n)
 	drain := math.Float64frombits(t.drain.Load())
 	// Judged on the slots that serve, not the probes above them.
-	serving := min(n, t.limit.Serving())
+	serving := t.limit.Serving()
 	if !t.turnover.Slow(serving, time.Duration(t.maxWait[priority.High].Load())) {
 		reserve = 0 // slots turn over fast enough: the hand-off serves high in time (admission.Turnover)
 	}

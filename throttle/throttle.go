@@ -272,8 +272,7 @@ func (t *Throttle) Apply(cfg Config) error {
 	}
 	t.limit.SetConfig(cfg.Concurrency)
 	n := t.limit.Value()
-	t.gate.SetLimit(n)
-	t.gate.SetReserve(cfg.Priority.Reserve(n))
+	t.gate.Set(n, cfg.Priority.Reserve(n), t.gate.Guarding())
 	t.gate.SetMaxQueue(cfg.Concurrency.Queue)
 	t.setMaxWait(cfg.Concurrency.MaxWait)
 	t.weigher.limit.Store(cfg.Concurrency.WeighBody)
