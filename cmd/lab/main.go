@@ -261,6 +261,10 @@ func runScenario(ctx context.Context, b bins, root, tmp, outDir string, sc scena
 	}()
 	for _, s := range setupNames {
 		e, err := startSetup(ctx, b, filepath.Join(root, "lab"), filepath.Join(tmp, sc.Name, s), s, sc)
+		for try := 2; errors.Is(err, errPortTaken) && try <= 3; try++ {
+			fmt.Fprintf(stdout, "lab: %s/%s: %v\nlab: %s/%s: starting it again on other ports (try %d of 3)\n", sc.Name, s, err, sc.Name, s, try)
+			e, err = startSetup(ctx, b, filepath.Join(root, "lab"), filepath.Join(tmp, sc.Name, s), s, sc)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("set-up %s: %w", s, err)
 		}

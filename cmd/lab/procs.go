@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -84,17 +86,37 @@ func (p *proc) wait(ctx context.Context) error {
 	}
 }
 
-// freePort asks the kernel for a free port on 127.0.0.1. Another process
-// could take it before we use it; on loopback in a lab that is rare, and a
-// set-up that fails to start says so.
+// freePort asks the kernel for a free port on 127.0.0.1 and never hands
+// out the same port twice in this process: the scenarios start their
+// set-ups at the same time, and a port closed here could otherwise come
+// back from the next call before the child that was given it binds it.
+// Another process could still take it first; a child that then fails to
+// bind says so (errPortTaken) and its set-up is started again.
 func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	ports.Lock()
+	defer ports.Unlock()
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if !ports.handed[port] {
+			ports.handed[port] = true
+			return port, nil
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("no port on 127.0.0.1 that was not handed out already")
 }
+
+var ports = struct {
+	sync.Mutex
+	handed map[int]bool
+}{handed: map[int]bool{}}
+
+// errPortTaken: a child could not listen on the port it was given.
+var errPortTaken = errors.New("port taken by another process")
 
 func hostPort(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
 
@@ -106,7 +128,7 @@ func waitReady(ctx context.Context, url string, p *proc, timeout time.Duration) 
 	for time.Now().Before(deadline) {
 		if p != nil {
 			if ended, err := p.exited(); ended {
-				return fmt.Errorf("%s exited before it was ready (%v); see %s", p.name, err, p.log)
+				return p.exitError(err)
 			}
 		}
 		resp, err := client.Get(url)
@@ -125,4 +147,36 @@ func waitReady(ctx context.Context, url string, p *proc, timeout time.Duration) 
 		}
 	}
 	return fmt.Errorf("%s not ready after %v: %v", url, timeout, last)
+}
+
+// exitError says that p ended before it was ready, with the end of its log
+// (the log is in a temporary folder a CI run does not keep), and wraps
+// errPortTaken when it could not listen.
+func (p *proc) exitError(err error) error {
+	tail := ""
+	if b, rerr := os.ReadFile(p.log); rerr == nil {
+		tail = lastLines(string(b), 5, 2000)
+	}
+	e := fmt.Errorf("%s exited before it was ready (%v); see %s; its log ends:\n%s", p.name, err, p.log, tail)
+	if strings.Contains(tail, "address already in use") {
+		return errors.Join(errPortTaken, e)
+	}
+	return e
+}
+
+// lastLines is the last n lines of s, at most most bytes of them.
+func lastLines(s string, n, most int) string {
+	s = strings.TrimRight(s, "\n")
+	i := len(s)
+	for ; n > 0 && i > 0; n-- {
+		i = strings.LastIndexByte(s[:i], '\n')
+		if i < 0 {
+			i = 0
+		}
+	}
+	s = strings.TrimLeft(s[i:], "\n")
+	if len(s) > most {
+		s = s[len(s)-most:]
+	}
+	return s
 }
