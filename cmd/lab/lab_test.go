@@ -205,6 +205,23 @@ func TestSmokeInProcess(t *testing.T) {
 	if !strings.Contains(string(md), "goodput ÷ capacity (tokens)") {
 		t.Errorf("hetero.md does not count goodput in tokens:\n%s", md)
 	}
+	// The ideal gateway on the run's arrivals: for the scenarios whose
+	// slots stay, not for drop.
+	for name, want := range map[string]bool{"step": true, "hetero": true, "drop": false} {
+		md, _ := os.ReadFile(filepath.Join(dir, name+".md"))
+		if got := strings.Contains(string(md), "an ideal gateway reaches"); got != want {
+			t.Errorf("%s.md: ceiling shown %v, want %v", name, got, want)
+		}
+		raw, _ := os.ReadFile(filepath.Join(dir, name+".json"))
+		var back struct {
+			Ceiling *[ceilingKeeps]ceiling `json:"ceiling"`
+		}
+		if err := json.Unmarshal(raw, &back); err != nil || (back.Ceiling != nil) != want {
+			t.Errorf("%s.json: ceiling %+v (%v), want one: %v", name, back.Ceiling, err, want)
+		} else if want && (back.Ceiling[0].Goodput <= 0 || back.Ceiling[0].High == 0) {
+			t.Errorf("%s.json: ceiling %+v", name, *back.Ceiling)
+		}
+	}
 }
 
 // TestCaddyfileTemplates renders both templates and, when ./caddy has been

@@ -300,6 +300,14 @@ func runScenario(ctx context.Context, b bins, root, tmp, outDir string, sc scena
 		fmt.Fprintf(stdout, "lab: %s/%s: sent %d, OK within SLO %s, shed %d, upstream OOMs %d, goodput in window %.2f req/s (%.2f of capacity%s)\n",
 			sc.Name, o.Setup, s.Sent, pct(s.SLOAttainment), s.Shed(), o.UpstreamOOMs, o.GoodputWindow, o.GoodputRatio, map[bool]string{true: ", tokens"}[sc.tokens()])
 	}
+	if cs := ceilingOf(sc, outs); cs != nil {
+		var parts []string
+		for keep, c := range cs {
+			parts = append(parts, fmt.Sprintf("keeping %d slots %.2f (high %d of %d)", keep, c.Goodput, c.HighMet, c.High))
+		}
+		fmt.Fprintf(stdout, "lab: %s: an ideal gateway within the SLO in the module's order, on these arrivals (simulated): %s of capacity\n",
+			sc.Name, strings.Join(parts, ", "))
+	}
 	return outs, writeResults(outDir, sc, outs, machine)
 }
 

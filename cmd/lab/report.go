@@ -52,6 +52,12 @@ func writeMarkdown(w io.Writer, sc scenario, outs []outcome, machine string) err
 			o.GoodputRatio, o.ServedRatio, oomText(o), secs(wd.Overall.TTFBP99), firstRefusal(o), recoverText(sc, o))
 	}
 
+	if cs := ceilingOf(sc, outs); cs != nil {
+		unit := map[bool]string{true: " (tokens)"}[sc.tokens()]
+		fmt.Fprintf(&b, "\nWithin the SLO, an ideal gateway reaches, on this run's arrivals, %.2f of capacity%s keeping no slot (high %d of %d within the SLO), %.2f keeping one slot from medium and low requests with long answers (high %d of %d), %.2f keeping two (high %d of %d); simulated on llmsim's model (cmd/lab/ceiling.go). It admits in the module's order (the highest priority first, then the oldest), never lets the upstream queue, and lets each request wait as long as it can and still start within the SLO. Keeping no slot, it leaves %.2f slots idle on average in the window, %.2f of them with nobody waiting: work that has not arrived cannot be started. What the upstream on this machine streams at a full batch is *served ÷ capacity* where a set-up kept it full.\n",
+			cs[0].Goodput, unit, cs[0].HighMet, cs[0].High, cs[1].Goodput, cs[1].HighMet, cs[1].High, cs[2].Goodput, cs[2].HighMet, cs[2].High, cs[0].Idle, cs[0].IdleEmpty)
+	}
+
 	fmt.Fprintln(&b, "\nWhole run (429+RA = with Retry-After):")
 	fmt.Fprintln(&b)
 	fmt.Fprintln(&b, "| set-up | sent | OK ≤ SLO | SLO all | goodput in window | shed 429/503 (with Retry-After) | refused while ≤ 0.9× | timeouts | other errors | TTFB p50 / p99 (OK) | level transitions |")
@@ -167,9 +173,11 @@ func secs(ms float64) string {
 // writeOutcomesJSON saves the outcomes without per-request records.
 func writeOutcomesJSON(path string, sc scenario, outs []outcome) error {
 	type slim struct {
-		Scenario scenario  `json:"scenario"`
-		Outcomes []outcome `json:"outcomes"`
+		Scenario scenario               `json:"scenario"`
+		Outcomes []outcome              `json:"outcomes"`
+		Ceiling  *[ceilingKeeps]ceiling `json:"ceiling,omitempty"` // keeping no slot, one, two (see ceiling)
 	}
+	c := ceilingOf(sc, outs)
 	cp := make([]outcome, len(outs))
 	for i, o := range outs {
 		r := *o.Res
@@ -177,7 +185,7 @@ func writeOutcomesJSON(path string, sc scenario, outs []outcome) error {
 		o.Res = &r
 		cp[i] = o
 	}
-	b, err := json.MarshalIndent(slim{sc, cp}, "", " ")
+	b, err := json.MarshalIndent(slim{sc, cp, c}, "", " ")
 	if err != nil {
 		return err
 	}
