@@ -41,21 +41,23 @@ type ceiling struct {
 }
 
 // ceilingOf is the ceiling of sc on the arrivals of its run (the same in
-// every set-up: one seed); nil for drop, whose slots change, or when no
-// records were kept. The first keeps no slot, the next one, then two.
-func ceilingOf(sc scenario, outs []outcome) *[ceilingKeeps]ceiling {
+// every set-up: one seed), the i-th keeping i slots: keeping none, and
+// where answer lengths are mixed also one and two; nil for drop, whose
+// slots change, or when no records were kept.
+func ceilingOf(sc scenario, outs []outcome) []ceiling {
 	if sc.DropTo != 0 || len(outs) == 0 || outs[0].Res == nil || len(outs[0].Res.Records) == 0 {
 		return nil
 	}
-	var cs [ceilingKeeps]ceiling
+	keeps := 1
+	if sc.tokens() {
+		keeps = 3
+	}
+	cs := make([]ceiling, keeps)
 	for keep := range cs {
 		cs[keep] = simulateCeiling(llmsim.Config{Slots: sc.Slots}, sc, outs[0].Res.Records, keep)
 	}
-	return &cs
+	return cs
 }
-
-// ceilingKeeps: the ceiling is simulated keeping 0, 1 and 2 slots.
-const ceilingKeeps = 3
 
 // simStep is the simulation's clock step; simShortShare: an answer of at
 // most this share of the mean length asked is short, as the module's

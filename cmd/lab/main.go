@@ -303,7 +303,7 @@ func runScenario(ctx context.Context, b bins, root, tmp, outDir string, sc scena
 	if cs := ceilingOf(sc, outs); cs != nil {
 		var parts []string
 		for keep, c := range cs {
-			parts = append(parts, fmt.Sprintf("keeping %d slots %.2f (high %d of %d)", keep, c.Goodput, c.HighMet, c.High))
+			parts = append(parts, fmt.Sprintf("keeping %d slot(s) %.2f (high %d of %d)", keep, c.Goodput, c.HighMet, c.High))
 		}
 		fmt.Fprintf(stdout, "lab: %s: an ideal gateway within the SLO in the module's order, on these arrivals (simulated): %s of capacity\n",
 			sc.Name, strings.Join(parts, ", "))

@@ -53,9 +53,13 @@ func writeMarkdown(w io.Writer, sc scenario, outs []outcome, machine string) err
 	}
 
 	if cs := ceilingOf(sc, outs); cs != nil {
-		unit := map[bool]string{true: " (tokens)"}[sc.tokens()]
-		fmt.Fprintf(&b, "\nWithin the SLO, an ideal gateway reaches, on this run's arrivals, %.2f of capacity%s keeping no slot (high %d of %d within the SLO), %.2f keeping one slot from medium and low requests with long answers (high %d of %d), %.2f keeping two (high %d of %d); simulated on llmsim's model (cmd/lab/ceiling.go). It admits in the module's order (the highest priority first, then the oldest), never lets the upstream queue, and lets each request wait as long as it can and still start within the SLO. Keeping no slot, it leaves %.2f slots idle on average in the window, %.2f of them with nobody waiting: work that has not arrived cannot be started. What the upstream on this machine streams at a full batch is *served ÷ capacity* where a set-up kept it full.\n",
-			cs[0].Goodput, unit, cs[0].HighMet, cs[0].High, cs[1].Goodput, cs[1].HighMet, cs[1].High, cs[2].Goodput, cs[2].HighMet, cs[2].High, cs[0].Idle, cs[0].IdleEmpty)
+		fmt.Fprintf(&b, "\nWithin the SLO, an ideal gateway reaches %.2f of capacity on this run's arrivals (high %d of %d within the SLO)", cs[0].Goodput, cs[0].HighMet, cs[0].High)
+		if len(cs) == 3 {
+			fmt.Fprintf(&b, "; keeping one slot from medium and low requests with long answers %.2f (high %d of %d), keeping two %.2f (high %d of %d)",
+				cs[1].Goodput, cs[1].HighMet, cs[1].High, cs[2].Goodput, cs[2].HighMet, cs[2].High)
+		}
+		fmt.Fprintf(&b, ". Simulated on llmsim's model (cmd/lab/ceiling.go), it admits in the module's order (the highest priority first, then the oldest), never lets the upstream queue, and lets each request wait as long as it can and still start within the SLO. Keeping no slot, it leaves %.2f slots idle on average in the window, %.2f of them with nobody waiting: work that has not arrived cannot be started. What the upstream on this machine streams at a full batch is *served ÷ capacity* where a set-up kept it full.\n",
+			cs[0].Idle, cs[0].IdleEmpty)
 	}
 
 	fmt.Fprintln(&b, "\nWhole run (429+RA = with Retry-After):")
@@ -173,9 +177,9 @@ func secs(ms float64) string {
 // writeOutcomesJSON saves the outcomes without per-request records.
 func writeOutcomesJSON(path string, sc scenario, outs []outcome) error {
 	type slim struct {
-		Scenario scenario               `json:"scenario"`
-		Outcomes []outcome              `json:"outcomes"`
-		Ceiling  *[ceilingKeeps]ceiling `json:"ceiling,omitempty"` // keeping no slot, one, two (see ceiling)
+		Scenario scenario  `json:"scenario"`
+		Outcomes []outcome `json:"outcomes"`
+		Ceiling  []ceiling `json:"ceiling,omitempty"` // keeping no slot, one, two (see ceilingOf)
 	}
 	c := ceilingOf(sc, outs)
 	cp := make([]outcome, len(outs))
