@@ -94,7 +94,7 @@ func TestSmokeInProcess(t *testing.T) {
 				t.Error(err)
 				return
 			}
-			if err := writeResults(dir, sc, outs, machineInfo()); err != nil {
+			if err := writeResults(dir, sc, outs, ceilingOf(sc, outs), machineInfo()); err != nil {
 				t.Error(err)
 			}
 			mu.Lock()

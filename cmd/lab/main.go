@@ -300,7 +300,8 @@ func runScenario(ctx context.Context, b bins, root, tmp, outDir string, sc scena
 		fmt.Fprintf(stdout, "lab: %s/%s: sent %d, OK within SLO %s, shed %d, upstream OOMs %d, goodput in window %.2f req/s (%.2f of capacity%s)\n",
 			sc.Name, o.Setup, s.Sent, pct(s.SLOAttainment), s.Shed(), o.UpstreamOOMs, o.GoodputWindow, o.GoodputRatio, map[bool]string{true: ", tokens"}[sc.tokens()])
 	}
-	if cs := ceilingOf(sc, outs); cs != nil {
+	cs := ceilingOf(sc, outs)
+	if cs != nil {
 		var parts []string
 		for keep, c := range cs {
 			parts = append(parts, fmt.Sprintf("keeping %d slot(s) %.2f (high %d of %d)", keep, c.Goodput, c.HighMet, c.High))
@@ -308,7 +309,7 @@ func runScenario(ctx context.Context, b bins, root, tmp, outDir string, sc scena
 		fmt.Fprintf(stdout, "lab: %s: an ideal gateway within the SLO in the module's order, on these arrivals (simulated): %s of capacity\n",
 			sc.Name, strings.Join(parts, ", "))
 	}
-	return outs, writeResults(outDir, sc, outs, machine)
+	return outs, writeResults(outDir, sc, outs, cs, machine)
 }
 
 // smokeCheck asks of a smoke run only that every part worked: each set-up
@@ -387,10 +388,11 @@ func samplePeer(p peer, done <-chan struct{}) []peerSample {
 	}
 }
 
-// writeResults writes <name>.md, .png and .json into dir.
-func writeResults(dir string, sc scenario, outs []outcome, machine string) error {
+// writeResults writes <name>.md, .png and .json into dir; cs is the ideal
+// gateway's figures (ceilingOf), nil where there are none.
+func writeResults(dir string, sc scenario, outs []outcome, cs []ceiling, machine string) error {
 	var md strings.Builder
-	if err := writeMarkdown(&md, sc, outs, machine); err != nil {
+	if err := writeMarkdown(&md, sc, outs, cs, machine); err != nil {
 		return err
 	}
 	fmt.Fprintf(&md, "\n![%s](%s.png)\n", sc.Title, sc.Name)
@@ -400,7 +402,7 @@ func writeResults(dir string, sc scenario, outs []outcome, machine string) error
 	if err := writePlot(filepath.Join(dir, sc.Name+".png"), sc, outs); err != nil {
 		return err
 	}
-	return writeOutcomesJSON(filepath.Join(dir, sc.Name+".json"), sc, outs)
+	return writeOutcomesJSON(filepath.Join(dir, sc.Name+".json"), sc, outs, cs)
 }
 
 // machineInfo is one line: CPUs, CPU model, Go version, kernel.

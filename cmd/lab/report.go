@@ -12,8 +12,9 @@ import (
 )
 
 // writeMarkdown writes the scenario's tables: the comparison in the
-// window, the whole run, by priority, and the targets.
-func writeMarkdown(w io.Writer, sc scenario, outs []outcome, machine string) error {
+// window with the ideal gateway's figures (cs, when not nil), the whole
+// run, by priority, and the targets.
+func writeMarkdown(w io.Writer, sc scenario, outs []outcome, cs []ceiling, machine string) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## %s\n\n", sc.Title)
 	p := sc.Profile
@@ -52,7 +53,7 @@ func writeMarkdown(w io.Writer, sc scenario, outs []outcome, machine string) err
 			o.GoodputRatio, o.ServedRatio, oomText(o), secs(wd.Overall.TTFBP99), firstRefusal(o), recoverText(sc, o))
 	}
 
-	if cs := ceilingOf(sc, outs); cs != nil {
+	if cs != nil {
 		fmt.Fprintf(&b, "\nWithin the SLO, an ideal gateway reaches %.2f of capacity on this run's arrivals (high %d of %d within the SLO)", cs[0].Goodput, cs[0].HighMet, cs[0].High)
 		if len(cs) == 3 {
 			fmt.Fprintf(&b, "; keeping one slot from medium and low requests with long answers %.2f (high %d of %d), keeping two %.2f (high %d of %d)",
@@ -175,13 +176,12 @@ func secs(ms float64) string {
 }
 
 // writeOutcomesJSON saves the outcomes without per-request records.
-func writeOutcomesJSON(path string, sc scenario, outs []outcome) error {
+func writeOutcomesJSON(path string, sc scenario, outs []outcome, cs []ceiling) error {
 	type slim struct {
 		Scenario scenario  `json:"scenario"`
 		Outcomes []outcome `json:"outcomes"`
 		Ceiling  []ceiling `json:"ceiling,omitempty"` // keeping no slot, one, two (see ceilingOf)
 	}
-	c := ceilingOf(sc, outs)
 	cp := make([]outcome, len(outs))
 	for i, o := range outs {
 		r := *o.Res
@@ -189,7 +189,7 @@ func writeOutcomesJSON(path string, sc scenario, outs []outcome) error {
 		o.Res = &r
 		cp[i] = o
 	}
-	b, err := json.MarshalIndent(slim{sc, cp, c}, "", " ")
+	b, err := json.MarshalIndent(slim{sc, cp, cs}, "", " ")
 	if err != nil {
 		return err
 	}
