@@ -41,7 +41,10 @@ func (t *Throttle) Reset(what string, now time.Time) error {
 			l.Forget()
 		}
 		t.limit.Forget()
-		t.gate.SetLimit(t.limit.Value())
+		t.mu.Lock()
+		pc := t.cfg.Priority
+		t.mu.Unlock()
+		t.resetGate(pc)
 	}
 	if what != "baselines" {
 		t.circuit.Reset(now)

@@ -102,11 +102,10 @@ func (t *Throttle) Restore(data []byte, now time.Time, maxAge time.Duration) (Re
 		if err := t.limit.Restore(*s.Concurrency); err != nil {
 			return err
 		}
-		n := t.limit.Value()
 		t.mu.Lock()
 		pc := t.cfg.Priority
 		t.mu.Unlock()
-		t.gate.Set(n, pc.Reserve(n), t.gate.Guarding())
+		t.resetGate(pc)
 		return nil
 	})
 	if len(info.Skipped) == 0 {

@@ -271,14 +271,22 @@ func (t *Throttle) Apply(cfg Config) error {
 		t.circuit.SetConfig(cfg.Circuit)
 	}
 	t.limit.SetConfig(cfg.Concurrency)
-	n := t.limit.Value()
-	t.gate.Set(n, cfg.Priority.Reserve(n), t.gate.Guarding())
+	t.resetGate(cfg.Priority)
 	t.gate.SetMaxQueue(cfg.Concurrency.Queue)
 	t.setMaxWait(cfg.Concurrency.MaxWait)
 	t.weigher.limit.Store(cfg.Concurrency.WeighBody)
 	t.def.Store(uint32(cfg.Priority.DefaultPriority()))
 	t.retry.Store(int64(cfg.RetryAfter))
 	return nil
+}
+
+// resetGate gives the gate the limit's value, with pc's share of it as the
+// reserve, together (Gate.Set) and the guard as it is: after a reload, a
+// restore or a reset changed the limit outside the sampler, until its
+// next step sizes the reserve to what uses it.
+func (t *Throttle) resetGate(pc priority.Config) {
+	n := t.limit.Value()
+	t.gate.Set(n, pc.Reserve(n), t.gate.Guarding())
 }
 
 func (t *Throttle) setMaxWait(m admission.MaxWait) {
