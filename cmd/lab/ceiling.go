@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"math"
 	"slices"
 	"time"
@@ -54,7 +55,7 @@ func ceilingOf(sc scenario, outs []outcome) []ceiling {
 	}
 	cs := make([]ceiling, keeps)
 	for keep := range cs {
-		cs[keep] = simulateCeiling(llmsim.Config{Slots: sc.Slots}, sc, outs[0].Res.Records, keep)
+		cs[keep] = simulateCeiling(llmsim.Config{}, sc, outs[0].Res.Records, keep)
 	}
 	return cs
 }
@@ -68,7 +69,8 @@ const (
 )
 
 // simulateCeiling runs the ideal gateway on recs' arrivals (planned send
-// time, priority, max_tokens) in front of llmsim cfg with sc's slots,
+// time, priority, max_tokens) in front of llmsim cfg (its delays; the
+// slots are sc's),
 // keeping keep slots from medium and low requests with long answers. It
 // is meaningful only while the slots do not change (not for drop).
 func simulateCeiling(cfg llmsim.Config, sc scenario, recs []loadgen.Record, keep int) ceiling {
@@ -81,9 +83,6 @@ func simulateCeiling(cfg llmsim.Config, sc scenario, recs []loadgen.Record, keep
 		done     float64 // tokens streamed
 		first    float64 // first token, s (0: none yet)
 		inWindow bool
-	}
-	if cfg.Slots == 0 {
-		cfg.Slots = sc.Slots
 	}
 	if cfg.DefaultMaxTokens == 0 {
 		cfg.DefaultMaxTokens = llmsim.DefaultDefaultMaxTokens
@@ -108,15 +107,7 @@ func simulateCeiling(cfg llmsim.Config, sc scenario, recs []loadgen.Record, keep
 		long := !sc.tokens() || float64(n) > simShortShare*sc.Sizes.Mean()
 		arrivals = append(arrivals, &req{at: at, prio: r.Priority, tokens: n, long: long, prefill: prefill, inWindow: at >= from && at < to})
 	}
-	slices.SortStableFunc(arrivals, func(a, b *req) int {
-		if a.at < b.at {
-			return -1
-		}
-		if a.at > b.at {
-			return 1
-		}
-		return 0
-	})
+	slices.SortStableFunc(arrivals, func(a, b *req) int { return cmp.Compare(a.at, b.at) })
 
 	var c ceiling
 	var waiting [3][]*req // per priority, oldest first
