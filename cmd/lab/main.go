@@ -139,13 +139,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		errs []error
 	)
 	runOne := func(sc scenario) {
-		outs, err := runScenario(ctx, b, root, tmp, o.out, sc, machine, stdout)
+		outs, cs, err := runScenario(ctx, b, root, tmp, o.out, sc, machine, stdout)
 		if err == nil && o.smoke {
 			err = smokeCheck(outs)
 		}
 		if err == nil {
 			var buf strings.Builder
-			printTargets(&buf, sc, evalTargets(sc, outs))
+			printTargets(&buf, sc, evalTargets(sc, outs, cs))
 			mu.Lock()
 			io.WriteString(stdout, buf.String())
 			mu.Unlock()
@@ -251,7 +251,7 @@ func copyFile(from, to string) error {
 
 // runScenario starts the four set-ups, plays the load against all of them
 // at once, stops them, and writes results/<name>.{md,png,json}.
-func runScenario(ctx context.Context, b bins, root, tmp, outDir string, sc scenario, machine string, stdout io.Writer) ([]outcome, error) {
+func runScenario(ctx context.Context, b bins, root, tmp, outDir string, sc scenario, machine string, stdout io.Writer) ([]outcome, []ceiling, error) {
 	fmt.Fprintf(stdout, "lab: %s — starting set-ups\n", sc.Title)
 	envs := make([]*env, 0, len(setupNames))
 	defer func() {
@@ -266,7 +266,7 @@ func runScenario(ctx context.Context, b bins, root, tmp, outDir string, sc scena
 			e, err = startSetup(ctx, b, filepath.Join(root, "lab"), filepath.Join(tmp, sc.Name, s), s, sc)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("set-up %s: %w", s, err)
+			return nil, nil, fmt.Errorf("set-up %s: %w", s, err)
 		}
 		envs = append(envs, e)
 	}
@@ -293,7 +293,7 @@ func runScenario(ctx context.Context, b bins, root, tmp, outDir string, sc scena
 	fmt.Fprintf(stdout, "lab: %s — load for %v (+ up to %v drain) on %d set-ups\n", sc.Name, sc.Profile.Duration, sc.Timeout, len(envs))
 	outs, err := playAll(ctx, sc, envs, load)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, o := range outs {
 		s := o.Res.Overall
@@ -309,7 +309,7 @@ func runScenario(ctx context.Context, b bins, root, tmp, outDir string, sc scena
 		fmt.Fprintf(stdout, "lab: %s: an ideal gateway within the SLO in the module's order, on these arrivals (simulated): %s of capacity\n",
 			sc.Name, strings.Join(parts, ", "))
 	}
-	return outs, writeResults(outDir, sc, outs, cs, machine)
+	return outs, cs, writeResults(outDir, sc, outs, cs, machine)
 }
 
 // smokeCheck asks of a smoke run only that every part worked: each set-up

@@ -102,8 +102,8 @@ func writeMarkdown(w io.Writer, sc scenario, outs []outcome, cs []ceiling, machi
 		}
 	}
 
-	if ts := evalTargets(sc, outs); len(ts) > 0 {
-		fmt.Fprintln(&b, "\nTargets (issue 10), adaptive set-up (a missed target is a finding, not a failed run):")
+	if ts := evalTargets(sc, outs, cs); len(ts) > 0 {
+		fmt.Fprintln(&b, "\nTargets, adaptive set-up (a missed target is a finding, not a failed run):")
 		fmt.Fprintln(&b)
 		fmt.Fprintln(&b, "| target | want | got | margin | |")
 		fmt.Fprintln(&b, "|---|---|---|--:|---|")

@@ -39,7 +39,12 @@ type scenario struct {
 	// GoodputRef is the best goodput ÷ capacity the window allows: 1 in an
 	// overload, the offered share below capacity (steady09: 0.9).
 	GoodputRef float64
-	InflightN  int // the static in-flight limit's N
+	// IdealKeep, when set, makes the goodput bar the ideal gateway's
+	// (ceilingOf) keeping this many slots for high, less idealSlack,
+	// instead of goodputBar: where the arrivals cannot give 0.95 and high's
+	// promise at once (hetero: 8 slots of answers 15 s long).
+	IdealKeep int
+	InflightN int // the static in-flight limit's N
 }
 
 // tokens reports whether goodput is counted in tokens.
@@ -177,6 +182,7 @@ func scenarios(sim llmsim.Config, inflightN int, smoke bool) []scenario {
 		return sc
 	}
 	hetero := heteroOn("hetero", "", slots)
+	hetero.IdealKeep = 2
 	// hetero32: the same on a batch of 32 slots.
 	hetero32 := heteroOn("hetero32", fmt.Sprintf(" on %d slots", wideSlots), wideSlots)
 

@@ -123,7 +123,7 @@ func TestEvalTargets(t *testing.T) {
 	}
 	verdicts := func(outs []outcome) map[string]target {
 		m := map[string]target{}
-		for _, tg := range evalTargets(sc, outs) {
+		for _, tg := range evalTargets(sc, outs, nil) {
 			m[strings.SplitN(tg.What, " (", 2)[0]] = tg
 		}
 		return m
@@ -174,17 +174,33 @@ func TestEvalTargets(t *testing.T) {
 		t.Errorf("never recovered: %+v", tg)
 	}
 	drop := scenario{Name: "drop", GoodputRef: 1}
-	if n := len(evalTargets(drop, append(peersOut, never))); n != 5 {
+	if n := len(evalTargets(drop, append(peersOut, never), nil)); n != 5 {
 		t.Errorf("drop: %d targets, want 5", n)
 	}
 	// steady09: the goodput bar is 0.95 of the offered 0.9.
 	steady := scenario{Name: "steady09", GoodputRef: 0.9, CalmTo: 90 * time.Second}
-	g := evalTargets(steady, append(peersOut, madeUp(setupAdaptive, 0.86, 1, 1, 0, 0, 0)))[0]
+	g := evalTargets(steady, append(peersOut, madeUp(setupAdaptive, 0.86, 1, 1, 0, 0, 0)), nil)[0]
 	if !g.Met || !strings.Contains(g.Want, "0.95 of the offered 0.90") {
 		t.Errorf("steady09 goodput: %+v", g)
 	}
+	// hetero: the bar is the ideal gateway's keeping two slots, less 0.02;
+	// without the simulation it is not measured.
+	het := scenario{Name: "hetero", GoodputRef: 1, IdealKeep: 2}
+	cs := []ceiling{{Goodput: 0.961}, {Goodput: 0.962}, {Goodput: 0.937}}
+	for _, c := range []struct {
+		ratio float64
+		met   bool
+	}{{0.92, true}, {0.91, false}} {
+		g := evalTargets(het, append(peersOut, madeUp(setupAdaptive, c.ratio, 1, 1, 0, 0, 0)), cs)[0]
+		if g.Met != c.met || !g.Measured || !strings.Contains(g.Want, "≥ 0.92 (the ideal gateway keeping 2 slots") {
+			t.Errorf("hetero goodput %.2f: %+v, want met %v", c.ratio, g, c.met)
+		}
+	}
+	if g := evalTargets(het, append(peersOut, madeUp(setupAdaptive, 0.99, 1, 1, 0, 0, 0)), nil)[0]; g.Measured || g.Met {
+		t.Errorf("hetero goodput without the ideal gateway: %+v, want not measured", g)
+	}
 	// No adaptive outcome: nothing to judge; no peer: not measured.
-	if ts := evalTargets(sc, peersOut); ts != nil {
+	if ts := evalTargets(sc, peersOut, nil); ts != nil {
 		t.Errorf("targets without the adaptive set-up: %v", ts)
 	}
 	alone := verdicts([]outcome{madeUp(setupAdaptive, 0.99, 1, 0.9, 0, 0, 0)})
