@@ -82,6 +82,7 @@ type Handler struct {
 	// (on by default), and for how long.
 	Persist *PersistConfig `json:"persist,omitempty"`
 
+	zeros      config.Zeros       // top-level keys written as 0 (see config.go)
 	t          *throttle.Throttle // set once this handler holds a reference in instances
 	from       string
 	fromHeader string               // canonical header name when `from` is a plain request header

@@ -23,12 +23,18 @@ type Config struct {
 	Priority priority.Config       `json:"priority,omitzero"`
 	// Concurrency is the limit on requests in flight and its wait queues.
 	Concurrency admission.Config `json:"concurrency,omitzero"`
-	// Floor for Retry-After. Default 5s.
+	// Floor for Retry-After. Default 5s; at most MaxRetryAfter.
 	RetryAfter config.Duration `json:"retry_after,omitempty"`
+
+	config.Zeros // the top-level keys written as 0: refused
 }
 
-// DefaultRetryAfter is the default floor for Retry-After.
-const DefaultRetryAfter = 5 * time.Second
+// Default and bound of the Retry-After floor: past an hour a client has
+// gone elsewhere.
+const (
+	DefaultRetryAfter = 5 * time.Second
+	MaxRetryAfter     = time.Hour
+)
 
 // Defaults fills every block's zero fields.
 func (c *Config) Defaults() {
@@ -47,9 +53,10 @@ func (c *Config) Defaults() {
 // Call it before Defaults, so that what it sees is what the user wrote.
 func (c Config) Validate() error {
 	errs := []error{c.QPS.Validate(), c.Latency.Validate(), c.Circuit.Validate(), c.Priority.Validate(), c.Concurrency.Validate()}
-	if c.RetryAfter < 0 {
-		errs = append(errs, config.Errorf("", "retry_after", "must not be negative, got %v", c.RetryAfter.D()))
+	if c.RetryAfter < 0 || c.Has("retry_after") {
+		errs = append(errs, config.Errorf("", "retry_after", "must be a positive duration, got %v", c.RetryAfter.D()))
 	}
+	errs = append(errs, config.DurationAtMost("", "retry_after", c.RetryAfter, MaxRetryAfter))
 	g := c.GPU
 	g.Defaults() // the GPU block checks its settings against each other's defaults
 	errs = append(errs, g.Validate())
