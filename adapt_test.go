@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -233,6 +234,7 @@ func TestAdaptRefusesValuesPastTheirBound(t *testing.T) {
 		{[]string{"qps {", "\tmin_baseline 1e9", "}"}, "qps: min_baseline must be at most 1000000", 4},
 		{[]string{"qps {", "\twindow 1m", "\twarmup 100000", "}"}, "qps: warmup must not exceed the window (1m0s), got 100000 seconds", 5},
 		{[]string{"retry_after 999999h"}, "retry_after must be at most 1h, got 999999h", 3},
+		{[]string{"name x", "retry_after_max 48h"}, "retry_after_max must be at most 1h, got 48h", 4},
 		{[]string{"concurrency {", "\tmax_wait 87600h", "}"}, "concurrency: max_wait high must be at most 1h, got 87600h", 4},
 		{[]string{"concurrency {", "\tmax_wait low 2h", "}"}, "concurrency: max_wait low must be at most 1h, got 2h", 4},
 		{[]string{"concurrency {", "\tlimit 1000000000", "}"}, "concurrency: limit must be at most 100000, got 1000000000", 4},
@@ -364,6 +366,7 @@ func TestWrittenZeroHonouredOrRefused(t *testing.T) {
 		{nil, `{"concurrency":{"max_wait":{"high":0}}}`, "concurrency: max_wait high must be positive, got 0s"},
 		{nil, `{"concurrency":{"weigh_body":0}}`, "concurrency: weigh_body must be a size in bytes, or -1 (off), got 0"},
 		{nil, `{"retry_after":0}`, "retry_after must be a positive duration, got 0s"},
+		{nil, `{"retry_after_max":"0s"}`, "retry_after_max must be a positive duration, got 0s"},
 		{nil, `{"persist":{"max_age":0}}`, "persist: max_age must be a positive duration, got 0s"},
 	}
 	for _, c := range refused {
@@ -394,5 +397,29 @@ func TestWrittenZeroHonouredOrRefused(t *testing.T) {
 		if err := caddy.StrictUnmarshalJSON([]byte(bad), new(Handler)); err == nil || !strings.Contains(err.Error(), "unknown field") {
 			t.Errorf("%s: %v, want an unknown field", bad, err)
 		}
+	}
+}
+
+// Retry-After has a ceiling: retry_after_max (default 60s, or the floor if
+// that is more), never below the floor.
+func TestAdaptRetryAfterMax(t *testing.T) {
+	for _, c := range []struct {
+		lines []string
+		want  time.Duration
+	}{
+		{[]string{"name a"}, time.Minute},
+		{[]string{"retry_after_max 30s"}, 30 * time.Second},
+		{[]string{"retry_after 90s"}, 90 * time.Second},
+		{[]string{"retry_after 10s", "retry_after_max 10s"}, 10 * time.Second},
+	} {
+		h, raw := adaptedHandler(t, site(c.lines...))
+		cfg, err := h.config()
+		if err != nil || cfg.RetryAfterMax.D() != c.want {
+			t.Errorf("%q (%s): retry_after_max %v, %v; want %v", c.lines, raw, cfg.RetryAfterMax.D(), err, c.want)
+		}
+	}
+	err := adaptErr(t, site("retry_after 10s", "retry_after_max 5s"))
+	if want := "retry_after_max 5s must not be below retry_after 10s, at Caddyfile.bad:4"; !strings.Contains(err, want) {
+		t.Errorf("max below the floor: %s\n want %s", err, want)
 	}
 }

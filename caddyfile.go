@@ -173,6 +173,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			weigh_body <size> | off     # 64KiB: read max_tokens from bodies up to this, when it matters; ≤ 16MiB
 //		}
 //		retry_after <duration>         # 5s: the least Retry-After; ≤ 1h
+//		retry_after_max <duration>     # 60s, or retry_after if more: the most; ≤ 1h
 //		persist off                    # keep nothing across restarts
 //		persist {                      # on by default: what was learned is kept in Caddy's storage
 //			max_age <duration>         # 1h: an older stored state is not restored; ≤ 30d
@@ -231,6 +232,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return concurrencyKey(d, h.Concurrency) }, func() error { return h.Concurrency.Validate() })
 		case "retry_after":
 			err = oneArg(d, "", durationInto(d, &h.RetryAfter))
+		case "retry_after_max":
+			err = oneArg(d, "", durationInto(d, &h.RetryAfterMax))
 		case "persist":
 			h.Persist = new(PersistConfig)
 			if d.NextArg() {
@@ -257,8 +260,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return err
 		}
 	}
-	// What no block judges: the top-level keys' bounds.
-	top := throttle.Config{RetryAfter: h.RetryAfter}
+	// What only the whole can judge: the Retry-After bounds, and the
+	// floor against the ceiling.
+	top := throttle.Config{RetryAfter: h.RetryAfter, RetryAfterMax: h.RetryAfterMax}
 	if err := top.Validate(); err != nil {
 		return fmt.Errorf("%w, at %s:%d", err, d.File(), lineOf(err.Error(), seen, directiveLine))
 	}

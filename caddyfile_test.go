@@ -450,7 +450,7 @@ func TestConfigErrorsNameBlockAndKey(t *testing.T) {
 		"priority":    {"from", "default", "high_reserve", "medium_floor"},
 		"concurrency": {"limit", "min", "max", "initial", "queue", "max_wait", "weigh_body"},
 		"persist":     {"max_age"},
-		"":            {"retry_after"},
+		"":            {"retry_after", "retry_after_max"},
 	}
 	n := 0
 	for block, ks := range keys {

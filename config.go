@@ -50,7 +50,7 @@ func (h *Handler) config() (throttle.Config, error) {
 	if h.Concurrency != nil {
 		c.Concurrency = *h.Concurrency
 	}
-	c.RetryAfter, c.Zeros = h.RetryAfter, h.zeros
+	c.RetryAfter, c.RetryAfterMax, c.Zeros = h.RetryAfter, h.RetryAfterMax, h.zeros
 	if err := h.Persist.Validate(); err != nil {
 		return c, err
 	}

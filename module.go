@@ -77,6 +77,8 @@ type Handler struct {
 
 	// Floor for Retry-After. Default 5s.
 	RetryAfter config.Duration `json:"retry_after,omitempty"`
+	// Ceiling of Retry-After. Default 60s (or the floor, if more).
+	RetryAfterMax config.Duration `json:"retry_after_max,omitempty"`
 
 	// Whether what was learned is kept in Caddy's storage across restarts
 	// (on by default), and for how long.
