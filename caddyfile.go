@@ -118,8 +118,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		name        <name>
 //		qps {
 //			window       <duration>   # 5m; 10s ≤ 24h
-//			sigma        <n>          # 2; 0: the mean
-//			trip_factor  <n>          # 1.5; above 1
+//			sigma        <n>          # 2; 0: the mean; ≤ 100
+//			trip_factor  <n>          # 1.5; above 1, ≤ 100
 //			min_baseline <req/s>      # 5; 0: no floor; ≤ 1000000
 //			limit        <req/s>      # none; ≤ 1000000
 //			warmup       <seconds>    # 30; 0: none; ≤ the window
@@ -140,7 +140,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		latency {
 //			percentile  <n>          # 99
 //			window      <duration>   # 10s; 1s ≤ 1h
-//			factor      <n>          # 1.8; above 1
+//			factor      <n>          # 1.8; above 1, ≤ 100
 //			consecutive <n>          # 3; ≤ 1000
 //			ceiling     <duration>   # 8s, or 2 × slo if more; ≤ 1h
 //			measure     ttfb | total

@@ -43,7 +43,7 @@ func FuzzCaddyfile(f *testing.F) {
 		"latency {\npercentile NaN\n}",
 		"priority {\nhigh_reserve 99999999999999999999\n}",
 		// Every bound at once: the largest config that adapts.
-		"qps {\nwindow 24h\nwarmup 86400\nlimit 1000000\nmin_baseline 1000000\n}\nlatency {\nwindow 1h\nceiling 1h\nslo 1h\nconsecutive 1000\n}\n" +
+		"qps {\nwindow 24h\nwarmup 86400\nlimit 1000000\nmin_baseline 1000000\nsigma 100\ntrip_factor 100\n}\nlatency {\nwindow 1h\nceiling 1h\nslo 1h\nconsecutive 1000\nfactor 100\n}\n" +
 			"circuit {\nwindow 1h\nopen_for 24h\nmax_open_for 24h\nprobes 1024\nprobe_timeout 1h\nmin_requests 1000000\n}\n" +
 			"concurrency {\nmax 100000\nlimit 100000\ninitial 100000\nmin 100000\nqueue 100000\nmax_wait 1h\nweigh_body 16MiB\n}\n" +
 			"priority {\nhigh_reserve 100000\nmedium_floor 1000000\n}\nretry_after 1h\nretry_after_max 1h\npersist {\nmax_age 30d\n}",

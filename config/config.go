@@ -174,7 +174,12 @@ const (
 // AtMost reports an error, naming key and the bound, when v exceeds it.
 func AtMost(block, key string, v, bound float64) error {
 	if v > bound {
-		f := func(x float64) string { return strconv.FormatFloat(x, 'f', -1, 64) }
+		f := func(x float64) string { // 1000000, not 1e+06; 1e+308 in full is no help
+			if math.Abs(x) < 1e15 {
+				return strconv.FormatFloat(x, 'f', -1, 64)
+			}
+			return strconv.FormatFloat(x, 'g', -1, 64)
+		}
 		return Errorf(block, key, "must be at most %s, got %s", f(bound), f(v))
 	}
 	return nil

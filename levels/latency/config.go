@@ -16,7 +16,8 @@ type Config struct {
 	Percentile float64 `json:"percentile,omitempty"`
 	// One judgement per window. Default 10s; 1s to 1h.
 	Window config.Duration `json:"window,omitempty"`
-	// Trip above the history mean × factor. Default 1.8; above 1.
+	// Trip above the history mean × factor. Default 1.8; above 1, at most
+	// MaxFactor.
 	Factor float64 `json:"factor,omitempty"`
 	// Bad windows in a row before tripping. Default 3; at most 1000.
 	Consecutive int `json:"consecutive,omitempty"`
@@ -59,6 +60,8 @@ const (
 	MaxWindow      = time.Hour
 	MaxCeiling     = time.Hour
 	MaxConsecutive = 1000
+	// MaxFactor bounds factor: beyond it nothing but the ceiling trips.
+	MaxFactor = 100
 )
 
 // Defaults fills the zero fields. It never replaces a value the user gave,
@@ -136,6 +139,7 @@ func (c Config) Validate() error {
 		return config.Errorf(b, "min_threshold", "%v must not be above the ceiling %v", c.MinThreshold.D(), c.Ceiling.D())
 	}
 	return errors.Join(
+		config.AtMost(b, "factor", c.Factor, MaxFactor),
 		config.DurationAtMost(b, "window", c.Window, MaxWindow),
 		config.DurationAtMost(b, "ceiling", c.Ceiling, MaxCeiling),
 		config.DurationAtMost(b, "slo", c.SLO, MaxCeiling),

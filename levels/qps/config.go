@@ -14,9 +14,11 @@ import (
 type Config struct {
 	// How much history the baseline covers. Default 5m; 10s to 24h.
 	Window config.Duration `json:"window,omitempty"`
-	// Baseline = mean + sigma·σ of the per-second rates. Default 2; 0: the mean.
+	// Baseline = mean + sigma·σ of the per-second rates. Default 2; 0: the
+	// mean; at most MaxFactor.
 	Sigma float64 `json:"sigma,omitempty"`
-	// Trip when the rate exceeds baseline × trip_factor. Default 1.5; above 1.
+	// Trip when the rate exceeds baseline × trip_factor. Default 1.5; above
+	// 1, at most MaxFactor.
 	TripFactor float64 `json:"trip_factor,omitempty"`
 	// Never take the baseline below this rate (req/s). Default 5; 0: no floor.
 	MinBaseline float64 `json:"min_baseline,omitempty"`
@@ -39,6 +41,9 @@ const (
 	DefaultWarmup      = 30
 	minWindow          = 10 * time.Second
 	MaxWindow          = 24 * time.Hour
+	// MaxFactor bounds sigma and trip_factor: beyond it no surge trips
+	// anything, and a threshold near infinity has no JSON for status.
+	MaxFactor = 100
 )
 
 // Defaults fills the zero fields the user did not write as zero; the
@@ -97,6 +102,8 @@ func (c Config) Validate() error {
 		return config.Errorf(b, "warmup", "must not exceed the window (%v), got %d seconds", window, c.Warmup)
 	}
 	return errors.Join(
+		config.AtMost(b, "sigma", c.Sigma, MaxFactor),
+		config.AtMost(b, "trip_factor", c.TripFactor, MaxFactor),
 		config.DurationAtMost(b, "window", c.Window, MaxWindow),
 		config.AtMost(b, "min_baseline", c.MinBaseline, config.MaxRate),
 		config.AtMost(b, "limit", c.Limit, config.MaxRate),
