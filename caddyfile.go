@@ -22,6 +22,7 @@ import (
 	"github.com/ai-guardian/adaptivethrottle/levels/gpu"
 	"github.com/ai-guardian/adaptivethrottle/levels/latency"
 	"github.com/ai-guardian/adaptivethrottle/levels/qps"
+	"github.com/ai-guardian/adaptivethrottle/throttle"
 )
 
 func init() {
@@ -109,17 +110,19 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 	return t, nil
 }
 
-// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax,
+// with each default and, after "≤", the largest value taken (README, "The
+// directive": bounds and zeros):
 //
 //	adaptive_throttle [<matcher>] {
 //		name        <name>
 //		qps {
-//			window       <duration>   # 5m
-//			sigma        <n>          # 2
-//			trip_factor  <n>          # 1.5
-//			min_baseline <req/s>      # 5
-//			limit        <req/s>      # none
-//			warmup       <seconds>    # 30
+//			window       <duration>   # 5m; 10s ≤ 24h
+//			sigma        <n>          # 2; 0: the mean; ≤ 100
+//			trip_factor  <n>          # 1.5; above 1, ≤ 100
+//			min_baseline <req/s>      # 5; 0: no floor; ≤ 1000000
+//			limit        <req/s>      # none; ≤ 1000000
+//			warmup       <seconds>    # 30; 0: none; ≤ the window
 //		}
 //		gpu off
 //		gpu {
@@ -128,51 +131,52 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			labels      <label>=<value>...
 //			aggregate   max | mean
 //			threshold   <percent>%|<fraction>   # 75%
-//			interval    <duration>   # 2s
+//			interval    <duration>   # 2s; 100ms ≤ 1h
 //			timeout     <duration>   # 80% of interval
-//			stale_after <duration>   # 10s
+//			stale_after <duration>   # 10s; ≤ 24h
 //			devices     <index|uuid>...
 //			on_error    allow | shed
 //		}
 //		latency {
 //			percentile  <n>          # 99
-//			window      <duration>   # 10s
-//			factor      <n>          # 1.8
-//			consecutive <n>          # 3
-//			ceiling     <duration>   # 8s, or 2 × slo if more
+//			window      <duration>   # 10s; 1s ≤ 1h
+//			factor      <n>          # 1.8; above 1, ≤ 100
+//			consecutive <n>          # 3; ≤ 1000
+//			ceiling     <duration>   # 8s, or 2 × slo if more; ≤ 1h
 //			measure     ttfb | total
 //			min_threshold <duration> # 500ms (or the ceiling, if lower): nothing faster is slow
-//			slo         <duration>   # none: judge the percentile against this objective instead
+//			slo         <duration>   # none: judge the percentile against this objective instead; ≤ 1h
 //		}
 //		circuit {
-//			error_ratio   <n>        # 0.5
-//			min_requests  <n>        # 20
-//			window        <duration> # 30s
-//			open_for      <duration> # 60s
-//			max_open_for  <duration> # 16 × open_for
-//			probes        <n>        # 1
-//			probe_timeout <duration> # 30s
+//			error_ratio   <n>        # 0.5; in (0,1]
+//			min_requests  <n>        # 20; ≤ 1000000
+//			window        <duration> # 30s; 1s ≤ 1h
+//			open_for      <duration> # 60s; ≤ 24h
+//			max_open_for  <duration> # 16 × open_for; ≤ 24h
+//			probes        <n>        # 1; ≤ 1024
+//			probe_timeout <duration> # 30s; ≤ 1h
 //		}
 //		priority {
 //			from         <placeholder>  # {header.X-Priority}
 //			default      high | medium | low
-//			high_reserve <n> | <percent>%   # 20% of the concurrency limit
-//			medium_floor <req/s>        # 1
+//			high_reserve <n> | <percent>%   # 20% of the concurrency limit; 0 or 0%: none; n ≤ 100000
+//			medium_floor <req/s>        # 1; 0: no floor; ≤ 1000000
 //			trusted      <matcher...>   # honour claims only from these requests
 //		}
 //		concurrency {
-//			limit    auto | <n>         # auto: learned from time to first byte
+//			limit    auto | <n>         # auto: learned from time to first byte; ≤ max
 //			min      <n>                # 1
-//			max      <n>                # 1000
+//			max      <n>                # 1000, or the fixed limit if more; ≤ 100000
 //			initial  <n>                # 4
-//			queue    <n>                # 1000 waiting, per priority
-//			max_wait <duration> | [high <d>] [medium <d>] [low <d>]   # high 2s, medium and low 1s
-//			weigh_body <size> | off     # 64KiB: read max_tokens from bodies up to this, when it matters
+//			queue    <n>                # 1000 waiting, per priority; ≤ 100000
+//			max_wait <duration> | [high <d>] [medium <d>] [low <d>]   # high 2s, medium and low 1s; ≤ 1h
+//			weigh_body <size> | off     # 64KiB: read max_tokens from bodies up to this, when it matters; ≤ 16MiB
 //		}
-//		retry_after <duration>         # 5s
+//		retry_after <duration>         # 5s: the least Retry-After; ≤ 1h
+//		retry_after_max <duration>     # 60s, or retry_after if more: the most; ≤ 1h
 //		persist off                    # keep nothing across restarts
 //		persist {                      # on by default: what was learned is kept in Caddy's storage
-//			max_age <duration>         # 1h: an older stored state is not restored
+//			max_age <duration>         # 1h: an older stored state is not restored; ≤ 30d
 //		}
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -180,18 +184,19 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	seen := map[string]bool{}
+	seen := map[string]int{} // top-level key → its line
+	directiveLine := d.Line()
 	for d.NextBlock(0) {
 		key := d.Val()
-		if seen[key] {
+		if _, ok := seen[key]; ok {
 			// A second block would silently replace the first.
 			return d.Errf("%s given twice in one adaptive_throttle; merge the two", key)
 		}
-		seen[key] = true
+		seen[key] = d.Line()
 		var err error
 		switch key {
 		case "name":
-			err = oneArg(d, func(v string) error { h.Name = v; return nil })
+			err = oneArg(d, "", func(v string) error { h.Name = v; return nil })
 		case "qps":
 			h.QPS = new(qps.Config)
 			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return scalarKey(d, "qps", h.QPS) }, func() error { return h.QPS.Validate() })
@@ -226,7 +231,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.Concurrency = new(admission.Config)
 			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return concurrencyKey(d, h.Concurrency) }, func() error { return h.Concurrency.Validate() })
 		case "retry_after":
-			err = oneArg(d, durationInto(d, &h.RetryAfter))
+			err = oneArg(d, "", durationInto(d, &h.RetryAfter))
+		case "retry_after_max":
+			err = oneArg(d, "", durationInto(d, &h.RetryAfterMax))
 		case "persist":
 			h.Persist = new(PersistConfig)
 			if d.NextArg() {
@@ -242,7 +249,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			err = parseBlock(d, func(d *caddyfile.Dispenser) error {
 				if d.Val() == "off" {
-					return d.Errf("persist off stands alone, as: persist off")
+					return keyErr(d, "persist", "off", "stands alone, as: persist off")
 				}
 				return scalarKey(d, "persist", h.Persist)
 			}, func() error { return h.Persist.Validate() })
@@ -252,6 +259,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		if err != nil {
 			return err
 		}
+	}
+	// What only the whole can judge: the Retry-After bounds, and the
+	// floor against the ceiling.
+	top := throttle.Config{RetryAfter: h.RetryAfter, RetryAfterMax: h.RetryAfterMax}
+	if err := top.Validate(); err != nil {
+		return fmt.Errorf("%w, at %s:%d", err, d.File(), lineOf(err.Error(), seen, directiveLine))
 	}
 	return nil
 }
@@ -317,22 +330,22 @@ func gpuKey(d *caddyfile.Dispenser, c *gpu.Config) error {
 		switch c.Source {
 		case "auto", "nvml", "off":
 			if len(args) > 1 {
-				return d.Errf("gpu source %s takes no further arguments", c.Source)
+				return keyErr(d, "gpu", "source", "%s takes no further arguments", c.Source)
 			}
 		case "nvidia-smi":
 			if len(args) > 2 {
-				return d.Errf("gpu source nvidia-smi takes at most one path")
+				return keyErr(d, "gpu", "source", "nvidia-smi takes at most one path")
 			}
 			if len(args) == 2 {
 				c.Path = args[1]
 			}
 		case "prometheus":
 			if len(args) < 2 {
-				return d.Errf("gpu source prometheus needs at least one /metrics URL")
+				return keyErr(d, "gpu", "source", "prometheus needs at least one /metrics URL")
 			}
 			c.URLs = args[1:]
 		default:
-			return d.Errf("unknown gpu source %q (want auto, nvml, nvidia-smi, prometheus or off)", c.Source)
+			return keyErr(d, "gpu", "source", "must be auto, nvml, nvidia-smi, prometheus or off, got %q", c.Source)
 		}
 		return nil
 	case "metric":
@@ -342,11 +355,11 @@ func gpuKey(d *caddyfile.Dispenser, c *gpu.Config) error {
 			c.Metric = args[0]
 		case 3:
 			if args[1] != "total" && args[1] != "free" {
-				return d.Errf("metric %s: the second argument must be total or free, got %q", args[0], args[1])
+				return keyErr(d, "gpu", "metric", "%s: the second argument must be total or free, got %q", args[0], args[1])
 			}
 			c.Metric, c.PairKind, c.PairMetric = args[0], args[1], args[2]
 		default:
-			return d.Errf("metric takes <name> or <name> total|free <name>")
+			return keyErr(d, "gpu", "metric", "takes <name> or <name> total|free <name>")
 		}
 		return nil
 	case "labels":
@@ -358,24 +371,24 @@ func gpuKey(d *caddyfile.Dispenser, c *gpu.Config) error {
 		for _, a := range args {
 			k, v, ok := strings.Cut(a, "=")
 			if !ok || k == "" {
-				return d.Errf("label filter %q must be name=value", a)
+				return keyErr(d, "gpu", "labels", "filter %q must be name=value", a)
 			}
 			c.Labels[k] = strings.Trim(v, `"`)
 		}
 		return nil
 	case "aggregate":
-		return oneArg(d, func(v string) error {
+		return oneArg(d, "gpu", func(v string) error {
 			if v != "max" && v != "mean" {
-				return d.Errf("aggregate must be max or mean, got %q", v)
+				return keyErr(d, "gpu", "aggregate", "must be max or mean, got %q", v)
 			}
 			c.Aggregate = v
 			return nil
 		})
 	case "threshold":
-		return oneArg(d, func(v string) error {
+		return oneArg(d, "gpu", func(v string) error {
 			f, err := parseFraction(v)
 			if err != nil {
-				return d.Errf("threshold %q: %v", v, err)
+				return keyErr(d, "gpu", "threshold", "must be a percentage such as 75%% or a fraction in (0,1], got %q", v)
 			}
 			c.Threshold = f
 			return nil
@@ -387,9 +400,9 @@ func gpuKey(d *caddyfile.Dispenser, c *gpu.Config) error {
 		}
 		return nil
 	case "on_error":
-		return oneArg(d, func(v string) error {
+		return oneArg(d, "gpu", func(v string) error {
 			if v != "allow" && v != "shed" {
-				return d.Errf("on_error must be allow or shed, got %q", v)
+				return keyErr(d, "gpu", "on_error", "must be allow or shed, got %q", v)
 			}
 			c.OnError = v
 			return nil
@@ -401,27 +414,30 @@ func gpuKey(d *caddyfile.Dispenser, c *gpu.Config) error {
 func priorityKey(d *caddyfile.Dispenser, c *PriorityConfig) error {
 	switch d.Val() {
 	case "from":
-		return oneArg(d, func(v string) error {
+		return oneArg(d, "priority", func(v string) error {
 			if !strings.Contains(v, "{") {
 				// A literal would give every request the same claim.
-				return d.Errf("from must be a placeholder such as {header.X-Priority}, got %q", v)
+				return keyErr(d, "priority", "from", "must be a placeholder such as {header.X-Priority}, got %q", v)
 			}
 			c.From = v
 			return nil
 		})
 	case "high_reserve":
-		return oneArg(d, func(v string) error {
+		return oneArg(d, "priority", func(v string) error {
 			if strings.HasSuffix(v, "%") {
 				f, err := parseNumber(v)
 				if err != nil || f < 0 || f >= 1 {
-					return d.Errf("high_reserve must be a share from 0%% to under 100%% of the limit, or a whole number of slots, got %q", v)
+					return keyErr(d, "priority", "high_reserve", "must be a share from 0%% to under 100%% of the limit, or a whole number of slots, got %q", v)
 				}
 				c.HighReserveShare = f
+				if f == 0 {
+					c.Zeros.Add("high_reserve_share") // 0%: no reserve
+				}
 				return nil
 			}
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 {
-				return d.Errf("high_reserve must be a whole number of slots ≥ 0, or a share such as 20%%, got %q", v)
+				return keyErr(d, "priority", "high_reserve", "must be a whole number of slots ≥ 0, or a share such as 20%%, got %q", v)
 			}
 			c.HighReserve = &n
 			return nil
@@ -431,12 +447,12 @@ func priorityKey(d *caddyfile.Dispenser, c *PriorityConfig) error {
 		if err != nil {
 			if hasLocation(err) {
 				// Most of Caddy's matcher errors name the line already.
-				return fmt.Errorf("trusted: %w", err)
+				return fmt.Errorf("priority: trusted: %w", err)
 			}
-			return d.Errf("trusted: %v", err)
+			return d.Errf("priority: trusted: %v", err)
 		}
 		if len(set) == 0 {
-			return d.Errf("trusted needs a matcher, such as: trusted remote_ip 10.0.0.0/8")
+			return keyErr(d, "priority", "trusted", "needs a matcher, such as: trusted remote_ip 10.0.0.0/8")
 		}
 		c.TrustedRaw = set
 		return nil
@@ -447,27 +463,27 @@ func priorityKey(d *caddyfile.Dispenser, c *PriorityConfig) error {
 func concurrencyKey(d *caddyfile.Dispenser, c *admission.Config) error {
 	switch d.Val() {
 	case "limit":
-		return oneArg(d, func(v string) error {
+		return oneArg(d, "concurrency", func(v string) error {
 			if v == "auto" {
 				c.Limit = 0
 				return nil
 			}
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 {
-				return d.Errf("limit must be auto or a whole number ≥ 1, got %q", v)
+				return keyErr(d, "concurrency", "limit", "must be auto or a whole number ≥ 1, got %q", v)
 			}
 			c.Limit = n
 			return nil
 		})
 	case "weigh_body":
-		return oneArg(d, func(v string) error {
+		return oneArg(d, "concurrency", func(v string) error {
 			if v == "off" {
 				c.WeighBody = -1
 				return nil
 			}
 			n, err := humanize.ParseBytes(v)
-			if err != nil || n < 1 || n > 1<<30 {
-				return d.Errf("weigh_body must be a size such as 64KiB (at most 1GiB), or off, got %q", v)
+			if err != nil || n < 1 || n > admission.MaxWeighBody {
+				return keyErr(d, "concurrency", "weigh_body", "must be a size such as 64KiB (at most 16MiB), or off, got %q", v)
 			}
 			c.WeighBody = int64(n)
 			return nil
@@ -477,7 +493,7 @@ func concurrencyKey(d *caddyfile.Dispenser, c *admission.Config) error {
 		wait := func(v string) (config.Duration, error) {
 			dur, err := caddy.ParseDuration(v)
 			if err != nil || dur <= 0 {
-				return 0, d.Errf("max_wait must be a positive duration such as 1s, got %q", v)
+				return 0, keyErr(d, "concurrency", "max_wait", "must be a positive duration such as 1s, got %q", v)
 			}
 			return config.Duration(dur), nil
 		}
@@ -487,7 +503,7 @@ func concurrencyKey(d *caddyfile.Dispenser, c *admission.Config) error {
 			c.MaxWait = admission.MaxWait{High: w, Medium: w, Low: w}
 			return err
 		case len(args) == 0 || len(args)%2 != 0:
-			return d.Errf("max_wait takes one duration, or pairs such as: max_wait high 5s medium 1s low 500ms")
+			return keyErr(d, "concurrency", "max_wait", "takes one duration, or pairs such as: max_wait high 5s medium 1s low 500ms")
 		}
 		seen := map[string]bool{}
 		for i := 0; i < len(args); i += 2 {
@@ -496,7 +512,7 @@ func concurrencyKey(d *caddyfile.Dispenser, c *admission.Config) error {
 				return err
 			}
 			if seen[args[i]] {
-				return d.Errf("max_wait: %s given twice", args[i])
+				return keyErr(d, "concurrency", "max_wait", "%s given twice", args[i])
 			}
 			seen[args[i]] = true
 			switch args[i] {
@@ -507,7 +523,7 @@ func concurrencyKey(d *caddyfile.Dispenser, c *admission.Config) error {
 			case "low":
 				c.MaxWait.Low = w
 			default:
-				return d.Errf("max_wait: %q is no priority (high, medium or low)", args[i])
+				return keyErr(d, "concurrency", "max_wait", "%q is no priority (high, medium or low)", args[i])
 			}
 		}
 		return nil
@@ -515,17 +531,24 @@ func concurrencyKey(d *caddyfile.Dispenser, c *admission.Config) error {
 	return scalarKey(d, "concurrency", c)
 }
 
-// oneArg reads exactly one argument and hands it to set.
-func oneArg(d *caddyfile.Dispenser, set func(string) error) error {
+// oneArg reads exactly one argument of a key of block ("" at the top
+// level) and hands it to set.
+func oneArg(d *caddyfile.Dispenser, block string, set func(string) error) error {
 	name := d.Val()
 	if !d.NextArg() {
-		return d.Errf("%s needs a value", name)
+		return keyErr(d, block, name, "needs a value")
 	}
 	v := d.Val()
 	if d.NextArg() {
-		return d.Errf("%s takes one value, got more", name)
+		return keyErr(d, block, name, "takes one value, got more")
 	}
 	return set(v)
+}
+
+// keyErr is a config error (config.Errorf: "block: key message") at the
+// dispenser's file and line.
+func keyErr(d *caddyfile.Dispenser, block, key, format string, args ...any) error {
+	return d.Err(config.Errorf(block, key, format, args...).Error())
 }
 
 func durationInto(d *caddyfile.Dispenser, dst *config.Duration) func(string) error {
@@ -533,7 +556,7 @@ func durationInto(d *caddyfile.Dispenser, dst *config.Duration) func(string) err
 	return func(v string) error {
 		dur, err := caddy.ParseDuration(v)
 		if err != nil || dur <= 0 {
-			return d.Errf("%s must be a positive duration such as 10s, got %q", name, v)
+			return keyErr(d, "", name, "must be a positive duration such as 10s, got %q", v)
 		}
 		*dst = config.Duration(dur)
 		return nil
@@ -544,46 +567,51 @@ func durationInto(d *caddyfile.Dispenser, dst *config.Duration) func(string) err
 // struct) whose JSON tag is the key on the line, from its one argument:
 // the block's own type says what a key is, so a new key of a level needs
 // no change here. Durations must be positive; numbers finite (a trailing %
-// divides by 100); whole numbers at least 1, as 0 means "the default" (a
-// *int, such as high_reserve, may be 0). What only the block can judge (a
-// range, an enum) its Validate says at the end of the block, at this
-// key's line.
+// divides by 100); whole numbers whole (a *int, such as high_reserve, at
+// least 0). A number written as 0 is recorded in the block's Zeros, so
+// that the default never replaces it. What only the block can judge (a
+// range, a bound, an enum, a zero) its Validate says at the end of the
+// block, at this key's line.
 func scalarKey(d *caddyfile.Dispenser, name string, block any) error {
 	key := d.Val()
 	f, ok := fieldByKey(reflect.ValueOf(block).Elem(), key)
 	if !ok {
 		return d.Errf("unrecognized %s subdirective %q", name, key)
 	}
-	return oneArg(d, func(v string) error {
+	return oneArg(d, name, func(v string) error {
+		zero := false
 		switch dst := f.Addr().Interface().(type) {
 		case *config.Duration:
 			dur, err := caddy.ParseDuration(v)
 			if err != nil || dur <= 0 {
-				return d.Errf("%s must be a positive duration such as 10s, got %q", key, v)
+				return keyErr(d, name, key, "must be a positive duration such as 10s, got %q", v)
 			}
 			*dst = config.Duration(dur)
 		case *float64:
 			x, err := parseNumber(v)
 			if err != nil {
-				return d.Errf("%s must be a finite number, got %q", key, v)
+				return keyErr(d, name, key, "must be a finite number, got %q", v)
 			}
-			*dst = x
+			*dst, zero = x, x == 0
 		case *int:
 			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 {
-				return d.Errf("%s must be a whole number ≥ 1, got %q", key, v)
+			if err != nil {
+				return keyErr(d, name, key, "must be a whole number, got %q", v)
 			}
-			*dst = n
+			*dst, zero = n, n == 0
 		case **int:
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 {
-				return d.Errf("%s must be a whole number ≥ 0, got %q", key, v)
+				return keyErr(d, name, key, "must be a whole number ≥ 0, got %q", v)
 			}
 			*dst = &n
 		case *string:
 			*dst = v
 		default:
-			return d.Errf("%s cannot be set from the Caddyfile", key)
+			return keyErr(d, name, key, "cannot be set from the Caddyfile")
+		}
+		if z := reflect.ValueOf(block).Elem().FieldByName("Zeros"); zero && z.IsValid() {
+			z.Addr().Interface().(*config.Zeros).Add(key)
 		}
 		return nil
 	})

@@ -213,10 +213,10 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"adaptive_throttle {\n\tqps {\n\t\twindow soon\n\t}\n}", "window must be a positive duration", 3},
 		{"adaptive_throttle {\n\tqps {\n\t\ttrip_factor 0.5\n\t}\n}", "trip_factor must be above 1", 3},
 		{"adaptive_throttle {\n\tqps 5m\n}", "qps takes a block", 2},
-		{"adaptive_throttle {\n\tgpu {\n\t\tsource cuda\n\t}\n}", `unknown gpu source "cuda"`, 3},
+		{"adaptive_throttle {\n\tgpu {\n\t\tsource cuda\n\t}\n}", `gpu: source must be auto, nvml, nvidia-smi, prometheus or off, got "cuda"`, 3},
 		{"adaptive_throttle {\n\tgpu {\n\t\tsource prometheus\n\t}\n}", "needs at least one /metrics URL", 3},
-		{"adaptive_throttle {\n\tgpu {\n\t\tthreshold 75\n\t}\n}", "want a percentage", 3},
-		{"adaptive_throttle {\n\tgpu {\n\t\tthreshold 150%\n\t}\n}", "want a percentage", 3},
+		{"adaptive_throttle {\n\tgpu {\n\t\tthreshold 75\n\t}\n}", "gpu: threshold must be a percentage", 3},
+		{"adaptive_throttle {\n\tgpu {\n\t\tthreshold 150%\n\t}\n}", "gpu: threshold must be a percentage", 3},
 		{"adaptive_throttle {\n\tgpu {\n\t\tmetric a sum b\n\t}\n}", "must be total or free", 3},
 		{"adaptive_throttle {\n\tgpu {\n\t\tlabels gpu\n\t}\n}", "must be name=value", 3},
 		{"adaptive_throttle {\n\tgpu {\n\t\ton_error panic\n\t}\n}", "on_error must be allow or shed", 3},
@@ -262,7 +262,7 @@ func TestInconsistentBlocksFailAtTheirLine(t *testing.T) {
 		{"adaptive_throttle {\n\tqps {\n\t\twindow 5s\n\t}\n}", `{"qps":{"window":"5s"}}`, "window must be at least 10s", 3},
 		{"adaptive_throttle {\n\tgpu {\n\t\tinterval 1s\n\t\ttimeout 2s\n\t}\n}", `{"gpu":{"interval":"1s","timeout":"2s"}}`, "timeout", 4},
 		{"adaptive_throttle {\n\tgpu {\n\t\tinterval 5s\n\t\tstale_after 2s\n\t}\n}", `{"gpu":{"interval":"5s","stale_after":"2s"}}`, "stale_after", 4},
-		{"adaptive_throttle {\n\tgpu {\n\t\tinterval 1ms\n\t}\n}", `{"gpu":{"interval":"1ms"}}`, "interval 1ms too short", 3},
+		{"adaptive_throttle {\n\tgpu {\n\t\tinterval 1ms\n\t}\n}", `{"gpu":{"interval":"1ms"}}`, "interval must be at least 100ms, got 1ms", 3},
 		{"adaptive_throttle {\n\tgpu {\n\t\tsource prometheus not-a-url\n\t}\n}", `{"gpu":{"source":"prometheus","urls":["not-a-url"]}}`, "not-a-url", 3},
 		{"adaptive_throttle {\n\tgpu {\n\t\tsource nvidia-smi\n\t\tlabels gpu=0\n\t}\n}", `{"gpu":{"source":"nvidia-smi","labels":{"gpu":"0"}}}`, "need source prometheus", 4},
 		{"adaptive_throttle {\n\tcircuit {\n\t\topen_for 1m\n\t\tmax_open_for 10s\n\t}\n}", `{"circuit":{"open_for":"1m","max_open_for":"10s"}}`, "max_open_for", 4},
@@ -366,19 +366,19 @@ func TestCaddyfileConcurrency(t *testing.T) {
 		t.Fatalf("high_reserve 25%%: %+v", h.Priority.Config)
 	}
 	bad := map[string]string{
-		"concurrency {\nlimit 0\n}":                   `limit must be auto or a whole number ≥ 1, got "0", at Testfile:3`,
-		"concurrency {\nmax_wait soon 1s\n}":          `max_wait: "soon" is no priority (high, medium or low), at Testfile:3`,
-		"concurrency {\nmax_wait high\n}":             `max_wait must be a positive duration such as 1s, got "high", at Testfile:3`,
-		"concurrency {\nmax_wait high 1s low\n}":      `max_wait takes one duration, or pairs such as: max_wait high 5s medium 1s low 500ms, at Testfile:3`,
-		"concurrency {\nmax_wait high 1s high 2s\n}":  `max_wait: high given twice, at Testfile:3`,
-		"concurrency {\nmax_wait -1s\n}":              `max_wait must be a positive duration such as 1s, got "-1s", at Testfile:3`,
+		"concurrency {\nlimit 0\n}":                   `concurrency: limit must be auto or a whole number ≥ 1, got "0", at Testfile:3`,
+		"concurrency {\nmax_wait soon 1s\n}":          `concurrency: max_wait "soon" is no priority (high, medium or low), at Testfile:3`,
+		"concurrency {\nmax_wait high\n}":             `concurrency: max_wait must be a positive duration such as 1s, got "high", at Testfile:3`,
+		"concurrency {\nmax_wait high 1s low\n}":      `concurrency: max_wait takes one duration, or pairs such as: max_wait high 5s medium 1s low 500ms, at Testfile:3`,
+		"concurrency {\nmax_wait high 1s high 2s\n}":  `concurrency: max_wait high given twice, at Testfile:3`,
+		"concurrency {\nmax_wait -1s\n}":              `concurrency: max_wait must be a positive duration such as 1s, got "-1s", at Testfile:3`,
 		"concurrency {\nmin 5\nmax 3\n}":              `concurrency: min 5 must not exceed max 3, at Testfile:3`,
-		"concurrency {\nqueue none\n}":                `queue must be a whole number ≥ 1, got "none", at Testfile:3`,
+		"concurrency {\nqueue none\n}":                `concurrency: queue must be a whole number, got "none", at Testfile:3`,
 		"concurrency {\nslots 4\n}":                   `unrecognized concurrency subdirective "slots", at Testfile:3`,
-		"concurrency {\nweigh_body lots\n}":           `weigh_body must be a size such as 64KiB (at most 1GiB), or off, got "lots", at Testfile:3`,
-		"concurrency {\nweigh_body 0\n}":              `weigh_body must be a size such as 64KiB (at most 1GiB), or off, got "0", at Testfile:3`,
-		"priority {\nhigh_reserve 100%\n}":            `high_reserve must be a share from 0% to under 100% of the limit, or a whole number of slots, got "100%", at Testfile:3`,
-		"priority {\nhigh_reserve -2\n}":              `high_reserve must be a whole number of slots ≥ 0, or a share such as 20%, got "-2", at Testfile:3`,
+		"concurrency {\nweigh_body lots\n}":           `concurrency: weigh_body must be a size such as 64KiB (at most 16MiB), or off, got "lots", at Testfile:3`,
+		"concurrency {\nweigh_body 0\n}":              `concurrency: weigh_body must be a size such as 64KiB (at most 16MiB), or off, got "0", at Testfile:3`,
+		"priority {\nhigh_reserve 100%\n}":            `priority: high_reserve must be a share from 0% to under 100% of the limit, or a whole number of slots, got "100%", at Testfile:3`,
+		"priority {\nhigh_reserve -2\n}":              `priority: high_reserve must be a whole number of slots ≥ 0, or a share such as 20%, got "-2", at Testfile:3`,
 		"concurrency {\nlimit 3\n}\nconcurrency {\n}": `concurrency given twice in one adaptive_throttle; merge the two, at Testfile:5`,
 	}
 	for in, want := range bad {
@@ -420,7 +420,7 @@ func TestCaddyfilePersist(t *testing.T) {
 		{"adaptive_throttle {\n\tpersist off {\n\t\tmax_age 1h\n\t}\n}", "persist off takes no block", 2},
 		{"adaptive_throttle {\n\tpersist {\n\t\tmax_age soon\n\t}\n}", "max_age must be a positive duration", 3},
 		{"adaptive_throttle {\n\tpersist {\n\t\tmax_age 0s\n\t}\n}", "max_age must be a positive duration", 3},
-		{"adaptive_throttle {\n\tpersist {\n\t\toff\n\t}\n}", "persist off stands alone", 3},
+		{"adaptive_throttle {\n\tpersist {\n\t\toff\n\t}\n}", "persist: off stands alone", 3},
 		{"adaptive_throttle {\n\tpersist {\n\t\tmaxage 1h\n\t}\n}", `unrecognized persist subdirective "maxage"`, 3},
 		{"adaptive_throttle {\n\tpersist off\n\tpersist {\n\t}\n}", "persist given twice", 3},
 	} {
@@ -435,5 +435,45 @@ func TestCaddyfilePersist(t *testing.T) {
 	}
 	if err := h.Validate(); err == nil || !strings.Contains(err.Error(), "persist: max_age must be a positive duration") {
 		t.Errorf("negative max_age: %v", err)
+	}
+}
+
+// Every config error names its block and key the same way, "block: key
+// …" ("key …" at the top level), whichever check finds it: the parser, a
+// block's Validate at the block's end, or the whole's at the directive's.
+func TestConfigErrorsNameBlockAndKey(t *testing.T) {
+	keys := map[string][]string{
+		"qps":         {"window", "sigma", "trip_factor", "min_baseline", "limit", "warmup"},
+		"gpu":         {"source", "labels", "aggregate", "threshold", "interval", "timeout", "stale_after", "on_error"},
+		"latency":     {"percentile", "window", "factor", "consecutive", "ceiling", "measure", "slo", "min_threshold"},
+		"circuit":     {"error_ratio", "min_requests", "window", "open_for", "max_open_for", "probes", "probe_timeout"},
+		"priority":    {"from", "default", "high_reserve", "medium_floor"},
+		"concurrency": {"limit", "min", "max", "initial", "queue", "max_wait", "weigh_body"},
+		"persist":     {"max_age"},
+		"":            {"retry_after", "retry_after_max"},
+	}
+	n := 0
+	for block, ks := range keys {
+		for _, key := range ks {
+			for _, v := range []string{"x-5", "-5", "1e300"} {
+				in := "adaptive_throttle {\n" + key + " " + v + "\n}"
+				want := key + " "
+				if block != "" {
+					in = "adaptive_throttle {\n" + block + " {\n" + key + " " + v + "\n}\n}"
+					want = block + ": " + key + " "
+				}
+				_, err := parse(t, in)
+				if err == nil {
+					continue // a value the key takes
+				}
+				n++
+				if !strings.HasPrefix(err.Error(), want) {
+					t.Errorf("%s %s %s: error %q does not begin %q", block, key, v, err, want)
+				}
+			}
+		}
+	}
+	if n < 80 {
+		t.Fatalf("only %d errors seen", n)
 	}
 }

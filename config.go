@@ -3,6 +3,7 @@ package adaptivethrottle
 import (
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/ai-guardian/adaptivethrottle/config"
 	"github.com/ai-guardian/adaptivethrottle/priority"
 	"github.com/ai-guardian/adaptivethrottle/throttle"
 )
@@ -49,7 +50,7 @@ func (h *Handler) config() (throttle.Config, error) {
 	if h.Concurrency != nil {
 		c.Concurrency = *h.Concurrency
 	}
-	c.RetryAfter = h.RetryAfter
+	c.RetryAfter, c.RetryAfterMax, c.Zeros = h.RetryAfter, h.RetryAfterMax, h.zeros
 	if err := h.Persist.Validate(); err != nil {
 		return c, err
 	}
@@ -58,6 +59,51 @@ func (h *Handler) config() (throttle.Config, error) {
 	}
 	c.Defaults()
 	return c, nil
+}
+
+// MarshalJSON writes the handler with the top-level keys written as 0 (each
+// block writes its own): a zero the Caddyfile gave survives into JSON, to be
+// refused there with its reason rather than read as the default.
+func (h Handler) MarshalJSON() ([]byte, error) {
+	type plain Handler
+	return config.MarshalBlock(plain(h), h.zeros)
+}
+
+// UnmarshalJSON reads the handler, refusing unknown keys as Caddy does and
+// recording the top-level keys written as 0.
+func (h *Handler) UnmarshalJSON(b []byte) (err error) {
+	type plain Handler
+	h.zeros, err = config.UnmarshalBlock(b, (*plain)(h))
+	return err
+}
+
+// priorityJSON is PriorityConfig's JSON: the engine's keys and the HTTP
+// ones side by side. (priority.Config's own JSON methods would otherwise be
+// promoted and write the engine's keys alone.)
+type priorityJSON struct {
+	priorityEngine
+	From       string          `json:"from,omitempty"`
+	TrustedRaw caddy.ModuleMap `json:"trusted,omitempty"`
+}
+
+// priorityEngine is priority.Config without its JSON methods.
+type priorityEngine priority.Config
+
+// MarshalJSON writes the block with its written zeros.
+func (c PriorityConfig) MarshalJSON() ([]byte, error) {
+	return config.MarshalBlock(priorityJSON{priorityEngine(c.Config), c.From, c.TrustedRaw}, c.Zeros)
+}
+
+// UnmarshalJSON reads the block, recording the keys written as zero.
+func (c *PriorityConfig) UnmarshalJSON(b []byte) error {
+	var v priorityJSON
+	zeros, err := config.UnmarshalBlock(b, &v)
+	if err != nil {
+		return err
+	}
+	*c = PriorityConfig{Config: priority.Config(v.priorityEngine), From: v.From, TrustedRaw: v.TrustedRaw}
+	c.Zeros = zeros
+	return nil
 }
 
 // claimFrom is the placeholder the priority claim is read from.

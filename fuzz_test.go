@@ -1,9 +1,13 @@
 package adaptivethrottle
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -11,11 +15,18 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
+
+	"github.com/ai-guardian/adaptivethrottle/levels/gpu"
 )
 
 // FuzzCaddyfile: whatever the block holds, parsing never panics, an error
 // always names the line, and a config that parses is either valid or
-// refused by Validate with an error (never a panic in config).
+// refused by Validate with an error (never a panic in config). What is
+// valid is then loaded as Caddy loads it (from the JSON adapt writes) and
+// provisioned, and Provision must stay within provisionBudget of memory:
+// every key of every block is also tried at huge, tiny and odd values, so
+// that no number a config can hold makes Provision allocate in proportion
+// to it.
 func FuzzCaddyfile(f *testing.F) {
 	for _, seed := range []string{
 		"",
@@ -31,9 +42,38 @@ func FuzzCaddyfile(f *testing.F) {
 		"gpu {\nthreshold 1e400%\n}",
 		"latency {\npercentile NaN\n}",
 		"priority {\nhigh_reserve 99999999999999999999\n}",
+		// Every bound at once: the largest config that adapts.
+		"qps {\nwindow 24h\nwarmup 86400\nlimit 1000000\nmin_baseline 1000000\nsigma 100\ntrip_factor 100\n}\nlatency {\nwindow 1h\nceiling 1h\nslo 1h\nconsecutive 1000\nfactor 100\n}\n" +
+			"circuit {\nwindow 1h\nopen_for 24h\nmax_open_for 24h\nprobes 1024\nprobe_timeout 1h\nmin_requests 1000000\n}\n" +
+			"concurrency {\nmax 100000\nlimit 100000\ninitial 100000\nmin 100000\nqueue 100000\nmax_wait 1h\nweigh_body 16MiB\n}\n" +
+			"priority {\nhigh_reserve 100000\nmedium_floor 1000000\n}\nretry_after 1h\nretry_after_max 1h\npersist {\nmax_age 30d\n}",
 	} {
 		f.Add(seed)
 	}
+	extremes := []string{"0", "0%", "-1", "1", "1e-300", "0.0000001", "100%", "1e18", "1e308", "9223372036854775807",
+		"99999999999999999999", "1000000000", "1000000000000", "1000000h", "2562047h", "87600h", "999999h", "10000h", "1ns", "1GiB"}
+	keys := map[string][]string{
+		"qps":         {"window", "sigma", "trip_factor", "min_baseline", "limit", "warmup"},
+		"gpu":         {"threshold", "interval", "timeout", "stale_after"},
+		"latency":     {"percentile", "window", "factor", "consecutive", "ceiling", "slo", "min_threshold"},
+		"circuit":     {"error_ratio", "min_requests", "window", "open_for", "max_open_for", "probes", "probe_timeout"},
+		"priority":    {"high_reserve", "medium_floor"},
+		"concurrency": {"limit", "min", "max", "initial", "queue", "max_wait", "weigh_body"},
+		"persist":     {"max_age"},
+		"":            {"retry_after", "retry_after_max"},
+	}
+	for block, ks := range keys {
+		for _, k := range ks {
+			for _, v := range extremes {
+				if block == "" {
+					f.Add(k + " " + v)
+				} else {
+					f.Add(block + " {\n" + k + " " + v + "\n}")
+				}
+			}
+		}
+	}
+	n := 0
 	f.Fuzz(func(t *testing.T, block string) {
 		h := new(Handler)
 		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("adaptive_throttle {\n" + block + "\n}"))
@@ -43,9 +83,46 @@ func FuzzCaddyfile(f *testing.F) {
 			}
 			return
 		}
-		_, _ = h.config()
+		if _, err := h.config(); err != nil {
+			return
+		}
+		// Loaded as Caddy loads it: from the JSON adapt writes.
+		b, err := json.Marshal(h)
+		if err != nil {
+			t.Fatalf("%q: %v", block, err)
+		}
+		loaded := new(Handler)
+		if err := caddy.StrictUnmarshalJSON(b, loaded); err != nil {
+			t.Fatalf("%q adapts to %s, which does not load: %v", block, b, err)
+		}
+		if err := loaded.Validate(); err != nil {
+			t.Fatalf("%q is valid, but not once loaded from %s: %v", block, b, err)
+		}
+		n++
+		loaded.Name = fmt.Sprintf("fuzz-%d", n)    // a throttle of its own, not one a reload keeps
+		loaded.GPU = &gpu.Config{Source: "off"}    // no sensor: its settings were checked above
+		loaded.Persist = &PersistConfig{Off: true} // no storage
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		defer cancel()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		err = loaded.Provision(ctx)
+		runtime.ReadMemStats(&after)
+		if err != nil && !strings.HasPrefix(err.Error(), "priority: trusted: ") { // a matcher's own provision may fail
+			t.Fatalf("%q is valid, but Provision fails: %v", block, err)
+		}
+		if err := loaded.Cleanup(); err != nil {
+			t.Fatal(err)
+		}
+		if grew := after.TotalAlloc - before.TotalAlloc; grew > provisionBudget {
+			t.Fatalf("%q: Provision allocated %d MiB, more than %d MiB", block, grew>>20, provisionBudget>>20)
+		}
 	})
 }
+
+// provisionBudget is the most memory one Provision may allocate, whatever
+// the config.
+const provisionBudget = 64 << 20
 
 // FuzzAdminBodies: any body to override and reset gets 200 or a 4xx
 // APIError, never a panic, never a 5xx; a refused body changes nothing.

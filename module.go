@@ -77,11 +77,14 @@ type Handler struct {
 
 	// Floor for Retry-After. Default 5s.
 	RetryAfter config.Duration `json:"retry_after,omitempty"`
+	// Ceiling of Retry-After. Default 60s (or the floor, if more).
+	RetryAfterMax config.Duration `json:"retry_after_max,omitempty"`
 
 	// Whether what was learned is kept in Caddy's storage across restarts
 	// (on by default), and for how long.
 	Persist *PersistConfig `json:"persist,omitempty"`
 
+	zeros      config.Zeros       // top-level keys written as 0 (see config.go)
 	t          *throttle.Throttle // set once this handler holds a reference in instances
 	from       string
 	fromHeader string               // canonical header name when `from` is a plain request header

@@ -24,19 +24,42 @@ import (
 type PersistConfig struct {
 	// Off keeps nothing: no state is read at start nor written.
 	Off bool `json:"off,omitempty"`
-	// A stored state older than this is not restored. Default 1h.
+	// A stored state older than this is not restored. Default 1h; at most
+	// MaxPersistMaxAge.
 	MaxAge config.Duration `json:"max_age,omitempty"`
+
+	config.Zeros // the keys written as 0: refused
 }
 
-// DefaultPersistMaxAge is how old a stored state may be to be restored.
-const DefaultPersistMaxAge = time.Hour
+// DefaultPersistMaxAge is how old a stored state may be to be restored;
+// MaxPersistMaxAge bounds it: a month-old load says nothing of today's.
+const (
+	DefaultPersistMaxAge = time.Hour
+	MaxPersistMaxAge     = 30 * 24 * time.Hour
+)
 
-// Validate names the key of a bad value.
+// Validate names the key of a bad value, and the bound of one too large.
 func (c *PersistConfig) Validate() error {
-	if c != nil && c.MaxAge < 0 {
+	if c == nil {
+		return nil
+	}
+	if c.MaxAge < 0 || c.Has("max_age") {
 		return config.Errorf("persist", "max_age", "must be a positive duration, got %v", c.MaxAge.D())
 	}
-	return nil
+	return config.DurationAtMost("persist", "max_age", c.MaxAge, MaxPersistMaxAge)
+}
+
+// MarshalJSON writes the block with its written zeros.
+func (c PersistConfig) MarshalJSON() ([]byte, error) {
+	type plain PersistConfig
+	return config.MarshalBlock(plain(c), c.Zeros)
+}
+
+// UnmarshalJSON reads the block, recording the keys written as zero.
+func (c *PersistConfig) UnmarshalJSON(b []byte) (err error) {
+	type plain PersistConfig
+	c.Zeros, err = config.UnmarshalBlock(b, (*plain)(c))
+	return err
 }
 
 func (c *PersistConfig) maxAge() time.Duration {

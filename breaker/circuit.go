@@ -37,7 +37,8 @@ func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 // CircuitConfig is the `circuit` block: Closed/Open/Half-Open on upstream
 // failures. Its JSON keys are the Caddyfile's; zero fields take the
-// defaults (Defaults), and Validate names the key of a bad value.
+// defaults (Defaults), a zero the user wrote (Zeros) is refused, and
+// Validate names the key of a bad value and the bound of one too large.
 type CircuitConfig struct {
 	// Open at failures/total >= this (default 0.5).
 	ErrorRatio float64 `json:"error_ratio,omitempty"`
@@ -53,6 +54,8 @@ type CircuitConfig struct {
 	Probes int `json:"probes,omitempty"`
 	// A probe holding its slot longer than this frees it for another (default 30s).
 	ProbeTimeout config.Duration `json:"probe_timeout,omitempty"`
+
+	config.Zeros // the keys written as 0
 }
 
 // Circuit defaults.
@@ -67,6 +70,11 @@ const (
 	MaxProbes = 1024
 	// minWindow keeps the window's buckets at least 100 ms wide.
 	minWindow = time.Second
+	// Bounds of the durations and of min_requests.
+	MaxWindow       = time.Hour
+	MaxOpenFor      = 24 * time.Hour // open_for and max_open_for
+	MaxProbeTimeout = time.Hour
+	MaxMinRequests  = 1_000_000
 )
 
 // Validate reports, naming the key, a value NewCircuit would have to
@@ -76,31 +84,38 @@ func (c CircuitConfig) Validate() error {
 	if err := config.Finite(b, "error_ratio", c.ErrorRatio); err != nil {
 		return err
 	}
+	given := func(key string, v int64) bool { return c.Given(key, float64(v)) }
 	var errs []error
-	if c.ErrorRatio < 0 || c.ErrorRatio > 1 {
+	if c.Given("error_ratio", c.ErrorRatio) && !(c.ErrorRatio > 0 && c.ErrorRatio <= 1) {
 		errs = append(errs, config.Errorf(b, "error_ratio", "must be within (0, 1], got %v", c.ErrorRatio))
 	}
-	if c.MinRequests < 0 {
-		errs = append(errs, config.Errorf(b, "min_requests", "must not be negative, got %d", c.MinRequests))
+	if given("min_requests", int64(c.MinRequests)) && c.MinRequests < 1 {
+		errs = append(errs, config.Errorf(b, "min_requests", "must be a whole number ≥ 1, got %d", c.MinRequests))
 	}
-	if c.Window < 0 || (c.Window > 0 && c.Window.D() < minWindow) {
+	if given("window", int64(c.Window)) && c.Window.D() < minWindow {
 		errs = append(errs, config.Errorf(b, "window", "must be at least %v, got %v", minWindow, c.Window.D()))
 	}
-	if c.OpenFor < 0 {
+	if given("open_for", int64(c.OpenFor)) && c.OpenFor <= 0 {
 		errs = append(errs, config.Errorf(b, "open_for", "must be positive, got %v", c.OpenFor.D()))
 	}
-	if c.MaxOpenFor < 0 {
+	if given("max_open_for", int64(c.MaxOpenFor)) && c.MaxOpenFor <= 0 {
 		errs = append(errs, config.Errorf(b, "max_open_for", "must be positive, got %v", c.MaxOpenFor.D()))
 	} else if openFor := cmp.Or(c.OpenFor.D(), DefaultOpenFor); c.MaxOpenFor > 0 && c.MaxOpenFor.D() < openFor {
 		errs = append(errs, config.Errorf(b, "max_open_for", "(%v) must be at least open_for (%v)", c.MaxOpenFor.D(), openFor))
 	}
-	if c.Probes < 0 || c.Probes > MaxProbes {
+	if given("probes", int64(c.Probes)) && (c.Probes < 1 || c.Probes > MaxProbes) {
 		errs = append(errs, config.Errorf(b, "probes", "must be within 1..%d, got %d", MaxProbes, c.Probes))
 	}
-	if c.ProbeTimeout < 0 {
+	if given("probe_timeout", int64(c.ProbeTimeout)) && c.ProbeTimeout <= 0 {
 		errs = append(errs, config.Errorf(b, "probe_timeout", "must be positive, got %v", c.ProbeTimeout.D()))
 	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs,
+		config.AtMost(b, "min_requests", float64(c.MinRequests), MaxMinRequests),
+		config.DurationAtMost(b, "window", c.Window, MaxWindow),
+		config.DurationAtMost(b, "open_for", c.OpenFor, MaxOpenFor),
+		config.DurationAtMost(b, "max_open_for", c.MaxOpenFor, MaxOpenFor),
+		config.DurationAtMost(b, "probe_timeout", c.ProbeTimeout, MaxProbeTimeout),
+	)...)
 }
 
 // Defaults fills the zero fields. It never replaces a value the user gave,

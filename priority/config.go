@@ -14,10 +14,13 @@ type Config struct {
 	HighReserve *int `json:"high_reserve,omitempty"`
 	// HighReserveShare is the share (0–1) of the concurrency limit that
 	// only high priority may take while shedding, when HighReserve is
-	// unset. Default 0.2. The Caddyfile writes it `high_reserve 20%`.
+	// unset. Default 0.2; 0 written: no reserve. The Caddyfile writes it
+	// `high_reserve 20%`.
 	HighReserveShare float64 `json:"high_reserve_share,omitempty"`
-	// Lowest rate (req/s) of the medium lane. Default 1.
+	// Lowest rate (req/s) of the medium lane. Default 1; 0 written: no floor.
 	MediumFloor float64 `json:"medium_floor,omitempty"`
+
+	config.Zeros // the keys written as 0: honoured
 }
 
 // Defaults of the priority block.
@@ -26,16 +29,16 @@ const (
 	DefaultMediumFloor      = 1
 )
 
-// Defaults fills the zero fields. It never replaces a value the user gave,
-// so Validate still sees a bad one.
+// Defaults fills the zero fields the user did not write as zero. It never
+// replaces a value the user gave, so Validate still sees a bad one.
 func (c *Config) Defaults() {
 	if c.Default == "" {
 		c.Default = Medium.String()
 	}
-	if c.HighReserve == nil && c.HighReserveShare == 0 {
+	if c.HighReserve == nil && !c.Given("high_reserve_share", c.HighReserveShare) {
 		c.HighReserveShare = DefaultHighReserveShare
 	}
-	if c.MediumFloor == 0 {
+	if !c.Given("medium_floor", c.MediumFloor) {
 		c.MediumFloor = DefaultMediumFloor
 	}
 }
@@ -49,13 +52,16 @@ func (c Config) Validate() error {
 	if c.HighReserve != nil && *c.HighReserve < 0 {
 		return config.Errorf(b, "high_reserve", "must not be negative, got %d", *c.HighReserve)
 	}
+	if c.HighReserve != nil && *c.HighReserve > config.MaxSlots {
+		return config.Errorf(b, "high_reserve", "must be at most %d, got %d", config.MaxSlots, *c.HighReserve)
+	}
 	if err := config.Finite(b, "high_reserve_share", c.HighReserveShare); err != nil {
 		return err
 	}
 	if c.HighReserveShare < 0 || c.HighReserveShare >= 1 {
 		return config.Errorf(b, "high_reserve_share", "must be a share from 0 to under 1 (0%% to under 100%%), got %v", c.HighReserveShare)
 	}
-	if c.HighReserve != nil && c.HighReserveShare != 0 {
+	if c.HighReserve != nil && c.Given("high_reserve_share", c.HighReserveShare) {
 		return config.Errorf(b, "high_reserve", "is a count and high_reserve_share a share of the limit: give one of them")
 	}
 	if err := config.Finite(b, "medium_floor", c.MediumFloor); err != nil {
@@ -64,7 +70,20 @@ func (c Config) Validate() error {
 	if c.MediumFloor < 0 {
 		return config.Errorf(b, "medium_floor", "must not be negative, got %v", c.MediumFloor)
 	}
-	return nil
+	return config.AtMost(b, "medium_floor", c.MediumFloor, config.MaxRate)
+}
+
+// MarshalJSON writes the block with its written zeros.
+func (c Config) MarshalJSON() ([]byte, error) {
+	type plain Config
+	return config.MarshalBlock(plain(c), c.Zeros)
+}
+
+// UnmarshalJSON reads the block, recording the keys written as zero.
+func (c *Config) UnmarshalJSON(b []byte) (err error) {
+	type plain Config
+	c.Zeros, err = config.UnmarshalBlock(b, (*plain)(c))
+	return err
 }
 
 // DefaultPriority is the priority of a request that claims none.
@@ -83,7 +102,7 @@ func (c Config) Reserve(limit int) int {
 		return min(*c.HighReserve, limit)
 	}
 	share := c.HighReserveShare
-	if share == 0 {
+	if !c.Given("high_reserve_share", share) {
 		share = DefaultHighReserveShare
 	}
 	return min(int(share*float64(limit)+0.5), max(0, limit-1))

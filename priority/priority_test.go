@@ -78,18 +78,19 @@ func TestReserveOfLimit(t *testing.T) {
 }
 
 func TestRetryAfter(t *testing.T) {
-	if got := RetryAfter(0, 5*time.Second, 0); got != 5 {
+	const hour = time.Hour
+	if got := RetryAfter(0, 5*time.Second, hour, 0); got != 5 {
 		t.Errorf("floor: %d", got)
 	}
-	if got := RetryAfter(12300*time.Millisecond, 5*time.Second, 0); got != 13 {
+	if got := RetryAfter(12300*time.Millisecond, 5*time.Second, hour, 0); got != 13 {
 		t.Errorf("rounds up: %d", got)
 	}
-	if got := RetryAfter(0, 0, 0); got != 1 {
+	if got := RetryAfter(0, 0, 0, 0); got != 1 {
 		t.Errorf("never zero: %d", got)
 	}
 	seen := map[int]bool{}
 	for range 500 {
-		got := RetryAfter(10*time.Second, 5*time.Second, 0.2)
+		got := RetryAfter(10*time.Second, 5*time.Second, hour, 0.2)
 		if got < 10 || got > 12 {
 			t.Fatalf("jittered value %d outside [10,12]", got)
 		}
@@ -98,7 +99,35 @@ func TestRetryAfter(t *testing.T) {
 	if len(seen) < 2 {
 		t.Errorf("jitter produced a single value: %v", seen)
 	}
-	if n := testing.AllocsPerRun(100, func() { RetryAfter(time.Second, time.Second, 0.2) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { RetryAfter(time.Second, time.Second, hour, 0.2) }); n != 0 {
 		t.Errorf("RetryAfter allocates %v", n)
+	}
+}
+
+// The ceiling binds: an estimate of minutes (a latency trip's countdown, a
+// circuit's backoff) is told as at most the ceiling, spread below it by the
+// jitter, never below the floor; a ceiling under the floor is the floor.
+func TestRetryAfterCeiling(t *testing.T) {
+	seen := map[int]bool{}
+	for range 500 {
+		got := RetryAfter(138*time.Second, 5*time.Second, 60*time.Second, 0.2)
+		if got < 48 || got > 60 {
+			t.Fatalf("estimate 138s under a 60s ceiling told as %d, want 48..60", got)
+		}
+		seen[got] = true
+	}
+	if len(seen) < 2 {
+		t.Errorf("clients at the ceiling all told the same second: %v", seen)
+	}
+	if got := RetryAfter(138*time.Second, 5*time.Second, 60*time.Second, 0); got != 60 {
+		t.Errorf("no jitter: %d, want the ceiling 60", got)
+	}
+	for range 100 {
+		if got := RetryAfter(time.Minute, 10*time.Second, 11*time.Second, 0.2); got < 10 || got > 11 {
+			t.Fatalf("ceiling 11s, floor 10s: %d", got)
+		}
+		if got := RetryAfter(time.Minute, 10*time.Second, time.Second, 0.2); got != 10 {
+			t.Fatalf("ceiling under the floor: %d, want the floor 10", got)
+		}
 	}
 }

@@ -219,7 +219,7 @@ func (t *Throttle) refusal(p priority.Priority, v priority.Verdict, retryIn time
 	if v != priority.ShedGone {
 		t.shedBy[cause].Add(1)
 	}
-	retry := priority.RetryAfter(until, time.Duration(t.retry.Load()), retryJitter)
+	retry := priority.RetryAfter(until, time.Duration(t.retry.Load()), time.Duration(t.retryMax.Load()), retryJitter)
 	return Decision{info: decision(p, v, cause, retry)}
 }
 

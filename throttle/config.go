@@ -1,6 +1,7 @@
 package throttle
 
 import (
+	"cmp"
 	"errors"
 	"time"
 
@@ -23,12 +24,22 @@ type Config struct {
 	Priority priority.Config       `json:"priority,omitzero"`
 	// Concurrency is the limit on requests in flight and its wait queues.
 	Concurrency admission.Config `json:"concurrency,omitzero"`
-	// Floor for Retry-After. Default 5s.
+	// Floor for Retry-After. Default 5s; at most MaxRetryAfter.
 	RetryAfter config.Duration `json:"retry_after,omitempty"`
+	// Ceiling of Retry-After. Default 60s, or the floor if that is more;
+	// never below the floor; at most MaxRetryAfter.
+	RetryAfterMax config.Duration `json:"retry_after_max,omitempty"`
+
+	config.Zeros // the top-level keys written as 0: refused
 }
 
-// DefaultRetryAfter is the default floor for Retry-After.
-const DefaultRetryAfter = 5 * time.Second
+// Defaults and bound of Retry-After: a client told to come back in a
+// minute has been told enough; past an hour it has gone elsewhere.
+const (
+	DefaultRetryAfter    = 5 * time.Second
+	DefaultRetryAfterMax = time.Minute
+	MaxRetryAfter        = time.Hour
+)
 
 // Defaults fills every block's zero fields.
 func (c *Config) Defaults() {
@@ -41,14 +52,26 @@ func (c *Config) Defaults() {
 	if c.RetryAfter == 0 {
 		c.RetryAfter = config.Duration(DefaultRetryAfter)
 	}
+	if c.RetryAfterMax == 0 {
+		c.RetryAfterMax = max(config.Duration(DefaultRetryAfterMax), c.RetryAfter)
+	}
 }
 
 // Validate checks every block; each message names the block and the key.
 // Call it before Defaults, so that what it sees is what the user wrote.
 func (c Config) Validate() error {
 	errs := []error{c.QPS.Validate(), c.Latency.Validate(), c.Circuit.Validate(), c.Priority.Validate(), c.Concurrency.Validate()}
-	if c.RetryAfter < 0 {
-		errs = append(errs, config.Errorf("", "retry_after", "must not be negative, got %v", c.RetryAfter.D()))
+	for _, kv := range []struct {
+		key string
+		d   config.Duration
+	}{{"retry_after", c.RetryAfter}, {"retry_after_max", c.RetryAfterMax}} {
+		if kv.d < 0 || c.Has(kv.key) {
+			errs = append(errs, config.Errorf("", kv.key, "must be a positive duration, got %v", kv.d.D()))
+		}
+		errs = append(errs, config.DurationAtMost("", kv.key, kv.d, MaxRetryAfter))
+	}
+	if floor := cmp.Or(c.RetryAfter.D(), DefaultRetryAfter); c.RetryAfterMax > 0 && c.RetryAfterMax.D() < floor {
+		errs = append(errs, config.Errorf("", "retry_after_max", "%v must not be below retry_after %v", c.RetryAfterMax.D(), floor))
 	}
 	g := c.GPU
 	g.Defaults() // the GPU block checks its settings against each other's defaults

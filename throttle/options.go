@@ -98,3 +98,8 @@ func WithMaxWait(high, medium, low time.Duration) Option {
 func WithRetryAfter(d time.Duration) Option {
 	return func(o *options) { o.cfg.RetryAfter = config.Duration(d) }
 }
+
+// WithRetryAfterMax sets the ceiling of Retry-After (retry_after_max).
+func WithRetryAfterMax(d time.Duration) Option {
+	return func(o *options) { o.cfg.RetryAfterMax = config.Duration(d) }
+}

@@ -105,6 +105,7 @@ type Throttle struct {
 	restored  atomic.Pointer[RestoredStatus] // what Restore took; nil: nothing
 	def       atomic.Uint32                  // priority.Priority of a request that claims none
 	retry     atomic.Int64                   // Retry-After floor, ns
+	retryMax  atomic.Int64                   // Retry-After ceiling, ns
 
 	// Counted by the request path.
 	verdicts [priority.Count][priority.Verdicts]*shard.Counter
@@ -200,6 +201,7 @@ func build(name string, cfg Config, logger *zap.Logger) (*Throttle, error) {
 	}
 	t.def.Store(uint32(cfg.Priority.DefaultPriority()))
 	t.retry.Store(int64(cfg.RetryAfter))
+	t.retryMax.Store(int64(cfg.RetryAfterMax))
 	t.logger.Store(logger)
 	t.events.init()
 	if w := g.Warning(); w != "" {
@@ -277,6 +279,7 @@ func (t *Throttle) Apply(cfg Config) error {
 	t.weigher.limit.Store(cfg.Concurrency.WeighBody)
 	t.def.Store(uint32(cfg.Priority.DefaultPriority()))
 	t.retry.Store(int64(cfg.RetryAfter))
+	t.retryMax.Store(int64(cfg.RetryAfterMax))
 	return nil
 }
 

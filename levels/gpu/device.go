@@ -10,7 +10,6 @@ package gpu
 
 import (
 	"errors"
-	"fmt"
 	"net/url"
 	"strings"
 	"time"
@@ -84,6 +83,8 @@ type Config struct {
 	// allow (default) or shed: what an unreadable or stale source means.
 	OnError string `json:"on_error,omitempty"`
 
+	config.Zeros // the keys written as 0: Validate refuses them
+
 	maxBody int64 // prometheus body bound, default 4 MiB (no block sets it; tests do)
 }
 
@@ -100,11 +101,18 @@ const (
 // minInterval keeps a typo (1ms) from turning the sampler into a busy loop.
 const minInterval = 100 * time.Millisecond
 
+// Bounds: a reading an hour apart, or trusted for a day, is no reading.
+const (
+	MaxInterval   = time.Hour
+	MaxStaleAfter = 24 * time.Hour
+)
+
 // maxTimeout is the longest read allowed: a read must end before the next tick.
 func maxTimeout(interval time.Duration) time.Duration { return interval * 8 / 10 }
 
-// Defaults fills zero fields. It never overrides a value the user gave, so
-// Validate still sees (and rejects) a bad one.
+// Defaults fills zero fields the user did not write as zero. It never
+// overrides a value the user gave, so Validate still sees (and rejects) a
+// bad one.
 func (c *Config) Defaults() {
 	if c.Source == "" {
 		c.Source = "auto"
@@ -118,16 +126,16 @@ func (c *Config) Defaults() {
 	if c.Aggregate == "" {
 		c.Aggregate = "max"
 	}
-	if c.Threshold == 0 {
+	if !c.Given("threshold", c.Threshold) {
 		c.Threshold = DefaultThreshold
 	}
-	if c.Interval == 0 {
+	if !c.Given("interval", float64(c.Interval)) {
 		c.Interval = config.Duration(DefaultInterval)
 	}
-	if c.Timeout == 0 {
+	if !c.Given("timeout", float64(c.Timeout)) {
 		c.Timeout = config.Duration(maxTimeout(c.Interval.D()))
 	}
-	if c.StaleAfter == 0 {
+	if !c.Given("stale_after", float64(c.StaleAfter)) {
 		c.StaleAfter = config.Duration(DefaultStaleAfter)
 	}
 	if c.OnError == "" {
@@ -138,99 +146,116 @@ func (c *Config) Defaults() {
 	}
 }
 
-// Validate checks a defaulted Config; every message names the setting.
+// Validate checks a defaulted Config; every message names the key, and
+// the bound of a value too large.
 func (c Config) Validate() error {
+	const b = "gpu"
 	var errs []error
-	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	bad := func(key, format string, a ...any) { errs = append(errs, config.Errorf(b, key, format, a...)) }
 
 	switch c.Source {
 	case "auto", "nvml", "nvidia-smi", "prometheus", "off":
 	default:
-		bad("gpu source %q unknown (want auto, nvml, nvidia-smi, prometheus or off)", c.Source)
+		bad("source", "must be auto, nvml, nvidia-smi, prometheus or off, got %q", c.Source)
 	}
 	if !(c.Threshold > 0 && c.Threshold <= 1) { // also rejects NaN
-		bad("gpu threshold %v out of range (0,1]", c.Threshold)
+		bad("threshold", "must be in (0,1], got %v", c.Threshold)
 	}
 	interval, timeout, stale := c.Interval.D(), c.Timeout.D(), c.StaleAfter.D()
 	if interval < minInterval {
-		bad("gpu interval %v too short (at least %v)", interval, minInterval)
+		bad("interval", "must be at least %v, got %v", minInterval, interval)
 	}
 	if timeout <= 0 {
-		bad("gpu timeout %v must be positive", timeout)
+		bad("timeout", "must be positive, got %v", timeout)
 	} else if interval > 0 && timeout > maxTimeout(interval) {
-		bad("gpu timeout %v exceeds 80%% of interval %v (at most %v)", timeout, interval, maxTimeout(interval))
+		bad("timeout", "%v must not exceed 80%% of interval %v (at most %v)", timeout, interval, maxTimeout(interval))
 	}
 	if stale <= 0 {
-		bad("gpu stale_after %v must be positive", stale)
+		bad("stale_after", "must be positive, got %v", stale)
 	} else if stale < interval {
-		bad("gpu stale_after %v is shorter than interval %v: every reading would go stale between samples", stale, interval)
+		bad("stale_after", "%v must not be shorter than interval %v: every reading would go stale between samples", stale, interval)
 	}
+	errs = append(errs, config.DurationAtMost(b, "interval", c.Interval, MaxInterval),
+		config.DurationAtMost(b, "stale_after", c.StaleAfter, MaxStaleAfter))
 	switch c.Aggregate {
 	case "max", "mean":
 	default:
-		bad("gpu aggregate %q unknown (want max or mean)", c.Aggregate)
+		bad("aggregate", "must be max or mean, got %q", c.Aggregate)
 	}
 	switch c.OnError {
 	case "allow", "shed":
 	default:
-		bad("gpu on_error %q unknown (want allow or shed)", c.OnError)
+		bad("on_error", "must be allow or shed, got %q", c.OnError)
 	}
 	seen := map[string]bool{}
 	for _, d := range c.Devices {
 		switch {
 		case strings.TrimSpace(d) == "":
-			bad("gpu devices: empty device name")
+			bad("devices", "has an empty device name")
 		case seen[d]:
-			bad("gpu devices: %q listed twice", d)
+			bad("devices", "lists %q twice", d)
 		}
 		seen[d] = true
 	}
 	if (c.Source == "nvidia-smi" || c.Source == "auto") && c.Path == "" {
-		bad("gpu nvidia-smi path is empty")
+		bad("path", "of nvidia-smi must not be empty")
 	}
 	if c.Source == "prometheus" {
 		errs = append(errs, c.validatePrometheus()...)
 	} else if len(c.URLs) > 0 || c.Metric != "" || c.PairKind != "" || c.PairMetric != "" || len(c.Labels) > 0 {
-		bad("gpu urls, metric and labels need source prometheus (source is %q)", c.Source)
+		bad("urls", "metric and labels need source prometheus (source is %q)", c.Source)
 	}
 	return errors.Join(errs...)
 }
 
+// MarshalJSON writes the block with its written zeros.
+func (c Config) MarshalJSON() ([]byte, error) {
+	type plain Config
+	return config.MarshalBlock(plain(c), c.Zeros)
+}
+
+// UnmarshalJSON reads the block, recording the keys written as zero.
+func (c *Config) UnmarshalJSON(b []byte) (err error) {
+	type plain Config
+	c.Zeros, err = config.UnmarshalBlock(b, (*plain)(c))
+	return err
+}
+
 func (c Config) validatePrometheus() []error {
 	var errs []error
-	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	bad := func(key, format string, a ...any) { errs = append(errs, config.Errorf("gpu", key, format, a...)) }
 	if len(c.URLs) == 0 {
-		bad("gpu source prometheus needs at least one URL")
+		bad("source", "prometheus needs at least one URL")
 	}
 	for _, raw := range c.URLs {
 		u, err := url.Parse(raw)
 		switch {
 		case err != nil:
-			bad("gpu source prometheus URL %q: %v", raw, err)
+			bad("source", "prometheus URL %q: %v", raw, err)
 		case u.Scheme != "http" && u.Scheme != "https":
-			bad("gpu source prometheus URL %q: scheme must be http or https", raw)
+			bad("source", "prometheus URL %q: scheme must be http or https", raw)
 		case u.Host == "":
-			bad("gpu source prometheus URL %q: no host", raw)
+			bad("source", "prometheus URL %q: no host", raw)
 		}
 	}
 	if c.Metric == "" || strings.ContainsAny(c.Metric, " \t\n{}\"") {
-		bad("gpu metric %q is not a metric name", c.Metric)
+		bad("metric", "%q is not a metric name", c.Metric)
 	}
 	switch c.PairKind {
 	case "":
 		if c.PairMetric != "" {
-			bad("gpu metric pair %q needs a kind (total or free)", c.PairMetric)
+			bad("metric", "pair %q needs a kind (total or free)", c.PairMetric)
 		}
 	case "total", "free":
 		if c.PairMetric == "" || strings.ContainsAny(c.PairMetric, " \t\n{}\"") {
-			bad("gpu metric %s pair %q is not a metric name", c.PairKind, c.PairMetric)
+			bad("metric", "%s pair %q is not a metric name", c.PairKind, c.PairMetric)
 		}
 	default:
-		bad("gpu metric pair kind %q unknown (want total or free)", c.PairKind)
+		bad("metric", "pair kind must be total or free, got %q", c.PairKind)
 	}
 	for k := range c.Labels {
 		if k == "" || strings.ContainsAny(k, " \t\n{}\"=") {
-			bad("gpu labels: %q is not a label name", k)
+			bad("labels", "%q is not a label name", k)
 		}
 	}
 	return errs
