@@ -180,6 +180,7 @@ func (t *Throttle) wait(ctx context.Context, r *http.Request, p priority.Priorit
 		ctx = context.Background()
 	}
 	short := p != priority.High && t.gate.Reserve() > 0 && t.weigher.short(r)
+	defer t.unhold(t.holdBody(r)) // so that a client that leaves is seen
 	switch t.gate.Wait(ctx, p, short, time.Duration(t.maxWait[p].Load()), now.Mono) {
 	case admission.Granted:
 		start := Now().Mono
