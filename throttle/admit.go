@@ -314,7 +314,11 @@ func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, 
 			counted = true
 		}
 		dur := time.Duration(end - rec.start)
-		t.latency.Record(dur, sh)
+		if rec.whole { // its first byte is its end: judged by its size
+			dur = t.latency.RecordWhole(dur, rec.size, sh)
+		} else {
+			t.latency.Record(dur, sh)
+		}
 		if t.latency.Slower(dur) {
 			t.latency.NoteSlow(dur, traceID(r))
 		}
