@@ -13,10 +13,13 @@
 #                          30 req/s (3× what llmsim serves), 35 s calm again
 #                          to show the recovery; then a table, and it stops.
 #
-# Logs: .tmp/caddy.log and .tmp/llmsim.log.
+# Logs: .tmp/caddy.log and .tmp/llmsim.log. Caddy's storage, where the
+# module keeps what it learned across restarts, is this checkout's own:
+# .tmp/data/caddy (rm -rf .tmp/data to start clean).
 set -euo pipefail
 cd "$(dirname "$0")"
 mkdir -p .tmp
+export XDG_DATA_HOME="$PWD/.tmp/data" XDG_CONFIG_HOME="$PWD/.tmp/config"
 export PATH="$PWD/demo:$(go env GOPATH)/bin:$PATH"   # demo/nvidia-smi first on PATH
 export LLMSIM_SMI_FILE="$PWD/.tmp/llmsim-nvidia-smi.csv"
 
@@ -95,6 +98,7 @@ adaptive_throttle is up: Caddy on http://127.0.0.1:8080/v1/ -> llmsim on 127.0.0
        -d '{"model":"demo-llm","messages":[{"role":"user","content":"hi"}]}'
   curl -s localhost:2019/throttle/status | jq .
 Logs: .tmp/caddy.log, .tmp/llmsim.log. Stop: Ctrl-C, or kill $$.
+Learned state: .tmp/data/caddy/adaptive_throttle/ (rm -rf .tmp/data to start clean).
 MSG
 
 if [ -n "${DEMO_LOAD:-}" ]; then

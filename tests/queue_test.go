@@ -91,28 +91,53 @@ func TestWaitingRequestIsHandedTheFreedSlot(t *testing.T) {
 	}
 }
 
-// A client that goes away while it waits leaves the queue at once and
-// holds no slot: the next request passes as soon as the busy one ends.
+// A client that goes away while it waits leaves the queue at once, is
+// counted shed_gone, and holds no slot: the next request passes as soon as
+// the busy one ends. A chat request has a body, which nothing has read
+// while it waits: over HTTP/1.1 the server sees the connection close only
+// once the body was read, over HTTP/2 from the stream's reset.
 func TestCancelledWaiterLeavesNoSlot(t *testing.T) {
-	_, addr := upstream(t, llmsim.Config{Slots: 1, TokenTime: 100 * time.Millisecond, DefaultMaxTokens: 5})
-	tc := start(t, queueSite("cancel", addr, 1, "1m", "5s"))
-	first := send(t, tc, context.Background(), "medium")
-	eventually(t, 5*time.Second, "the first request in flight", func() bool { return status(t, "cancel").Admission.InFlight == 1 })
-	ctx, cancel := context.WithCancel(context.Background())
-	gone := send(t, tc, ctx, "medium")
-	eventually(t, 5*time.Second, "the second to wait", func() bool { return queued(t, "cancel") == 1 })
-	cancel()
-	if c := <-gone; c != 0 {
-		t.Fatalf("a cancelled request got %d", c)
-	}
-	eventually(t, 5*time.Second, "the queue to empty", func() bool { return queued(t, "cancel") == 0 })
-	if c := <-first; c != 200 {
-		t.Fatalf("first: %d", c)
-	}
-	eventually(t, 5*time.Second, "no request in flight", func() bool { return status(t, "cancel").Admission.InFlight == 0 })
-	resp := chat(t, tc, "low", false)
-	if body := drain(t, resp); resp.StatusCode != 200 {
-		t.Fatalf("after the cancel: %d %s", resp.StatusCode, body)
+	for _, proto := range []string{"HTTP/1.1", "h2c"} {
+		t.Run(proto, func(t *testing.T) {
+			name := "cancel" + strings.NewReplacer("/", "", ".", "").Replace(proto)
+			// The busy request holds the slot for 3 s: the waiter can only
+			// leave by itself.
+			_, addr := upstream(t, llmsim.Config{Slots: 1, TokenTime: 100 * time.Millisecond, DefaultMaxTokens: 30})
+			tc := startWith(t, "servers {\n\t\tprotocols h1 h2c\n\t}", queueSite(name, addr, 1, "1m", "5s"))
+			if proto == "h2c" {
+				p := new(http.Protocols)
+				p.SetUnencryptedHTTP2(true)
+				tc.Client.Transport = &http.Transport{Protocols: p}
+			}
+			first := send(t, tc, context.Background(), "medium")
+			eventually(t, 5*time.Second, "the first request in flight", func() bool { return status(t, name).Admission.InFlight == 1 })
+			ctx, cancel := context.WithCancel(context.Background())
+			gone := send(t, tc, ctx, "medium")
+			eventually(t, 5*time.Second, "the second to wait", func() bool { return queued(t, name) == 1 })
+			cancel()
+			if c := <-gone; c != 0 {
+				t.Fatalf("a cancelled request got %d", c)
+			}
+			shedGone := `caddy_adaptive_throttle_requests_total{decision="shed_gone",priority="medium",throttle="` + name + `"}`
+			eventually(t, time.Second, "the waiter to leave the queue, counted shed_gone, while the slot is held", func() bool {
+				return queued(t, name) == 0 && scrape(t)[shedGone] == 1
+			})
+			if st := status(t, name); st.Admission.InFlight != 1 {
+				t.Fatalf("in flight %d after the waiter left: want the busy request alone", st.Admission.InFlight)
+			}
+			if c := <-first; c != 200 {
+				t.Fatalf("first: %d", c)
+			}
+			eventually(t, 5*time.Second, "no request in flight", func() bool { return status(t, name).Admission.InFlight == 0 })
+			resp := chat(t, tc, "low", false)
+			major := 1
+			if proto == "h2c" {
+				major = 2
+			}
+			if body := drain(t, resp); resp.StatusCode != 200 || resp.ProtoMajor != major {
+				t.Fatalf("after the cancel: %s %d %s", resp.Proto, resp.StatusCode, body)
+			}
+		})
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
+
 	"github.com/ai-guardian/adaptivethrottle/internal/llmsim"
 )
 
@@ -206,4 +208,50 @@ func jsonEqual(a, b any) bool {
 	x, _ := json.Marshal(a)
 	y, _ := json.Marshal(b)
 	return bytes.Equal(x, y)
+}
+
+// ./run.sh keeps Caddy's storage (what the module learns) in the
+// checkout's own folder, so that a demo never restores another checkout's
+// state, and the README says where and how to start clean.
+func TestRunShKeepsItsOwnStorage(t *testing.T) {
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script, err := os.ReadFile(filepath.Join(root, "run.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exports []string
+	for _, line := range strings.Split(string(script), "\n") {
+		if strings.HasPrefix(line, "export XDG_") {
+			exports = append(exports, line)
+		}
+	}
+	if len(exports) == 0 {
+		t.Fatal("run.sh sets no XDG_DATA_HOME: Caddy's storage is the user's ~/.local/share/caddy, shared by every checkout")
+	}
+	// The environment run.sh gives Caddy, as bash sets it from the checkout.
+	cmd := exec.Command("bash", "-c", strings.Join(exports, "\n")+"\nprintf '%s\\n' \"$XDG_DATA_HOME\"")
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("run.sh's exports: %v", err)
+	}
+	t.Setenv("XDG_DATA_HOME", strings.TrimSpace(string(out)))
+	if got, want := caddy.AppDataDir(), filepath.Join(root, ".tmp", "data", "caddy"); got != want {
+		t.Fatalf("run.sh's Caddy stores in %s, want the checkout's %s", got, want)
+	}
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"`.tmp/data/caddy/adaptive_throttle/`", "`rm -rf .tmp/data`"} {
+		if !bytes.Contains(readme, []byte(want)) {
+			t.Errorf("README does not say %s: where run.sh keeps its state and how to start clean", want)
+		}
+	}
+	if !bytes.Contains(script, []byte(".tmp/data/caddy/adaptive_throttle/ (rm -rf .tmp/data to start clean)")) {
+		t.Error("run.sh does not tell where its state is and how to start clean")
+	}
 }

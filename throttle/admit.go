@@ -180,6 +180,7 @@ func (t *Throttle) wait(ctx context.Context, r *http.Request, p priority.Priorit
 		ctx = context.Background()
 	}
 	short := p != priority.High && t.gate.Reserve() > 0 && t.weigher.short(r)
+	defer t.unhold(t.holdBody(r)) // so that a client that leaves is seen
 	switch t.gate.Wait(ctx, p, short, time.Duration(t.maxWait[p].Load()), now.Mono) {
 	case admission.Granted:
 		start := Now().Mono
@@ -313,7 +314,11 @@ func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, 
 			counted = true
 		}
 		dur := time.Duration(end - rec.start)
-		t.latency.Record(dur, sh)
+		if rec.whole { // its first byte is its end: judged by its size
+			dur = t.latency.RecordWhole(dur, rec.size, sh)
+		} else {
+			t.latency.Record(dur, sh)
+		}
 		if t.latency.Slower(dur) {
 			t.latency.NoteSlow(dur, traceID(r))
 		}

@@ -3,6 +3,7 @@ package throttle
 import (
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -21,6 +22,8 @@ type recorder struct {
 	fb     *firstBytes // where a successful first byte is counted, for the limit
 	high   bool        // a high-priority request: counted in Throttle.highIn
 	short  bool        // its slot was taken as a short request's (admission.Gate.Release)
+	whole  bool        // stamped, and the answer is not streamed: its first byte is its end
+	size   int64       // bytes of the body written
 	// shard is this recorder's index into the sharded counters and
 	// histograms, fixed for its life: a Decision carries its recorder for
 	// it even when no response is recorded (Admit without Serve). sync.Pool keeps objects on the P
@@ -44,7 +47,7 @@ func getRecorder() *recorder { return recorders.Get().(*recorder) }
 // putRecorder returns rec to the pool, reset: no reference to the
 // request's writer, nothing recorded.
 func putRecorder(rec *recorder) {
-	rec.ResponseWriter, rec.stamp, rec.status, rec.wrote, rec.at, rec.fb, rec.high, rec.short = nil, false, 0, false, 0, nil, false, false
+	rec.ResponseWriter, rec.stamp, rec.status, rec.wrote, rec.at, rec.fb, rec.high, rec.short, rec.whole, rec.size = nil, false, 0, false, 0, nil, false, false, false, 0
 	recorders.Put(rec)
 }
 
@@ -57,6 +60,9 @@ func (rec *recorder) WriteHeader(code int) {
 		if code < 500 && rec.fb != nil {
 			rec.fb.add(rec.shard, rec.at-rec.start)
 		}
+		if rec.stamp {
+			rec.whole = !streamed(rec.ResponseWriter.Header()["Content-Type"])
+		}
 	}
 	rec.ResponseWriter.WriteHeader(code)
 }
@@ -65,7 +71,9 @@ func (rec *recorder) Write(b []byte) (int, error) {
 	if !rec.wrote {
 		rec.WriteHeader(http.StatusOK)
 	}
-	return rec.ResponseWriter.Write(b)
+	n, err := rec.ResponseWriter.Write(b)
+	rec.size += int64(n)
+	return n, err
 }
 
 // ReadFrom keeps the underlying writer's fast path (sendfile, splice)
@@ -74,10 +82,25 @@ func (rec *recorder) ReadFrom(r io.Reader) (int64, error) {
 	if !rec.wrote {
 		rec.WriteHeader(http.StatusOK)
 	}
+	var n int64
+	var err error
 	if rf, ok := rec.ResponseWriter.(io.ReaderFrom); ok {
-		return rf.ReadFrom(r)
+		n, err = rf.ReadFrom(r)
+	} else {
+		n, err = io.Copy(rec.ResponseWriter, r)
 	}
-	return io.Copy(rec.ResponseWriter, r)
+	rec.size += n
+	return n, err
+}
+
+// streamed reports whether a response of content type ct streams its
+// answer: server-sent events (OpenAI-compatible servers), or
+// newline-delimited JSON (Ollama). Any other answer is sent whole.
+func streamed(ct []string) bool {
+	if len(ct) == 0 {
+		return false
+	}
+	return strings.HasPrefix(ct[0], "text/event-stream") || strings.HasPrefix(ct[0], "application/x-ndjson")
 }
 
 // FlushError sends buffered data; streaming (SSE) responses depend on it.

@@ -3,6 +3,7 @@ package throttle
 import (
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 )
@@ -49,5 +50,35 @@ func TestRecorderFlushesThroughUnwrap(t *testing.T) {
 	rec3.WriteHeader(http.StatusBadGateway)
 	if fb.count.Load() != 1 {
 		t.Fatal("a 5xx counted as a first byte")
+	}
+}
+
+// Under measure ttfb, an answer that is not streamed is marked whole (its
+// first byte is its end) and its size counted; streamed ones (SSE,
+// Ollama's NDJSON) and measure total are not.
+func TestRecorderTellsWholeAnswers(t *testing.T) {
+	for _, c := range []struct {
+		ct    string
+		stamp bool
+		whole bool
+	}{
+		{"application/json", true, true},
+		{"", true, true},
+		{"text/event-stream; charset=utf-8", true, false},
+		{"application/x-ndjson", true, false},
+		{"application/json", false, false},
+	} {
+		rec := getRecorder()
+		under := httptest.NewRecorder()
+		rec.ResponseWriter, rec.stamp = under, c.stamp
+		if c.ct != "" {
+			under.Header().Set("Content-Type", c.ct)
+		}
+		rec.Write([]byte("0123456789"))
+		rec.ReadFrom(strings.NewReader("abcde"))
+		if rec.whole != c.whole || rec.size != 15 {
+			t.Errorf("%q (stamp %v): whole %v size %d, want whole %v size 15", c.ct, c.stamp, rec.whole, rec.size, c.whole)
+		}
+		putRecorder(rec)
 	}
 }

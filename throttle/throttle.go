@@ -96,6 +96,7 @@ type Throttle struct {
 	firstBytes firstBytes                   // successful first bytes since start: the limit's signal
 	highIn     atomic.Int64                 // high-priority requests in flight
 	weigher    weigher                      // tells short requests from long ones
+	held       atomic.Int64                 // bytes of bodies read while their requests wait (holdBody)
 	maxWait    [priority.Count]atomic.Int64 // ns: each priority's max_wait
 
 	// Read by the request path, written by the sampler (and an override).

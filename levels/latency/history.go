@@ -2,6 +2,7 @@ package latency
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
@@ -49,8 +50,12 @@ type historySample struct {
 	Count       int64         // responses in the window
 	Threshold   time.Duration // Mean × Factor, at least MinThreshold; 0 while nothing is learned
 	OverCeiling bool          // Value > Ceiling: trips at once
-	Stuck       bool          // requests were in flight but none answered all window
+	Stuck       bool          // requests were in flight but none answered all window, for longer than whole answers take
 	Learning    bool          // the window was healthy and taught the history
+
+	// WholeSlowest is the slowest whole answer (not streamed, see
+	// recordWhole) of the last floorMinutes, as it took.
+	WholeSlowest time.Duration
 }
 
 // recentSeconds is the span the per-second judgements (slo, recovery) take
@@ -100,6 +105,14 @@ type history struct {
 	last        historySample
 	floors      [floorMinutes]time.Duration // per-minute lowest one-second median; 0: none
 	floorMinute int64                       // the minute floors[floorMinute%floorMinutes] is for
+
+	// The slowest whole answer since the last sample (the request path
+	// raises it, sample takes it), and the slowest per minute (as floors).
+	wholeMax    atomic.Int64
+	wholeSlow   [floorMinutes]time.Duration
+	wholeMinute int64
+	// quietSince is since when requests have been in flight with no answer.
+	quietSince time.Time
 }
 
 // newHistory returns a history with nothing learned; cfg is defaulted.
@@ -124,6 +137,15 @@ func (l *history) record(d time.Duration, shard uint32) {
 	s.mu.Lock()
 	_ = s.h.RecordValue(us) // in range by construction
 	s.mu.Unlock()
+}
+
+// recordWhole notes how long a whole answer took (one that was not
+// streamed, whose first byte is its end; record takes what it is judged
+// as): twice the slowest of the last floorMinutes is how long requests may
+// be in flight with no answer before that is a hang.
+func (l *history) recordWhole(d time.Duration) {
+	for m := l.wholeMax.Load(); int64(d) > m && !l.wholeMax.CompareAndSwap(m, int64(d)); m = l.wholeMax.Load() {
+	}
 }
 
 // setConfig applies a reloaded config. The history mean stays: it is a
@@ -162,15 +184,19 @@ func (l *history) sample(now time.Time, learn bool, inflight int64) historySampl
 	}
 	l.window.Merge(l.period)
 	l.noteRecent(&out)
+	l.noteWhole(now, &out)
 	l.period.Reset()
 
 	if l.windowStart.IsZero() {
 		l.windowStart, l.startFlight = now, inflight
 	}
+	if out.ShortCount > 0 || inflight == 0 || l.quietSince.IsZero() {
+		l.quietSince = now
+	}
 	// Half a period of slack so ticker jitter cannot postpone a window by a
 	// whole period.
 	if elapsed := now.Sub(l.windowStart); elapsed >= l.cfg.Window.D()-500*time.Millisecond {
-		l.closeWindow(&out, elapsed, learn, inflight)
+		l.closeWindow(&out, now.Sub(l.quietSince), learn, inflight)
 		l.windowStart, l.startFlight = now, inflight
 	}
 	out.Floor = l.floor()
@@ -208,6 +234,25 @@ func (l *history) noteRecent(out *historySample) {
 	out.Recent = us(l.recent.ValueAtPercentile(q))
 }
 
+// noteWhole takes the slowest whole answer since the last call, and keeps
+// the slowest of each minute. l.mu is held.
+func (l *history) noteWhole(now time.Time, out *historySample) {
+	slowest := time.Duration(l.wholeMax.Swap(0))
+	m := now.Unix() / 60
+	if m != l.wholeMinute {
+		for k := max(l.wholeMinute+1, m-floorMinutes+1); k <= m; k++ {
+			l.wholeSlow[k%floorMinutes] = 0
+		}
+		l.wholeMinute = m
+	}
+	if i := m % floorMinutes; slowest > l.wholeSlow[i] {
+		l.wholeSlow[i] = slowest
+	}
+	for _, v := range l.wholeSlow {
+		out.WholeSlowest = max(out.WholeSlowest, v)
+	}
+}
+
 // noteFloor keeps the lowest one-second median of each minute.
 func (l *history) noteFloor(now time.Time, median time.Duration) {
 	m := now.Unix() / 60
@@ -233,14 +278,19 @@ func (l *history) floor() time.Duration {
 	return f
 }
 
-func (l *history) closeWindow(out *historySample, elapsed time.Duration, learn bool, inflight int64) {
+// closeWindow judges the window that just ended. quiet is how long
+// requests have been in flight with no answer: when nothing answered all
+// window, that is a hang once it is longer than twice the slowest whole
+// answer of the last minutes (a long answer sent whole may be on its way),
+// and is judged as the window's value.
+func (l *history) closeWindow(out *historySample, quiet time.Duration, learn bool, inflight int64) {
 	out.Closed = true
 	out.Count = l.window.TotalCount()
 	switch {
 	case out.Count > 0:
 		out.Value = us(l.window.ValueAtPercentile(l.cfg.Percentile))
-	case inflight > 0:
-		out.Value, out.Stuck = elapsed, true
+	case inflight > 0 && quiet > 2*out.WholeSlowest:
+		out.Value, out.Stuck = quiet, true
 	}
 	l.window.Reset()
 	if l.mean > 0 {
@@ -283,6 +333,7 @@ func (l *history) reset() {
 	defer l.mu.Unlock()
 	l.mean = 0
 	clear(l.floors[:])
+	clear(l.wholeSlow[:])
 	for _, h := range l.seconds {
 		h.Reset()
 	}

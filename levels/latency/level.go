@@ -53,11 +53,12 @@ func hysteresisOf(c Config) breaker.HysteresisConfig {
 // request path; Sample to the engine's sampler; SetConfig may run at the
 // same time (a reload).
 type Level struct {
-	cfg  atomic.Pointer[Config]
-	ttfb atomic.Bool // measure ttfb: one plain load for the request path
-	hist *history
-	h    *breaker.Hysteresis
-	slow slowest
+	cfg   atomic.Pointer[Config]
+	ttfb  atomic.Bool // measure ttfb: one plain load for the request path
+	hist  *history
+	sizes sizeFloors // the fastest whole answer per size
+	h     *breaker.Hysteresis
+	slow  slowest
 
 	fastBad int // sampler only: seconds in a row the median was far above the threshold
 }
@@ -96,6 +97,19 @@ func (l *Level) TTFB() bool { return l.ttfb.Load() }
 // not allocate.
 func (l *Level) Record(d time.Duration, shard uint32) { l.hist.record(d, shard) }
 
+// RecordWhole records, under measure ttfb, an answer of n bytes that was
+// not streamed, whose first byte is its end and came after d: it is judged
+// by what is normal for its size (see sizeFloors), and returns what it is
+// judged as. The slowest of the last minutes, twice, is how long requests
+// may be in flight with no answer before that is a hang. It does not
+// allocate.
+func (l *Level) RecordWhole(d time.Duration, n int64, shard uint32) time.Duration {
+	j := l.sizes.judged(d, n)
+	l.hist.record(j, shard)
+	l.hist.recordWhole(d)
+	return j
+}
+
 // Slower reports whether d is the slowest response since the last window
 // closed: only then is its trace id worth reading (NoteSlow). One atomic load.
 func (l *Level) Slower(d time.Duration) bool { return int64(d) > l.slow.max.Load() }
@@ -122,6 +136,7 @@ func (l *Level) Sample(now time.Time, in levels.Inputs, report func(breaker.Tran
 		return
 	}
 	cfg := l.cfg.Load()
+	l.sizes.rotate(now)
 	s := l.hist.sample(now, in.Learn, in.InFlight)
 	observe := func(o breaker.Observation, trace string) {
 		if tr, ok := l.h.Observe(now, o); ok {
@@ -201,7 +216,8 @@ func (l *Level) sloSecond(s historySample, cfg *Config, observe func(breaker.Obs
 // recoverySecond is the observation of one second while tripped: the recent
 // percentile against the threshold (good below 90% of it), over the
 // ceiling never good. A second with no answer is good only when nothing is
-// waiting either (the upstream idle); with requests in flight it is neutral.
+// waiting either (the upstream idle); with requests in flight it is
+// neutral.
 func (l *Level) recoverySecond(s historySample, cfg *Config, inflight int64) breaker.Observation {
 	th := threshold(s, cfg)
 	o := breaker.Observation{Value: s.Recent.Seconds(), Threshold: th.Seconds(),
@@ -278,6 +294,7 @@ func (l *Level) LastSecond() Second {
 // caused.
 func (l *Level) Forget() {
 	l.hist.reset()
+	l.sizes.reset()
 	l.h.Reset()
 }
 
@@ -301,6 +318,10 @@ type Status struct {
 	// RecentS is the percentile of the last two seconds (never above their
 	// third-slowest answer): what the slo and a recovery are judged on.
 	RecentS float64 `json:"recent_s"`
+	// WholeSlowestS is the slowest answer sent whole (not streamed) of the
+	// last 10 minutes, 0 if none: requests in flight with no answer for
+	// longer than twice that, all window, are a hang.
+	WholeSlowestS float64 `json:"whole_slowest_s"`
 }
 
 // Status returns the level's status at now.
@@ -309,7 +330,8 @@ func (l *Level) Status(now time.Time) Status {
 	return Status{Common: levels.CommonOf(l.h, now), Percentile: cfg.Percentile, Measure: cfg.Measure,
 		HistoryMeanS: levels.Round(l.hist.historyMean().Seconds()), LastSecondS: levels.Round(s.Short.Seconds()),
 		FloorS: levels.Round(s.Floor.Seconds()), WindowCount: s.Count, CeilingS: cfg.Ceiling.D().Seconds(),
-		SLOS: cfg.SLO.D().Seconds(), MinThresholdS: cfg.MinThreshold.D().Seconds(), RecentS: levels.Round(s.Recent.Seconds())}
+		SLOS: cfg.SLO.D().Seconds(), MinThresholdS: cfg.MinThreshold.D().Seconds(), RecentS: levels.Round(s.Recent.Seconds()),
+		WholeSlowestS: levels.Round(s.WholeSlowest.Seconds())}
 }
 
 // slowest remembers the trace id of the slowest traced response since it
