@@ -195,6 +195,14 @@ func TestWrittenFileParsesBack(t *testing.T) {
 	if len(tokens) < 300 || len(scores) != len(tokens) || len(types) != len(tokens) {
 		t.Fatalf("vocabulary: %d tokens, %d scores, %d types", len(tokens), len(scores), len(types))
 	}
+	// llama.cpp refuses a vocabulary with a piece twice.
+	seen := map[any]bool{}
+	for _, tok := range tokens {
+		if seen[tok] {
+			t.Errorf("token %q twice", tok)
+		}
+		seen[tok] = true
+	}
 	if p.KV["llama.vocab_size"] != uint32(len(tokens)) {
 		t.Errorf("llama.vocab_size %v, %d tokens", p.KV["llama.vocab_size"], len(tokens))
 	}
