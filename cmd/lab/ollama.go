@@ -432,12 +432,35 @@ func (s *ollamaServer) waitIdle(ctx context.Context, body []byte, answer time.Du
 	return fmt.Errorf("ollama still busy after %v", most)
 }
 
+// caddyBlock lays out lines written on one line ("latency { slo 1s }")
+// as the Caddyfile wants them, one directive a line and every "{" ending
+// its line, indented by depth under indent.
+func caddyBlock(lines, indent string) string {
+	s := strings.NewReplacer("{", "{\n", "}", "\n}\n").Replace(lines)
+	var out []string
+	depth := 0
+	for _, l := range strings.Split(s, "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" {
+			continue
+		}
+		if l == "}" {
+			depth = max(0, depth-1)
+		}
+		out = append(out, indent+strings.Repeat("\t", depth)+l)
+		if strings.HasSuffix(l, "{") {
+			depth++
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 // ollamaCaddyVars fill lab/ollama-adaptive.Caddyfile.tmpl.
 type ollamaCaddyVars struct {
 	Admin    string
 	Port     int
 	Upstream string
-	Lines    string // inside adaptive_throttle; "" for its defaults
+	Lines    string // inside adaptive_throttle, laid out (caddyBlock); "" for its defaults
 }
 
 // renderTemplate fills the template at path with v into out.
@@ -509,7 +532,7 @@ func startOllamaSetup(ctx context.Context, b bins, labDir, dir, setup, lines, up
 	cfgPath := filepath.Join(dir, "Caddyfile")
 	if adaptive {
 		err = renderTemplate(filepath.Join(labDir, "ollama-adaptive.Caddyfile.tmpl"), cfgPath,
-			ollamaCaddyVars{Admin: hostPort(adminPort), Port: port, Upstream: upstream, Lines: lines})
+			ollamaCaddyVars{Admin: hostPort(adminPort), Port: port, Upstream: upstream, Lines: caddyBlock(lines, "\t\t")})
 	} else {
 		err = renderCaddyfile(filepath.Join(labDir, "plain.Caddyfile.tmpl"), cfgPath,
 			caddyVars{Admin: hostPort(adminPort), Port: port, Upstream: upstream})

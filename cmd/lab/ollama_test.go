@@ -222,6 +222,19 @@ func TestAsAdaptiveRenamesOneModuleSetUp(t *testing.T) {
 	}
 }
 
+func TestCaddyBlock(t *testing.T) {
+	for in, want := range map[string]string{
+		"latency { slo 1s }": "\t\tlatency {\n\t\t\tslo 1s\n\t\t}",
+		"concurrency { max_wait 300ms } latency { slo 1s }":       "\t\tconcurrency {\n\t\t\tmax_wait 300ms\n\t\t}\n\t\tlatency {\n\t\t\tslo 1s\n\t\t}",
+		"gpu { source prometheus http://x/metrics { metric m } }": "\t\tgpu {\n\t\t\tsource prometheus http://x/metrics {\n\t\t\t\tmetric m\n\t\t\t}\n\t\t}",
+		"persist off": "\t\tpersist off",
+	} {
+		if got := caddyBlock(in, "\t\t"); got != want {
+			t.Errorf("caddyBlock(%q) =\n%s\nwant\n%s", in, got, want)
+		}
+	}
+}
+
 // TestOllamaCaddyfileTemplate renders the module's template for Ollama at
 // its defaults and with lines and, when ./caddy has been built, has Caddy
 // adapt both.
@@ -231,14 +244,14 @@ func TestOllamaCaddyfileTemplate(t *testing.T) {
 	_, statErr := os.Stat(caddy)
 	for i, lines := range []string{"", "latency { slo 1s }", "concurrency { max_wait 300ms }"} {
 		out := filepath.Join(dir, fmt.Sprintf("%d.Caddyfile", i))
-		v := ollamaCaddyVars{Admin: "127.0.0.1:2999", Port: 18080, Upstream: "127.0.0.1:11434", Lines: lines}
+		v := ollamaCaddyVars{Admin: "127.0.0.1:2999", Port: 18080, Upstream: "127.0.0.1:11434", Lines: caddyBlock(lines, "\t\t")}
 		if err := renderTemplate("../../lab/ollama-adaptive.Caddyfile.tmpl", out, v); err != nil {
 			t.Fatal(err)
 		}
 		b, _ := os.ReadFile(out)
 		s := string(b)
 		if strings.Contains(s, "{{") || !strings.Contains(s, "reverse_proxy 127.0.0.1:11434") || !strings.Contains(s, "adaptive_throttle {") ||
-			strings.Contains(s, "gpu") || (lines != "" && !strings.Contains(s, "\t\t"+lines+"\n")) {
+			strings.Contains(s, "gpu") || (lines != "" && !strings.Contains(s, v.Lines+"\n")) {
 			t.Errorf("rendered as:\n%s", s)
 		}
 		if statErr != nil {
