@@ -700,15 +700,16 @@ func runOllama(ctx context.Context, o options, root string, stdout, stderr io.Wr
 	if err := os.WriteFile(filepath.Join(o.out, sc.Name+".md"), []byte(md.String()), 0o644); err != nil {
 		return err
 	}
-	if err := writePlot(filepath.Join(o.out, sc.Name+".png"), sc, outs); err != nil {
-		return err
-	}
 	if err := writeOutcomesJSON(filepath.Join(o.out, sc.Name+".json"), sc, outs, nil); err != nil {
 		return err
 	}
 	cj, _ := json.MarshalIndent(cr, "", " ")
 	if err := os.WriteFile(filepath.Join(o.out, sc.Name+"-capacity.json"), append(cj, '\n'), 0o644); err != nil {
 		return err
+	}
+	// The plot last, and not fatal: the tables and JSON are the results.
+	if err := safePlot(filepath.Join(o.out, sc.Name+".png"), sc, outs); err != nil {
+		fmt.Fprintf(stderr, "lab: %s: no plot: %v\n", sc.Name, err)
 	}
 	for _, s := range setups {
 		var buf strings.Builder
@@ -717,6 +718,17 @@ func runOllama(ctx context.Context, o options, root string, stdout, stderr io.Wr
 	}
 	fmt.Fprintf(stdout, "lab: done in %s; table and plot in %s\n", time.Since(started).Round(time.Second), o.out)
 	return nil
+}
+
+// safePlot is writePlot with a panic of the plotting library (a log axis
+// with no positive value) returned as an error.
+func safePlot(path string, sc scenario, outs []outcome) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("plotting: %v", r)
+		}
+	}()
+	return writePlot(path, sc, outs)
 }
 
 // asAdaptive is the peers' outcomes and the module's set-up name, renamed
