@@ -13,6 +13,7 @@
 //
 //	go run ./cmd/lab               # the whole lab, about 20 minutes
 //	go run ./cmd/lab -smoke        # every scenario and set-up for seconds (CI)
+//	go run ./cmd/lab -upstream ollama  # the step scenario against a real Ollama (ollama.go)
 //
 // It builds nothing twice: llmsim and loadgen once into a temporary bin
 // folder, ./caddy only when missing (./xcaddy-build.sh), then copied so a
@@ -62,6 +63,7 @@ type options struct {
 	parallel  bool
 	keep      bool
 	inflight  int
+	ollama    ollamaOptions
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -76,6 +78,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.inflight, "inflight", 0, "the static in-flight limit's N (0: 1.5 × llmsim's slots)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary folder with logs and rendered Caddyfiles")
 	fs.StringVar(&adaptiveConcurrency, "adaptive-concurrency", "", `lines for the adaptive set-up's concurrency block, to measure a setting against the defaults (e.g. "weigh_body off")`)
+	o.ollama.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -88,6 +91,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if _, err := os.Stat(filepath.Join(root, "lab", "adaptive.Caddyfile.tmpl")); err != nil {
 		return errors.New("run the lab from the repository root (lab/adaptive.Caddyfile.tmpl not found)")
+	}
+	switch o.ollama.upstream {
+	case "llmsim":
+	case "ollama":
+		return runOllama(ctx, o, root, stdout, stderr)
+	default:
+		return fmt.Errorf("-upstream %q: want llmsim or ollama", o.ollama.upstream)
 	}
 	started := time.Now()
 
