@@ -110,7 +110,7 @@ func (a adminAPI) handleOverride(w http.ResponseWriter, r *http.Request) error {
 	var until time.Time
 	now := time.Now()
 	switch req.State {
-	case "shed", "pass":
+	case "drain", "shed", "pass":
 		if req.For != "" {
 			d, err := caddy.ParseDuration(req.For)
 			if err != nil || d <= 0 {
@@ -123,9 +123,9 @@ func (a adminAPI) handleOverride(w http.ResponseWriter, r *http.Request) error {
 			return badRequest(`"for" does not apply to state "auto"`)
 		}
 	case "":
-		return badRequest(`"state" is required: shed, pass or auto`)
+		return badRequest(`"state" is required: drain, shed, pass or auto`)
 	default:
-		return badRequest(`"state" must be shed, pass or auto`)
+		return badRequest(`"state" must be drain, shed, pass or auto`)
 	}
 	in, err := lookup(req.Instance)
 	if err != nil {
@@ -152,8 +152,9 @@ func (a adminAPI) handleReset(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeStrict(w, r, &req); err != nil {
 		return err
 	}
+	// Required: forgetting what was learned is never a default.
 	if req.What == "" {
-		req.What = "all"
+		return badRequest(`"what" is required: baselines, circuit or all`)
 	}
 	if req.What != "baselines" && req.What != "circuit" && req.What != "all" {
 		return badRequest(`"what" must be baselines, circuit or all`)
@@ -207,7 +208,8 @@ func lookup(name string) (*throttle.Throttle, error) {
 
 // decodeStrict reads a bounded JSON object with no unknown fields, every
 // key spelt exactly as v's json tags (encoding/json alone would take
-// "STATE" for "state"), and nothing after it but white space.
+// "STATE" for "state"), and nothing after it but white space. Anything
+// but an object (an array, null, a string) is refused as such.
 func decodeStrict(w http.ResponseWriter, r *http.Request, v any) error {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAdminBody))
 	if err != nil {
@@ -215,6 +217,12 @@ func decodeStrict(w http.ResponseWriter, r *http.Request, v any) error {
 			return badRequest(fmt.Sprintf("body larger than %d bytes", maxAdminBody))
 		}
 		return badRequest("body could not be read")
+	}
+	if trimmed := bytes.TrimLeft(body, " \t\r\n"); len(trimmed) > 0 && trimmed[0] != '{' {
+		if !json.Valid(trimmed) {
+			return badRequest("body is not valid JSON")
+		}
+		return badRequest("body must be a JSON object")
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -244,7 +252,7 @@ func decodeStrict(w http.ResponseWriter, r *http.Request, v any) error {
 func exactKeys(body []byte, t reflect.Type) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return nil // not an object (null): Decode has judged it
+		return nil // not an object: decodeStrict has refused it
 	}
 	for dec.More() {
 		tok, err := dec.Token()

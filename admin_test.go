@@ -121,6 +121,17 @@ func TestAdminBodiesAreStrict(t *testing.T) {
 		{ov, `{"instance":"strict-body","state":`, 400, "body is not valid JSON"},
 		{ov, ``, 400, "empty body: a JSON object is required"},
 		{ov, " \n ", 400, "empty body: a JSON object is required"},
+		// anything but an object
+		{ov, `[]`, 400, "body must be a JSON object"},
+		{rs, ` [{"instance":"strict-body","what":"all"}]`, 400, "body must be a JSON object"},
+		{ov, `null`, 400, "body must be a JSON object"},
+		{ov, `"shed"`, 400, "body must be a JSON object"},
+		{rs, `7`, 400, "body must be a JSON object"},
+		{ov, `[`, 400, "body is not valid JSON"},
+		// a reset names what it forgets
+		{rs, `{"instance":"strict-body"}`, 400, `"what" is required: baselines, circuit or all`},
+		{rs, `{"instance":"strict-body","what":""}`, 400, `"what" is required: baselines, circuit or all`},
+		{ov, `{"instance":"strict-body","state":"drained"}`, 400, `"state" must be drain, shed, pass or auto`},
 		{ov, `{"instance":"strict-body","state":"shed","x":"` + strings.Repeat("a", maxAdminBody) + `"}`, 400, "body larger than 65536 bytes"},
 		{rs, `{"instance":"strict-body","what":"all"}` + strings.Repeat(" ", maxAdminBody), 400, "body larger than 65536 bytes"},
 	} {
@@ -136,5 +147,25 @@ func TestAdminBodiesAreStrict(t *testing.T) {
 			t.Errorf("%s %.60q left an override: %s", c.path, c.body, o.State)
 			override(t, h, "auto")
 		}
+	}
+}
+
+// An override drain is accepted like shed and pass, with or without
+// "for", and shows in the answer; auto clears it.
+func TestAdminOverrideDrain(t *testing.T) {
+	h := newHandler(t, &Handler{Name: "drain-admin"})
+	h.t.SetLogger(zap.NewNop())
+	api := adminAPI{}
+	for _, body := range []string{`{"instance":"drain-admin","state":"drain"}`, `{"instance":"drain-admin","state":"drain","for":"10m"}`} {
+		if code, reason := adminPost(t, api.handleOverride, "/throttle/override", body); code != 200 {
+			t.Fatalf("%s: %d %s", body, code, reason)
+		}
+		if st := h.t.Status(time.Now()); st.Override == nil || st.Override.State != "drain" || !st.Shedding {
+			t.Fatalf("%s: override %+v, shedding %v", body, st.Override, st.Shedding)
+		}
+	}
+	override(t, h, "auto")
+	if st := h.t.Status(time.Now()); st.Override != nil || st.Shedding {
+		t.Fatalf("after auto: override %+v, shedding %v", st.Override, st.Shedding)
 	}
 }

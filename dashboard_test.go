@@ -24,7 +24,7 @@ import (
 const dashboardFile = "dashboards/adaptive-throttle.json"
 
 // exportedLabels is the bounded label set the module promises (README, "Prometheus metrics").
-var exportedLabels = []string{"throttle", "level", "priority", "decision", "state", "sensor"}
+var exportedLabels = []string{"throttle", "level", "cause", "priority", "decision", "state", "sensor"}
 
 // notOnDashboard lists exported metrics the dashboard may leave out, each
 // with its reason. Empty: the dashboard shows every metric.
@@ -53,6 +53,8 @@ type grafanaPanel struct {
 	ID          int             `json:"id"`
 	Type        string          `json:"type"`
 	Title       string          `json:"title"`
+	Description string          `json:"description"`
+	Collapsed   bool            `json:"collapsed"`
 	Datasource  json.RawMessage `json:"datasource"`
 	Targets     []grafanaTarget `json:"targets"`
 	Panels      []grafanaPanel  `json:"panels"` // a collapsed row's children
@@ -61,6 +63,16 @@ type grafanaPanel struct {
 		Defaults struct {
 			Unit string `json:"unit"`
 		} `json:"defaults"`
+		Overrides []struct {
+			Matcher struct {
+				ID      string `json:"id"`
+				Options string `json:"options"`
+			} `json:"matcher"`
+			Properties []struct {
+				ID    string          `json:"id"`
+				Value json.RawMessage `json:"value"`
+			} `json:"properties"`
+		} `json:"overrides"`
 	} `json:"fieldConfig"`
 }
 
@@ -163,9 +175,8 @@ func knownValues(metric, label string) []string {
 			vs = append(vs, priority.Verdict(v).String())
 		}
 	case "level":
-		if strings.HasPrefix(metric, metricsPrefix+"level_") {
-			return levelNames[:]
-		}
+		return levelNames[:]
+	case "cause":
 		for c := range throttle.Causes {
 			vs = append(vs, throttle.CauseName(c))
 		}
@@ -174,6 +185,9 @@ func knownValues(metric, label string) []string {
 			vs = append(vs, priority.Priority(p).String())
 		}
 	case "state":
+		if metric == metricsPrefix+"override" {
+			return overrideStates[:]
+		}
 		for _, s := range []breaker.State{breaker.Closed, breaker.Open, breaker.HalfOpen} {
 			vs = append(vs, s.String())
 		}
@@ -865,4 +879,195 @@ func TestDashboardQueryParser(t *testing.T) {
 			t.Errorf("resolveMetric(%s) = %q, %v; want %q", name, got, ok, want)
 		}
 	}
+}
+
+// checkedLabels are the labels whose values texts name: a description or
+// help text that names one must name what the code emits, no more, no
+// fewer. vocabulary is what counts as naming one (a level's text that
+// names a cause that is no level, such as circuit, is wrong too).
+var checkedLabels = []string{"decision", "cause", "level"}
+
+func vocabulary(label string) []string {
+	switch label {
+	case "decision":
+		return knownValues(metricsPrefix+"requests_total", "decision")
+	case "cause", "level":
+		return knownValues(metricsPrefix+"shed_total", "cause") // the levels and the other causes
+	}
+	return knownValues("", label)
+}
+
+// namedIn returns the values of vs that text names as whole words (a
+// value's neighbours are no letter, digit, _ or -).
+func namedIn(text string, vs []string) []string {
+	var out []string
+	for _, v := range vs {
+		if regexp.MustCompile(`(^|[^A-Za-z0-9_-])` + regexp.QuoteMeta(v) + `($|[^A-Za-z0-9_-])`).MatchString(text) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// decisionLike finds words spelt like a decision (pass_…, shed_…).
+var decisionLike = regexp.MustCompile(`\b(?:pass|shed)_[a-z_]+\b`)
+
+// unknownDecisions returns the decision-like words of text that are no
+// decision the code has.
+func unknownDecisions(text string) []string {
+	var out []string
+	for _, w := range decisionLike.FindAllString(text, -1) {
+		if !slices.Contains(vocabulary("decision"), w) {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// selectedValues returns the values of label that sel can select.
+func selectedValues(sel promSelector, metric, label string) []string {
+	vs := knownValues(metric, label)
+	for _, m := range sel.Matchers {
+		if m.Key != label {
+			continue
+		}
+		re := regexp.MustCompile("^(?:" + m.Value + ")$")
+		vs = slices.DeleteFunc(slices.Clone(vs), func(v string) bool {
+			switch m.Op {
+			case "=":
+				return v != m.Value
+			case "!=":
+				return v == m.Value
+			case "=~":
+				return !re.MatchString(v)
+			}
+			return re.MatchString(v)
+		})
+	}
+	return vs
+}
+
+// A panel's description that names decisions, causes or levels names
+// exactly those its queries can show, as the code emits them: a decision
+// added to the code and left out of the text, or a text that keeps one
+// the code no longer has, fails here.
+func TestDashboardDescriptionsNameWhatTheQueriesShow(t *testing.T) {
+	exported := describedLabels(t)
+	walkPanels(loadDashboard(t).Panels, "", func(p grafanaPanel, path string) {
+		if bad := unknownDecisions(p.Description); len(bad) > 0 {
+			t.Errorf("%s: the description names %v, which are no decisions", path, bad)
+		}
+		for _, label := range checkedLabels {
+			shown := map[string]bool{}
+			for _, tg := range p.Targets {
+				q, err := parsePromQL(tg.Expr, metricsPrefix)
+				if err != nil {
+					continue // reported by TestDashboardQueriesUseExportedMetrics
+				}
+				for _, sel := range q.Selectors {
+					name, ok := resolveMetric(sel.Metric, exported)
+					if !ok || !slices.Contains(exported[name], label) {
+						continue
+					}
+					for _, v := range selectedValues(sel, name, label) {
+						shown[v] = true
+					}
+				}
+			}
+			named := namedIn(p.Description, vocabulary(label))
+			if len(shown) == 0 || len(named) == 0 {
+				continue
+			}
+			for v := range shown {
+				if !slices.Contains(named, v) {
+					t.Errorf("%s: the description names %ss but not %q, which the panel shows", path, label, v)
+				}
+			}
+			for _, v := range named {
+				if !shown[v] {
+					t.Errorf("%s: the description names %s %q, which the panel does not show", path, label, v)
+				}
+			}
+		}
+	})
+}
+
+// What a description says of the drawing is drawn: a series on the right
+// axis, a dashed or a dotted line, each by a field override; and an
+// override that draws one is described.
+func TestDashboardDescriptionsMatchTheDrawing(t *testing.T) {
+	walkPanels(loadDashboard(t).Panels, "", func(p grafanaPanel, path string) {
+		if p.Type != "timeseries" {
+			return
+		}
+		drawn := map[string]bool{}
+		for _, o := range p.FieldConfig.Overrides {
+			for _, prop := range o.Properties {
+				switch prop.ID {
+				case "custom.axisPlacement":
+					drawn["right axis"] = drawn["right axis"] || string(prop.Value) == `"right"`
+				case "custom.lineStyle":
+					var ls struct{ Fill string }
+					_ = json.Unmarshal(prop.Value, &ls)
+					drawn["dashed"] = drawn["dashed"] || ls.Fill == "dash"
+					drawn["dotted"] = drawn["dotted"] || ls.Fill == "dot"
+				}
+			}
+		}
+		for _, claim := range []string{"right axis", "dashed", "dotted"} {
+			said := strings.Contains(p.Description, claim)
+			switch {
+			case said && !drawn[claim]:
+				t.Errorf("%s: the description promises %s, which no override draws", path, claim)
+			case !said && drawn[claim]:
+				t.Errorf("%s: an override draws %s, which the description does not say", path, claim)
+			}
+		}
+	})
+}
+
+// firstScreen is how many grid rows a dashboard shows before scrolling
+// (30 px each on a 1080p screen, less the header).
+const firstScreen = 24
+
+// The concurrency limit is the core mechanism: the limit, what is in
+// flight and what waits are on the first screen, outside any row.
+func TestDashboardFirstScreenShowsTheLimit(t *testing.T) {
+	d := loadDashboard(t)
+	for _, metric := range []string{"concurrency_limit", "in_flight", "queued"} {
+		found := false
+		for _, p := range d.Panels { // top level: not inside a collapsed row
+			if p.Type == "row" || p.GridPos.Y+p.GridPos.H > firstScreen {
+				continue
+			}
+			for _, tg := range p.Targets {
+				if q, err := parsePromQL(tg.Expr, metricsPrefix); err == nil &&
+					slices.ContainsFunc(q.Selectors, func(s promSelector) bool { return s.Metric == metricsPrefix+metric }) {
+					found = true
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%s%s is not on the first screen (a top-level panel ending by row %d)", metricsPrefix, metric, firstScreen)
+		}
+	}
+}
+
+// staleWords are words for what the module does not do, each with what it
+// does instead: a text that uses one describes a mechanism that is gone.
+var staleWords = map[string]string{
+	"token bucket": "the medium lane paces medium into free slots at the rate its share of the limit turns over; beyond it medium waits for a slot",
+	"token-bucket": "as token bucket",
+	"utilisation":  "the GPU level reads memory in use / total or the model server's saturation gauge, never utilisation",
+	"utilization":  "as utilisation",
+}
+
+func TestDashboardUsesNoStaleWords(t *testing.T) {
+	walkPanels(loadDashboard(t).Panels, "", func(p grafanaPanel, path string) {
+		for w, why := range staleWords {
+			if strings.Contains(strings.ToLower(p.Title+" "+p.Description), w) {
+				t.Errorf("%s says %q: %s", path, w, why)
+			}
+		}
+	})
 }

@@ -13,7 +13,7 @@ import (
 
 // The Prometheus metrics, all prefixed caddy_adaptive_throttle_. Labels are
 // bounded: throttle (the instance's name, from the config), level,
-// priority, decision, state, sensor — never a client, path or key. The
+// cause, priority, decision, state, sensor — never a client, path or key. The
 // instance's name is the label throttle, not instance: Prometheus gives
 // every scraped series its target's instance label, and with honor_labels
 // false (the default) it renames a clashing one to exported_instance.
@@ -43,36 +43,59 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 }
 
 var (
-	mRequests         = desc("requests_total", "Requests seen, by priority and decision (pass, pass_queued, pass_reserved, pass_bucket, shed_reserve_full, shed_bucket, shed_low, shed_queue, shed_gone, shed_circuit).", "priority", "decision")
-	mShed             = desc("shed_total", "Requests refused, by the level (or circuit, override) they were refused for.", "level")
-	mQPSValue         = desc("qps_requests_per_second", "The QPS level's last sample: arrivals per second.")
-	mQPSThreshold     = desc("qps_threshold_requests_per_second", "The QPS level's trip threshold (learned baseline × trip_factor, or limit when lower); no sample while there is none (the baseline warming up and no limit).")
-	mQPSBaseline      = desc("qps_baseline_requests_per_second", "The learned arrival baseline (mean + sigma × σ); no sample while warming up.")
-	mGPUValue         = desc("gpu_ratio", "The GPU level's last reading, 0–1: memory used / total, or the model server's saturation gauge.")
-	mGPUThreshold     = desc("gpu_threshold_ratio", "The GPU level's trip threshold, 0–1.")
-	mLatencyValue     = desc("latency_seconds", "The latency level's last sample: the watched percentile of time to first byte (or total) in the current window.")
-	mLatencyThreshold = desc("latency_threshold_seconds", "The latency level's trip threshold (history mean × factor); no sample while no history is learned.")
-	mLatencyHistory   = desc("latency_history_seconds", "History mean of the watched latency percentile; no sample while none is learned.")
-	mLevelTripped     = desc("level_tripped", "1 while the level is tripped.", "level")
-	mLevelTrans       = desc("level_transitions_total", "Trips and recoveries of each level.", "level")
-	mShedding         = desc("shedding", "1 while any level is tripped or an override sheds.")
-	mCircuitState     = desc("circuit_state", "1 for the circuit's current state (closed, open, half-open), 0 for the others.", "state")
-	mCircuitOpens     = desc("circuit_opens_total", "Times the circuit opened.")
-	mReserveInUse     = desc("reserve_in_use", "High-priority requests in flight.")
-	mReserveCap       = desc("reserve_capacity", "Slots of the concurrency limit only high priority may take while shedding.")
-	mMediumRate       = desc("medium_rate_requests_per_second", "The medium lane's pacing into free slots (the rate its share of the limit turns over), steered every 250 ms and in force while shedding.")
-	mInFlight         = desc("in_flight", "Requests admitted and not yet answered.")
-	mLimit            = desc("concurrency_limit", "The limit on requests in flight at the upstream (learned, or fixed).")
-	mQueued           = desc("queued", "Requests waiting for a slot, by priority.", "priority")
-	mOldestWait       = desc("queue_oldest_wait_seconds", "How long the oldest waiting request has waited.")
-	mSensorErrors     = desc("sensor_errors_total", "Failed reads of a sensor's source.", "sensor")
-	mSensorHung       = desc("sensor_hung_total", "Reads abandoned after their timeout.", "sensor")
-	mSensorAvailable  = desc("sensor_available", "1 while the sensor's source can be read and is fresh.", "sensor")
-	mSensorAge        = desc("sensor_sample_age_seconds", "Age of the last good sample.", "sensor")
+	mRequests = desc("requests_total", "Requests decided on, by priority and decision: pass; pass_queued (after a wait for a slot); "+
+		"pass_reserved (high, while shedding); pass_bucket (medium, while shedding); shed_reserve_full (high); shed_bucket (medium); "+
+		"shed_low (low); shed_queue (no slot within the wait, nothing tripped); shed_gone (the client left while waiting); "+
+		"shed_circuit (the circuit refused it); shed_drain (an override drain refused it). Only the pairs admission can give are exported.",
+		"priority", "decision")
+	mShed = desc("shed_total", "Requests refused, by cause: gpu, latency or qps (the tripped level they were refused for); circuit; "+
+		"override (shed or drain); concurrency (no slot within the wait, nothing tripped). A client that left while waiting is not counted.",
+		"cause")
+	mQPSValue     = desc("qps_requests_per_second", "The QPS level's last sample: arrivals per second.")
+	mQPSThreshold = desc("qps_threshold_requests_per_second", "The QPS level's trip threshold (learned baseline × trip_factor, or limit when lower); "+
+		"no sample while there is none (the baseline warming up and no limit).")
+	mQPSBaseline = desc("qps_baseline_requests_per_second", "The learned arrival baseline (mean + sigma × σ); no sample while warming up.")
+	mGPUValue    = desc("gpu_ratio", "The GPU level's last reading, 0–1: memory used / total, or the model server's saturation gauge; "+
+		"no sample while the level is off or its source has no fresh reading.")
+	mGPUThreshold = desc("gpu_threshold_ratio", "The GPU level's trip threshold, 0–1; no sample while the level is off.")
+	mLatencyValue = desc("latency_seconds", "The latency level's last sample: the watched percentile of time to first byte "+
+		"(or to the end, measure total) over the window; with slo, and while tripped, over the last 2 s.")
+	mLatencyThreshold = desc("latency_threshold_seconds", "The latency level's trip threshold: the slo when one is set; "+
+		"otherwise the history mean × factor, at least min_threshold; no sample while there is none (no slo, no history learned).")
+	mLatencyHistory = desc("latency_history_seconds", "History mean of the watched latency percentile; no sample while none is learned.")
+	mLevelTripped   = desc("level_tripped", "1 while the level (qps, gpu, latency) is tripped.", "level")
+	mLevelTrans     = desc("level_transitions_total", "Trips and recoveries of each level (qps, gpu, latency).", "level")
+	mShedding       = desc("shedding", "1 while requests are refused or graded by priority for anything but the concurrency limit: "+
+		"a level tripped, the circuit open or half-open, or an override shed or drain.")
+	mOverride     = desc("override", "1 for the operator's override in force (drain, shed, pass), 0 for the others; all 0 under auto.", "state")
+	mCircuitState = desc("circuit_state", "1 for the circuit's current state (closed, open, half-open), 0 for the others.", "state")
+	mCircuitOpens = desc("circuit_opens_total", "Times the circuit opened.")
+	mReserveInUse = desc("reserve_in_use", "High-priority requests in flight, in the reserve's slots or in any other "+
+		"(short requests that borrow the reserve are not counted).")
+	mReserveCap = desc("reserve_capacity", "Slots of the concurrency limit that medium and low requests not known to be short "+
+		"may not take while the reserve is held (while shedding, or while high or short requests are about and slots turn over slowly); "+
+		"0 while slots turn over fast enough, at most high_reserve while shedding.")
+	mMediumRate = desc("medium_rate_requests_per_second", "The medium lane's pacing into free slots while shedding "+
+		"(the rate its share of the limit turns over, at least medium_floor), steered every 250 ms; beyond it medium waits for a slot.")
+	mInFlight        = desc("in_flight", "Requests admitted and not yet answered.")
+	mLimit           = desc("concurrency_limit", "The limit on requests in flight at the upstream (learned, or fixed).")
+	mQueued          = desc("queued", "Requests waiting for a slot, by priority (high, medium, low).", "priority")
+	mOldestWait      = desc("queue_oldest_wait_seconds", "How long the oldest waiting request has waited.")
+	mSensorErrors    = desc("sensor_errors_total", "Failed reads of a sensor's source (gpu).", "sensor")
+	mSensorHung      = desc("sensor_hung_total", "Reads abandoned after their timeout (gpu).", "sensor")
+	mSensorAvailable = desc("sensor_available", "1 while the sensor's source (gpu) can be read and is fresh.", "sensor")
+	mSensorAge       = desc("sensor_sample_age_seconds", "Age of the last good sample (gpu).", "sensor")
 )
+
+// overrideStates is the override label's values, in the order collect
+// reports them.
+var overrideStates = [...]string{"drain", "shed", "pass"}
 
 // levelNames is the level label's values, in the order collect reports them.
 var levelNames = [...]string{"qps", "gpu", "latency"}
+
+// levelGPU is the GPU level's index in levelNames.
+const levelGPU = 1
 
 type collector struct{}
 
@@ -96,7 +119,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mRequests, mShed, mQPSValue, mQPSThreshold, mQPSBaseline, mGPUValue,
 		mGPUThreshold, mLatencyValue, mLatencyThreshold, mLatencyHistory, mLevelTripped, mLevelTrans, mShedding,
-		mCircuitState, mCircuitOpens, mReserveInUse, mReserveCap, mMediumRate, mInFlight, mLimit, mQueued, mOldestWait, mSensorErrors, mSensorHung,
+		mOverride, mCircuitState, mCircuitOpens, mReserveInUse, mReserveCap, mMediumRate, mInFlight, mLimit, mQueued, mOldestWait, mSensorErrors, mSensorHung,
 		mSensorAvailable, mSensorAge} {
 		ch <- d
 	}
@@ -121,13 +144,17 @@ func collect(ch chan<- prometheus.Metric, t *throttle.Throttle, now time.Time) {
 	counts := t.Verdicts()
 	for p := range priority.Count {
 		for v := range priority.Verdicts {
-			counter(mRequests, float64(counts[p][v]), priority.Priority(p).String(), priority.Verdict(v).String())
+			if priority.Verdict(v).Possible(priority.Priority(p)) {
+				counter(mRequests, float64(counts[p][v]), priority.Priority(p).String(), priority.Verdict(v).String())
+			}
 		}
 	}
 	st := t.Status(now)
 	for c := range throttle.Causes {
 		counter(mShed, float64(st.Shed[throttle.CauseName(c)]), throttle.CauseName(c))
 	}
+	g := st.Levels.GPU
+	gpuOn := g.Source != "off"
 	// Each level's value and threshold in its own unit; a threshold of 0
 	// is none yet (levels.Common), and is left out rather than drawn.
 	perLevel := [len(levelNames)]struct {
@@ -140,14 +167,21 @@ func collect(ch chan<- prometheus.Metric, t *throttle.Throttle, now time.Time) {
 	}
 	for i, pl := range perLevel {
 		l := pl.common
-		gauge(pl.value, l.Value)
-		if l.Threshold > 0 {
+		// The GPU level has a reading only while it is on and its source
+		// fresh: a 0 would draw an idle GPU.
+		if i != levelGPU || (gpuOn && g.Available) {
+			gauge(pl.value, l.Value)
+		}
+		if l.Threshold > 0 && (i != levelGPU || gpuOn) {
 			gauge(pl.threshold, l.Threshold)
 		}
 		gauge(mLevelTripped, b2f(l.Tripped), levelNames[i])
 		counter(mLevelTrans, float64(l.Transitions), levelNames[i])
 	}
 	gauge(mShedding, b2f(st.Shedding))
+	for _, o := range overrideStates {
+		gauge(mOverride, b2f(st.Override != nil && st.Override.State == o), o)
+	}
 	for _, s := range []string{"closed", "open", "half-open"} {
 		gauge(mCircuitState, b2f(st.Circuit.State == s), s)
 	}
@@ -167,8 +201,7 @@ func collect(ch chan<- prometheus.Metric, t *throttle.Throttle, now time.Time) {
 	if h := st.Levels.Latency.HistoryMeanS; h > 0 {
 		gauge(mLatencyHistory, h)
 	}
-	g := st.Levels.GPU
-	if g.Source != "off" {
+	if gpuOn {
 		counter(mSensorErrors, float64(g.Errors), "gpu")
 		counter(mSensorHung, float64(g.Hung), "gpu")
 		gauge(mSensorAvailable, b2f(g.Available), "gpu")

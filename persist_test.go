@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -151,5 +152,26 @@ func TestPersisterStorageFailures(t *testing.T) {
 	}
 	if logs.FilterMessageSnippet("did not take the learned state in time").Len() != 1 {
 		t.Fatalf("no warning for a hanging storage: %v", logs.All())
+	}
+}
+
+// Caddyfile.example's global options say where the throttle's learned
+// state is kept (the storage key persist writes, by default), not that
+// nothing is persisted beside persist_config off.
+func TestExampleSaysWhereStateIsKept(t *testing.T) {
+	raw, err := os.ReadFile("Caddyfile.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	example := string(raw)
+	global, _, _ := strings.Cut(example, "\n}\n")
+	if !strings.Contains(global, "persist_config off") {
+		t.Fatal("Caddyfile.example's global options lost persist_config off; adjust this test")
+	}
+	if strings.Contains(strings.ToLower(global), "nothing needs persisting") {
+		t.Error("Caddyfile.example says nothing needs persisting, but each instance persists what it learned by default")
+	}
+	if key := strings.Replace(storageKey("NAME"), "NAME", "<name>", 1); !strings.Contains(global, key) {
+		t.Errorf("Caddyfile.example's global options do not say where learned state is kept (%s)", key)
 	}
 }

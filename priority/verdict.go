@@ -14,8 +14,8 @@ const (
 	// PassReserved: high priority admitted while shedding, inside the
 	// share of the limit kept for it.
 	PassReserved
-	// PassBucket: medium priority admitted while shedding, paced by the
-	// medium lane's token bucket or handed a slot by a completion.
+	// PassBucket: medium priority admitted while shedding, within the
+	// medium lane's pacing or handed a slot by a completion.
 	PassBucket
 	// ShedReserveFull: high priority while shedding, and no slot came
 	// within its wait.
@@ -32,13 +32,32 @@ const (
 	ShedGone
 	// ShedCircuit: refused by an open circuit, before any queue.
 	ShedCircuit
+	// ShedDrain: refused by an operator's override "drain", before the
+	// circuit and any queue.
+	ShedDrain
 )
 
 // Verdicts is the number of verdicts, for arrays indexed by Verdict.
-const Verdicts = int(ShedCircuit) + 1
+const Verdicts = int(ShedDrain) + 1
 
 var verdictNames = [Verdicts]string{"pass", "pass_queued", "pass_reserved", "pass_bucket",
-	"shed_reserve_full", "shed_bucket", "shed_low", "shed_queue", "shed_gone", "shed_circuit"}
+	"shed_reserve_full", "shed_bucket", "shed_low", "shed_queue", "shed_gone", "shed_circuit", "shed_drain"}
+
+// Possible reports whether admission can give a request of priority p
+// verdict v: the reserve is high's (pass_reserved, shed_reserve_full), the
+// pacing medium's (pass_bucket, shed_bucket), the refusal at once low's
+// (shed_low); the other verdicts come to every priority.
+func (v Verdict) Possible(p Priority) bool {
+	switch v {
+	case PassReserved, ShedReserveFull:
+		return p == High
+	case PassBucket, ShedBucket:
+		return p == Medium
+	case ShedLow:
+		return p == Low
+	}
+	return int(v) < Verdicts
+}
 
 func (v Verdict) String() string {
 	if int(v) < len(verdictNames) {
@@ -51,12 +70,12 @@ func (v Verdict) String() string {
 func (v Verdict) Admitted() bool { return v <= PassBucket }
 
 // Status is the HTTP status of a refusal of priority p: 503 when the
-// server cannot take even high priority now (its wait ran out, or the
-// circuit is open), 429 when the client's class is being rationed. Zero
-// for admitted requests.
+// server cannot take even high priority now (its wait ran out, the
+// circuit is open, or an operator drains it), 429 when the client's class
+// is being rationed. Zero for admitted requests.
 func (v Verdict) Status(p Priority) int {
 	switch v {
-	case ShedReserveFull, ShedCircuit:
+	case ShedReserveFull, ShedCircuit, ShedDrain:
 		return http.StatusServiceUnavailable
 	case ShedQueue, ShedGone:
 		if p == High {

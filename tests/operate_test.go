@@ -60,6 +60,12 @@ func TestAdminOverrideAndReset(t *testing.T) {
 		t.Fatalf("placeholders on a refusal: %q", h)
 	}
 	assertShed(t, resp, 429, "override", "low", 5)
+	// shed grades, it does not drain: high passes.
+	if resp := chat(t, tc, "high", false); resp.StatusCode != 200 {
+		t.Fatalf("high under shed: %d %s", resp.StatusCode, drain(t, resp))
+	} else {
+		drain(t, resp)
+	}
 
 	adminDo(t, "POST", "/throttle/override", `{"instance":"ops","state":"auto"}`)
 	if resp := chat(t, tc, "low", false); resp.StatusCode != 200 {
@@ -79,21 +85,115 @@ func TestAdminOverrideAndReset(t *testing.T) {
 
 	// Open the circuit, then close it through the admin API.
 	sim.SetFault(llmsim.Fault{Status: 502})
-	for range 2 {
+	for i := 0; status(t, "ops").Circuit.State != "open"; i++ {
+		if i == 10 {
+			t.Fatalf("the circuit did not open: %+v", status(t, "ops").Circuit)
+		}
 		drain(t, chat(t, tc, "high", false))
 	}
 	sim.SetFault(llmsim.Fault{})
-	if st := status(t, "ops"); st.Circuit.State != "open" {
-		t.Fatalf("circuit: %+v", st.Circuit)
+	assertShed(t, chat(t, tc, "high", false), 503, "circuit", "high", 5)
+	// Everything is refused: status and the metric say shedding.
+	if st := status(t, "ops"); st.Circuit.State != "open" || !st.Shedding {
+		t.Fatalf("open circuit: shedding %v, %+v", st.Shedding, st.Circuit)
+	}
+	if m := scrape(t); m[`caddy_adaptive_throttle_shedding{throttle="ops"}`] != 1 ||
+		m[`caddy_adaptive_throttle_requests_total{decision="shed_circuit",priority="high",throttle="ops"}`] < 1 {
+		t.Fatalf("open circuit: shedding %v, shed_circuit %v on /metrics", m[`caddy_adaptive_throttle_shedding{throttle="ops"}`],
+			m[`caddy_adaptive_throttle_requests_total{decision="shed_circuit",priority="high",throttle="ops"}`])
 	}
 	code, body = adminDo(t, "POST", "/throttle/reset", `{"instance":"ops","what":"circuit"}`)
-	if code != 200 || status(t, "ops").Circuit.State != "closed" {
-		t.Fatalf("reset circuit: %d %s", code, body)
+	if st := status(t, "ops"); code != 200 || st.Circuit.State != "closed" || st.Shedding {
+		t.Fatalf("reset circuit: %d %s (shedding %v)", code, body, st.Shedding)
 	}
 	if resp := chat(t, tc, "high", false); resp.StatusCode != 200 {
 		t.Fatalf("after closing: %d", resp.StatusCode)
 	} else {
 		drain(t, resp)
+	}
+}
+
+// An override drain, as the README documents it: every new request, high
+// included, gets 503 with Retry-After and level override, while the
+// request in flight finishes with its answer; status, /metrics and the
+// requests that follow say so, and auto hands back.
+func TestAdminOverrideDrain(t *testing.T) {
+	_, addr := upstream(t, llmsim.Config{TokenTime: 100 * time.Millisecond, DefaultMaxTokens: 10})
+	tc := start(t, `http://localhost:9080 {
+	adaptive_throttle {
+		name drain
+		gpu off
+	}
+	reverse_proxy `+addr+`
+}`)
+	type answer struct {
+		code int
+		body string
+		err  error
+	}
+	inFlight := make(chan answer, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, siteURL+"/v1/chat/completions",
+			strings.NewReader(`{"model":"demo-llm","messages":[{"role":"user","content":"hi"}]}`))
+		req.Header.Set("X-Priority", "low")
+		resp, err := tc.Client.Do(req)
+		if err != nil {
+			inFlight <- answer{err: err}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		inFlight <- answer{resp.StatusCode, string(b), err}
+	}()
+	eventually(t, 5*time.Second, "a request in flight", func() bool { return status(t, "drain").InFlight == 1 })
+
+	code, body := adminDo(t, "POST", "/throttle/override", `{"instance":"drain","state":"drain","for":"1m"}`)
+	if code != 200 || !strings.Contains(body, `"state":"drain"`) {
+		t.Fatalf("override drain: %d %s", code, body)
+	}
+	for _, prio := range []string{"high", "medium", "low"} {
+		b := assertShed(t, chat(t, tc, prio, false), 503, "override", prio, 5)
+		if b.RetryAfter > 72 { // the minute left, with its jitter
+			t.Errorf("%s: Retry-After %d beyond the override's end", prio, b.RetryAfter)
+		}
+	}
+	st := status(t, "drain")
+	if st.Override == nil || st.Override.State != "drain" || !st.Shedding || st.InFlight != 1 || st.Shed["override"] != 3 {
+		t.Fatalf("status under drain: override %+v, shedding %v, in flight %d, shed %v", st.Override, st.Shedding, st.InFlight, st.Shed)
+	}
+	m := scrape(t)
+	for k, want := range map[string]float64{
+		`caddy_adaptive_throttle_shedding{throttle="drain"}`:                                             1,
+		`caddy_adaptive_throttle_override{state="drain",throttle="drain"}`:                               1,
+		`caddy_adaptive_throttle_override{state="shed",throttle="drain"}`:                                0,
+		`caddy_adaptive_throttle_requests_total{decision="shed_drain",priority="high",throttle="drain"}`: 1,
+		`caddy_adaptive_throttle_shed_total{cause="override",throttle="drain"}`:                          3,
+	} {
+		if got, ok := m[k]; !ok || got != want {
+			t.Errorf("%s = %v (exported %v), want %v", k, got, ok, want)
+		}
+	}
+
+	select {
+	case a := <-inFlight:
+		if a.err != nil || a.code != 200 || !strings.Contains(a.body, "choices") {
+			t.Fatalf("the request in flight when the drain began: %d %v %.200s", a.code, a.err, a.body)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request in flight never finished")
+	}
+	if st := status(t, "drain"); st.InFlight != 0 || st.Lanes.Low.Passed != 1 {
+		t.Fatalf("after the drain: in flight %d, low passed %d", st.InFlight, st.Lanes.Low.Passed)
+	}
+
+	adminDo(t, "POST", "/throttle/override", `{"instance":"drain","state":"auto"}`)
+	if resp := chat(t, tc, "low", false); resp.StatusCode != 200 {
+		t.Fatalf("after auto: %d %s", resp.StatusCode, drain(t, resp))
+	} else {
+		drain(t, resp)
+	}
+	if st := status(t, "drain"); st.Shedding || st.Override != nil {
+		t.Fatalf("after auto: shedding %v, override %+v", st.Shedding, st.Override)
 	}
 }
 
@@ -124,7 +224,10 @@ func TestAdminRefusesBadRequests(t *testing.T) {
 		{"POST", "/throttle/override", `{"instance":"strict","state":"shed"} {}`, 400, "after the JSON"},
 		{"POST", "/throttle/override", `{"instance":"nope","state":"shed"}`, 404, "unknown instance"},
 		{"POST", "/throttle/reset", `{"instance":"strict","what":"everything"}`, 400, "what"},
-		{"POST", "/throttle/reset", `{"instance":"nope"}`, 404, "unknown instance"},
+		{"POST", "/throttle/reset", `{"instance":"strict"}`, 400, `"what" is required`},
+		{"POST", "/throttle/override", `[]`, 400, "body must be a JSON object"},
+		{"POST", "/throttle/reset", `null`, 400, "body must be a JSON object"},
+		{"POST", "/throttle/reset", `{"instance":"nope","what":"all"}`, 404, "unknown instance"},
 		{"GET", "/throttle/override", ``, 405, "method not allowed"},
 		{"DELETE", "/throttle/reset", ``, 405, "method not allowed"},
 		{"POST", "/throttle/status", `{}`, 405, "method not allowed"},

@@ -390,7 +390,7 @@ func TestDashboardAgainstRealPrometheus(t *testing.T) {
 	}
 	prom.until(15*time.Second, "the QPS level tripped", `caddy_adaptive_throttle_level_tripped{throttle="`+name+`",level="qps"}`,
 		func(v float64) bool { return v == 1 })
-	prom.until(10*time.Second, "sheds", `rate(caddy_adaptive_throttle_shed_total{throttle="`+name+`",level="qps"}[15s])`,
+	prom.until(10*time.Second, "sheds", `rate(caddy_adaptive_throttle_shed_total{throttle="`+name+`",cause="qps"}[15s])`,
 		func(v float64) bool { return v > 0 })
 	during := time.Now()
 
@@ -486,6 +486,27 @@ func TestDashboardAgainstRealPrometheus(t *testing.T) {
 		}
 		t.Logf("QPS status: %+v", status(t, name).Levels.QPS)
 	}
+
+	// A drain refuses everything: the shedding panel reads 2 ("refusing
+	// all"), the override panel 3 ("drain"); auto brings both back.
+	var shedState, overridePanel string
+	for _, tg := range targets {
+		switch tg.Panel {
+		case "Shedding state":
+			shedState = substitute(t, tg.Expr, name)
+		case "Operator override":
+			overridePanel = substitute(t, tg.Expr, name)
+		}
+	}
+	if shedState == "" || overridePanel == "" {
+		t.Fatal(`no "Shedding state" or "Operator override" panel`)
+	}
+	if code, body := adminDo(t, "POST", "/throttle/override", `{"instance":"`+name+`","state":"drain","for":"1m"}`); code != 200 {
+		t.Fatalf("override drain: %d %s", code, body)
+	}
+	prom.until(10*time.Second, "the shedding panel to read refusing all", shedState, func(v float64) bool { return v == 2 })
+	prom.until(5*time.Second, "the override panel to read drain", overridePanel, func(v float64) bool { return v == 3 })
+	adminDo(t, "POST", "/throttle/override", `{"instance":"`+name+`","state":"auto"}`)
 	t.Logf("real-Prometheus test: %.1f s", time.Since(begin).Seconds())
 }
 

@@ -81,7 +81,8 @@ func (d Decision) CauseIndex() int { return int(uint8(d.info >> 16)) }
 // circuit refuses everything but its Half-Open probes, which take a slot
 // whatever the limit: they are how recovery is seen. An override "pass"
 // admits everything (each still counts in flight); the circuit still
-// counts outcomes.
+// counts outcomes. An override "drain" refuses everything with 503, before
+// the circuit and the queues: what is in flight finishes.
 //
 // Admit knows nothing of the request's size, so it never counts as short
 // (see AdmitRequest).
@@ -106,6 +107,11 @@ func (t *Throttle) admit(ctx context.Context, r *http.Request, p priority.Priori
 	var tk breaker.Ticket
 	short := false
 	mode := t.overrideAt(now.Time)
+	if mode == "drain" { // before the circuit: a drain takes no probe
+		t.verdicts[p][priority.ShedDrain].Add(rec.shard)
+		putRecorder(rec)
+		return t.refusal(p, priority.ShedDrain, 0, now.Time)
+	}
 	ticket, ok, retryIn := t.circuit.Allow(now.Time)
 	switch {
 	case mode == "pass":
@@ -209,6 +215,8 @@ func (t *Throttle) refusal(p priority.Priority, v priority.Verdict, retryIn time
 	cause, until := causeCircuit, retryIn
 	switch v {
 	case priority.ShedCircuit:
+	case priority.ShedDrain:
+		cause, until = causeOverride, t.overrideLeft(now)
 	case priority.ShedQueue, priority.ShedGone:
 		cause, until = causeLimit, t.drainIn()
 	default:

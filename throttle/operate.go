@@ -7,17 +7,20 @@ import (
 	"go.uber.org/zap"
 )
 
-// SetOverride installs an operator's override at now: "shed" sheds as if a
-// level were tripped, "pass" admits everything (the levels and the circuit
-// keep measuring), until until (zero: until cleared); "auto" clears it.
+// SetOverride installs an operator's override at now, until until (zero:
+// until cleared): "drain" refuses every new request with 503 while those
+// in flight finish; "shed" grades by priority as if a level that says the
+// upstream hurts were tripped (high passes, medium is paced, low is
+// refused); "pass" admits everything (the levels and the circuit keep
+// measuring). "auto" clears it.
 func (t *Throttle) SetOverride(state string, now, until time.Time) error {
 	switch state {
 	case "auto":
 		t.override.Store(nil)
-	case "shed", "pass":
+	case "drain", "shed", "pass":
 		t.override.Store(&override{State: state, Until: until, Set: now})
 	default:
-		return fmt.Errorf("override state must be shed, pass or auto, got %q", state)
+		return fmt.Errorf("override state must be drain, shed, pass or auto, got %q", state)
 	}
 	fields := []zap.Field{zap.String("instance", t.name), zap.String("state", state)}
 	if !until.IsZero() {

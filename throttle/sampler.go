@@ -174,12 +174,34 @@ func (t *Throttle) refresh(now time.Time) {
 	}
 	t.tripped.Store(mask)
 	t.shedUntil.Store(now.Add(until).UnixNano())
-	t.gate.SetShedding(mask != 0 || t.overrideAt(now) == "shed")
+	t.gate.SetShedding(t.shedding(now))
 }
 
-// shedding reports whether any level is tripped or an override sheds.
+// shedding reports whether any level is tripped or an override sheds or
+// drains: the levels do not learn from such a time.
 func (t *Throttle) shedding(now time.Time) bool {
-	return t.tripped.Load() != 0 || t.overrideAt(now) == "shed"
+	mode := t.overrideAt(now)
+	return t.tripped.Load() != 0 || mode == "shed" || mode == "drain"
+}
+
+// refusing reports whether requests are refused or graded for anything
+// but the concurrency limit: shedding, or a circuit that is not closed
+// (it refuses all but its probes), unless an override passes everything.
+// Status and the shedding metric say so.
+func (t *Throttle) refusing(now time.Time) bool {
+	if t.overrideAt(now) == "pass" {
+		return false
+	}
+	return t.shedding(now) || t.circuit.State() != breaker.Closed
+}
+
+// overrideLeft is the time until the override in force expires; 0 when
+// it does not.
+func (t *Throttle) overrideLeft(now time.Time) time.Duration {
+	if o := t.override.Load(); o != nil && !o.Until.IsZero() {
+		return max(0, o.Until.Sub(now))
+	}
+	return 0
 }
 
 // overrideAt returns the operator's override in force at now, or "".

@@ -16,7 +16,10 @@ import (
 // seconds (fields ending _s); latency values and thresholds too. Every
 // figure is rounded to four decimals.
 type Status struct {
-	Instance string          `json:"instance"`
+	Instance string `json:"instance"`
+	// Shedding: requests are refused, or graded by priority, for anything
+	// but the concurrency limit: a tripped level, a circuit that is not
+	// closed (it refuses all but its probes), or an override shed or drain.
 	Shedding bool            `json:"shedding"`
 	Override *OverrideStatus `json:"override"`
 	// Restored is what was restored from storage at start (the Caddy
@@ -127,7 +130,7 @@ type LowLane struct {
 
 // Status takes a snapshot of the throttle at now.
 func (t *Throttle) Status(now time.Time) Status {
-	st := Status{Instance: t.name, Shedding: t.shedding(now), InFlight: t.inflight(), Shed: map[string]uint64{},
+	st := Status{Instance: t.name, Shedding: t.refusing(now), InFlight: t.inflight(), Shed: map[string]uint64{},
 		EventsDropped: t.events.dropped.Load(), Restored: t.restored.Load()}
 	if o := t.override.Load(); o != nil && t.overrideAt(now) != "" {
 		st.Override = &OverrideStatus{State: o.State, Set: o.Set}
