@@ -21,6 +21,7 @@ type recorder struct {
 	fb     *firstBytes // where a successful first byte is counted, for the limit
 	high   bool        // a high-priority request: counted in Throttle.highIn
 	short  bool        // its slot was taken as a short request's (admission.Gate.Release)
+	class  uint8       // its class for the service times (service): its answer length, if weighed
 	// shard is this recorder's index into the sharded counters and
 	// histograms, fixed for its life: a Decision carries its recorder for
 	// it even when no response is recorded (Admit without Serve). sync.Pool keeps objects on the P
@@ -44,7 +45,7 @@ func getRecorder() *recorder { return recorders.Get().(*recorder) }
 // putRecorder returns rec to the pool, reset: no reference to the
 // request's writer, nothing recorded.
 func putRecorder(rec *recorder) {
-	rec.ResponseWriter, rec.stamp, rec.status, rec.wrote, rec.at, rec.fb, rec.high, rec.short = nil, false, 0, false, 0, nil, false, false
+	rec.ResponseWriter, rec.stamp, rec.status, rec.wrote, rec.at, rec.fb, rec.high, rec.short, rec.class = nil, false, 0, false, 0, nil, false, false, classUnknown
 	recorders.Put(rec)
 }
 
