@@ -134,6 +134,9 @@ func capacityNote(sc scenario) string {
 	if sc.tokens() {
 		return fmt.Sprintf("For(%.0f), the mean answer", sc.Sizes.Mean())
 	}
+	if sc.MaxTokens > 0 {
+		return fmt.Sprintf("For(%d), every answer", sc.MaxTokens)
+	}
 	return "()"
 }
 

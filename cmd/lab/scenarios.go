@@ -121,11 +121,12 @@ const wideSlots = 32
 // per-priority figures to mean something.
 var heteroSizes = loadgen.Sizes{{MaxTokens: 16, Share: 0.75}, {MaxTokens: 512, Share: 0.25}}
 
-// scenarios are the lab's seven, against llmsim with sim's configuration
+// scenarios are the lab's eight, against llmsim with sim's configuration
 // (the lab's upstreams run its defaults): a step to 3× capacity, a
 // capacity drop under steady 0.9× load, heterogeneous answer lengths at 2×
 // capacity in tokens (on llmsim's 8 slots, and on 32), a slow ramp to 3×
-// and back, a cold start straight into 2×, and a steady 0.9× from cold. smoke shrinks every duration (and
+// and back, a cold start straight into 2×, a steady 0.9× from cold, and
+// a step to 3× under a tight objective (tightslo). smoke shrinks every duration (and
 // the long answers) so that the whole lab runs in seconds; its figures
 // mean nothing. Capacity scales with the slots (llmsim.Config.Capacity),
 // so the drop to half the slots halves it.

@@ -55,9 +55,9 @@ func TestScenarioDefinitions(t *testing.T) {
 	if !slices.Equal(names, scenarioNames) {
 		t.Errorf("scenarios %v, want %v", names, scenarioNames)
 	}
-	// All seven one after another, drains included: under 20 minutes.
+	// All eight one after another, drains included: under 20 minutes.
 	if total > 20*time.Minute {
-		t.Errorf("the seven scenarios take up to %v", total)
+		t.Errorf("the eight scenarios take up to %v", total)
 	}
 	mid := func(sc scenario) time.Duration { return (sc.WindowFrom + sc.WindowTo) / 2 }
 	load := func(sc scenario, at time.Duration) float64 { return sc.Profile.RateAt(at) / sc.capacityAt(at) }
