@@ -145,7 +145,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			ceiling     <duration>   # 8s, or 2 × slo if more; ≤ 1h
 //			measure     ttfb | total
 //			min_threshold <duration> # 500ms (or the ceiling, if lower): nothing faster is slow
-//			slo         <duration>   # none: judge the percentile against this objective instead; ≤ 1h
+//			slo         <duration>   # none: judge the percentile against this objective instead, and wait for a slot only while an answer can be on time; ≤ 1h
 //		}
 //		circuit {
 //			error_ratio   <n>        # 0.5; in (0,1]

@@ -3,7 +3,7 @@
 // time to first byte by Limit, or fixed), a share of it that only high
 // priority may take while shedding, and bounded wait queues, one per
 // priority, to which every completion hands its slot: highest priority
-// first, oldest first. The reserve is lent to requests known to be short
+// first, oldest first, newest first while a queue is standing. The reserve is lent to requests known to be short
 // (a small max_tokens): they give it back within a moment, so a high
 // request that arrives finds it again in time. See the README, "How a
 // request is admitted".
@@ -61,10 +61,21 @@ type Gate struct {
 	fulls    atomic.Uint64 // takes that found every slot of the limit taken
 	_        [112]byte
 
+	// standing: per priority, the queue has not emptied for a while
+	// (Watch): its waiters are served newest first, and the throttle
+	// shortens new waits. Read by Wait's caller without the lock.
+	standing [priority.Count]atomic.Bool
+	// prompt: per priority, when a waiter was last served promptly
+	// (ServedPromptly), monotonic ns; 0: never.
+	prompt [priority.Count]atomic.Int64
+
 	mu sync.Mutex
 	// queues: per priority, the waiters not known to be short and those
 	// known to be short, each oldest first.
 	queues [priority.Count][2]queue
+	// busySince: per priority, when its queue last went from empty to
+	// not empty (monotonic ns); meaningless while it is empty.
+	busySince [priority.Count]int64
 }
 
 // outcome of take.
@@ -144,7 +155,13 @@ const (
 	Full
 	// Gone: the context ended first (the client went away).
 	Gone
+	// Late: more requests were waiting ahead of it than can be served
+	// within its wait; it did not wait.
+	Late
 )
+
+// NoBound is WaitAhead's ahead when any number of waiters may be ahead.
+const NoBound = -1
 
 // Wait queues a request of priority p for at most maxWait and reports how
 // it ended. short: the request is known to be short, and may be lent the
@@ -153,14 +170,31 @@ const (
 // every other case it holds nothing and has left its queue. The waiter is
 // pooled: a wait allocates nothing once the pool is warm.
 func (g *Gate) Wait(ctx context.Context, p priority.Priority, short bool, maxWait time.Duration, since int64) Result {
+	return g.WaitAhead(ctx, p, short, maxWait, NoBound, since)
+}
+
+// WaitAhead is Wait for a request that must be served soon or not at
+// all: when more than ahead waiters would be served before it (those of
+// a higher priority, and those of its own while its queue is served
+// oldest first), it is refused at once (Late) and does not queue.
+// NoBound: any number.
+func (g *Gate) WaitAhead(ctx context.Context, p priority.Priority, short bool, maxWait time.Duration, ahead int, since int64) Result {
 	w := waiters.Get().(*waiter)
 	defer waiters.Put(w)
 	w.p, w.short, w.since, w.granted = p, short, since, false
 
 	g.mu.Lock()
-	if int64(g.queues[p][0].n+g.queues[p][1].n) >= g.maxQueue.Load() {
+	n := g.queues[p][0].n + g.queues[p][1].n
+	if int64(n) >= g.maxQueue.Load() {
 		g.mu.Unlock()
 		return Full
+	}
+	if ahead >= 0 && g.ahead(p) > ahead {
+		g.mu.Unlock()
+		return Late
+	}
+	if n == 0 {
+		g.busySince[p] = since
 	}
 	q := &g.queues[p][w.kind()]
 	q.push(w)
@@ -199,29 +233,87 @@ func (g *Gate) Wait(ctx context.Context, p priority.Priority, short bool, maxWai
 		}
 		return Granted
 	}
-	q.remove(w)
-	g.waiting.Add(-1)
+	g.leave(q, w)
 	g.mu.Unlock()
 	return r
 }
 
-// dispatch grants slots to the best waiters while they have room: the
-// oldest of the highest priority first. It stops when no slot is left, so
-// a lower priority never passes a higher one to a slot the higher could
-// take; room left only in the reserve goes to the oldest short waiter of
-// the highest priority that has one. Caller holds mu.
+// ahead is the number of waiters a new one of priority p would be served
+// after: every waiter of a higher priority, and of its own while its
+// queue is served oldest first. Caller holds mu.
+func (g *Gate) ahead(p priority.Priority) int {
+	n := 0
+	if !g.standing[p].Load() {
+		n = g.queues[p][0].n + g.queues[p][1].n
+	}
+	for q := p + 1; q <= priority.High; q++ {
+		n += g.queues[q][0].n + g.queues[q][1].n
+	}
+	return n
+}
+
+// leave takes w out of q, its queue, granted or not; a queue left empty
+// is no longer busy, nor standing. Caller holds mu.
+func (g *Gate) leave(q *queue, w *waiter) {
+	q.remove(w)
+	g.waiting.Add(-1)
+	if qs := &g.queues[w.p]; qs[0].n+qs[1].n == 0 {
+		g.standing[w.p].Store(false)
+	}
+}
+
+// Watch judges, at now (monotonic ns), which queues are standing: a queue
+// of priority p that has neither emptied nor served a waiter promptly
+// (ServedPromptly) for after[p] is, until it empties. Controlled delay
+// (CoDel) for queue timeouts and adaptive LIFO, as in "Fail at Scale"
+// (ACM Queue, 2015): a standing queue is served newest first, so that
+// what the upstream serves has waited least and its oldest waiters,
+// least likely to be served in time, go first, and the caller shortens
+// new waits (Standing). A queue that forms and drains (a burst), or that
+// lasts but serves its waiters promptly (a busy upstream keeping up), is
+// untouched. The sampler calls it.
+func (g *Gate) Watch(now int64, after [priority.Count]time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for p := range g.queues {
+		a := int64(after[p])
+		if g.queues[p][0].n+g.queues[p][1].n == 0 || a <= 0 || now-g.busySince[p] < a {
+			continue
+		}
+		if last := g.prompt[p].Load(); last != 0 && now-last < a {
+			continue
+		}
+		g.standing[p].Store(true)
+	}
+}
+
+// ServedPromptly notes that a waiter of priority p got its slot at
+// (monotonic ns) after a short wait: its queue is not standing.
+func (g *Gate) ServedPromptly(p priority.Priority, at int64) { g.prompt[p].Store(at) }
+
+// Standing reports whether priority p's queue is standing (Watch).
+func (g *Gate) Standing(p priority.Priority) bool { return g.standing[p].Load() }
+
+// dispatch grants slots to the best waiters while they have room: those
+// of the highest priority first, and within a priority the oldest, or
+// the newest while its queue is standing (Watch). It stops when no slot
+// is left, so a lower priority never passes a higher one to a slot the
+// higher could take; room left only in the reserve goes to the first
+// short waiter, in the same order, of the highest priority that has one.
+// Caller holds mu.
 func (g *Gate) dispatch() {
 	shedding := g.shedding.Load()
 	for p := priority.High; ; p-- {
 		qs := &g.queues[p]
+		lifo := g.standing[p].Load()
 		for {
-			w := older(qs[0].head, qs[1].head)
+			w := first(qs, lifo)
 			if w == nil {
 				break
 			}
 			r := g.take(p, w.short, shedding)
 			if r == reserveOnly { // room for short ones only
-				if w = qs[1].head; w == nil {
+				if w = qs[1].end(lifo); w == nil {
 					break // none here: perhaps at a lower priority
 				}
 				r = g.take(p, true, shedding)
@@ -229,8 +321,7 @@ func (g *Gate) dispatch() {
 			if r != taken {
 				return
 			}
-			qs[w.kind()].remove(w)
-			g.waiting.Add(-1)
+			g.leave(&qs[w.kind()], w)
 			w.granted = true
 			w.ready <- struct{}{}
 		}
@@ -246,6 +337,23 @@ func older(a, b *waiter) *waiter {
 		return b
 	}
 	return a
+}
+
+// newer is the waiter that came later, or the one there is.
+func newer(a, b *waiter) *waiter {
+	if a == nil || (b != nil && b.since > a.since) {
+		return b
+	}
+	return a
+}
+
+// first is the waiter of a priority's two queues served next: the
+// oldest, or the newest (lifo).
+func first(qs *[2]queue, lifo bool) *waiter {
+	if lifo {
+		return newer(qs[0].tail, qs[1].tail)
+	}
+	return older(qs[0].head, qs[1].head)
 }
 
 // Set changes the limit (at least 1), the reserve and the guard (see
@@ -396,6 +504,14 @@ func (q *queue) push(w *waiter) {
 	}
 	q.tail = w
 	q.n++
+}
+
+// end is the queue's oldest waiter, or its newest (lifo).
+func (q *queue) end(lifo bool) *waiter {
+	if lifo {
+		return q.tail
+	}
+	return q.head
 }
 
 func (q *queue) remove(w *waiter) {

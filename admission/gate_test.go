@@ -444,3 +444,131 @@ func TestGateShortWaitersKeepTheirPlace(t *testing.T) {
 		t.Fatalf("then %s, want long2", w)
 	}
 }
+
+// A request with a bound on the waiters ahead of it is refused at once
+// (Late, without queueing) when more wait before it: those of a higher
+// priority and, served oldest first, those of its own. Within the bound
+// it queues and is served.
+func TestGateWaitAheadRefusesWhatCannotBeServedInTime(t *testing.T) {
+	g := NewGate(1, 10)
+	if !g.TryAcquire(priority.Low, false) {
+		t.Fatal("first slot refused")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for i := range 2 {
+		go g.Wait(ctx, priority.Medium, false, time.Hour, int64(i+1))
+		waitQueued(t, g, int64(i+1))
+	}
+	start := time.Now()
+	if r := g.WaitAhead(context.Background(), priority.Medium, false, time.Hour, 1, 3); r != Late {
+		t.Fatalf("two medium ahead, bound 1: %v, want Late", r)
+	}
+	if r := g.WaitAhead(context.Background(), priority.Low, false, time.Hour, 1, 3); r != Late {
+		t.Fatalf("two medium ahead of a low one, bound 1: %v, want Late", r)
+	}
+	if time.Since(start) > time.Second || g.Waiting() != 2 {
+		t.Fatalf("a late request waited (%v) or queued (%d waiting)", time.Since(start), g.Waiting())
+	}
+	// High passes the medium waiters: none is ahead of it.
+	done := make(chan Result, 1)
+	go func() { done <- g.WaitAhead(context.Background(), priority.High, false, time.Hour, 0, 4) }()
+	waitQueued(t, g, 3)
+	g.Release(false)
+	if r := <-done; r != Granted {
+		t.Fatalf("high with nobody ahead: %v", r)
+	}
+	// Within its bound a medium request queues, and is served in turn.
+	go func() { done <- g.WaitAhead(context.Background(), priority.Medium, false, time.Hour, 2, 5) }()
+	waitQueued(t, g, 3)
+	for range 3 {
+		g.Release(false)
+	}
+	if r := <-done; r != Granted {
+		t.Fatalf("medium within its bound: %v", r)
+	}
+}
+
+// A queue that has not emptied for its interval is standing: its newest
+// waiter is served first, and a new one counts none of its own priority
+// ahead of it. A queue younger than the interval stays oldest first; one
+// that empties stops standing; a higher priority still goes first.
+func TestGateStandingQueueServesNewestFirst(t *testing.T) {
+	const sec = int64(time.Second)
+	after := [priority.Count]time.Duration{time.Second, time.Second, time.Second}
+	g := NewGate(1, 10)
+	if !g.TryAcquire(priority.Low, false) {
+		t.Fatal("first slot refused")
+	}
+	got := make(chan string, 8)
+	queue := func(p priority.Priority, name string, since int64, n int64) {
+		go func() {
+			if g.Wait(context.Background(), p, false, time.Hour, since) == Granted {
+				got <- name
+			}
+		}()
+		waitQueued(t, g, n)
+	}
+	queue(priority.Medium, "m1", 10*sec, 1)
+	queue(priority.Medium, "m2", 10*sec+1, 2)
+	queue(priority.Medium, "m3", 10*sec+2, 3)
+
+	// Transient: not empty for less than the interval.
+	g.Watch(10*sec+sec/2, after)
+	if g.Standing(priority.Medium) {
+		t.Fatal("a queue half a second old is standing")
+	}
+	g.Release(false)
+	if w := <-got; w != "m1" {
+		t.Fatalf("a transient queue served %s first, want the oldest, m1", w)
+	}
+	// Busy for a second, but it served a waiter promptly within it.
+	g.ServedPromptly(priority.Medium, 10*sec+sec/2)
+	g.Watch(11*sec, after)
+	if g.Standing(priority.Medium) {
+		t.Fatal("a queue that served a waiter promptly half a second ago is standing")
+	}
+
+	// Neither emptied nor served promptly for a second: newest first.
+	g.Watch(11*sec+sec/2, after)
+	if !g.Standing(priority.Medium) || g.Standing(priority.High) {
+		t.Fatalf("standing medium %v, high %v", g.Standing(priority.Medium), g.Standing(priority.High))
+	}
+	g.mu.Lock()
+	ahead := g.ahead(priority.Medium)
+	g.mu.Unlock()
+	if ahead != 0 {
+		t.Fatalf("standing: a new medium request counts %d ahead of it, want 0", ahead)
+	}
+	g.Release(false)
+	if w := <-got; w != "m3" {
+		t.Fatalf("a standing queue served %s first, want the newest, m3", w)
+	}
+
+	// Priority order stays: high before the newest medium.
+	queue(priority.Medium, "m4", 12*sec, 2)
+	queue(priority.High, "h1", 12*sec+1, 3)
+	g.Release(false)
+	if w := <-got; w != "h1" {
+		t.Fatalf("standing medium queue: %s served before high", w)
+	}
+	g.Release(false)
+	if w := <-got; w != "m4" {
+		t.Fatalf("then %s, want the newest medium m4", w)
+	}
+	g.Release(false)
+	if w := <-got; w != "m2" {
+		t.Fatalf("then %s, want m2", w)
+	}
+	// Emptied: no longer standing, even before the next Watch.
+	if g.Standing(priority.Medium) || g.Waiting() != 0 {
+		t.Fatalf("an emptied queue is standing (%v) or holds %d", g.Standing(priority.Medium), g.Waiting())
+	}
+	queue(priority.Medium, "m5", 20*sec, 1)
+	g.Watch(20*sec+sec/2, after)
+	if g.Standing(priority.Medium) {
+		t.Fatal("a queue formed again half a second ago is standing")
+	}
+	g.Release(false)
+	<-got
+}

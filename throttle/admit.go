@@ -105,7 +105,7 @@ func (t *Throttle) admit(ctx context.Context, r *http.Request, p priority.Priori
 	v := priority.Pass
 	start := now.Mono
 	var tk breaker.Ticket
-	short := false
+	short, class := false, uint8(classUnknown)
 	mode := t.overrideAt(now.Time)
 	if mode == "drain" { // before the circuit: a drain takes no probe
 		t.verdicts[p][priority.ShedDrain].Add(rec.shard)
@@ -127,14 +127,14 @@ func (t *Throttle) admit(ctx context.Context, r *http.Request, p priority.Priori
 	default:
 		tk = ticket
 		if mask := t.tripped.Load(); mode == "shed" || mask != 0 {
-			v, start, short = t.graded(ctx, r, p, mode == "shed" || mask&upstreamLevels != 0, now)
+			v, start, short, class = t.graded(ctx, r, p, mode == "shed" || mask&upstreamLevels != 0, now)
 		} else if !t.gate.TryAcquire(p, false) {
-			v, start, short = t.wait(ctx, r, p, false, now)
+			v, start, short, class = t.wait(ctx, r, p, false, now)
 		}
 	}
 	t.verdicts[p][v].Add(rec.shard)
 	if v.Admitted() {
-		rec.start, rec.high, rec.short = start, p == priority.High, short
+		rec.start, rec.high, rec.short, rec.class = start, p == priority.High, short, class
 		if rec.high {
 			t.highIn.Add(1)
 		}
@@ -153,23 +153,65 @@ const upstreamLevels = 1<<levelGPU | 1<<levelLatency
 // upstream is hurting is tripped, or an override sheds): low is refused at
 // once; otherwise only arrivals surge, the limit guards the upstream, and
 // low may take a slot that is free while nobody waits.
-func (t *Throttle) graded(ctx context.Context, r *http.Request, p priority.Priority, hurting bool, now Instant) (priority.Verdict, int64, bool) {
+func (t *Throttle) graded(ctx context.Context, r *http.Request, p priority.Priority, hurting bool, now Instant) (priority.Verdict, int64, bool, uint8) {
 	switch p {
 	case priority.High:
 		if t.gate.TryAcquire(p, true) {
-			return priority.PassReserved, now.Mono, false
+			return priority.PassReserved, now.Mono, false, classUnknown
 		}
 	case priority.Medium:
 		if t.pacer.AllowN(now.Time, 1) && t.gate.TryAcquire(p, true) {
-			return priority.PassBucket, now.Mono, false
+			return priority.PassBucket, now.Mono, false, classUnknown
 		}
 	default:
 		if !hurting && t.gate.TryAcquire(p, true) {
-			return priority.Pass, now.Mono, false
+			return priority.Pass, now.Mono, false, classUnknown
 		}
 	}
 	return t.wait(ctx, r, p, true, now)
 }
+
+// standingCut: while a priority's queue is standing (admission.Gate.Watch),
+// a new request of it waits at most its max_wait ÷ standingCut; a wait
+// up to that is prompt, and a queue that serves waiters promptly is not
+// standing. CoDel
+// keeps a standing delay to a twentieth of its interval; answers that
+// take seconds and slots that turn over a few times a second want a
+// longer buffer, enough that a slot that frees finds a waiter.
+const standingCut = 4
+
+// waitFor is how long a request of priority p and class c may wait for a
+// slot, and how many waiters may be ahead of it (admission.NoBound: any):
+// with an slo and its class's budget known (the slo less the class's
+// expected service time), the budget if shorter than max_wait, and no
+// more waiters ahead than aheadSlack × the slots expected to free within
+// it; otherwise max_wait, cut while its queue is standing. ok is false
+// when the budget is spent before the wait begins: the answer cannot be
+// on time.
+func (t *Throttle) waitFor(p priority.Priority, c uint8) (wait time.Duration, ahead int, ok bool) {
+	wait, ahead = time.Duration(t.maxWait[p].Load()), admission.NoBound
+	b, known := t.service.waitBudget(c)
+	if t.slo.Load() <= 0 || !known {
+		if t.gate.Standing(p) {
+			wait /= standingCut
+		}
+		return wait, ahead, true
+	}
+	if b <= 0 {
+		return 0, 0, false
+	}
+	if rate := math.Float64frombits(t.drain.Load()); rate > 0 {
+		// budget × rate slots free within the budget on average, but
+		// they free in bunches when a batch's answers began together:
+		// twice that may be ahead, and the wait's end refuses the rest.
+		ahead = int(math.Ceil(aheadSlack * b.Seconds() * rate))
+	}
+	return min(wait, b), ahead, true
+}
+
+// aheadSlack: how many times the slots expected to free within a budget
+// may wait ahead of a request before it is refused at once.
+const aheadSlack = 2
 
 // wait is the slow path: no slot was free (or, for medium while shedding,
 // no pacing token). The request queues for a slot; low does not while
@@ -178,35 +220,52 @@ func (t *Throttle) graded(ctx context.Context, r *http.Request, p priority.Prior
 // A granted request's time starts when it got its slot, so its time to
 // first byte is the upstream's, not the queue's. It returns the verdict,
 // that start, and whether the slot was taken as short.
-func (t *Throttle) wait(ctx context.Context, r *http.Request, p priority.Priority, shedding bool, now Instant) (priority.Verdict, int64, bool) {
+func (t *Throttle) wait(ctx context.Context, r *http.Request, p priority.Priority, shedding bool, now Instant) (priority.Verdict, int64, bool, uint8) {
 	if shedding && p == priority.Low {
-		return priority.ShedLow, 0, false
+		return priority.ShedLow, 0, false, classUnknown
 	}
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	short := p != priority.High && t.gate.Reserve() > 0 && t.weigher.short(r)
+	// Weighed when a short request may borrow the reserve, and under an
+	// slo for its class: what its answer takes.
+	lend, slo := p != priority.High && t.gate.Reserve() > 0, t.slo.Load() > 0
+	var tokens int64
+	if lend || slo {
+		tokens = t.weigher.weigh(r)
+	}
+	short, class := lend && t.weigher.isShort(tokens), uint8(classUnknown)
+	if slo {
+		class = classOf(tokens)
+	}
 	defer t.unhold(t.holdBody(r)) // so that a client that leaves is seen
-	switch t.gate.Wait(ctx, p, short, time.Duration(t.maxWait[p].Load()), now.Mono) {
+	res := admission.Late
+	if wait, ahead, ok := t.waitFor(p, class); ok {
+		res = t.gate.WaitAhead(ctx, p, short, wait, ahead, now.Mono)
+	}
+	switch res {
 	case admission.Granted:
 		start := Now().Mono
+		if start-now.Mono <= t.maxWait[p].Load()/standingCut {
+			t.gate.ServedPromptly(p, start)
+		}
 		switch {
 		case !shedding:
-			return priority.PassQueued, start, short
+			return priority.PassQueued, start, short, class
 		case p == priority.High:
-			return priority.PassReserved, start, false
+			return priority.PassReserved, start, false, class
 		}
-		return priority.PassBucket, start, short
+		return priority.PassBucket, start, short, class
 	case admission.Gone:
-		return priority.ShedGone, 0, false
+		return priority.ShedGone, 0, false, classUnknown
 	}
 	switch {
 	case !shedding:
-		return priority.ShedQueue, 0, false
+		return priority.ShedQueue, 0, false, classUnknown
 	case p == priority.High:
-		return priority.ShedReserveFull, 0, false
+		return priority.ShedReserveFull, 0, false, classUnknown
 	}
-	return priority.ShedBucket, 0, false
+	return priority.ShedBucket, 0, false, classUnknown
 }
 
 // refusal is a refused Decision: its cause, and Retry-After from when
@@ -322,6 +381,9 @@ func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, 
 			counted = true
 		}
 		dur := time.Duration(end - rec.start)
+		if t.slo.Load() > 0 { // the service time as taken, whatever its size
+			t.service.record(sh, rec.class, dur)
+		}
 		if rec.whole { // its first byte is its end: judged by its size
 			dur = t.latency.RecordWhole(dur, rec.size, sh)
 		} else {
@@ -340,7 +402,7 @@ func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, 
 	if rec.high {
 		t.highIn.Add(-1)
 	}
-	t.turnover.Done(sh, time.Duration(released-rec.start), time.Duration(t.maxWait[priority.High].Load()))
+	t.turnover.Done(sh, time.Duration(released-rec.start), time.Duration(t.highWait.Load()))
 	t.gate.Release(rec.short)
 	t.finished.Add(sh)
 	putRecorder(rec)

@@ -24,6 +24,7 @@ type recorder struct {
 	short  bool        // its slot was taken as a short request's (admission.Gate.Release)
 	whole  bool        // stamped, and the answer is not streamed: its first byte is its end
 	size   int64       // bytes of the body written
+	class  uint8       // its class for the service times (service): its answer length, if weighed
 	// shard is this recorder's index into the sharded counters and
 	// histograms, fixed for its life: a Decision carries its recorder for
 	// it even when no response is recorded (Admit without Serve). sync.Pool keeps objects on the P
@@ -47,7 +48,7 @@ func getRecorder() *recorder { return recorders.Get().(*recorder) }
 // putRecorder returns rec to the pool, reset: no reference to the
 // request's writer, nothing recorded.
 func putRecorder(rec *recorder) {
-	rec.ResponseWriter, rec.stamp, rec.status, rec.wrote, rec.at, rec.fb, rec.high, rec.short, rec.whole, rec.size = nil, false, 0, false, 0, nil, false, false, false, 0
+	rec.ResponseWriter, rec.stamp, rec.status, rec.wrote, rec.at, rec.fb, rec.high, rec.short, rec.whole, rec.size, rec.class = nil, false, 0, false, 0, nil, false, false, false, 0, classUnknown
 	recorders.Put(rec)
 }
 

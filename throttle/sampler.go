@@ -52,8 +52,35 @@ func (t *Throttle) step(now time.Time, second bool) {
 		}
 		t.measureDrain(now)
 	}
+	t.service.step(time.Duration(t.slo.Load()))
+	t.setHighWait()
 	t.admitStep(now)
+	t.watchQueues(now)
 	t.refresh(now)
+}
+
+// setHighWait publishes how long a high request may wait for a slot:
+// its max_wait, or under an slo its budget if shorter (the budget of a
+// request of unknown length: what most of them are). Whether slots turn
+// over fast enough for high to find one within it decides whether the
+// reserve is held.
+func (t *Throttle) setHighWait() {
+	w := time.Duration(t.maxWait[priority.High].Load())
+	if b, ok := t.service.waitBudget(classUnknown); ok && t.slo.Load() > 0 {
+		w = max(0, min(w, b))
+	}
+	t.highWait.Store(int64(w))
+}
+
+// watchQueues has the gate judge which queues are standing: a queue that
+// has neither emptied nor served a waiter within a quarter of its
+// priority's max_wait for a whole max_wait (admission.Gate.Watch).
+func (t *Throttle) watchQueues(now time.Time) {
+	var after [priority.Count]time.Duration
+	for p := range after {
+		after[p] = time.Duration(t.maxWait[p].Load())
+	}
+	t.gate.Watch(breaker.Mono(now), after)
 }
 
 // guardOn and guardOff: the short requests' average slots at which the
@@ -101,7 +128,7 @@ func (t *Throttle) admitStep(now time.Time) {
 	drain := math.Float64frombits(t.drain.Load())
 	// Judged on the slots that serve, not the probes above them.
 	serving := t.limit.Serving()
-	if !t.turnover.Slow(serving, time.Duration(t.maxWait[priority.High].Load())) {
+	if !t.turnover.Slow(serving, time.Duration(t.highWait.Load())) {
 		reserve = 0 // slots turn over fast enough: the hand-off serves high in time (admission.Turnover)
 	}
 	// The reserve is sized to what uses it: as many slots as the short

@@ -98,6 +98,9 @@ type Throttle struct {
 	weigher    weigher                      // tells short requests from long ones
 	held       atomic.Int64                 // bytes of bodies read while their requests wait (holdBody)
 	maxWait    [priority.Count]atomic.Int64 // ns: each priority's max_wait
+	slo        atomic.Int64                 // ns: latency slo, 0 when none is stated
+	highWait   atomic.Int64                 // ns: how long high may wait for a slot (setHighWait)
+	service    *service                     // service times per class: the wait's budget under an slo
 
 	// Read by the request path, written by the sampler (and an override).
 	tripped   atomic.Uint32 // bit i set: levels[i] tripped
@@ -186,6 +189,7 @@ func build(name string, cfg Config, logger *zap.Logger) (*Throttle, error) {
 		pacer:    rate.NewLimiter(rate.Limit(cfg.Priority.MediumFloor), 1),
 		finished: shard.NewCounter(),
 		turnover: admission.NewTurnover(),
+		service:  newService(),
 		shedLog:  newShedLogger(),
 		cfg:      cfg,
 	}
@@ -193,6 +197,7 @@ func build(name string, cfg Config, logger *zap.Logger) (*Throttle, error) {
 	t.gate.SetReserve(cfg.Priority.Reserve(t.limit.Value()))
 	t.firstBytes = newFirstBytes()
 	t.setMaxWait(cfg.Concurrency.MaxWait)
+	t.slo.Store(int64(cfg.Latency.SLO))
 	t.weigher.limit.Store(cfg.Concurrency.WeighBody)
 	t.levels = [numLevels]levels.Level{levelGPU: t.gpu, levelLatency: t.latency, levelQPS: t.qps}
 	for p := range t.verdicts {
@@ -277,6 +282,7 @@ func (t *Throttle) Apply(cfg Config) error {
 	t.resetGate(cfg.Priority)
 	t.gate.SetMaxQueue(cfg.Concurrency.Queue)
 	t.setMaxWait(cfg.Concurrency.MaxWait)
+	t.slo.Store(int64(cfg.Latency.SLO))
 	t.weigher.limit.Store(cfg.Concurrency.WeighBody)
 	t.def.Store(uint32(cfg.Priority.DefaultPriority()))
 	t.retry.Store(int64(cfg.RetryAfter))
@@ -297,4 +303,5 @@ func (t *Throttle) setMaxWait(m admission.MaxWait) {
 	for p := range t.maxWait {
 		t.maxWait[p].Store(int64(m.Of(priority.Priority(p))))
 	}
+	t.setHighWait()
 }

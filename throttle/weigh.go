@@ -50,21 +50,32 @@ const (
 
 // short reports whether r is known to be short, reading its body if it
 // has a small JSON one. A request it cannot weigh is not short.
-func (w *weigher) short(r *http.Request) bool {
+func (w *weigher) short(r *http.Request) bool { return w.isShort(w.weigh(r)) }
+
+// weigh returns the answer length r asks for, reading its body if it has
+// a small JSON one (at most once per request: the body is then put back
+// whole); 0 when it cannot be weighed.
+func (w *weigher) weigh(r *http.Request) int64 {
 	n := w.limit.Load()
 	if r == nil || n <= 0 || r.Body == nil || r.Body == http.NoBody || r.ContentLength <= 0 || r.ContentLength > n {
-		return false
+		return 0
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.Contains(ct, "json") {
-		return false
+		return 0
 	}
 	tokens, ok := readLength(r)
 	if !ok {
-		return false
+		return 0
 	}
 	w.sum.Add(uint64(tokens))
 	w.count.Add(1)
-	if below := w.below.Load(); below > 0 && tokens <= below {
+	return tokens
+}
+
+// isShort reports whether an answer of tokens (0: unknown) is short, and
+// counts it when it is.
+func (w *weigher) isShort(tokens int64) bool {
+	if below := w.below.Load(); below > 0 && tokens > 0 && tokens <= below {
 		w.shorts.Add(1)
 		return true
 	}

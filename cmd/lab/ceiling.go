@@ -15,7 +15,8 @@ import (
 // highest priority first, then the oldest), keeps no slot for anyone, never
 // lets the upstream queue, and lets each request wait exactly as long as
 // it can and still start within the SLO (the TTFB objective less a
-// prefill and one token at a full batch); a request that would have to
+// prefill and one token at a full batch; an end-to-end objective less
+// the whole answer at a full batch); a request that would have to
 // wait longer is refused. It knows every slot's state at every moment
 // and loses no time to timers or scheduling. Within the SLO no order of
 // admission can start work that has not arrived, so what is left idle
@@ -93,13 +94,28 @@ func simulateCeiling(cfg llmsim.Config, sc scenario, recs []loadgen.Record, keep
 	if cfg.PrefillTime > 0 {
 		prefill = sec(cfg.PrefillTime)
 	}
-	slo := sec(sc.SLO.TTFB)
-	maxWait := slo - prefill - sec(cfg.TokenDelay(slots, slots))
+	// A TTFB objective leaves a prefill and a token at a full batch to
+	// wait; an end-to-end one (Total) the whole answer, per request.
+	slo := math.Inf(1)
+	if sc.SLO.TTFB > 0 {
+		slo = sec(sc.SLO.TTFB)
+	}
+	total := math.Inf(1)
+	if sc.SLO.Total > 0 {
+		total = sec(sc.SLO.Total)
+	}
+	full := sec(cfg.TokenDelay(slots, slots))
+	waitFor := func(tokens int) float64 {
+		return math.Min(slo-prefill-full, total-prefill-float64(tokens)*full)
+	}
 	from, to := sc.WindowFrom.Seconds(), sc.WindowTo.Seconds()
 
 	arrivals := make([]*req, 0, len(recs))
 	for _, r := range recs {
 		n := r.MaxTokens
+		if n <= 0 {
+			n = sc.MaxTokens
+		}
 		if n <= 0 {
 			n = cfg.DefaultMaxTokens
 		}
@@ -128,7 +144,7 @@ func simulateCeiling(cfg llmsim.Config, sc scenario, recs []loadgen.Record, keep
 			}
 		}
 		for p := range waiting {
-			waiting[p] = slices.DeleteFunc(waiting[p], func(r *req) bool { return t-r.at > maxWait })
+			waiting[p] = slices.DeleteFunc(waiting[p], func(r *req) bool { return t-r.at > waitFor(r.tokens) })
 		}
 		longs := 0
 		for _, r := range running {
@@ -177,7 +193,7 @@ func simulateCeiling(cfg llmsim.Config, sc scenario, recs []loadgen.Record, keep
 			if r.done < float64(r.tokens) {
 				return false
 			}
-			if r.first-r.at <= slo {
+			if r.first-r.at <= slo && t+step-r.at <= total {
 				if r.inWindow && r.prio == loadgen.High {
 					c.HighMet++
 				}

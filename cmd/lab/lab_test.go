@@ -232,9 +232,16 @@ func TestCaddyfileTemplates(t *testing.T) {
 	v := caddyVars{Admin: "127.0.0.1:2999", Port: 18080, Upstream: "127.0.0.1:18000", Metrics: "http://127.0.0.1:18000/metrics"}
 	caddy, _ := filepath.Abs("../../caddy")
 	_, statErr := os.Stat(caddy)
-	for _, name := range []string{"plain", "adaptive"} {
+	tight := v
+	tight.Latency = byName(t, scenarios(llmsim.Config{}, 0, false), "tightslo").Latency
+	for _, name := range []string{"plain", "adaptive", "adaptive-tight"} {
+		v := v
+		tmpl := name
+		if name == "adaptive-tight" {
+			v, tmpl = tight, "adaptive"
+		}
 		out := filepath.Join(dir, name+".Caddyfile")
-		if err := renderCaddyfile(filepath.Join("../../lab", name+".Caddyfile.tmpl"), out, v); err != nil {
+		if err := renderCaddyfile(filepath.Join("../../lab", tmpl+".Caddyfile.tmpl"), out, v); err != nil {
 			t.Fatal(err)
 		}
 		b, _ := os.ReadFile(out)
@@ -242,7 +249,10 @@ func TestCaddyfileTemplates(t *testing.T) {
 			!strings.Contains(string(b), "admin 127.0.0.1:2999") {
 			t.Errorf("%s rendered as:\n%s", name, b)
 		}
-		if name == "adaptive" && !strings.Contains(string(b), "source prometheus http://127.0.0.1:18000/metrics") {
+		if name == "adaptive-tight" && (!strings.Contains(string(b), "latency {") || !strings.Contains(string(b), "measure total")) {
+			t.Errorf("the tight scenario's latency block is missing:\n%s", b)
+		}
+		if tmpl == "adaptive" && !strings.Contains(string(b), "source prometheus http://127.0.0.1:18000/metrics") {
 			t.Errorf("adaptive template lacks the prometheus source:\n%s", b)
 		}
 		if statErr != nil {

@@ -1,6 +1,7 @@
 // Command lab is the overload lab: it plays each scenario (a step to 3×
 // capacity, a capacity drop, heterogeneous answer lengths at 2×, a slow
-// ramp to 3× and back, a cold start into 2×, a steady 0.9×) against four
+// ramp to 3× and back, a cold start into 2×, a steady 0.9×, a step under a
+// tight objective stated to the module) against four
 // set-ups at once — Caddy with a plain reverse_proxy; the same with one of
 // two peers behind it, a static in-flight limit and Gradient2 (the
 // published algorithm, implemented in the lab); and Caddy with

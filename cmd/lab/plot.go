@@ -222,9 +222,17 @@ func ttfbPlot(sc scenario, o outcome, xmax float64) (*plot.Plot, error) {
 	if err := addLine(p, "p99 TTFB (by send second)", xys, colServed, false); err != nil {
 		return nil, err
 	}
-	slo := sc.SLO.TTFB.Seconds()
-	if err := addLine(p, fmt.Sprintf("SLO %v", sc.SLO.TTFB), plotter.XYs{{X: 0, Y: slo}, {X: xmax, Y: slo}}, colOOM, true); err != nil {
-		return nil, err
+	// The objective's line: on TTFB, or on the whole answer (which bounds
+	// its first byte too).
+	slo, name := sc.SLO.TTFB, fmt.Sprintf("SLO %v", sc.SLO.TTFB)
+	if slo <= 0 {
+		slo, name = sc.SLO.Total, fmt.Sprintf("SLO %v (whole answer)", sc.SLO.Total)
+	}
+	if slo > 0 {
+		y := slo.Seconds()
+		if err := addLine(p, name, plotter.XYs{{X: 0, Y: y}, {X: xmax, Y: y}}, colOOM, true); err != nil {
+			return nil, err
+		}
 	}
 	return p, markers(p, sc, lo, hi)
 }

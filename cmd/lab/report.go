@@ -31,7 +31,13 @@ func writeMarkdown(w io.Writer, sc scenario, outs []outcome, cs []ceiling, machi
 	if sc.tokens() {
 		fmt.Fprintf(&b, ", max_tokens mix %s (mean %.0f)", sc.Sizes, sc.Sizes.Mean())
 	}
-	fmt.Fprintf(&b, ", seed 1, streaming. SLO: 200 with a complete stream and TTFB ≤ %v. Client timeout %v. ", sc.SLO.TTFB, sc.Timeout)
+	if sc.MaxTokens > 0 {
+		fmt.Fprintf(&b, ", max_tokens %d", sc.MaxTokens)
+	}
+	fmt.Fprintf(&b, ", seed 1, streaming. SLO: 200 with a complete stream and %s. Client timeout %v. ", sloText(sc.SLO), sc.Timeout)
+	if sc.Latency != "" {
+		fmt.Fprintf(&b, "The module is told the SLO: latency { %s }. ", strings.ReplaceAll(sc.Latency, "\n", "; "))
+	}
 	fmt.Fprintf(&b, "Window: %.1f–%.1f s (mean offered %.2f× capacity)", sc.WindowFrom.Seconds(), sc.WindowTo.Seconds(),
 		offeredMean(p, sc.WindowFrom, sc.WindowTo)/sc.WindowCapacity)
 	if sc.CalmTo > 0 {
@@ -128,6 +134,9 @@ func capacityNote(sc scenario) string {
 	if sc.tokens() {
 		return fmt.Sprintf("For(%.0f), the mean answer", sc.Sizes.Mean())
 	}
+	if sc.MaxTokens > 0 {
+		return fmt.Sprintf("For(%d), every answer", sc.MaxTokens)
+	}
 	return "()"
 }
 
@@ -194,4 +203,16 @@ func writeOutcomesJSON(path string, sc scenario, outs []outcome, cs []ceiling) e
 		return err
 	}
 	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// sloText is the objective in words: TTFB, end to end, or both.
+func sloText(s loadgen.SLO) string {
+	var parts []string
+	if s.TTFB > 0 {
+		parts = append(parts, fmt.Sprintf("TTFB ≤ %v", s.TTFB))
+	}
+	if s.Total > 0 {
+		parts = append(parts, fmt.Sprintf("the whole answer ≤ %v end to end", s.Total))
+	}
+	return strings.Join(parts, " and ")
 }

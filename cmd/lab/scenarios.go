@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/ai-guardian/adaptivethrottle/internal/llmsim"
@@ -25,8 +26,14 @@ type scenario struct {
 	// counted in tokens, against TokenCapacity (tokens/s in the window).
 	Sizes         loadgen.Sizes
 	TokenCapacity float64
-	SLO           loadgen.SLO
-	Timeout       time.Duration // client timeout (and drain)
+	// MaxTokens, when not 0, is the max_tokens every request asks for
+	// (without Sizes); Capacity is then for that length.
+	MaxTokens int
+	SLO       loadgen.SLO
+	// Latency, when not empty, is the adaptive set-up's latency block
+	// (one directive a line): the SLO stated to the module.
+	Latency string
+	Timeout time.Duration // client timeout (and drain)
 	// Window is the stretch the targets are about: the overload, the time
 	// after the capacity drop, or the whole run for steady09.
 	WindowFrom, WindowTo time.Duration
@@ -80,6 +87,9 @@ func setupTitle(s string, sc scenario) string {
 	case setupGradient2:
 		return "Gradient2 (published algorithm, lab implementation)"
 	case setupAdaptive:
+		if sc.Latency != "" {
+			return "adaptive_throttle (latency { " + strings.ReplaceAll(sc.Latency, "\n", "; ") + " })"
+		}
 		if adaptiveConcurrency != "" {
 			return "adaptive_throttle (concurrency { " + adaptiveConcurrency + " })"
 		}
@@ -89,7 +99,17 @@ func setupTitle(s string, sc scenario) string {
 }
 
 // scenarioNames lists every scenario, in the order the lab runs them.
-var scenarioNames = []string{"step", "drop", "hetero", "hetero32", "ramp", "cold2x", "steady09"}
+var scenarioNames = []string{"step", "drop", "hetero", "hetero32", "ramp", "cold2x", "steady09", "tightslo"}
+
+// Tight-SLO scenario: every answer tightTokens long, and an end-to-end
+// objective of tightSLO. At a full batch llmsim serves such an answer in
+// 0.04 s + 64 × 0.03 s = 1.96 s, so the objective leaves about 0.5 s to
+// wait for a slot: less than max_wait's defaults (1 s, high 2 s), as a
+// 1 s objective over a 0.57 s answer does on a small Ollama.
+const (
+	tightTokens = 64
+	tightSLO    = 2500 * time.Millisecond
+)
 
 // wideSlots is hetero32's batch: a server with four times llmsim's
 // default slots (a vLLM card runs tens to hundreds of sequences). With 8
@@ -106,11 +126,12 @@ const wideSlots = 32
 // per-priority figures to mean something.
 var heteroSizes = loadgen.Sizes{{MaxTokens: 16, Share: 0.75}, {MaxTokens: 512, Share: 0.25}}
 
-// scenarios are the lab's seven, against llmsim with sim's configuration
+// scenarios are the lab's eight, against llmsim with sim's configuration
 // (the lab's upstreams run its defaults): a step to 3× capacity, a
 // capacity drop under steady 0.9× load, heterogeneous answer lengths at 2×
 // capacity in tokens (on llmsim's 8 slots, and on 32), a slow ramp to 3×
-// and back, a cold start straight into 2×, and a steady 0.9× from cold. smoke shrinks every duration (and
+// and back, a cold start straight into 2×, a steady 0.9× from cold, and
+// a step to 3× under a tight objective (tightslo). smoke shrinks every duration (and
 // the long answers) so that the whole lab runs in seconds; its figures
 // mean nothing. Capacity scales with the slots (llmsim.Config.Capacity),
 // so the drop to half the slots halves it.
@@ -212,7 +233,22 @@ func scenarios(sim llmsim.Config, inflightN int, smoke bool) []scenario {
 	steady.WindowFrom, steady.WindowTo = 0, run
 	steady.GoodputRef = steady.Profile.Base / capacity
 
-	all := []scenario{step, drop, hetero, hetero32, ramp, cold, steady}
+	// tightslo: answers of tightTokens, objective tightSLO end to end,
+	// stated to the module (latency slo, measure total); 0.5× for 30 s, 3×
+	// for 40 s, 0.5× for 30 s.
+	tcfg := sim
+	tcap := tcfg.CapacityFor(tightTokens)
+	warm, peak, tail = pick(30*time.Second, 2*time.Second), pick(40*time.Second, 4*time.Second), pick(30*time.Second, 2*time.Second)
+	tight := base("tightslo", fmt.Sprintf("Tight SLO: %d-token answers, %v end to end; %.2f → %.2f req/s (3× capacity) for %v, then back",
+		tightTokens, tightSLO, tcap/2, 3*tcap, peak),
+		loadgen.Profile{Kind: loadgen.Step, Base: round2(tcap / 2), Peak: round2(3 * tcap),
+			Duration: warm + peak + tail, StepAt: warm, StepFor: peak})
+	tight.Capacity, tight.WindowCapacity, tight.MaxTokens = tcap, tcap, tightTokens
+	tight.SLO = loadgen.SLO{Total: tightSLO}
+	tight.Latency = fmt.Sprintf("slo %v\nmeasure total", tightSLO)
+	tight.WindowFrom, tight.WindowTo, tight.OverloadEnds = warm, warm+peak, true
+
+	all := []scenario{step, drop, hetero, hetero32, ramp, cold, steady, tight}
 	for i := range all {
 		all[i].CalmTo = calmUntil(all[i])
 	}
@@ -270,7 +306,7 @@ func round2(x float64) float64 { return math.Round(x*100) / 100 }
 // loadConfig is the generator's configuration for sc against one set-up.
 func loadConfig(sc scenario, e env) loadgen.Config {
 	return loadgen.Config{
-		Target: e.Target, Profile: sc.Profile, Mix: sc.Mix, Sizes: sc.Sizes, Seed: 1, SLO: sc.SLO,
+		Target: e.Target, Profile: sc.Profile, Mix: sc.Mix, Sizes: sc.Sizes, MaxTokens: sc.MaxTokens, Seed: 1, SLO: sc.SLO,
 		Timeout: sc.Timeout, Drain: sc.Timeout, Stream: true,
 		Upstream: e.Upstream, DropTo: sc.DropTo, ThrottleStatus: e.ThrottleStatus,
 		KeepRecords: true,
@@ -295,6 +331,9 @@ func loadArgs(cfg loadgen.Config, jsonOut string) []string {
 	}
 	if len(cfg.Sizes) > 0 {
 		args = append(args, "-sizes", cfg.Sizes.String())
+	}
+	if cfg.MaxTokens > 0 {
+		args = append(args, "-max-tokens", fmt.Sprint(cfg.MaxTokens))
 	}
 	if cfg.Upstream != "" {
 		args = append(args, "-upstream", cfg.Upstream)

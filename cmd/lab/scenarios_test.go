@@ -3,6 +3,7 @@ package main
 import (
 	"math"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,9 +55,9 @@ func TestScenarioDefinitions(t *testing.T) {
 	if !slices.Equal(names, scenarioNames) {
 		t.Errorf("scenarios %v, want %v", names, scenarioNames)
 	}
-	// All seven one after another, drains included: under 20 minutes.
+	// All eight one after another, drains included: under 20 minutes.
 	if total > 20*time.Minute {
-		t.Errorf("the seven scenarios take up to %v", total)
+		t.Errorf("the eight scenarios take up to %v", total)
 	}
 	mid := func(sc scenario) time.Duration { return (sc.WindowFrom + sc.WindowTo) / 2 }
 	load := func(sc scenario, at time.Duration) float64 { return sc.Profile.RateAt(at) / sc.capacityAt(at) }
@@ -127,11 +128,27 @@ func TestScenarioDefinitions(t *testing.T) {
 		st.WindowFrom != 0 || st.WindowTo != st.Profile.Duration || st.OverloadEnds || !near(st.GoodputRef, 0.9, 1e-9) {
 		t.Errorf("steady09: %+v", st)
 	}
+	// tightslo: 64-token answers, 3× their capacity in the window, an
+	// end-to-end objective that leaves about half a second to wait at a
+	// full batch, stated to the module.
+	ts := byName(t, full, "tightslo")
+	tcap := sim.CapacityFor(tightTokens)
+	served := llmsim.DefaultPrefillTime + tightTokens*sim.TokenDelay(8, 8)
+	if !near(ts.Capacity, tcap, 1e-9) || ts.MaxTokens != tightTokens || !near(load(ts, mid(ts)), 3, 0.01) ||
+		!near(load(ts, time.Second), 0.5, 0.01) || !ts.OverloadEnds || ts.SLO.TTFB != 0 || ts.SLO.Total != tightSLO {
+		t.Errorf("tightslo: %+v", ts)
+	}
+	if left := tightSLO - served; left <= 0 || left >= time.Second {
+		t.Errorf("tightslo leaves %v to wait after a %v answer: want (0, 1s), under max_wait", left, served)
+	}
+	if !strings.Contains(ts.Latency, "slo 2.5s") || !strings.Contains(ts.Latency, "measure total") {
+		t.Errorf("tightslo's latency block %q does not state its SLO end to end", ts.Latency)
+	}
 	for _, sc := range full {
 		if sc.Name != "steady09" && sc.GoodputRef != 1 {
 			t.Errorf("%s: goodput reference %g, want 1 (an overload)", sc.Name, sc.GoodputRef)
 		}
-		if !sc.tokens() && sc.Capacity != c {
+		if !sc.tokens() && sc.MaxTokens == 0 && sc.Capacity != c {
 			t.Errorf("%s: capacity %g, want %g", sc.Name, sc.Capacity, c)
 		}
 	}

@@ -37,6 +37,9 @@ type caddyVars struct {
 	// Concurrency: lines for the adaptive set-up's concurrency block
 	// (-adaptive-concurrency); "" keeps its defaults.
 	Concurrency string
+	// Latency: lines for the adaptive set-up's latency block (the
+	// scenario's stated SLO); "" keeps its defaults.
+	Latency string
 }
 
 // adaptiveConcurrency is -adaptive-concurrency.
@@ -130,7 +133,7 @@ func startSetup(ctx context.Context, b bins, labDir, dir, setup string, sc scena
 	cfgPath := filepath.Join(dir, "Caddyfile")
 	if err := renderCaddyfile(filepath.Join(labDir, tmpl), cfgPath, caddyVars{
 		Admin: hostPort(adminPort), Port: port, Upstream: upstream, Metrics: simURL + "/metrics",
-		Concurrency: adaptiveConcurrency,
+		Concurrency: adaptiveConcurrency, Latency: sc.Latency,
 	}); err != nil {
 		return nil, err
 	}
