@@ -44,7 +44,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 
 var (
 	mRequests         = desc("requests_total", "Requests seen, by priority and decision (pass, pass_queued, pass_reserved, pass_bucket, shed_reserve_full, shed_bucket, shed_low, shed_queue, shed_gone, shed_circuit).", "priority", "decision")
-	mShed             = desc("shed_total", "Requests refused, by the level (or circuit, override) they were refused for.", "level")
+	mShed             = desc("shed_total", "Requests refused, by the level (or circuit, override, concurrency, upstream) they were refused for.", "level")
 	mQPSValue         = desc("qps_requests_per_second", "The QPS level's last sample: arrivals per second.")
 	mQPSThreshold     = desc("qps_threshold_requests_per_second", "The QPS level's trip threshold (learned baseline × trip_factor, or limit when lower); no sample while there is none (the baseline warming up and no limit).")
 	mQPSBaseline      = desc("qps_baseline_requests_per_second", "The learned arrival baseline (mean + sigma × σ); no sample while warming up.")
@@ -58,6 +58,8 @@ var (
 	mShedding         = desc("shedding", "1 while any level is tripped or an override sheds.")
 	mCircuitState     = desc("circuit_state", "1 for the circuit's current state (closed, open, half-open), 0 for the others.", "state")
 	mCircuitOpens     = desc("circuit_opens_total", "Times the circuit opened.")
+	mUpstreamFull     = desc("upstream_full_total", "The upstream's answers that it is full (503, 429, 529): each lowered the limit and was replaced by the module's refusal; none counts toward opening the circuit.")
+	mUpstreamOnlyFull = desc("upstream_only_full_seconds", "For how long the upstream has answered nothing but that it is full (0 while it serves).")
 	mReserveInUse     = desc("reserve_in_use", "High-priority requests in flight.")
 	mReserveCap       = desc("reserve_capacity", "Slots of the concurrency limit only high priority may take while shedding.")
 	mMediumRate       = desc("medium_rate_requests_per_second", "The medium lane's pacing into free slots (the rate its share of the limit turns over), steered every 250 ms and in force while shedding.")
@@ -96,7 +98,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mRequests, mShed, mQPSValue, mQPSThreshold, mQPSBaseline, mGPUValue,
 		mGPUThreshold, mLatencyValue, mLatencyThreshold, mLatencyHistory, mLevelTripped, mLevelTrans, mShedding,
-		mCircuitState, mCircuitOpens, mReserveInUse, mReserveCap, mMediumRate, mInFlight, mLimit, mQueued, mOldestWait, mSensorErrors, mSensorHung,
+		mCircuitState, mCircuitOpens, mUpstreamFull, mUpstreamOnlyFull, mReserveInUse, mReserveCap, mMediumRate, mInFlight, mLimit, mQueued, mOldestWait, mSensorErrors, mSensorHung,
 		mSensorAvailable, mSensorAge} {
 		ch <- d
 	}
@@ -152,6 +154,8 @@ func collect(ch chan<- prometheus.Metric, t *throttle.Throttle, now time.Time) {
 		gauge(mCircuitState, b2f(st.Circuit.State == s), s)
 	}
 	counter(mCircuitOpens, float64(st.Circuit.Opens))
+	counter(mUpstreamFull, float64(st.Upstream.FullAnswers))
+	gauge(mUpstreamOnlyFull, st.Upstream.OnlyFullS)
 	gauge(mReserveInUse, float64(st.Lanes.High.InUse))
 	gauge(mReserveCap, float64(st.Lanes.High.Reserve))
 	gauge(mMediumRate, st.Lanes.Medium.Rate)
