@@ -122,6 +122,7 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{"-nope"},
 		{"extra"},
 		{"-listen", "256.0.0.1:0"},
+		{"-full-answer", "vllm"},
 	} {
 		err := run(context.Background(), args, io.Discard, nil)
 		if err == nil || errors.Is(err, flag.ErrHelp) {
@@ -146,4 +147,56 @@ func TestByteSize(t *testing.T) {
 			t.Errorf("Set(%q) = %d, want an error", in, b)
 		}
 	}
+}
+
+// -no-queue and -full-answer make a server that refuses as Ollama does as
+// soon as its one slot is busy, and says so at start.
+func TestRunNoQueueAnswersAsOllama(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var logs syncBuffer
+	addrc := make(chan net.Addr, 1)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- run(ctx, []string{"-listen", "127.0.0.1:0", "-slots", "1", "-prefill", "1ms", "-token-time", "1h",
+			"-no-queue", "-full-answer", "ollama"}, &logs, func(a net.Addr) { addrc <- a })
+	}()
+	var base string
+	select {
+	case a := <-addrc:
+		base = "http://" + a.String()
+	case err := <-errc:
+		t.Fatalf("run ended early: %v", err)
+	}
+	if l := logs.String(); !strings.Contains(l, "no queue") || !strings.Contains(l, "ollama") {
+		t.Fatalf("start line: %q", l)
+	}
+	body := `{"messages":[{"role":"user","content":"hi"}],"stream":true}`
+	go func() {
+		if resp, err := http.Post(base+"/v1/chat/completions", "application/json", strings.NewReader(body)); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := http.Post(base+"/v1/chat/completions", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			if !strings.Contains(string(b), "server busy, please try again.  maximum pending requests exceeded") {
+				t.Fatalf("503 body %q, want Ollama's", b)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never refused with the one slot busy: last %d %q", resp.StatusCode, b)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-errc
 }
