@@ -411,14 +411,14 @@ func (t *Throttle) Serve(w http.ResponseWriter, r *http.Request, d Decision, nex
 		}
 		gone = r.Context().Err() != nil || (status >= 500 && body != nil && !body.ended.Load())
 	}
-	full, p := rec.full, d.Priority()
+	full := rec.full
 	var retry string
 	if full {
 		retry = w.Header().Get("Retry-After") // the upstream's, before finish gives rec back
 	}
 	t.finish(rec, v, tk, status, end, gone, r)
 	if full {
-		return t.refuseFull(w, r, p, retry)
+		return t.refuseFull(w, r, d.Priority(), retry)
 	}
 	return err
 }
