@@ -361,11 +361,10 @@ func (l *Limit) Step(s Signal) int {
 		// The upstream said it is full: it took FullInFlight and no more.
 		// Down to that at once, and no probing above it for a hold, as
 		// for requests stuck (a refusal comes fast, so first bytes never
-		// say so). Within a run of such steps the most it took stands.
+		// say so). Requests on their way to the upstream count in
+		// FullInFlight too, so while the answers go on each step takes
+		// the limit at least one lower.
 		took := math.Max(1, float64(s.FullInFlight))
-		if l.wasFull {
-			took = math.Max(took, math.Min(l.known, l.limit))
-		}
 		l.slowStart = false
 		next = math.Min(math.Min(next, l.limit), took)
 		if stuck == 0 {

@@ -545,28 +545,29 @@ func TestLimitComesDownToWhatAFullUpstreamTook(t *testing.T) {
 	if m := l.Status().Measured; m != 10 {
 		t.Fatalf("measured %d, want 10: what the upstream took", m)
 	}
-	// A second answer in the same run with fewer others in flight (one
-	// finished upstream, not yet here) does not take it lower.
-	full.FullInFlight = 9
-	if v := steps(l, &now, 1, full); v != 10 {
-		t.Fatalf("limit %d after a second full answer with 9 others, want 10 still", v)
+	// The answers go on with 9 others in flight (one of the 10 was on its
+	// way to the upstream, to be refused too): down to 9.
+	full.InFlight, full.FullInFlight = 10, 9
+	if v := steps(l, &now, 1, full); v != 9 {
+		t.Fatalf("limit %d after a second full answer with 9 others, want 9", v)
 	}
-	busy.InFlight = 10
+	full.FullInFlight = 10
+	busy.InFlight = 9
 	held := int((probeHold - time.Second) / (250 * time.Millisecond))
-	if v := steps(l, &now, held, busy); v != 10 {
-		t.Fatalf("limit %d within the hold, first bytes fast and requests waiting: want 10, held", v)
+	if v := steps(l, &now, held, busy); v != 9 {
+		t.Fatalf("limit %d within the hold, first bytes fast and requests waiting: want 9, held", v)
 	}
-	if v := steps(l, &now, 12, busy); v <= 10 {
+	if v := steps(l, &now, 12, busy); v <= 9 {
 		t.Fatalf("limit %d after the hold, want probing up again", v)
 	}
-	// The probe meets the answer again: back to 10, and the next hold is
+	// The probe meets the answer again: back to 9, and the next hold is
 	// twice as long.
-	full.InFlight, full.FullInFlight = int64(l.Value()), 10
-	if v := steps(l, &now, 1, full); v != 10 {
-		t.Fatalf("limit %d after the probe met a full answer, want 10", v)
+	full.InFlight, full.FullInFlight = int64(l.Value()), 9
+	if v := steps(l, &now, 1, full); v != 9 {
+		t.Fatalf("limit %d after the probe met a full answer, want 9", v)
 	}
-	if v := steps(l, &now, int((2*probeHold-time.Second)/(250*time.Millisecond)), busy); v != 10 {
-		t.Fatalf("limit %d within the doubled hold, want 10", v)
+	if v := steps(l, &now, int((2*probeHold-time.Second)/(250*time.Millisecond)), busy); v != 9 {
+		t.Fatalf("limit %d within the doubled hold, want 9", v)
 	}
 	// Nothing in flight beside it: the limit keeps one slot.
 	full.FullInFlight = 0

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/ai-guardian/adaptivethrottle/internal/llmsim"
@@ -102,6 +103,25 @@ func writeMarkdown(w io.Writer, sc scenario, outs []outcome, cs []ceiling, machi
 		}
 	}
 
+	if sc.Storm != nil {
+		fmt.Fprintln(&b, "\nThe upstream's answers that it is full: its own 503 \"server busy\" reaching a client (whole run), 1 s polls that found the circuit not closed, and the limit the set-up settled at (median of the window's second half: the module's concurrency limit, a peer's limit):")
+		fmt.Fprintln(&b)
+		fmt.Fprintln(&b, "| set-up | upstream's 503 seen by clients | circuit not closed | limit settled |")
+		fmt.Fprintln(&b, "|---|--:|--:|--:|")
+		for _, o := range outs {
+			circuit, limit := "–", "–"
+			if o.Transitions != nil {
+				circuit = fmt.Sprintf("%d s (opens %d)", o.CircuitNotClosedS, o.Transitions["circuit"])
+			}
+			if o.LimitSettled != nil {
+				limit = fmt.Sprintf("%g", *o.LimitSettled)
+			} else if v, ok := peerSettled(sc, o); ok {
+				limit = fmt.Sprintf("%g", v)
+			}
+			fmt.Fprintf(&b, "| %s | %d (%s) | %s | %s |\n", setupTitle(o.Setup, sc), o.UpstreamRefusals, pct(o.UpstreamRefusalShare), circuit, limit)
+		}
+	}
+
 	if ts := evalTargets(sc, outs); len(ts) > 0 {
 		fmt.Fprintln(&b, "\nTargets (issue 10), adaptive set-up (a missed target is a finding, not a failed run):")
 		fmt.Fprintln(&b)
@@ -194,4 +214,20 @@ func writeOutcomesJSON(path string, sc scenario, outs []outcome, cs []ceiling) e
 		return err
 	}
 	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// peerSettled is a peer's median limit in the window's second half.
+func peerSettled(sc scenario, o outcome) (float64, bool) {
+	from, to := (sc.WindowFrom+sc.WindowTo).Seconds()/2, sc.WindowTo.Seconds()
+	var v []float64
+	for _, p := range o.Peer {
+		if p.T >= from && p.T < to {
+			v = append(v, float64(p.Limit))
+		}
+	}
+	if len(v) == 0 {
+		return 0, false
+	}
+	slices.Sort(v)
+	return v[len(v)/2], true
 }
