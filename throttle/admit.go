@@ -304,7 +304,7 @@ func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, 
 		end = released
 	}
 	// Counted as a first byte by WriteHeader already (Serve's recorder)?
-	counted := rec.fb != nil && rec.wrote && rec.status < 500
+	counted := rec.fb != nil && rec.wrote && rec.status < 500 && !rec.full
 	switch {
 	case rec.full:
 		// The upstream is full, not broken: the circuit does not count it

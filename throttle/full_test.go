@@ -94,8 +94,8 @@ func TestUpstreamFullLowersTheLimitAndLeavesTheCircuitClosed(t *testing.T) {
 			if st.Upstream.FullAnswers != 30 || st.Shed["upstream"] != 30 {
 				t.Fatalf("full answers %d, shed upstream %d, want 30 and 30", st.Upstream.FullAnswers, st.Shed["upstream"])
 			}
-			if a := th.firstBytes.count.Load(); a != 0 {
-				t.Fatalf("%d full answers counted as first bytes, want none", a)
+			if c, a := th.firstBytes.count.Load(), th.firstBytes.answered(); c != 0 || a != 30 {
+				t.Fatalf("full answers: %d counted as first bytes, %d as answered; want 0 and 30 (each ends its wait once)", c, a)
 			}
 			now = now.Add(250 * time.Millisecond)
 			th.step(now, false)
