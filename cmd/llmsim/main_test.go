@@ -172,7 +172,7 @@ func TestRunNoQueueAnswersAsOllama(t *testing.T) {
 		t.Fatalf("start line: %q", l)
 	}
 	body := `{"messages":[{"role":"user","content":"hi"}],"stream":true}`
-	go func() {
+	go func() { // takes the one slot for an hour, until the server shuts down
 		if resp, err := http.Post(base+"/v1/chat/completions", "application/json", strings.NewReader(body)); err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
@@ -180,23 +180,36 @@ func TestRunNoQueueAnswersAsOllama(t *testing.T) {
 	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		resp, err := http.Post(base+"/v1/chat/completions", "application/json", strings.NewReader(body))
+		var st struct {
+			Running int `json:"running"`
+		}
+		resp, err := http.Get(base + "/admin/state")
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, _ := io.ReadAll(resp.Body)
+		_ = json.NewDecoder(resp.Body).Decode(&st)
 		resp.Body.Close()
-		if resp.StatusCode == http.StatusServiceUnavailable {
-			if !strings.Contains(string(b), "server busy, please try again.  maximum pending requests exceeded") {
-				t.Fatalf("503 body %q, want Ollama's", b)
-			}
+		if st.Running == 1 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("never refused with the one slot busy: last %d %q", resp.StatusCode, b)
+			t.Fatal("the first request never took the slot")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	resp, err := http.Post(base+"/v1/chat/completions", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(b), "server busy, please try again.  maximum pending requests exceeded") {
+		t.Fatalf("with the one slot busy: %d %q, want Ollama's 503", resp.StatusCode, b)
+	}
 	cancel()
-	<-errc
+	select {
+	case <-errc:
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return after cancel")
+	}
 }
