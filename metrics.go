@@ -49,7 +49,7 @@ var (
 		"shed_circuit (the circuit refused it); shed_drain (an override drain refused it). Only the pairs admission can give are exported.",
 		"priority", "decision")
 	mShed = desc("shed_total", "Requests refused, by cause: gpu, latency or qps (the tripped level they were refused for); circuit; "+
-		"override (shed or drain); concurrency (no slot within the wait, nothing tripped). A client that left while waiting is not counted.",
+		"override (shed or drain); concurrency (no slot within the wait, nothing tripped); upstream (the upstream answered that it is full). A client that left while waiting is not counted.",
 		"cause")
 	mQPSValue     = desc("qps_requests_per_second", "The QPS level's last sample: arrivals per second.")
 	mQPSThreshold = desc("qps_threshold_requests_per_second", "The QPS level's trip threshold (learned baseline × trip_factor, or limit when lower); "+
@@ -67,10 +67,12 @@ var (
 	mLevelTrans     = desc("level_transitions_total", "Trips and recoveries of each level (qps, gpu, latency).", "level")
 	mShedding       = desc("shedding", "1 while requests are refused or graded by priority for anything but the concurrency limit: "+
 		"a level tripped, the circuit open or half-open, or an override shed or drain.")
-	mOverride     = desc("override", "1 for the operator's override in force (drain, shed, pass), 0 for the others; all 0 under auto.", "state")
-	mCircuitState = desc("circuit_state", "1 for the circuit's current state (closed, open, half-open), 0 for the others.", "state")
-	mCircuitOpens = desc("circuit_opens_total", "Times the circuit opened.")
-	mReserveInUse = desc("reserve_in_use", "High-priority requests in flight, in the reserve's slots or in any other "+
+	mOverride         = desc("override", "1 for the operator's override in force (drain, shed, pass), 0 for the others; all 0 under auto.", "state")
+	mCircuitState     = desc("circuit_state", "1 for the circuit's current state (closed, open, half-open), 0 for the others.", "state")
+	mCircuitOpens     = desc("circuit_opens_total", "Times the circuit opened.")
+	mUpstreamFull     = desc("upstream_full_total", "The upstream's answers that it is full (503, 429, 529): each lowered the limit and was replaced by the module's refusal; none counts toward opening the circuit.")
+	mUpstreamOnlyFull = desc("upstream_only_full_seconds", "For how long the upstream has answered nothing but that it is full (0 while it serves).")
+	mReserveInUse     = desc("reserve_in_use", "High-priority requests in flight, in the reserve's slots or in any other "+
 		"(short requests that borrow the reserve are not counted).")
 	mReserveCap = desc("reserve_capacity", "Slots of the concurrency limit that medium and low requests not known to be short "+
 		"may not take while the reserve is held (while shedding, or while high or short requests are about and slots turn over slowly); "+
@@ -119,7 +121,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mRequests, mShed, mQPSValue, mQPSThreshold, mQPSBaseline, mGPUValue,
 		mGPUThreshold, mLatencyValue, mLatencyThreshold, mLatencyHistory, mLevelTripped, mLevelTrans, mShedding,
-		mOverride, mCircuitState, mCircuitOpens, mReserveInUse, mReserveCap, mMediumRate, mInFlight, mLimit, mQueued, mOldestWait, mSensorErrors, mSensorHung,
+		mOverride, mCircuitState, mCircuitOpens, mUpstreamFull, mUpstreamOnlyFull, mReserveInUse, mReserveCap, mMediumRate, mInFlight, mLimit, mQueued, mOldestWait, mSensorErrors, mSensorHung,
 		mSensorAvailable, mSensorAge} {
 		ch <- d
 	}
@@ -186,6 +188,8 @@ func collect(ch chan<- prometheus.Metric, t *throttle.Throttle, now time.Time) {
 		gauge(mCircuitState, b2f(st.Circuit.State == s), s)
 	}
 	counter(mCircuitOpens, float64(st.Circuit.Opens))
+	counter(mUpstreamFull, float64(st.Upstream.FullAnswers))
+	gauge(mUpstreamOnlyFull, st.Upstream.OnlyFullS)
 	gauge(mReserveInUse, float64(st.Lanes.High.InUse))
 	gauge(mReserveCap, float64(st.Lanes.High.Reserve))
 	gauge(mMediumRate, st.Lanes.Medium.Rate)

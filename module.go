@@ -133,8 +133,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		storage = storageOf(ctx)
 	}
 	val, loaded, err := instances.LoadOrNew(h.Name, func() (caddy.Destructor, error) {
+		var t *throttle.Throttle
+		refuser := func(w http.ResponseWriter, r *http.Request, d throttle.Decision) error { return refuseFull(t, w, r, d) }
 		t, err := throttle.New(throttle.WithName(h.Name), throttle.WithConfig(cfg), throttle.WithLogger(logger),
-			throttle.WithErrorStatus(statusOf))
+			throttle.WithErrorStatus(statusOf), throttle.WithRefuser(refuser))
 		if err != nil {
 			return nil, err
 		}

@@ -67,11 +67,30 @@ func publish(repl *caddy.Replacer, decision, cause int, p priority.Priority) {
 // alone, so the module answers itself unless a route will.
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, d throttle.Decision) error {
 	publish(repl, decisionShed, d.CauseIndex(), d.Priority())
+	return answerRefusal(h.t, w, r, repl, d)
+}
+
+// refuseFull answers, as refuse does, a request whose upstream answered
+// that it is full (the throttle held that answer back, see throttle.Serve).
+// Its placeholders were published as passed: the refusal's are set over
+// them (set values come before published ones).
+func refuseFull(t *throttle.Throttle, w http.ResponseWriter, r *http.Request, d throttle.Decision) error {
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if repl != nil {
+		repl.Set(phDecision, "shed")
+		repl.Set(phLevel, d.Cause())
+		repl.Set(phPriority, d.Priority().String())
+	}
+	return answerRefusal(t, w, r, repl, d)
+}
+
+// answerRefusal is refuse once the placeholders are published.
+func answerRefusal(t *throttle.Throttle, w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, d throttle.Decision) error {
 	if repl != nil {
 		repl.Set(phRetryAfter, d.RetryAfter())
 	}
 	w.Header().Set("Retry-After", strconv.Itoa(d.RetryAfter()))
-	h.t.LogRefusal(r, d)
+	t.LogRefusal(r, d)
 	if srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok && srv.Errors != nil && len(srv.Errors.Routes) > 0 {
 		err := caddyhttp.Error(d.Status(), &throttle.Refusal{Cause: d.Cause(), Priority: d.Priority().String(),
 			RetryAfter: d.RetryAfter(), Status: d.Status()})

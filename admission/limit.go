@@ -109,6 +109,7 @@ type Limit struct {
 	moreSince time.Time
 	moreLow   float64
 	wasStuck  bool // the last step saw requests stuck
+	wasFull   bool // the last step saw an answer that the upstream is full
 	// marks: Signal.Started at the last markSteps steps, the newest at
 	// marks[(head-1) % markSteps]
 	marks [markSteps]mark
@@ -179,6 +180,11 @@ type Signal struct {
 	Pressure bool
 	// Hold: a level that judges the first bytes too (latency) is tripped.
 	Hold bool
+	// Full: the upstream's answers that it is full (503, 429, 529) in the
+	// step; FullInFlight: the fewest other requests in flight at one of
+	// them, what the upstream took then.
+	Full         uint64
+	FullInFlight int64
 }
 
 // NewLimit returns a learner at cfg's initial limit (or its fixed one);
@@ -200,7 +206,7 @@ func (l *Limit) start() {
 	l.long, l.short, l.gradient, l.slowStart, l.floor = 0, 0, 1, true, 0
 	l.sum, l.count, l.since = 0, 0, time.Time{}
 	l.marks, l.head = [markSteps]mark{}, 0
-	l.known, l.knownUntil, l.wasStuck = 0, time.Time{}, false
+	l.known, l.knownUntil, l.wasStuck, l.wasFull = 0, time.Time{}, false, false
 	l.hold, l.moreSince, l.moreLow = probeHold, time.Time{}, 0
 }
 
@@ -333,7 +339,7 @@ func (l *Limit) Step(s Signal) int {
 		}
 		l.known, l.knownUntil = served, s.Now.Add(l.hold)
 		l.why = fmt.Sprintf("%d waited over %v for a first byte: a queue in the upstream", stuck, ms(float64(wait)))
-	} else if s.Now.Before(l.knownUntil) {
+	} else if s.Full == 0 && s.Now.Before(l.knownUntil) {
 		switch {
 		case next > l.limit && next > l.known:
 			next = math.Max(l.limit, l.known)
@@ -351,7 +357,25 @@ func (l *Limit) Step(s Signal) int {
 				int(math.Round(next)))
 		}
 	}
-	l.wasStuck = stuck > 0
+	if s.Full > 0 {
+		// The upstream said it is full: it took FullInFlight and no more.
+		// Down to that at once, and no probing above it for a hold, as
+		// for requests stuck (a refusal comes fast, so first bytes never
+		// say so). Requests on their way to the upstream count in
+		// FullInFlight too, so while the answers go on each step takes
+		// the limit at least one lower.
+		took := math.Max(1, float64(s.FullInFlight))
+		l.slowStart = false
+		next = math.Min(math.Min(next, l.limit), took)
+		if stuck == 0 {
+			if !l.wasFull && l.known > 0 && l.limit > l.known && took <= l.known {
+				l.hold = min(2*l.hold, maxProbeHold) // a probe found no more room: probe half as often
+			}
+			l.known, l.knownUntil = took, s.Now.Add(l.hold)
+		}
+		l.why = fmt.Sprintf("the upstream answered full (503/429/529) %d× with %d others in flight", s.Full, int(took))
+	}
+	l.wasStuck, l.wasFull = stuck > 0, s.Full > 0
 	// More served at once than measured, a second running: capacity came
 	// back. One step's count can run over the upstream's slots (an answer
 	// the upstream has finished counts until its last bytes pass the

@@ -520,3 +520,59 @@ func TestLimitDoesNotCutTwiceForOneQueue(t *testing.T) {
 		t.Fatalf("limit %d after the hold with first bytes far over the tolerance, want a cut (%+v)", v, l.Status())
 	}
 }
+
+// An upstream that answers that it is full (503, 429, 529) refuses fast,
+// so first bytes never slow down and the gradient alone would keep
+// probing up, every probe another refusal. The answer itself brings the
+// limit down at once to what the upstream took (the requests in flight
+// beside the refused one), holds probing there for probeHold, and a probe
+// that meets the same answer doubles the hold.
+func TestLimitComesDownToWhatAFullUpstreamTook(t *testing.T) {
+	busy := Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, Waiting: true}
+	l := NewLimit(Config{Initial: 10})
+	now := time.Unix(0, 0)
+	steps(l, &now, 40, Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 3})
+	// Without the answer, first bytes as fast as ever: the limit climbs.
+	busy.InFlight = int64(l.Value())
+	if v := steps(l, &now, 20, busy); v <= 14 {
+		t.Fatalf("limit %d after 5 s of fast first bytes with requests waiting, want it probing up past 14", v)
+	}
+	full := busy
+	full.InFlight, full.Full, full.FullInFlight = int64(l.Value()), 3, 10
+	if v, d := steps(l, &now, 1, full), l.Status().Driver; v != 10 || !strings.Contains(d, "full") {
+		t.Fatalf("limit %d (%q) after the upstream answered full with 10 others in flight, want 10 at once", v, d)
+	}
+	if m := l.Status().Measured; m != 10 {
+		t.Fatalf("measured %d, want 10: what the upstream took", m)
+	}
+	// The answers go on with 9 others in flight (one of the 10 was on its
+	// way to the upstream, to be refused too): down to 9.
+	full.InFlight, full.FullInFlight = 10, 9
+	if v := steps(l, &now, 1, full); v != 9 {
+		t.Fatalf("limit %d after a second full answer with 9 others, want 9", v)
+	}
+	full.FullInFlight = 10
+	busy.InFlight = 9
+	held := int((probeHold - time.Second) / (250 * time.Millisecond))
+	if v := steps(l, &now, held, busy); v != 9 {
+		t.Fatalf("limit %d within the hold, first bytes fast and requests waiting: want 9, held", v)
+	}
+	if v := steps(l, &now, 12, busy); v <= 9 {
+		t.Fatalf("limit %d after the hold, want probing up again", v)
+	}
+	// The probe meets the answer again: back to 9, and the next hold is
+	// twice as long.
+	full.InFlight, full.FullInFlight = int64(l.Value()), 9
+	if v := steps(l, &now, 1, full); v != 9 {
+		t.Fatalf("limit %d after the probe met a full answer, want 9", v)
+	}
+	if v := steps(l, &now, int((2*probeHold-time.Second)/(250*time.Millisecond)), busy); v != 9 {
+		t.Fatalf("limit %d within the doubled hold, want 9", v)
+	}
+	// Nothing in flight beside it: the limit keeps one slot.
+	full.FullInFlight = 0
+	l2 := NewLimit(Config{Initial: 10})
+	if v := steps(l2, &now, 1, full); v != max(1, l2.cfg.Min) {
+		t.Fatalf("limit %d after a full answer with nothing else in flight, want %d", v, max(1, l2.cfg.Min))
+	}
+}

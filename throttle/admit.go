@@ -329,7 +329,9 @@ func (t *Throttle) Allow(ctx context.Context, p priority.Priority) (Decision, er
 
 // Outcome is how an admitted request ended, for Finish.
 type Outcome struct {
-	// Status is the response's status; 5xx counts against the upstream.
+	// Status is the response's status; 5xx counts against the upstream,
+	// except an answer that it is full (FullStatus: 503, 429, 529), which
+	// lowers the limit instead and leaves the circuit alone.
 	Status int
 	// End is when the request was timed (its first byte, or its end), as
 	// breaker.Mono; 0 means now.
@@ -355,6 +357,7 @@ func (t *Throttle) Finish(d *Decision, o Outcome) {
 		return
 	}
 	d.rec = nil
+	rec.full = FullStatus(o.Status) && !o.ClientGone && !o.Abandoned
 	t.finish(rec, d.Verdict(), d.ticket, o.Status, o.End, o.ClientGone || o.Abandoned, o.Request)
 }
 
@@ -369,8 +372,14 @@ func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, 
 		end = released
 	}
 	// Counted as a first byte by WriteHeader already (Serve's recorder)?
-	counted := rec.fb != nil && rec.wrote && rec.status < 500
+	counted := rec.fb != nil && rec.wrote && rec.status < 500 && !rec.full
 	switch {
+	case rec.full:
+		// The upstream is full, not broken: the circuit does not count it
+		// (a probe's slot goes to the next probe), nor does latency; the
+		// limit learns how many it took (fullUpstream).
+		t.circuit.Cancel(tk)
+		t.full.note(t.gate.InFlight())
 	case gone:
 		t.circuit.Cancel(tk)
 	case status >= 500:
@@ -441,6 +450,12 @@ type Next interface {
 // of unknown length) that was not read to its end, because the client
 // stopped sending or the upstream refused it, says nothing about the
 // upstream's health, and the circuit does not count it.
+//
+// An answer of the upstream that it is full (FullStatus: 503, 429, 529)
+// is held back: the client gets the module's own refusal instead (see
+// refuseFull, WithRefuser), the limit comes down to what the upstream
+// took, and the circuit does not count it. What next returned is then
+// dropped.
 func (t *Throttle) Serve(w http.ResponseWriter, r *http.Request, d Decision, next Next) error {
 	// Field by field, never d whole (see finish).
 	rec, v, tk := d.rec, d.Verdict(), d.ticket
@@ -471,7 +486,15 @@ func (t *Throttle) Serve(w http.ResponseWriter, r *http.Request, d Decision, nex
 		}
 		gone = r.Context().Err() != nil || (status >= 500 && body != nil && !body.ended.Load())
 	}
+	full := rec.full
+	var retry string
+	if full {
+		retry = w.Header().Get("Retry-After") // the upstream's, before finish gives rec back
+	}
 	t.finish(rec, v, tk, status, end, gone, r)
+	if full {
+		return t.refuseFull(w, r, d.Priority(), retry)
+	}
 	return err
 }
 

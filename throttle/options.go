@@ -1,6 +1,7 @@
 package throttle
 
 import (
+	"net/http"
 	"time"
 
 	"go.uber.org/zap"
@@ -20,6 +21,7 @@ type options struct {
 	emit   Emitter
 
 	errStatus func(error) int
+	refuser   func(http.ResponseWriter, *http.Request, Decision) error
 }
 
 // WithName names the throttle in status, metrics, logs and events.
@@ -40,6 +42,15 @@ func WithEmitter(e Emitter) Option { return func(o *options) { o.emit = e } }
 // without a response stands for (the Caddy module reads
 // caddyhttp.HandlerError's); 500 when f is nil or not given.
 func WithErrorStatus(f func(error) int) Option { return func(o *options) { o.errStatus = f } }
+
+// WithRefuser says how Serve answers a request whose upstream answered
+// that it is full (503, 429, 529; the answer is held back): f gets the
+// module's refusal, and what it returns Serve returns. The Caddy module
+// sends it through its error routes. Default: LogRefusal and
+// WriteRefusal.
+func WithRefuser(f func(w http.ResponseWriter, r *http.Request, d Decision) error) Option {
+	return func(o *options) { o.refuser = f }
+}
 
 // WithQPSWindow sets how much history the QPS baseline covers (qps window).
 func WithQPSWindow(d time.Duration) Option {

@@ -25,6 +25,11 @@ type recorder struct {
 	whole  bool        // stamped, and the answer is not streamed: its first byte is its end
 	size   int64       // bytes of the body written
 	class  uint8       // its class for the service times (service): its answer length, if weighed
+	// full: the upstream answered that it is full (FullStatus) and the
+	// answer was held back: nothing of it reaches the client, and Serve
+	// answers with the module's own refusal instead. Only a recorder of
+	// Serve (fb set) holds an answer back.
+	full bool
 	// shard is this recorder's index into the sharded counters and
 	// histograms, fixed for its life: a Decision carries its recorder for
 	// it even when no response is recorded (Admit without Serve). sync.Pool keeps objects on the P
@@ -48,22 +53,41 @@ func getRecorder() *recorder { return recorders.Get().(*recorder) }
 // putRecorder returns rec to the pool, reset: no reference to the
 // request's writer, nothing recorded.
 func putRecorder(rec *recorder) {
-	rec.ResponseWriter, rec.stamp, rec.status, rec.wrote, rec.at, rec.fb, rec.high, rec.short, rec.whole, rec.size, rec.class = nil, false, 0, false, 0, nil, false, false, false, 0, classUnknown
+	rec.ResponseWriter, rec.stamp, rec.status, rec.wrote, rec.at, rec.fb, rec.high, rec.short, rec.whole, rec.size, rec.class, rec.full = nil, false, 0, false, 0, nil, false, false, false, 0, classUnknown, false
 	recorders.Put(rec)
 }
 
+// FullStatus reports whether status is an upstream's answer that it is
+// full, not broken: 503 (Ollama at OLLAMA_MAX_QUEUE, vLLM at
+// --max-num-queued-reqs), 429 (TGI and OpenAI-compatible servers) or 529
+// (NVIDIA Dynamo).
+func FullStatus(status int) bool {
+	return status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests || status == 529
+}
+
 // WriteHeader records the final status; 1xx informational answers other
-// than 101 (Switching Protocols) are not the response yet.
+// than 101 (Switching Protocols) are not the response yet. Under Serve, an
+// answer that the upstream is full is held back: neither its header nor
+// its body is written (see Serve).
 func (rec *recorder) WriteHeader(code int) {
 	if !rec.wrote && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		rec.wrote, rec.status = true, code
 		rec.at = Now().Mono
-		if code < 500 && rec.fb != nil {
-			rec.fb.add(rec.shard, rec.at-rec.start)
+		if rec.fb != nil {
+			if FullStatus(code) {
+				rec.full = true
+				return
+			}
+			if code < 500 {
+				rec.fb.add(rec.shard, rec.at-rec.start)
+			}
 		}
 		if rec.stamp {
 			rec.whole = !streamed(rec.ResponseWriter.Header()["Content-Type"])
 		}
+	}
+	if rec.full {
+		return
 	}
 	rec.ResponseWriter.WriteHeader(code)
 }
@@ -71,6 +95,9 @@ func (rec *recorder) WriteHeader(code int) {
 func (rec *recorder) Write(b []byte) (int, error) {
 	if !rec.wrote {
 		rec.WriteHeader(http.StatusOK)
+	}
+	if rec.full {
+		return len(b), nil
 	}
 	n, err := rec.ResponseWriter.Write(b)
 	rec.size += int64(n)
@@ -82,6 +109,9 @@ func (rec *recorder) Write(b []byte) (int, error) {
 func (rec *recorder) ReadFrom(r io.Reader) (int64, error) {
 	if !rec.wrote {
 		rec.WriteHeader(http.StatusOK)
+	}
+	if rec.full {
+		return io.Copy(io.Discard, r)
 	}
 	var n int64
 	var err error
@@ -110,6 +140,9 @@ func streamed(ct []string) bool {
 func (rec *recorder) FlushError() error {
 	if !rec.wrote {
 		rec.WriteHeader(http.StatusOK)
+	}
+	if rec.full {
+		return nil
 	}
 	return http.NewResponseController(rec.ResponseWriter).Flush()
 }

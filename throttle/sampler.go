@@ -51,6 +51,7 @@ func (t *Throttle) step(now time.Time, second bool) {
 			t.transition(tr)
 		}
 		t.measureDrain(now)
+		t.fullSecond(now)
 	}
 	t.service.step(time.Duration(t.slo.Load()))
 	t.setHighWait()
@@ -117,6 +118,7 @@ func (t *Throttle) admitStep(now time.Time) {
 		Started: started, Answered: t.firstBytes.answered(),
 		Pressure: t.gpu.Hysteresis().Tripped() || t.circuit.State() != breaker.Closed,
 		Hold:     t.latency.Hysteresis().Tripped()}
+	sig.Full, sig.FullInFlight = t.full.step()
 	t.lastFirst, t.lastFulls = [2]uint64{sum, count}, fulls
 	n := t.limit.Step(sig)
 	t.turnover.Step(inflight)

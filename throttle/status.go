@@ -30,8 +30,10 @@ type Status struct {
 	Circuit   CircuitStatus   `json:"circuit"`
 	Admission AdmissionStatus `json:"admission"`
 	Lanes     LanesStatus     `json:"lanes"`
+	// Upstream is the upstream's answers that it is full.
+	Upstream UpstreamStatus `json:"upstream"`
 	// Refusals so far by cause: gpu, latency, qps, circuit, override,
-	// concurrency.
+	// concurrency, upstream.
 	Shed map[string]uint64 `json:"shed"`
 	// Events dropped because the emitter fell behind (the queue holds 64).
 	EventsDropped uint64 `json:"events_dropped"`
@@ -174,6 +176,7 @@ func (t *Throttle) Status(now time.Time) Status {
 		OldestWaitS: levels.Round(oldest.Seconds()), DrainPerS: levels.Round(math.Float64frombits(t.drain.Load())),
 		Short: ShortStatus{BelowTokens: t.weigher.below.Load(), InFlight: inShort, Waiting: waitShort, Weighed: t.weigher.count.Load(),
 			Short: t.weigher.shorts.Load(), Guarded: t.gate.Guarding()}}
+	st.Upstream = t.upstreamStatus(now)
 	for c := range numCauses {
 		st.Shed[causeNames[c]] = t.shedBy[c].Load()
 	}

@@ -24,6 +24,8 @@ package throttle
 
 import (
 	"context"
+	"math"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,18 +57,20 @@ const (
 const (
 	causeCircuit = numLevels + iota
 	causeOverride
-	causeLimit // no slot within the wait, nothing tripped
+	causeLimit    // no slot within the wait, nothing tripped
+	causeUpstream // the upstream answered that it is full (503, 429, 529)
 	numCauses
 )
 
 // Causes is the number of refusal causes: the levels, the circuit, an
-// override and the concurrency limit.
+// override, the concurrency limit and the upstream's own answer that it is
+// full.
 const Causes = numCauses
 
-var causeNames = [numCauses]string{"gpu", "latency", "qps", "circuit", "override", "concurrency"}
+var causeNames = [numCauses]string{"gpu", "latency", "qps", "circuit", "override", "concurrency", "upstream"}
 
 // CauseName names refusal cause c (0 ≤ c < Causes): gpu, latency, qps,
-// circuit, override or concurrency.
+// circuit, override, concurrency or upstream.
 func CauseName(c int) string { return causeNames[c] }
 
 // Throttle is one named throttle: what it has learned, its sampler and the
@@ -116,6 +120,11 @@ type Throttle struct {
 	finished *shard.Counter
 	turnover *admission.Turnover // how long slots are held: whether high can count on one freeing
 	shedBy   [numCauses]atomic.Uint64
+	full     fullUpstream // the upstream's answers that it is full
+
+	// refuser answers a request whose upstream answer that it is full was
+	// held back (Serve); nil: LogRefusal and WriteRefusal.
+	refuser func(http.ResponseWriter, *http.Request, Decision) error
 
 	errStatus func(error) int // the status of an error next returned unanswered; nil: 500
 
@@ -164,6 +173,7 @@ func New(opts ...Option) (*Throttle, error) {
 		t.SetEmitter(o.emit)
 	}
 	t.errStatus = o.errStatus
+	t.refuser = o.refuser
 	startClock()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.stop, t.done = cancel, make(chan struct{})
@@ -196,6 +206,7 @@ func build(name string, cfg Config, logger *zap.Logger) (*Throttle, error) {
 	t.gate = admission.NewGate(t.limit.Value(), cfg.Concurrency.Queue)
 	t.gate.SetReserve(cfg.Priority.Reserve(t.limit.Value()))
 	t.firstBytes = newFirstBytes()
+	t.full.least.Store(math.MaxInt64)
 	t.setMaxWait(cfg.Concurrency.MaxWait)
 	t.slo.Store(int64(cfg.Latency.SLO))
 	t.weigher.limit.Store(cfg.Concurrency.WeighBody)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"math"
+	"net/http"
+	"slices"
 	"time"
 
 	"github.com/ai-guardian/adaptivethrottle/internal/loadgen"
@@ -54,6 +56,17 @@ type outcome struct {
 	SheddingFlips int               `json:"shedding_flips"`
 	// Peer is the lab's limiter once a second (peers only).
 	Peer []peerSample `json:"peer,omitempty"`
+
+	// UpstreamRefusals counts the upstream's own 503s that reached a
+	// client (its body, not the module's refusal), over the whole run;
+	// UpstreamRefusalShare is that of the requests sent.
+	UpstreamRefusals     int     `json:"upstream_refusals"`
+	UpstreamRefusalShare float64 `json:"upstream_refusal_share"`
+	// CircuitNotClosedS counts the 1 s polls that found the circuit not
+	// closed; LimitSettled is the median limit polled in the window's
+	// second half (adaptive only).
+	CircuitNotClosedS int      `json:"circuit_not_closed_s"`
+	LimitSettled      *float64 `json:"limit_settled,omitempty"`
 }
 
 // peerSample is a peer's snapshot at T seconds from the load's start.
@@ -104,6 +117,9 @@ func analyze(sc scenario, setup string, res *loadgen.Result) outcome {
 		}
 		if r.WithinSLO {
 			goodTokens += tokensIn(r, from, to)
+		}
+		if r.Class == loadgen.ClassUpstream5xx && r.Status == http.StatusServiceUnavailable {
+			o.UpstreamRefusals++
 		}
 		if r.Class == loadgen.ClassOK {
 			if done := r.DoneMS(); done >= from && done < to {
@@ -163,13 +179,24 @@ func analyze(sc scenario, setup string, res *loadgen.Result) outcome {
 		o.RecoverS = &v
 	}
 
+	if n := len(res.Records); n > 0 {
+		o.UpstreamRefusalShare = float64(o.UpstreamRefusals) / float64(n)
+	}
+
 	var firstTh, lastTh *loadgen.ThrottleState
 	prevShed := false
+	var limits []float64
 	for _, p := range res.Polls {
 		if p.Upstream != nil {
 			o.UpstreamOOMs = p.Upstream.OOMs
 		}
 		if t := p.Throttle; t != nil {
+			if t.Circuit.State != "" && t.Circuit.State != "closed" {
+				o.CircuitNotClosedS++
+			}
+			if at := p.T * 1000; at >= (from+to)/2 && at < to {
+				limits = append(limits, float64(t.Admission.Limit))
+			}
 			if firstTh == nil {
 				firstTh = t
 			}
@@ -179,6 +206,11 @@ func analyze(sc scenario, setup string, res *loadgen.Result) outcome {
 				prevShed = t.Shedding
 			}
 		}
+	}
+	if len(limits) > 0 {
+		slices.Sort(limits)
+		m := limits[len(limits)/2]
+		o.LimitSettled = &m
 	}
 	if firstTh != nil {
 		o.Transitions = map[string]uint64{

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/ai-guardian/adaptivethrottle/internal/llmsim"
@@ -105,6 +106,25 @@ func writeMarkdown(w io.Writer, sc scenario, outs []outcome, cs []ceiling, machi
 				o.Setup, pr, s.Sent, s.OK, s.OKWithinSLO, s.Shed429RA, s.Shed429, s.Shed503RA, s.Shed503, s.OOM,
 				s.Upstream5xx+s.OtherStatus, s.Timeouts, s.NetErrors+s.Broken+s.Overflow, s.TokensWithinSLO,
 				secs(s.TTFBP50), secs(s.TTFBP99), secs(s.TotalP50), secs(s.TotalP99))
+		}
+	}
+
+	if sc.Storm != nil {
+		fmt.Fprintln(&b, "\nThe upstream's answers that it is full: its own 503 \"server busy\" reaching a client (whole run), 1 s polls that found the circuit not closed, and the limit the set-up settled at (median of the window's second half: the module's concurrency limit, a peer's limit):")
+		fmt.Fprintln(&b)
+		fmt.Fprintln(&b, "| set-up | upstream's 503 seen by clients | circuit not closed | limit settled |")
+		fmt.Fprintln(&b, "|---|--:|--:|--:|")
+		for _, o := range outs {
+			circuit, limit := "–", "–"
+			if o.Transitions != nil {
+				circuit = fmt.Sprintf("%d s (opens %d)", o.CircuitNotClosedS, o.Transitions["circuit"])
+			}
+			if o.LimitSettled != nil {
+				limit = fmt.Sprintf("%g", *o.LimitSettled)
+			} else if v, ok := peerSettled(sc, o); ok {
+				limit = fmt.Sprintf("%g", v)
+			}
+			fmt.Fprintf(&b, "| %s | %d (%s) | %s | %s |\n", setupTitle(o.Setup, sc), o.UpstreamRefusals, pct(o.UpstreamRefusalShare), circuit, limit)
 		}
 	}
 
@@ -215,4 +235,20 @@ func sloText(s loadgen.SLO) string {
 		parts = append(parts, fmt.Sprintf("the whole answer ≤ %v end to end", s.Total))
 	}
 	return strings.Join(parts, " and ")
+}
+
+// peerSettled is a peer's median limit in the window's second half.
+func peerSettled(sc scenario, o outcome) (float64, bool) {
+	from, to := (sc.WindowFrom+sc.WindowTo).Seconds()/2, sc.WindowTo.Seconds()
+	var v []float64
+	for _, p := range o.Peer {
+		if p.T >= from && p.T < to {
+			v = append(v, float64(p.Limit))
+		}
+	}
+	if len(v) == 0 {
+		return 0, false
+	}
+	slices.Sort(v)
+	return v[len(v)/2], true
 }

@@ -52,6 +52,27 @@ type scenario struct {
 	// promise at once (hetero: 8 slots of answers 15 s long).
 	IdealKeep int
 	InflightN int // the static in-flight limit's N
+	// Storm, when not nil: llmsim refuses as Ollama does (503 "server
+	// busy") once its slots and its queue are full, and the scenario's
+	// targets are the storm's (stormTargets).
+	Storm *storm `json:",omitempty"`
+}
+
+// storm is an upstream that answers when full, as Ollama at
+// OLLAMA_MAX_QUEUE: Queue requests may wait for a slot (0: none).
+type storm struct {
+	Queue int
+}
+
+// simArgs are llmsim's flags for the scenario, beyond -listen and -slots.
+func (sc scenario) simArgs() []string {
+	switch {
+	case sc.Storm == nil:
+		return nil
+	case sc.Storm.Queue == 0:
+		return []string{"-full-answer", "ollama", "-no-queue"}
+	}
+	return []string{"-full-answer", "ollama", "-queue-limit", fmt.Sprint(sc.Storm.Queue)}
 }
 
 // tokens reports whether goodput is counted in tokens.
@@ -99,7 +120,7 @@ func setupTitle(s string, sc scenario) string {
 }
 
 // scenarioNames lists every scenario, in the order the lab runs them.
-var scenarioNames = []string{"step", "drop", "hetero", "hetero32", "ramp", "cold2x", "steady09", "tightslo"}
+var scenarioNames = []string{"step", "drop", "hetero", "hetero32", "ramp", "cold2x", "steady09", "tightslo", "storm", "storm-q2"}
 
 // Tight-SLO scenario: every answer tightTokens long, and an end-to-end
 // objective of tightSLO. At a full batch llmsim serves such an answer in
@@ -248,7 +269,26 @@ func scenarios(sim llmsim.Config, inflightN int, smoke bool) []scenario {
 	tight.Latency = fmt.Sprintf("slo %v\nmeasure total", tightSLO)
 	tight.WindowFrom, tight.WindowTo, tight.OverloadEnds = warm, warm+peak, true
 
-	all := []scenario{step, drop, hetero, hetero32, ramp, cold, steady, tight}
+	// storm, storm-q2: an upstream that answers 503 "server busy" (as
+	// Ollama does) once its slots are busy (storm) or two wait (storm-q2):
+	// 0.5× for 10 s, 2× for 40 s, 0.5× for 10 s.
+	stormOn := func(name string, queue int) scenario {
+		warm, peak, tail := pick(10*time.Second, 2*time.Second), pick(40*time.Second, 4*time.Second), pick(10*time.Second, 2*time.Second)
+		what := "no queue"
+		if queue > 0 {
+			what = fmt.Sprintf("a queue of %d", queue)
+		}
+		sc := base(name, fmt.Sprintf("Upstream 503 storm (%s, Ollama's \"server busy\"): %.1f → %.1f req/s (2× capacity) for %v, then back",
+			what, capacity/2, 2*capacity, peak),
+			loadgen.Profile{Kind: loadgen.Step, Base: round1(capacity / 2), Peak: round1(2 * capacity),
+				Duration: warm + peak + tail, StepAt: warm, StepFor: peak})
+		sc.WindowFrom, sc.WindowTo, sc.OverloadEnds = warm, warm+peak, true
+		sc.Storm = &storm{Queue: queue}
+		return sc
+	}
+	storm0, storm2 := stormOn("storm", 0), stormOn("storm-q2", 2)
+
+	all := []scenario{step, drop, hetero, hetero32, ramp, cold, steady, tight, storm0, storm2}
 	for i := range all {
 		all[i].CalmTo = calmUntil(all[i])
 	}

@@ -55,12 +55,33 @@ func TestScenarioDefinitions(t *testing.T) {
 	if !slices.Equal(names, scenarioNames) {
 		t.Errorf("scenarios %v, want %v", names, scenarioNames)
 	}
-	// All eight one after another, drains included: under 20 minutes.
-	if total > 20*time.Minute {
-		t.Errorf("the eight scenarios take up to %v", total)
+	// All ten one after another, drains included: under 24 minutes.
+	if total > 24*time.Minute {
+		t.Errorf("the ten scenarios take up to %v", total)
 	}
 	mid := func(sc scenario) time.Duration { return (sc.WindowFrom + sc.WindowTo) / 2 }
 	load := func(sc scenario, at time.Duration) float64 { return sc.Profile.RateAt(at) / sc.capacityAt(at) }
+
+	// storm, storm-q2: 2× for 40 s against an upstream that answers
+	// Ollama's 503 once its slots (and a queue of 2) are full.
+	for name, queue := range map[string]int{"storm": 0, "storm-q2": 2} {
+		st := byName(t, full, name)
+		if st.Storm == nil || st.Storm.Queue != queue || !near(load(st, mid(st)), 2, 0.02) ||
+			st.WindowTo-st.WindowFrom != 40*time.Second || !st.OverloadEnds {
+			t.Errorf("%s: %+v", name, st)
+		}
+		args := strings.Join(st.simArgs(), " ")
+		want := "-full-answer ollama -no-queue"
+		if queue > 0 {
+			want = "-full-answer ollama -queue-limit 2"
+		}
+		if args != want {
+			t.Errorf("%s: llmsim flags %q, want %q", name, args, want)
+		}
+	}
+	if args := byName(t, full, "step").simArgs(); args != nil {
+		t.Errorf("step: llmsim flags %q, want none", args)
+	}
 
 	step := byName(t, full, "step")
 	if !near(load(step, mid(step)), 3, 0.01) || !near(load(step, time.Second), 0.5, 0.01) || !step.OverloadEnds ||

@@ -85,7 +85,7 @@ func startSetup(ctx context.Context, b bins, labDir, dir, setup string, sc scena
 	if err != nil {
 		return nil, err
 	}
-	sim, err := startProc("llmsim", dir, b.llmsim, []string{"-listen", hostPort(simPort), "-slots", fmt.Sprint(sc.Slots)}, nil)
+	sim, err := startProc("llmsim", dir, b.llmsim, append([]string{"-listen", hostPort(simPort), "-slots", fmt.Sprint(sc.Slots)}, sc.simArgs()...), nil)
 	if err != nil {
 		return nil, err
 	}

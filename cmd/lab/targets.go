@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
 	"sort"
 	"strings"
 )
@@ -24,6 +25,9 @@ func evalTargets(sc scenario, outs []outcome, cs []ceiling) []target {
 	a := find(outs, setupAdaptive)
 	if a == nil {
 		return nil
+	}
+	if sc.Storm != nil {
+		return stormTargets(sc, *a)
 	}
 	var ts []target
 
@@ -173,3 +177,46 @@ func pct(f float64) string { return fmt.Sprintf("%.1f%%", 100*f) }
 
 // points prints a difference of shares in percentage points.
 func points(d float64) string { return fmt.Sprintf("%+.1f pts", 100*d) }
+
+// Storm bars: an upstream that answers when full is saturated, not broken.
+const (
+	stormGoodputBar = 0.9  // goodput ÷ capacity in the window
+	stormRefusalBar = 0.02 // the upstream's own refusals reaching clients, of all sent
+)
+
+// stormTargets are a storm scenario's targets for the adaptive set-up a:
+// the circuit stays closed, the limit settles at what the server takes
+// (its slots, plus its queue), few clients see the upstream's own
+// refusal, and goodput holds.
+func stormTargets(sc scenario, a outcome) []target {
+	var ts []target
+	t := target{What: "circuit stays closed (1 s polls not closed; opens)", Want: "0; 0", Got: "never polled"}
+	if a.Transitions != nil {
+		opens := a.Transitions["circuit"]
+		t.Got = fmt.Sprintf("%d s; %d", a.CircuitNotClosedS, opens)
+		t.Margin = fmt.Sprint(-a.CircuitNotClosedS)
+		t.Met, t.Measured = a.CircuitNotClosedS == 0 && opens == 0, true
+	}
+	ts = append(ts, t)
+
+	takes := sc.Slots + sc.Storm.Queue
+	lo, hi := float64(sc.Slots-1), float64(takes+1)
+	t = target{What: "limit settles at what the server takes (median, window's second half)",
+		Want: fmt.Sprintf("%g–%g (%d slots + a queue of %d, ±1)", lo, hi, sc.Slots, sc.Storm.Queue), Got: "never polled"}
+	if a.LimitSettled != nil {
+		v := *a.LimitSettled
+		t.Got = fmt.Sprintf("%g", v)
+		t.Margin = fmt.Sprintf("%+g", math.Min(v-lo, hi-v))
+		t.Met, t.Measured = v >= lo && v <= hi, true
+	}
+	ts = append(ts, t)
+
+	ts = append(ts, target{What: "requests that see the upstream's own refusal (whole run)", Want: "≤ " + pct(stormRefusalBar),
+		Got:    fmt.Sprintf("%s (%d of %d)", pct(a.UpstreamRefusalShare), a.UpstreamRefusals, len(a.Res.Records)),
+		Margin: points(stormRefusalBar - a.UpstreamRefusalShare), Met: a.UpstreamRefusalShare <= stormRefusalBar, Measured: true})
+
+	ts = append(ts, target{What: "goodput ÷ capacity in the window", Want: fmt.Sprintf("≥ %.2f", stormGoodputBar),
+		Got: fmt.Sprintf("%.2f", a.GoodputRatio), Margin: fmt.Sprintf("%+.2f", a.GoodputRatio-stormGoodputBar),
+		Met: a.GoodputRatio >= stormGoodputBar, Measured: true})
+	return ts
+}

@@ -208,3 +208,59 @@ func TestEvalTargets(t *testing.T) {
 		t.Errorf("no peer, yet measured: %+v", tg)
 	}
 }
+
+// TestStormTargets checks a storm run's figures and targets on a made-up
+// run: the upstream's own 503s counted (not the module's, not a 502), the
+// circuit polled, the limit's median in the window's second half.
+func TestStormTargets(t *testing.T) {
+	sc := scenario{Capacity: 10, WindowCapacity: 10, Slots: 8, Storm: &storm{Queue: 2},
+		Profile:    loadgen.Profile{Kind: loadgen.Step, Duration: 30 * time.Second},
+		WindowFrom: 10 * time.Second, WindowTo: 20 * time.Second, OverloadEnds: true, GoodputRef: 1}
+	var recs []loadgen.Record
+	for i := range 95 {
+		recs = append(recs, okRec(10000+float64(i)*100, loadgen.Medium, 24))
+	}
+	recs = append(recs,
+		loadgen.Record{AtMS: 12000, Priority: loadgen.Low, Class: loadgen.ClassUpstream5xx, Status: 503}, // the upstream's own
+		loadgen.Record{AtMS: 12000, Priority: loadgen.Low, Class: loadgen.ClassUpstream5xx, Status: 502}, // a proxy error
+		loadgen.Record{AtMS: 12000, Priority: loadgen.Low, Class: loadgen.ClassShed503, Status: 503},     // the module's
+		shedRec(13000, loadgen.Low),
+	)
+	th := func(circuit string, limit int) *loadgen.ThrottleState {
+		s := &loadgen.ThrottleState{}
+		s.Circuit.State, s.Admission.Limit = circuit, limit
+		return s
+	}
+	res := &loadgen.Result{DurationS: 30, Records: recs, Polls: []loadgen.Poll{
+		{T: 1, Throttle: th("closed", 4)}, {T: 12, Throttle: th("closed", 14)},
+		{T: 15, Throttle: th("closed", 11)}, {T: 16, Throttle: th("closed", 9)}, {T: 18, Throttle: th("closed", 10)},
+		{T: 25, Throttle: th("closed", 10)},
+	}}
+	o := analyze(sc, setupAdaptive, res)
+	if o.UpstreamRefusals != 1 || o.CircuitNotClosedS != 0 || o.LimitSettled == nil || *o.LimitSettled != 10 {
+		t.Fatalf("upstream refusals %d, circuit not closed %d s, limit settled %v; want 1, 0, 10", o.UpstreamRefusals, o.CircuitNotClosedS, o.LimitSettled)
+	}
+	met := func(ts []target) (n int) {
+		for _, t := range ts {
+			if t.Met {
+				n++
+			}
+		}
+		return n
+	}
+	if ts := evalTargets(sc, []outcome{o}, nil); len(ts) != 4 || met(ts) != 4 {
+		t.Fatalf("targets %+v, want 4, all met", ts)
+	}
+	// The circuit half-open for a poll, the limit at 14, 3% of requests
+	// seeing the upstream's 503, goodput 0.5: every target missed.
+	res.Polls[3].Throttle.Circuit.State = "half-open"
+	for i := 2; i <= 4; i++ {
+		res.Polls[i].Throttle.Admission.Limit = 14
+	}
+	res.Records = append(res.Records[50:], loadgen.Record{AtMS: 12000, Class: loadgen.ClassUpstream5xx, Status: 503},
+		loadgen.Record{AtMS: 12000, Class: loadgen.ClassUpstream5xx, Status: 503})
+	o = analyze(sc, setupAdaptive, res)
+	if ts := evalTargets(sc, []outcome{o}, nil); met(ts) != 0 {
+		t.Fatalf("targets %+v, want none met", ts)
+	}
+}

@@ -57,7 +57,9 @@ func run(ctx context.Context, args []string, logw io.Writer, ready func(net.Addr
 	fs.Float64Var(&cfg.TokenSlowdown, "token-slowdown", llmsim.DefaultTokenSlowdown, "per-token time multiplier at a full batch (≥ 1)")
 	fs.IntVar(&cfg.DefaultMaxTokens, "max-tokens", llmsim.DefaultDefaultMaxTokens, "tokens generated when a request names no max_tokens")
 	fs.IntVar(&cfg.MaxTokensLimit, "max-tokens-limit", llmsim.DefaultMaxTokensLimit, "cap on a request's max_tokens")
-	fs.IntVar(&cfg.QueueLimit, "queue-limit", 0, "queued requests before 429 (0 = unbounded, like real servers)")
+	fs.IntVar(&cfg.QueueLimit, "queue-limit", 0, "queued requests before the full answer (0 = unbounded, like real servers by default)")
+	fs.BoolVar(&cfg.NoQueue, "no-queue", false, "answer full whenever every slot is busy (a queue capped at 0)")
+	fs.StringVar(&cfg.FullAnswer, "full-answer", llmsim.FullOpenAI, "how a full queue refuses: openai (429, OpenAI error), ollama (503 \"server busy\"), tgi (429 \"Model is overloaded\")")
 	fs.Var(&totalMem, "total-mem", "GPU memory, bytes or with a suffix (80GiB, 512MiB)")
 	fs.Var(&baseMem, "base-mem", "memory held by weights and runtime")
 	fs.Var(&kvPerTok, "kv-per-token", "KV-cache bytes per token of a running sequence")
@@ -93,6 +95,12 @@ func run(ctx context.Context, args []string, logw io.Writer, ready func(net.Addr
 	logger := log.New(logw, "llmsim: ", log.LstdFlags)
 	logger.Printf("listening on http://%s, model %s, %d slots, capacity ≈ %.1f req/s at %d tokens/request",
 		ln.Addr(), cfg.ModelName, cfg.Slots, cfg.Capacity(), sim.Config().DefaultMaxTokens)
+	switch {
+	case cfg.NoQueue:
+		logger.Printf("no queue: a request finding every slot busy gets the %s full answer", sim.Config().FullAnswer)
+	case cfg.QueueLimit > 0:
+		logger.Printf("queue capped at %d: past it a request gets the %s full answer", cfg.QueueLimit, sim.Config().FullAnswer)
+	}
 	if dropAfter > 0 {
 		t := time.AfterFunc(dropAfter, func() {
 			sim.SetSlots(dropTo)

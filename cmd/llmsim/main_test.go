@@ -122,6 +122,7 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{"-nope"},
 		{"extra"},
 		{"-listen", "256.0.0.1:0"},
+		{"-full-answer", "vllm"},
 	} {
 		err := run(context.Background(), args, io.Discard, nil)
 		if err == nil || errors.Is(err, flag.ErrHelp) {
@@ -145,5 +146,70 @@ func TestByteSize(t *testing.T) {
 		if err := b.Set(in); err == nil {
 			t.Errorf("Set(%q) = %d, want an error", in, b)
 		}
+	}
+}
+
+// -no-queue and -full-answer make a server that refuses as Ollama does as
+// soon as its one slot is busy, and says so at start.
+func TestRunNoQueueAnswersAsOllama(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var logs syncBuffer
+	addrc := make(chan net.Addr, 1)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- run(ctx, []string{"-listen", "127.0.0.1:0", "-slots", "1", "-prefill", "1ms", "-token-time", "1h",
+			"-no-queue", "-full-answer", "ollama"}, &logs, func(a net.Addr) { addrc <- a })
+	}()
+	var base string
+	select {
+	case a := <-addrc:
+		base = "http://" + a.String()
+	case err := <-errc:
+		t.Fatalf("run ended early: %v", err)
+	}
+	if l := logs.String(); !strings.Contains(l, "no queue") || !strings.Contains(l, "ollama") {
+		t.Fatalf("start line: %q", l)
+	}
+	body := `{"messages":[{"role":"user","content":"hi"}],"stream":true}`
+	go func() { // takes the one slot for an hour, until the server shuts down
+		if resp, err := http.Post(base+"/v1/chat/completions", "application/json", strings.NewReader(body)); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var st struct {
+			Running int `json:"running"`
+		}
+		resp, err := http.Get(base + "/admin/state")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		if st.Running == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first request never took the slot")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	resp, err := http.Post(base+"/v1/chat/completions", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(b), "server busy, please try again.  maximum pending requests exceeded") {
+		t.Fatalf("with the one slot busy: %d %q, want Ollama's 503", resp.StatusCode, b)
+	}
+	cancel()
+	select {
+	case <-errc:
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return after cancel")
 	}
 }

@@ -43,6 +43,18 @@ const (
 	DefaultModelName        = "demo-llm"
 )
 
+// How a server answers a request its full queue cannot take.
+const (
+	// FullOpenAI: 429 with an OpenAI-style error body.
+	FullOpenAI = "openai"
+	// FullOllama: 503 {"error":"server busy, please try again.  maximum
+	// pending requests exceeded"}, as Ollama answers at OLLAMA_MAX_QUEUE.
+	FullOllama = "ollama"
+	// FullTGI: 429 {"error":"Model is overloaded","error_type":"overloaded"},
+	// as text-generation-inference answers at its queue's limit.
+	FullTGI = "tgi"
+)
+
 // Config sets the simulated server's shape. Zero fields take the defaults
 // above (New applies them); Validate reports fields that are out of range.
 type Config struct {
@@ -53,12 +65,17 @@ type Config struct {
 	DefaultMaxTokens int           // tokens generated when the request names none
 	MaxTokensLimit   int           // cap on a request's max_tokens
 	QueueLimit       int           // 0 = unbounded (real servers queue without bound)
-	TotalMemory      int64         // bytes of GPU memory
-	BaseMemory       int64         // bytes held by weights and runtime
-	KVPerToken       int64         // bytes per token of a running sequence, prompt included
-	QueuedMemory     int64         // bytes each queued request holds
-	ModelName        string        // reported in responses, /v1/models and metric labels
-	SMIFile          string        // nvidia-smi CSV rewritten every 100 ms; empty = off
+	NoQueue          bool          // refuse whenever every slot is busy: a queue capped at 0
+	// FullAnswer is how a request over the queue's cap is refused, as a
+	// real server answers when full: FullOpenAI (the default), FullOllama
+	// or FullTGI.
+	FullAnswer   string
+	TotalMemory  int64  // bytes of GPU memory
+	BaseMemory   int64  // bytes held by weights and runtime
+	KVPerToken   int64  // bytes per token of a running sequence, prompt included
+	QueuedMemory int64  // bytes each queued request holds
+	ModelName    string // reported in responses, /v1/models and metric labels
+	SMIFile      string // nvidia-smi CSV rewritten every 100 ms; empty = off
 }
 
 // Validate reports the first field that is out of range. Zero means
@@ -79,6 +96,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("llmsim: max tokens limit %d: must be ≥ 0", c.MaxTokensLimit)
 	case c.QueueLimit < 0:
 		return fmt.Errorf("llmsim: queue limit %d: must be ≥ 0", c.QueueLimit)
+	case c.FullAnswer != "" && c.FullAnswer != FullOpenAI && c.FullAnswer != FullOllama && c.FullAnswer != FullTGI:
+		return fmt.Errorf("llmsim: full answer %q: want %s, %s or %s", c.FullAnswer, FullOpenAI, FullOllama, FullTGI)
 	case c.TotalMemory < 0, c.BaseMemory < 0, c.KVPerToken < 0, c.QueuedMemory < 0:
 		return errors.New("llmsim: memory sizes must be ≥ 0")
 	}
@@ -127,6 +146,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.QueuedMemory <= 0 {
 		c.QueuedMemory = DefaultQueuedMemory
+	}
+	if c.FullAnswer != FullOllama && c.FullAnswer != FullTGI {
+		c.FullAnswer = FullOpenAI
 	}
 	if c.ModelName == "" {
 		c.ModelName = DefaultModelName

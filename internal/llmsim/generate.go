@@ -33,7 +33,7 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request, chat boo
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	case errors.Is(err, errQueueFull):
-		writeError(w, http.StatusTooManyRequests, err.Error())
+		s.writeFull(w)
 		return
 	case err != nil: // client gone: nobody to answer
 		return

@@ -182,6 +182,20 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 	}{apiError{Message: msg, Type: typ, Code: status}})
 }
 
+// writeFull refuses a request the full queue cannot take, as the server
+// cfg.FullAnswer names does (bodies and statuses as those servers write
+// them).
+func (s *Server) writeFull(w http.ResponseWriter) {
+	switch s.cfg.FullAnswer {
+	case FullOllama:
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "server busy, please try again.  maximum pending requests exceeded"})
+	case FullTGI:
+		writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": "Model is overloaded", "error_type": "overloaded"})
+	default:
+		writeError(w, http.StatusTooManyRequests, errQueueFull.Error())
+	}
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	body, err := json.Marshal(v)
 	if err != nil { // only plain structs and maps reach here

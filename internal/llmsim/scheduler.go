@@ -11,7 +11,7 @@ import (
 // Errors a request can meet on its way to a slot.
 var (
 	errOOM       = errors.New("CUDA out of memory (simulated)")
-	errQueueFull = errors.New("model is overloaded: request queue is full")
+	errQueueFull = errors.New("model is overloaded: request queue is full") // answered as Config.FullAnswer says
 	errClosed    = errors.New("server is shutting down")
 )
 
@@ -64,7 +64,8 @@ func (s *scheduler) memUsedLocked() int64 {
 }
 
 // enqueue admits a request of prompt tokens to the queue, or fails at once
-// when its buffers would not fit in memory or the queue is full.
+// when its buffers would not fit in memory or the queue is full (at
+// QueueLimit, or with NoQueue whenever every slot is busy).
 func (s *scheduler) enqueue(prompt int, now time.Time) (*seq, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -72,7 +73,7 @@ func (s *scheduler) enqueue(prompt int, now time.Time) (*seq, error) {
 		s.ooms++
 		return nil, errOOM
 	}
-	if s.cfg.QueueLimit > 0 && s.queue.Len() >= s.cfg.QueueLimit {
+	if (s.cfg.QueueLimit > 0 && s.queue.Len() >= s.cfg.QueueLimit) || (s.cfg.NoQueue && s.running+s.queue.Len() >= s.slots) {
 		s.rejected++
 		return nil, errQueueFull
 	}

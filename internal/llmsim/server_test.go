@@ -347,3 +347,51 @@ func TestQueueLimitAndCloseOverHTTP(t *testing.T) {
 		t.Fatalf("after Close: running got %d, queued got %d; want 503 both", a, b)
 	}
 }
+
+// A full queue answers as the server FullAnswer names does: Ollama's 503
+// "server busy", TGI's 429 "Model is overloaded", or the OpenAI-style 429.
+// NoQueue refuses as soon as every slot is busy; QueueLimit past its cap.
+func TestFullAnswersAsRealServers(t *testing.T) {
+	for _, tc := range []struct {
+		answer string
+		status int
+		body   string
+	}{
+		{FullOllama, 503, `{"error":"server busy, please try again.  maximum pending requests exceeded"}`},
+		{FullTGI, 429, `{"error":"Model is overloaded","error_type":"overloaded"}`},
+		{"", 429, `"message":"model is overloaded: request queue is full"`},
+	} {
+		t.Run("no queue "+tc.answer, func(t *testing.T) {
+			cfg := slowTokens(2)
+			cfg.NoQueue, cfg.FullAnswer = true, tc.answer
+			e := newEnv(t, cfg)
+			for range 2 {
+				e.background(t, chatBody)
+			}
+			waitState(t, e.sim, "both slots busy", func(s State) bool { return s.Running == 2 })
+			code, _, b := e.call(t, "POST", "/v1/chat/completions", chatBody)
+			if code != tc.status || !strings.Contains(string(b), tc.body) {
+				t.Fatalf("every slot busy, no queue: %d %s; want %d %s", code, b, tc.status, tc.body)
+			}
+			if st := e.sim.State(); st.Rejected != 1 || st.Waiting != 0 {
+				t.Fatalf("state %+v, want 1 rejected, none waiting", st)
+			}
+		})
+	}
+	t.Run("queue of 2, ollama", func(t *testing.T) {
+		cfg := slowTokens(1)
+		cfg.QueueLimit, cfg.FullAnswer = 2, FullOllama
+		e := newEnv(t, cfg)
+		for range 3 {
+			e.background(t, chatBody)
+		}
+		waitState(t, e.sim, "1 running, 2 waiting", func(s State) bool { return s.Running == 1 && s.Waiting == 2 })
+		code, _, b := e.call(t, "POST", "/v1/chat/completions", chatBody)
+		if code != 503 || !strings.Contains(string(b), "server busy") {
+			t.Fatalf("past a queue of 2: %d %s, want Ollama's 503", code, b)
+		}
+	})
+	if err := (Config{FullAnswer: "vllm"}).Validate(); err == nil || !strings.Contains(err.Error(), "full answer") {
+		t.Fatalf("unknown full answer: %v", err)
+	}
+}
