@@ -127,7 +127,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			metric      <name> [total|free <name>]
 //			labels      <label>=<value>...
 //			aggregate   max | mean
-//			threshold   <percent>%|<fraction>   # 75%
+//			threshold   <percent>%|<fraction>   # 75%, and above the memory floor when unset
 //			interval    <duration>   # 2s
 //			timeout     <duration>   # 80% of interval
 //			stale_after <duration>   # 10s

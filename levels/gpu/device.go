@@ -85,6 +85,11 @@ type Config struct {
 	OnError string `json:"on_error,omitempty"`
 
 	maxBody int64 // prometheus body bound, default 4 MiB (no block sets it; tests do)
+
+	// thresholdDefault: Defaults filled Threshold. Memory readings are then
+	// judged above the learned floor; a threshold the user wrote is
+	// judged as written (floor.go).
+	thresholdDefault bool
 }
 
 // Defaults for Config; DefaultMetric is the vLLM KV-cache saturation gauge,
@@ -119,7 +124,7 @@ func (c *Config) Defaults() {
 		c.Aggregate = "max"
 	}
 	if c.Threshold == 0 {
-		c.Threshold = DefaultThreshold
+		c.Threshold, c.thresholdDefault = DefaultThreshold, true
 	}
 	if c.Interval == 0 {
 		c.Interval = config.Duration(DefaultInterval)
