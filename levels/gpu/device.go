@@ -11,6 +11,7 @@ package gpu
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"strings"
 	"time"
@@ -65,6 +66,9 @@ type Config struct {
 	PairKind string `json:"pair_kind,omitempty"`
 	// prometheus: the total or free metric's name.
 	PairMetric string `json:"pair_metric,omitempty"`
+	// prometheus: metric is a count (requests waiting), judged as a
+	// fraction of this many. 0: metric is a 0–1 gauge (or a pair).
+	MetricMax float64 `json:"metric_max,omitempty"`
 	// prometheus: only series whose labels equal these.
 	Labels map[string]string `json:"labels,omitempty"`
 	// max (default: any device over threshold trips) or mean, across
@@ -195,7 +199,7 @@ func (c Config) Validate() error {
 	}
 	if c.Source == "prometheus" {
 		errs = append(errs, c.validatePrometheus()...)
-	} else if len(c.URLs) > 0 || c.Metric != "" || c.PairKind != "" || c.PairMetric != "" || len(c.Labels) > 0 {
+	} else if len(c.URLs) > 0 || c.Metric != "" || c.PairKind != "" || c.PairMetric != "" || c.MetricMax != 0 || len(c.Labels) > 0 {
 		bad("gpu urls, metric and labels need source prometheus (source is %q)", c.Source)
 	}
 	return errors.Join(errs...)
@@ -232,6 +236,13 @@ func (c Config) validatePrometheus() []error {
 		}
 	default:
 		bad("gpu metric pair kind %q unknown (want total or free)", c.PairKind)
+	}
+	switch {
+	case c.MetricMax == 0:
+	case !(c.MetricMax > 0) || math.IsInf(c.MetricMax, 0): // also NaN
+		bad("gpu metric %s max %v: must be a positive number", c.Metric, c.MetricMax)
+	case c.PairKind != "":
+		bad("gpu metric %s: a max and a %s pair cannot both be set", c.Metric, c.PairKind)
 	}
 	for k := range c.Labels {
 		if k == "" || strings.ContainsAny(k, " \t\n{}\"=") {
