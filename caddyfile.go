@@ -127,10 +127,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		gpu off
 //		gpu {
 //			source      auto | nvml | nvidia-smi [<path>] | prometheus <url>... | off
-//			metric      <name> [total|free <name>]
+//			metric      <name> [total|free <name> | max <n>]
 //			labels      <label>=<value>...
 //			aggregate   max | mean
-//			threshold   <percent>%|<fraction>   # 75%
+//			threshold   <percent>%|<fraction>   # 75%, and above the memory floor when unset
 //			interval    <duration>   # 2s; 100ms ≤ 1h
 //			timeout     <duration>   # 80% of interval
 //			stale_after <duration>   # 10s; ≤ 24h
@@ -354,12 +354,20 @@ func gpuKey(d *caddyfile.Dispenser, c *gpu.Config) error {
 		case 1:
 			c.Metric = args[0]
 		case 3:
+			if args[1] == "max" {
+				f, err := strconv.ParseFloat(args[2], 64)
+				if err != nil || !(f > 0) || math.IsInf(f, 0) {
+					return keyErr(d, "gpu", "metric", "%s max %q: must be a positive number (the count that reads as 100%%)", args[0], args[2])
+				}
+				c.Metric, c.MetricMax = args[0], f
+				return nil
+			}
 			if args[1] != "total" && args[1] != "free" {
-				return keyErr(d, "gpu", "metric", "%s: the second argument must be total or free, got %q", args[0], args[1])
+				return keyErr(d, "gpu", "metric", "%s: the second argument must be total, free or max, got %q", args[0], args[1])
 			}
 			c.Metric, c.PairKind, c.PairMetric = args[0], args[1], args[2]
 		default:
-			return keyErr(d, "gpu", "metric", "takes <name> or <name> total|free <name>")
+			return keyErr(d, "gpu", "metric", "takes <name>, <name> total|free <name> or <name> max <n>")
 		}
 		return nil
 	case "labels":

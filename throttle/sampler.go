@@ -46,6 +46,7 @@ func (t *Throttle) step(now time.Time, second bool) {
 	for _, l := range t.levels {
 		l.Sample(now, in, t.transition)
 	}
+	t.logGPUNote()
 	if second {
 		if tr, ok := t.circuit.Poll(now); ok {
 			t.transition(tr)

@@ -143,6 +143,7 @@ type Throttle struct {
 	lastFin   uint64        // sampler only: finished at the last second
 	lastSec   time.Time     // sampler only
 	drain     atomic.Uint64 // float64 bits: completions per second, smoothed (sampler)
+	gpuNote   uint64        // sampler only: the GPU level's note last logged (gpu.Level.Note)
 	stop      context.CancelFunc
 	done      chan struct{}
 }

@@ -10,6 +10,7 @@ package gpu
 
 import (
 	"errors"
+	"math"
 	"net/url"
 	"strings"
 	"time"
@@ -64,6 +65,9 @@ type Config struct {
 	PairKind string `json:"pair_kind,omitempty"`
 	// prometheus: the total or free metric's name.
 	PairMetric string `json:"pair_metric,omitempty"`
+	// prometheus: metric is a count (requests waiting), judged as a
+	// fraction of this many. 0: metric is a 0–1 gauge (or a pair).
+	MetricMax float64 `json:"metric_max,omitempty"`
 	// prometheus: only series whose labels equal these.
 	Labels map[string]string `json:"labels,omitempty"`
 	// max (default: any device over threshold trips) or mean, across
@@ -86,6 +90,11 @@ type Config struct {
 	config.Zeros // the keys written as 0: Validate refuses them
 
 	maxBody int64 // prometheus body bound, default 4 MiB (no block sets it; tests do)
+
+	// thresholdDefault: Defaults filled Threshold. Memory readings are then
+	// judged above the learned floor; a threshold the user wrote is
+	// judged as written (floor.go).
+	thresholdDefault bool
 }
 
 // Defaults for Config; DefaultMetric is the vLLM KV-cache saturation gauge,
@@ -127,7 +136,7 @@ func (c *Config) Defaults() {
 		c.Aggregate = "max"
 	}
 	if !c.Given("threshold", c.Threshold) {
-		c.Threshold = DefaultThreshold
+		c.Threshold, c.thresholdDefault = DefaultThreshold, true
 	}
 	if !c.Given("interval", float64(c.Interval)) {
 		c.Interval = config.Duration(DefaultInterval)
@@ -202,7 +211,7 @@ func (c Config) Validate() error {
 	}
 	if c.Source == "prometheus" {
 		errs = append(errs, c.validatePrometheus()...)
-	} else if len(c.URLs) > 0 || c.Metric != "" || c.PairKind != "" || c.PairMetric != "" || len(c.Labels) > 0 {
+	} else if len(c.URLs) > 0 || c.Metric != "" || c.PairKind != "" || c.PairMetric != "" || c.MetricMax != 0 || len(c.Labels) > 0 {
 		bad("urls", "metric and labels need source prometheus (source is %q)", c.Source)
 	}
 	return errors.Join(errs...)
@@ -252,6 +261,13 @@ func (c Config) validatePrometheus() []error {
 		}
 	default:
 		bad("metric", "pair kind must be total or free, got %q", c.PairKind)
+	}
+	switch {
+	case c.MetricMax == 0:
+	case !(c.MetricMax > 0) || math.IsInf(c.MetricMax, 0): // also NaN
+		bad("metric", "%s max %v: must be a positive number", c.Metric, c.MetricMax)
+	case c.PairKind != "":
+		bad("metric", "%s: a max and a %s pair cannot both be set", c.Metric, c.PairKind)
 	}
 	for k := range c.Labels {
 		if k == "" || strings.ContainsAny(k, " \t\n{}\"=") {

@@ -33,8 +33,20 @@ type Level struct {
 	stop context.CancelFunc
 	done chan struct{}
 
-	// Sampler only: the reading last observed, and when.
+	// Sampler only: the reading last observed, and when; the memory floor.
 	lastAt, lastObserved time.Time
+	fl                   floor
+
+	forget  atomic.Bool               // Forget asked the sampler to drop the floor
+	judged  atomic.Pointer[judgement] // the last memory reading as judged, for Status
+	noteSeq atomic.Uint64             // counts notes worth a log line (Note)
+}
+
+// judgement is the last memory reading as the level judged it.
+type judgement struct {
+	value, limit, floor float64
+	growth              bool   // judged as growth above the floor
+	note                string // what memory can and cannot judge here; "" when nothing to say
 }
 
 // New opens cfg's source and starts its sensor; cfg is defaulted. A source
@@ -65,6 +77,8 @@ func (l *Level) open(cfg Config) error {
 	l.close()
 	l.warn.Store(&warning)
 	l.cfg.Store(&cfg)
+	l.forget.Store(true) // a floor is learned of one source
+	l.judged.Store(nil)
 	if src == nil {
 		l.sensor.Store(nil)
 		l.h.Reset()
@@ -143,45 +157,106 @@ func (l *Level) Name() string { return "gpu" }
 // Hysteresis implements levels.Level.
 func (l *Level) Hysteresis() *breaker.Hysteresis { return l.h }
 
-// Forget implements levels.Level: the GPU level learns nothing, and a GPU
-// over its threshold is no less full for a reset.
-func (l *Level) Forget() {}
+// Forget implements levels.Level: the memory floor is dropped and the
+// next reading sets it (a model that loaded is taken as held at once). A
+// trip stays: a GPU over its threshold is no less full for a reset.
+func (l *Level) Forget() { l.forget.Store(true) }
+
+// Note says what the memory readings can and cannot judge here ("" when
+// a fixed threshold over them is meaningful), with a sequence number that
+// changes when the note is worth a new log line: it appeared, went, or its
+// floor moved.
+func (l *Level) Note() (seq uint64, note string) {
+	seq = l.noteSeq.Load()
+	if j := l.judged.Load(); j != nil {
+		note = j.note
+	}
+	return seq, note
+}
+
+// memory reports whether source reads memory (whose floor the level
+// learns) rather than a server's own saturation gauge.
+func memory(source string, cfg *Config) bool {
+	return source == "nvml" || source == "nvidia-smi" || (source == "prometheus" && cfg.PairKind != "")
+}
 
 // Sample implements levels.Level: it observes each new reading once, and
 // a stale one (the sensor stopped publishing) once an interval. A reading
-// over the threshold trips the level; a source that cannot be read is no
-// evidence of pressure under on_error allow, and trips it at once under
-// on_error shed.
-func (l *Level) Sample(now time.Time, _ levels.Inputs, report func(breaker.Transition)) {
+// over the threshold trips the level; a memory reading at the default
+// threshold trips it above the floor's limit instead (floor.go). A source
+// that cannot be read is no evidence of pressure under on_error allow, and
+// trips it at once under on_error shed.
+func (l *Level) Sample(now time.Time, in levels.Inputs, report func(breaker.Transition)) {
 	s := l.sensor.Load()
 	if s == nil {
 		return
 	}
+	if l.forget.Swap(false) {
+		l.fl.reset()
+	}
+	l.fl.load(in.InFlight)
 	cfg := l.cfg.Load()
 	r := s.LatestAt(now)
 	if r.At.IsZero() || (r.At.Equal(l.lastAt) && (r.Available || now.Sub(l.lastObserved) < cfg.Interval.D())) {
 		return
 	}
 	l.lastAt, l.lastObserved = r.At, now
+	value, limit := r.Value, r.Threshold
 	o := breaker.Observation{Value: r.Value, Threshold: r.Threshold,
 		Reason: fmt.Sprintf("gpu %s %.1f%% > %.1f%%", r.Source, 100*r.Value, 100*r.Threshold),
 		Recovery: func(o breaker.Observation, recoverBelow float64, recoverAfter int) string {
 			return recovery(r.Source, o, recoverBelow, recoverAfter)
 		}}
-	if !r.Available {
-		if cfg.OnError == "shed" {
-			o = breaker.Observation{Threshold: r.Threshold, Hard: true, Reason: "gpu source unavailable (on_error shed): " + r.Reason}
-		} else {
-			// No evidence of pressure: enough such readings recover a trip.
-			o = breaker.Observation{Threshold: r.Threshold,
-				Recovery: func(_ breaker.Observation, _ float64, recoverAfter int) string {
-					return fmt.Sprintf("source unavailable for %d %s (on_error allow): %s", recoverAfter, readings(recoverAfter), r.Reason)
-				}}
-		}
+	switch {
+	case !r.Available && cfg.OnError == "shed":
+		o = breaker.Observation{Threshold: r.Threshold, Hard: true, Reason: "gpu source unavailable (on_error shed): " + r.Reason}
+	case !r.Available:
+		// No evidence of pressure: enough such readings recover a trip.
+		o = breaker.Observation{Threshold: r.Threshold,
+			Recovery: func(_ breaker.Observation, _ float64, recoverAfter int) string {
+				return fmt.Sprintf("source unavailable for %d %s (on_error allow): %s", recoverAfter, readings(recoverAfter), r.Reason)
+			}}
+	case memory(r.Source, cfg):
+		limit, o = l.judgeMemory(r, cfg, now, o)
 	}
 	if tr, ok := l.h.Observe(now, o); ok {
+		if r.Available {
+			tr.Value, tr.Threshold = value, limit
+		}
 		report(tr)
 	}
+}
+
+// judgeMemory learns the floor from memory reading r and returns its
+// limit and the observation to judge it by: o itself at the threshold, or
+// at the default threshold with the floor's limit above it, the growth
+// above the floor (so that the hysteresis recovers below 90% of the way
+// from the floor to the limit, not below 90% of the limit).
+func (l *Level) judgeMemory(r Reading, cfg *Config, now time.Time, o breaker.Observation) (float64, breaker.Observation) {
+	moved := l.fl.observe(r.Value, now)
+	j := &judgement{value: r.Value, limit: r.Threshold, floor: l.fl.value,
+		note: l.fl.note(r.Source, r.Threshold, !cfg.thresholdDefault)}
+	if cfg.thresholdDefault {
+		j.limit = l.fl.limit(r.Threshold)
+	}
+	if j.growth = j.limit > r.Threshold; j.growth {
+		base, held := l.fl.value, l.fl.held()
+		o = breaker.Observation{Value: r.Value - base, Threshold: j.limit - base,
+			Reason: fmt.Sprintf("gpu %s %.1f%% > %.1f%%: memory grew above the %.1f%% held %s", r.Source, 100*r.Value, 100*j.limit, 100*base, held),
+			Recovery: func(o breaker.Observation, recoverBelow float64, recoverAfter int) string {
+				return fmt.Sprintf("%s %.1f%% < %.1f%% (the %.1f%% held %s + %g × its allowance) for %d %s", r.Source,
+					100*(base+o.Value), 100*(base+recoverBelow*o.Threshold), 100*base, held, recoverBelow, recoverAfter, readings(recoverAfter))
+			}}
+	}
+	prev := ""
+	if p := l.judged.Load(); p != nil {
+		prev = p.note
+	}
+	if (prev == "") != (j.note == "") || (moved && j.note != "") {
+		l.noteSeq.Add(1)
+	}
+	l.judged.Store(j)
+	return j.limit, o
 }
 
 // recovery words a recovery (breaker.Observation.Recovery) on source's
@@ -209,6 +284,12 @@ type Status struct {
 	Errors     uint64         `json:"errors"`
 	Hung       uint64         `json:"hung"`
 	Devices    []DeviceStatus `json:"devices"`
+	// Floor is the memory held whatever the load (floor.go), a fraction;
+	// 0 for a server's own gauge, or before the first reading.
+	Floor float64 `json:"floor"`
+	// Note says what the memory readings cannot judge here, and which
+	// gauge can; "" when nothing needs saying.
+	Note string `json:"note,omitempty"`
 }
 
 // DeviceStatus is one GPU or gauge series in Status.
@@ -239,6 +320,12 @@ func (l *Level) Status(now time.Time) Status {
 	}
 	for _, d := range r.Devices {
 		st.Devices = append(st.Devices, DeviceStatus{ID: d.ID, UUID: d.UUID, Used: d.Used, Total: d.Total, Ratio: levels.Round(d.Ratio())})
+	}
+	if j := l.judged.Load(); j != nil && memory(r.Source, cfg) {
+		st.Threshold, st.Floor, st.Note = levels.Round(j.limit), levels.Round(j.floor), j.note
+		if j.growth {
+			st.Value = levels.Round(j.value)
+		}
 	}
 	return st
 }

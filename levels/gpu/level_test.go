@@ -146,8 +146,13 @@ func TestSetConfigFailureKeepsTheRunningSource(t *testing.T) {
 func TestLevelRecoveryReason(t *testing.T) {
 	l, publish := published(t, Config{})
 	now := time.Unix(1000, 0)
-	publish(Reading{Source: "nvidia-smi", Available: true, LastGood: now, Value: 0.9, Threshold: 0.75, At: now})
+	publish(Reading{Source: "nvidia-smi", Available: true, LastGood: now, Value: 0.3, Threshold: 0.75, At: now})
 	sample(l, now)
+	now = now.Add(2 * time.Second)
+	publish(Reading{Source: "nvidia-smi", Available: true, LastGood: now, Value: 0.9, Threshold: 0.75, At: now})
+	if trs := sample(l, now); len(trs) != 1 || !trs[0].Tripped {
+		t.Fatalf("90%% of memory after 30%% did not trip: %+v", trs)
+	}
 	var trs []breaker.Transition
 	for range 4 {
 		now = now.Add(2 * time.Second)

@@ -163,6 +163,9 @@ func ParseMetrics(body []byte, cfg Config) (devs []Device, err error) {
 			continue
 		}
 		d.Used, d.Total = s.value, 1
+		if cfg.MetricMax > 0 { // a count, as a fraction of its max
+			d.Total = cfg.MetricMax
+		}
 		if cfg.PairKind != "" {
 			pv, ok := pairs[s.labels]
 			switch {

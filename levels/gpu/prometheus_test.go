@@ -363,3 +363,42 @@ func BenchmarkParseMetricsVLLM(b *testing.B) {
 		}
 	}
 }
+
+// A count (requests waiting) is judged as a fraction of its max: TGI's
+// unlabelled tgi_queue_size at 24 of max 32 is 75%.
+func TestPrometheusCountWithMax(t *testing.T) {
+	srv := serveMetrics(t, []byte("# HELP tgi_queue_size Current queue size\n# TYPE tgi_queue_size gauge\ntgi_queue_size 24\n"))
+	cfg := promCfg(srv.URL + "/metrics")
+	cfg.Metric, cfg.MetricMax = "tgi_queue_size", 32
+	devs, err := openProm(t, cfg).Read(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(devs) != 1 || devs[0].Used != 24 || devs[0].Total != 32 || devs[0].Ratio() != 0.75 || devs[0].ID != "{}" {
+		t.Fatalf("%+v", devs)
+	}
+	for _, c := range []struct {
+		max  float64
+		pair string
+		want string
+	}{
+		{-1, "", "gpu: metric tgi_queue_size max -1: must be a positive number"},
+		{math.Inf(1), "", "must be a positive number"},
+		{math.NaN(), "", "must be a positive number"},
+		{8, "total", "a max and a total pair cannot both be set"},
+	} {
+		bad := cfg
+		bad.MetricMax = c.max
+		if c.pair != "" {
+			bad.PairKind, bad.PairMetric = c.pair, "x"
+		}
+		if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("max %v %s: %v, want %q", c.max, c.pair, err, c.want)
+		}
+	}
+	nvml := Config{Source: "nvml", MetricMax: 8}
+	nvml.Defaults()
+	if err := nvml.Validate(); err == nil || !strings.Contains(err.Error(), "need source prometheus") {
+		t.Errorf("max with nvml: %v", err)
+	}
+}
