@@ -17,9 +17,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -499,27 +497,11 @@ func startOllamaSetup(ctx context.Context, b bins, labDir, dir, setup, lines, up
 		}
 	}()
 	ollamaURL := "http://" + upstream
-	var lim peer
-	if setup == setupInflight || setup == setupGradient2 {
-		lim, err = newPeer(setup, &url.URL{Scheme: "http", Host: upstream}, sc)
-		if err != nil {
-			return nil, err
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		srv := &http.Server{Handler: lim, ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = srv.Serve(ln) }()
-		stops = append(stops, func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			if srv.Shutdown(sctx) != nil {
-				srv.Close()
-			}
-		})
-		upstream = ln.Addr().String()
+	lim, upstream, stop, err := servePeer(setup, upstream, sc)
+	if err != nil {
+		return nil, err
 	}
+	stops = append(stops, stop)
 	port, err := freePort()
 	if err != nil {
 		return nil, err

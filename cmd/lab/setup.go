@@ -96,27 +96,11 @@ func startSetup(ctx context.Context, b bins, labDir, dir, setup string, sc scena
 	}
 
 	upstream := hostPort(simPort)
-	var lim peer
-	if setup == setupInflight || setup == setupGradient2 {
-		lim, err = newPeer(setup, &url.URL{Scheme: "http", Host: upstream}, sc)
-		if err != nil {
-			return nil, err
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		srv := &http.Server{Handler: lim, ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = srv.Serve(ln) }()
-		stops = append(stops, func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			if srv.Shutdown(sctx) != nil {
-				srv.Close()
-			}
-		})
-		upstream = ln.Addr().String()
+	lim, upstream, stop, err := servePeer(setup, upstream, sc)
+	if err != nil {
+		return nil, err
 	}
+	stops = append(stops, stop)
 
 	port, err := freePort()
 	if err != nil {
@@ -171,4 +155,32 @@ func newPeer(setup string, upstream *url.URL, sc scenario) (peer, error) {
 		return newGradient2Peer(upstream, defaultGradient2)
 	}
 	return nil, fmt.Errorf("set-up %s has no limiter in the lab", setup)
+}
+
+// servePeer starts, for the peer set-ups (the static in-flight limit,
+// Gradient2), the lab's limiter in front of upstream on a port of its own,
+// and returns it, the address to proxy to instead, and what stops it; for
+// any other set-up nil, upstream itself and a stop that does nothing.
+func servePeer(setup, upstream string, sc scenario) (peer, string, func(), error) {
+	if setup != setupInflight && setup != setupGradient2 {
+		return nil, upstream, func() {}, nil
+	}
+	lim, err := newPeer(setup, &url.URL{Scheme: "http", Host: upstream}, sc)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", nil, err
+	}
+	srv := &http.Server{Handler: lim, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	stop := func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if srv.Shutdown(sctx) != nil {
+			srv.Close()
+		}
+	}
+	return lim, ln.Addr().String(), stop, nil
 }
