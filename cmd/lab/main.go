@@ -28,6 +28,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -220,8 +221,8 @@ func prepareBins(ctx context.Context, root, tmp string, stdout, stderr io.Writer
 		return bins{}, fmt.Errorf("go build: %v\n%s", err, out)
 	}
 	caddy := filepath.Join(root, "caddy")
-	if _, err := os.Stat(caddy); err != nil {
-		fmt.Fprintln(stdout, "lab: ./caddy missing: ./xcaddy-build.sh (minutes)…")
+	if why := caddyStale(root, caddy); why != "" {
+		fmt.Fprintf(stdout, "lab: ./caddy %s: ./xcaddy-build.sh (minutes when cold)…\n", why)
 		cmd := exec.CommandContext(ctx, filepath.Join(root, "xcaddy-build.sh"))
 		cmd.Dir = root
 		cmd.Stdout, cmd.Stderr = stderr, stderr
@@ -432,4 +433,36 @@ func machineInfo() string {
 		kernel = ", Linux " + strings.TrimSpace(string(b))
 	}
 	return fmt.Sprintf("Machine: %d CPUs (%s), %s%s.", runtime.NumCPU(), model, runtime.Version(), kernel)
+}
+
+// caddyStale says why ./caddy (at path, in the module at root) must be
+// built before a run: it is missing, or a Go file of the module is newer,
+// so it would measure a module other than the code's; "" when neither.
+func caddyStale(root, path string) string {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "missing"
+	}
+	newer := ""
+	_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || newer != "" {
+			return filepath.SkipDir
+		}
+		if d.IsDir() {
+			if n := d.Name(); p != root && (strings.HasPrefix(n, ".") || n == "testdata" || n == "results") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if strings.HasSuffix(p, ".go") && !strings.HasSuffix(p, "_test.go") {
+			if info, err := d.Info(); err == nil && info.ModTime().After(fi.ModTime()) {
+				newer, _ = filepath.Rel(root, p)
+			}
+		}
+		return nil
+	})
+	if newer != "" {
+		return "older than " + newer
+	}
+	return ""
 }

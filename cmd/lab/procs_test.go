@@ -120,3 +120,32 @@ func mustFreePort(t *testing.T) int {
 	}
 	return p
 }
+
+// ./caddy is stale when missing or older than a Go file of the module,
+// and fresh when newer than all of them (tests and testdata do not count).
+func TestCaddyStale(t *testing.T) {
+	root := t.TempDir()
+	caddy := filepath.Join(root, "caddy")
+	src := filepath.Join(root, "throttle", "admit.go")
+	if err := os.MkdirAll(filepath.Dir(src), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{src, caddy, filepath.Join(root, "throttle", "admit_test.go")} {
+		if err := os.WriteFile(f, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if why := caddyStale(root, filepath.Join(root, "nothing")); why != "missing" {
+		t.Errorf("missing binary: %q", why)
+	}
+	old, recent := time.Now().Add(-time.Hour), time.Now()
+	os.Chtimes(caddy, old, old)
+	os.Chtimes(src, recent, recent)
+	if why := caddyStale(root, caddy); why != "older than throttle/admit.go" {
+		t.Errorf("binary older than a source: %q", why)
+	}
+	os.Chtimes(caddy, recent.Add(time.Minute), recent.Add(time.Minute))
+	if why := caddyStale(root, caddy); why != "" {
+		t.Errorf("fresh binary: %q", why)
+	}
+}
