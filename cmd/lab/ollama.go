@@ -110,7 +110,8 @@ func (o ollamaOptions) adaptiveSetups() ([]adaptiveSetup, error) {
 		if lines == "" {
 			continue
 		}
-		s := adaptiveSetup{Name: "adaptive_throttle (" + lines + ")", Lines: lines}
+		// Lines may hold newlines (one directive a line); the name is one line.
+		s := adaptiveSetup{Name: "adaptive_throttle (" + strings.ReplaceAll(lines, "\n", "; ") + ")", Lines: lines}
 		if lines == "defaults" {
 			s = adaptiveSetup{Name: setupAdaptive}
 		}
