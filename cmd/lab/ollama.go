@@ -25,7 +25,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"text/template"
 	"time"
 
 	"github.com/ai-guardian/adaptivethrottle/internal/loadgen"
@@ -462,23 +461,6 @@ type ollamaCaddyVars struct {
 	Lines    string // inside adaptive_throttle, laid out (caddyBlock); "" for its defaults
 }
 
-// renderTemplate fills the template at path with v into out.
-func renderTemplate(path, out string, v any) error {
-	t, err := template.New(filepath.Base(path)).Option("missingkey=error").ParseFiles(path)
-	if err != nil {
-		return err
-	}
-	f, err := os.Create(out)
-	if err != nil {
-		return err
-	}
-	if err := t.Execute(f, v); err != nil {
-		f.Close()
-		return fmt.Errorf("rendering %s: %w", path, err)
-	}
-	return f.Close()
-}
-
 // startOllamaSetup starts one set-up in front of the Ollama server at
 // upstream (host:port): the peer's limiter when it has one, then Caddy
 // pinned to cpus. lines are the module's (adaptive set-ups only).
@@ -514,7 +496,7 @@ func startOllamaSetup(ctx context.Context, b bins, labDir, dir, setup, lines, up
 	adaptive := strings.HasPrefix(setup, setupAdaptive)
 	cfgPath := filepath.Join(dir, "Caddyfile")
 	if adaptive {
-		err = renderTemplate(filepath.Join(labDir, "ollama-adaptive.Caddyfile.tmpl"), cfgPath,
+		err = renderCaddyfile(filepath.Join(labDir, "ollama-adaptive.Caddyfile.tmpl"), cfgPath,
 			ollamaCaddyVars{Admin: hostPort(adminPort), Port: port, Upstream: upstream, Lines: caddyBlock(lines, "\t\t")})
 	} else {
 		err = renderCaddyfile(filepath.Join(labDir, "plain.Caddyfile.tmpl"), cfgPath,

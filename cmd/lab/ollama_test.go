@@ -245,7 +245,7 @@ func TestOllamaCaddyfileTemplate(t *testing.T) {
 	for i, lines := range []string{"", "latency { slo 1s }", "concurrency { max_wait 300ms }"} {
 		out := filepath.Join(dir, fmt.Sprintf("%d.Caddyfile", i))
 		v := ollamaCaddyVars{Admin: "127.0.0.1:2999", Port: 18080, Upstream: "127.0.0.1:11434", Lines: caddyBlock(lines, "\t\t")}
-		if err := renderTemplate("../../lab/ollama-adaptive.Caddyfile.tmpl", out, v); err != nil {
+		if err := renderCaddyfile("../../lab/ollama-adaptive.Caddyfile.tmpl", out, v); err != nil {
 			t.Fatal(err)
 		}
 		b, _ := os.ReadFile(out)

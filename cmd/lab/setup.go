@@ -45,8 +45,9 @@ type caddyVars struct {
 // adaptiveConcurrency is -adaptive-concurrency.
 var adaptiveConcurrency string
 
-// renderCaddyfile fills the template at path into out.
-func renderCaddyfile(path, out string, v caddyVars) error {
+// renderCaddyfile fills the template at path with v (caddyVars,
+// ollamaCaddyVars) into out.
+func renderCaddyfile(path, out string, v any) error {
 	t, err := template.New(filepath.Base(path)).Option("missingkey=error").ParseFiles(path)
 	if err != nil {
 		return err
