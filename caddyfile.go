@@ -119,7 +119,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			sigma        <n>          # 2; 0: the mean; ≤ 100
 //			trip_factor  <n>          # 1.5; above 1, ≤ 100
 //			min_baseline <req/s>      # 5; 0: no floor; ≤ 1000000
-//			limit        <req/s>      # none; ≤ 1000000
+//			max_rate     <req/s>      # none: a fixed ceiling besides the learned one; ≤ 1000000
 //			warmup       <seconds>    # 30; 0: none; ≤ the window
 //		}
 //		gpu off
@@ -266,7 +266,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // unknownKey names them; each block's parser below takes exactly these.
 var keys = map[string][]string{
 	"":            {"name", "qps", "gpu", "latency", "circuit", "priority", "concurrency", "retry_after", "retry_after_max", "persist"},
-	"qps":         {"window", "sigma", "trip_factor", "min_baseline", "limit", "warmup"},
+	"qps":         {"window", "sigma", "trip_factor", "min_baseline", "max_rate", "warmup"},
 	"gpu":         {"source", "metric", "labels", "aggregate", "threshold", "interval", "timeout", "stale_after", "devices", "on_error"},
 	"latency":     {"percentile", "window", "factor", "consecutive", "ceiling", "measure", "min_threshold", "slo"},
 	"circuit":     {"error_ratio", "min_requests", "window", "open_for", "max_open_for", "probes", "probe_timeout"},
@@ -372,8 +372,10 @@ func qpsKey(d *caddyfile.Dispenser, c *qps.Config) error {
 		return numberKey(d, b, &c.TripFactor, &c.Zeros)
 	case "min_baseline":
 		return numberKey(d, b, &c.MinBaseline, &c.Zeros)
+	case "max_rate":
+		return numberKey(d, b, &c.MaxRate, &c.Zeros)
 	case "limit":
-		return numberKey(d, b, &c.Limit, &c.Zeros)
+		return keyErr(d, b, "limit", "is now max_rate (req/s; concurrency's limit counts slots)")
 	case "warmup":
 		return wholeKey(d, b, &c.Warmup, &c.Zeros)
 	}

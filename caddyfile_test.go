@@ -48,7 +48,7 @@ func TestCaddyfileBare(t *testing.T) {
 		{"qps sigma", s.QPS.Sigma, 2.0},
 		{"qps trip_factor", s.QPS.TripFactor, 1.5},
 		{"qps min_baseline", s.QPS.MinBaseline, 5.0},
-		{"qps limit", s.QPS.Limit, 0.0},
+		{"qps max_rate", s.QPS.MaxRate, 0.0},
 		{"gpu source", s.GPU.Source, "auto"},
 		{"gpu threshold", s.GPU.Threshold, 0.75},
 		{"gpu interval", s.GPU.Interval.D(), 2 * time.Second},
@@ -93,7 +93,7 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 			sigma 3
 			trip_factor 2
 			min_baseline 10
-			limit 200
+			max_rate 200
 			warmup 20
 		}
 		gpu {
@@ -150,7 +150,7 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 	want := &Handler{
 		Name: "llm-main",
 		QPS: &qps.Config{Window: config.Duration(2 * time.Minute), Sigma: 3, TripFactor: 2, MinBaseline: 10,
-			Limit: 200, Warmup: 20},
+			MaxRate: 200, Warmup: 20},
 		GPU: &gpu.Config{Source: "prometheus", URLs: []string{"http://10.0.0.5:8000/metrics", "http://10.0.0.6:8000/metrics"},
 			Metric: "DCGM_FI_DEV_FB_USED", PairKind: "free", PairMetric: "DCGM_FI_DEV_FB_FREE",
 			Labels: map[string]string{"gpu": "0", "model_name": "llama"}, Aggregate: "mean", Threshold: 0.8,
@@ -212,8 +212,9 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 	}{
 		{"adaptive_throttle extra", "wrong argument count", 1},
 		{"adaptive_throttle {\n\tbogus 1\n}", `bogus is unknown (adaptive_throttle takes name, qps, gpu, latency, circuit, priority, concurrency, retry_after, retry_after_max, persist)`, 2},
-		{"adaptive_throttle {\n\tqps {\n\t\twindow 5m\n\t\tsigmaa 2\n\t}\n}", `qps: sigmaa is unknown (qps takes window, sigma, trip_factor, min_baseline, limit, warmup)`, 4},
+		{"adaptive_throttle {\n\tqps {\n\t\twindow 5m\n\t\tsigmaa 2\n\t}\n}", `qps: sigmaa is unknown (qps takes window, sigma, trip_factor, min_baseline, max_rate, warmup)`, 4},
 		{"adaptive_throttle {\n\tqps {\n\t\twindow soon\n\t}\n}", "window must be a positive duration", 3},
+		{"adaptive_throttle {\n\tqps {\n\t\tlimit 50\n\t}\n}", "qps: limit is now max_rate (req/s; concurrency's limit counts slots)", 3},
 		{"adaptive_throttle {\n\tqps {\n\t\ttrip_factor 0.5\n\t}\n}", "trip_factor must be above 1", 3},
 		{"adaptive_throttle {\n\tqps 5m\n}", "qps takes a block", 2},
 		{"adaptive_throttle {\n\tgpu {\n\t\tsource cuda\n\t}\n}", `gpu: source must be auto, nvml, nvidia-smi, prometheus or off, got "cuda"`, 3},
@@ -300,6 +301,18 @@ func TestInconsistentBlocksFailAtTheirLine(t *testing.T) {
 	}
 }
 
+// A JSON config with qps's former "limit" fails naming max_rate; max_rate
+// is read.
+func TestJSONQPSLimitIsNowMaxRate(t *testing.T) {
+	var h Handler
+	if err := json.Unmarshal([]byte(`{"qps":{"limit":50}}`), &h); err == nil || !strings.Contains(err.Error(), "qps: limit is now max_rate") {
+		t.Errorf(`{"qps":{"limit":50}}: %v`, err)
+	}
+	if err := json.Unmarshal([]byte(`{"qps":{"max_rate":50}}`), &h); err != nil || h.QPS.MaxRate != 50 {
+		t.Errorf(`{"qps":{"max_rate":50}}: %v, %+v`, err, h.QPS)
+	}
+}
+
 // Mistakes that used to be taken silently fail at their line.
 func TestCaddyfileRefusesSilentMistakes(t *testing.T) {
 	cases := []struct {
@@ -311,7 +324,7 @@ func TestCaddyfileRefusesSilentMistakes(t *testing.T) {
 		{"adaptive_throttle {\n\tgpu off {\n\t\tsource nvml\n\t}\n}", "gpu off takes no block", 2},
 		{"adaptive_throttle {\n\tqps {\n\t\tsigma 1\n\t\tsigma 2\n\t}\n}", "qps: sigma given twice", 4},
 		{"adaptive_throttle {\n\tpriority {\n\t\tfrom X-Priority\n\t}\n}", "from must be a placeholder", 3},
-		{"adaptive_throttle {\n\tqps {\n\t\tlimit inf\n\t}\n}", "limit must be a finite number", 3},
+		{"adaptive_throttle {\n\tqps {\n\t\tmax_rate inf\n\t}\n}", "max_rate must be a finite number", 3},
 		{"adaptive_throttle {\n\tqps {\n\t\tsigma NaN\n\t}\n}", "sigma must be a finite number", 3},
 		{"adaptive_throttle {\n\tlatency {\n\t\tfactor +Inf\n\t}\n}", "factor must be a finite number", 3},
 		{"adaptive_throttle {\n\tpriority {\n\t\tmedium_floor inf\n\t}\n}", "medium_floor must be a finite number", 3},
@@ -497,7 +510,7 @@ func TestCaddyfilePersist(t *testing.T) {
 // block's Validate at the block's end, or the whole's at the directive's.
 func TestConfigErrorsNameBlockAndKey(t *testing.T) {
 	keys := map[string][]string{
-		"qps":         {"window", "sigma", "trip_factor", "min_baseline", "limit", "warmup"},
+		"qps":         {"window", "sigma", "trip_factor", "min_baseline", "max_rate", "warmup"},
 		"gpu":         {"source", "labels", "aggregate", "threshold", "interval", "timeout", "stale_after", "on_error"},
 		"latency":     {"percentile", "window", "factor", "consecutive", "ceiling", "measure", "slo", "min_threshold"},
 		"circuit":     {"error_ratio", "min_requests", "window", "open_for", "max_open_for", "probes", "probe_timeout"},

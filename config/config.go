@@ -140,6 +140,19 @@ func MarshalBlock(v any, z Zeros) ([]byte, error) {
 	return append(out, '}'), nil
 }
 
+// Renamed refuses the JSON object b when it has the key old, naming the
+// key current that replaced it: "block: old is now current".
+func Renamed(b []byte, block, old, current string) error {
+	var raw map[string]json.RawMessage
+	if json.Unmarshal(b, &raw) != nil {
+		return nil // not an object: the decoder says why
+	}
+	if _, ok := raw[old]; ok {
+		return Errorf(block, old, "is now %s", current)
+	}
+	return nil
+}
+
 // UnmarshalBlock reads the JSON object b into v (a pointer to a block's
 // config, as a type without its UnmarshalJSON), refusing unknown keys as
 // Caddy does, and returns the numeric keys b gives as zero.

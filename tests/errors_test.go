@@ -28,7 +28,7 @@ func TestHandleErrorsForAnotherStatusKeepsTheRefusal(t *testing.T) {
 		respond "no such page" 404
 	}
 }`)
-	if code, body := adminDo(t, "POST", "/throttle/override", `{"instance":"errors404","state":"shed"}`); code != 200 {
+	if code, body := adminDo(t, "POST", "/throttle/override", `{"name":"errors404","state":"shed"}`); code != 200 {
 		t.Fatalf("override: %d %s", code, body)
 	}
 	resp := chat(t, tc, "low", false)
@@ -62,15 +62,15 @@ func TestHandleErrorsForTheStatusAnswers(t *testing.T) {
 		respond "fallback"
 	}
 }`)
-	if code, body := adminDo(t, "POST", "/throttle/override", `{"instance":"errors429","state":"shed"}`); code != 200 {
+	if code, body := adminDo(t, "POST", "/throttle/override", `{"name":"errors429","state":"shed"}`); code != 200 {
 		t.Fatalf("override: %d %s", code, body)
 	}
 	resp := chat(t, tc, "low", false)
 	if body := drain(t, resp); body != "fallback" || strings.Contains(body, "overloaded") {
 		t.Fatalf("the 429 error route did not answer: %d %q", resp.StatusCode, body)
 	}
-	if st := status(t, "errors429"); st.Lanes.Low.Shed != 1 {
-		t.Fatalf("the fallback answer is still a shed for the module: %+v", st.Lanes.Low)
+	if st := status(t, "errors429"); st.Priorities.Low.Shed != 1 {
+		t.Fatalf("the fallback answer is still a shed for the module: %+v", st.Priorities.Low)
 	}
 }
 
@@ -93,7 +93,7 @@ http://127.0.0.1:9080 {
 		respond "the other site's answer" 429
 	}
 }`)
-	if code, body := adminDo(t, "POST", "/throttle/override", `{"instance":"errorsothersite","state":"shed"}`); code != 200 {
+	if code, body := adminDo(t, "POST", "/throttle/override", `{"name":"errorsothersite","state":"shed"}`); code != 200 {
 		t.Fatalf("override: %d %s", code, body)
 	}
 	assertShed(t, chat(t, tc, "low", false), http.StatusTooManyRequests, "override", "low", 5)

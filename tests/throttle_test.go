@@ -76,7 +76,7 @@ func TestHealthyTrafficPassesUntouched(t *testing.T) {
 	}
 
 	st := status(t, "healthy")
-	if st.Shedding || st.Lanes.Low.Passed != 1 || st.Lanes.High.Passed != 1 || st.InFlight != 0 {
+	if st.Shedding || st.Priorities.Low.Passed != 1 || st.Priorities.High.Passed != 1 || st.Admission.InFlight != 0 {
 		t.Fatalf("status after two healthy requests: %+v", st)
 	}
 }
@@ -124,8 +124,8 @@ func TestSlowUpstreamTripsLatency(t *testing.T) {
 		t.Fatalf("high priority refused while latency tripped: %d %s", resp.StatusCode, body)
 	}
 	st = status(t, "slow")
-	if st.Lanes.Low.Shed != 1 || st.Shed["latency"] != 1 || st.Lanes.High.InUse != 0 {
-		t.Fatalf("counts after one shed and a reserved pass: lanes %+v shed %v", st.Lanes, st.Shed)
+	if st.Priorities.Low.Shed != 1 || st.Shed["latency"] != 1 || st.Priorities.High.InUse != 0 {
+		t.Fatalf("counts after one shed and a reserved pass: priorities %+v shed %v", st.Priorities, st.Shed)
 	}
 }
 

@@ -65,7 +65,7 @@ func TestRefusedUploadsDoNotOpenTheCircuit(t *testing.T) {
 	reverse_proxy @upload `+refusing+`
 	reverse_proxy `+healthy+`
 }`)
-	adminDo(t, "POST", "/throttle/reset", `{"instance":"uploads","what":"all"}`) // a circuit an earlier run opened
+	adminDo(t, "POST", "/throttle/reset", `{"name":"uploads","what":"all"}`) // a circuit an earlier run opened
 	opens := status(t, "uploads").Circuit.Opens
 	big := bytes.Repeat([]byte("x"), 32<<20) // well beyond what the sockets buffer, so the reset comes mid-body
 	for i := range 25 {
@@ -81,7 +81,7 @@ func TestRefusedUploadsDoNotOpenTheCircuit(t *testing.T) {
 			t.Fatalf("upload %d: %d %s", i, resp.StatusCode, body)
 		}
 	}
-	eventually(t, 5*time.Second, "every upload finished", func() bool { return status(t, "uploads").InFlight == 0 })
+	eventually(t, 5*time.Second, "every upload finished", func() bool { return status(t, "uploads").Admission.InFlight == 0 })
 	if c := status(t, "uploads").Circuit; c.State != "closed" || c.Failures != 0 || c.Opens != opens {
 		t.Fatalf("circuit after 25 refused uploads: %+v", c)
 	}

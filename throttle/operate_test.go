@@ -45,12 +45,12 @@ func TestOverrideDrainRefusesEverythingNew(t *testing.T) {
 		}
 	}
 	st := th.Status(now)
-	if !st.Shedding || st.Override == nil || st.Override.State != "drain" || st.Shed["override"] != 3 || st.InFlight != 1 {
-		t.Fatalf("status under drain: shedding %v override %+v shed %v in flight %d", st.Shedding, st.Override, st.Shed, st.InFlight)
+	if !st.Shedding || st.Override == nil || st.Override.State != "drain" || st.Shed["override"] != 3 || st.Admission.InFlight != 1 {
+		t.Fatalf("status under drain: shedding %v override %+v shed %v in flight %d", st.Shedding, st.Override, st.Shed, st.Admission.InFlight)
 	}
 	th.Finish(&held, Outcome{Status: 200, End: breaker.Mono(now)})
-	if st := th.Status(now); st.InFlight != 0 || st.Lanes.Low.Passed != 1 {
-		t.Fatalf("the request in flight did not finish under drain: %+v", st.Lanes.Low)
+	if st := th.Status(now); st.Admission.InFlight != 0 || st.Priorities.Low.Passed != 1 {
+		t.Fatalf("the request in flight did not finish under drain: %+v", st.Priorities.Low)
 	}
 
 	// With the circuit due for Half-Open, a drain takes no probe.
