@@ -287,7 +287,8 @@ func unknownKey(d *caddyfile.Dispenser, block string) error {
 // parseBlock runs sub for each line of a nested block (a block is
 // required; a key given twice is an error), then checks the block as a
 // whole, so that what only the block can judge (a window against its
-// minimum, a timeout against the interval) fails adapt at the block's line.
+// minimum, a timeout against the interval) fails adapt at the line of the
+// key it is about.
 func parseBlock(d *caddyfile.Dispenser, sub func(*caddyfile.Dispenser) error, check func() error) error {
 	name := d.Val()
 	if d.NextArg() {
