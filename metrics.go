@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/levels"
 	"github.com/ai-guardian/adaptivethrottle/priority"
 	"github.com/ai-guardian/adaptivethrottle/throttle"
@@ -186,8 +187,8 @@ func collect(ch chan<- prometheus.Metric, t *throttle.Throttle, now time.Time) {
 	for _, o := range overrideStates {
 		gauge(mOverride, b2f(st.Override != nil && st.Override.State == o), o)
 	}
-	for _, s := range []string{"closed", "open", "half-open"} {
-		gauge(mCircuitState, b2f(st.Circuit.State == s), s)
+	for _, s := range []breaker.State{breaker.Closed, breaker.Open, breaker.HalfOpen} {
+		gauge(mCircuitState, b2f(st.Circuit.State == s), s.String())
 	}
 	counter(mCircuitOpens, float64(st.Circuit.Opens))
 	counter(mUpstreamFull, float64(st.Upstream.FullAnswers))

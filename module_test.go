@@ -221,7 +221,7 @@ func TestOutcomesFeedTheCircuit(t *testing.T) {
 		r := httptest.NewRequest(http.MethodGet, "/", nil).WithContext(canceled)
 		_ = h.ServeHTTP(httptest.NewRecorder(), r, fail)
 	}
-	if st := h.t.Status(time.Now()).Circuit; st.Failures != 0 || st.State != "closed" {
+	if st := h.t.Status(time.Now()).Circuit; st.Failures != 0 || st.State != breaker.Closed {
 		t.Fatalf("client cancellations counted as failures: %+v", st)
 	}
 	for range 3 {
@@ -230,7 +230,7 @@ func TestOutcomesFeedTheCircuit(t *testing.T) {
 			t.Fatalf("the handler error was not passed on: %v", err)
 		}
 	}
-	if st := h.t.Status(time.Now()).Circuit; st.State != "open" || st.Failures != 3 {
+	if st := h.t.Status(time.Now()).Circuit; st.State != breaker.Open || st.Failures != 3 {
 		t.Fatalf("three 502s of eight requests: %+v", st)
 	}
 	w := httptest.NewRecorder()

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/internal/llmsim"
 )
 
@@ -85,7 +86,7 @@ func TestAdminOverrideAndReset(t *testing.T) {
 
 	// Open the circuit, then close it through the admin API.
 	sim.SetFault(llmsim.Fault{Status: 502})
-	for i := 0; status(t, "ops").Circuit.State != "open"; i++ {
+	for i := 0; status(t, "ops").Circuit.State != breaker.Open; i++ {
 		if i == 10 {
 			t.Fatalf("the circuit did not open: %+v", status(t, "ops").Circuit)
 		}
@@ -94,7 +95,7 @@ func TestAdminOverrideAndReset(t *testing.T) {
 	sim.SetFault(llmsim.Fault{})
 	assertShed(t, chat(t, tc, "high", false), 503, "circuit", "high", 5)
 	// Everything is refused: status and the metric say shedding.
-	if st := status(t, "ops"); st.Circuit.State != "open" || !st.Shedding {
+	if st := status(t, "ops"); st.Circuit.State != breaker.Open || !st.Shedding {
 		t.Fatalf("open circuit: shedding %v, %+v", st.Shedding, st.Circuit)
 	}
 	if m := scrape(t); m[`caddy_adaptive_throttle_shedding{name="ops"}`] != 1 ||
@@ -103,7 +104,7 @@ func TestAdminOverrideAndReset(t *testing.T) {
 			m[`caddy_adaptive_throttle_requests_total{decision="shed_circuit",name="ops",priority="high"}`])
 	}
 	code, body = adminDo(t, "POST", "/throttle/reset", `{"name":"ops","what":"circuit"}`)
-	if st := status(t, "ops"); code != 200 || st.Circuit.State != "closed" || st.Shedding {
+	if st := status(t, "ops"); code != 200 || st.Circuit.State != breaker.Closed || st.Shedding {
 		t.Fatalf("reset circuit: %d %s (shedding %v)", code, body, st.Shedding)
 	}
 	if resp := chat(t, tc, "high", false); resp.StatusCode != 200 {

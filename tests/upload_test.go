@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/internal/llmsim"
 )
 
@@ -82,7 +83,7 @@ func TestRefusedUploadsDoNotOpenTheCircuit(t *testing.T) {
 		}
 	}
 	eventually(t, 5*time.Second, "every upload finished", func() bool { return status(t, "uploads").Admission.InFlight == 0 })
-	if c := status(t, "uploads").Circuit; c.State != "closed" || c.Failures != 0 || c.Opens != opens {
+	if c := status(t, "uploads").Circuit; c.State != breaker.Closed || c.Failures != 0 || c.Opens != opens {
 		t.Fatalf("circuit after 25 refused uploads: %+v", c)
 	}
 	resp := chat(t, tc, "low", false)
@@ -98,5 +99,5 @@ func TestRefusedUploadsDoNotOpenTheCircuit(t *testing.T) {
 			drain(t, resp)
 		}
 	}
-	eventually(t, 5*time.Second, "the circuit to open", func() bool { return status(t, "uploads").Circuit.State == "open" })
+	eventually(t, 5*time.Second, "the circuit to open", func() bool { return status(t, "uploads").Circuit.State == breaker.Open })
 }

@@ -46,7 +46,7 @@ func TestAdmitFinishOpensTheCircuitAndEmits(t *testing.T) {
 	if !errors.As(err, &ref) || ref.Status != http.StatusServiceUnavailable || ref.Cause != "circuit" || d.Admitted() || ref.RetryAfter < 48 || ref.RetryAfter > 60 {
 		t.Fatalf("open circuit: %+v %v", ref, err)
 	}
-	if st := th.Status(time.Now()); st.Admission.InFlight != 0 || st.Shed["circuit"] != 1 || st.Circuit.State != "open" {
+	if st := th.Status(time.Now()); st.Admission.InFlight != 0 || st.Shed["circuit"] != 1 || st.Circuit.State != breaker.Open {
 		t.Fatalf("status %+v", st)
 	}
 	// A caller whose context is done is refused before anything is counted.
@@ -72,7 +72,7 @@ func TestOverridePassKeepsTheCircuitCounting(t *testing.T) {
 		}
 		th.Finish(&d, Outcome{Status: 500, End: breaker.Mono(now)})
 	}
-	if st := th.Status(now).Circuit; st.State != "open" || st.Failures != 20 {
+	if st := th.Status(now).Circuit; st.State != breaker.Open || st.Failures != 20 {
 		t.Fatalf("circuit under pass: %+v", st)
 	}
 	if d := th.Admit(context.Background(), priority.Low, InstantOf(now)); !d.Admitted() {

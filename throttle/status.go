@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/ai-guardian/adaptivethrottle/admission"
+	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/levels"
 	"github.com/ai-guardian/adaptivethrottle/levels/gpu"
 	"github.com/ai-guardian/adaptivethrottle/levels/latency"
@@ -26,10 +27,10 @@ type Status struct {
 	Override *OverrideStatus `json:"override"`
 	// Restored is what was restored from storage at start (the Caddy
 	// module's persist); null when nothing was.
-	Restored  *RestoredStatus `json:"restored"`
-	Levels    LevelsStatus    `json:"levels"`
-	Circuit   CircuitStatus   `json:"circuit"`
-	Admission AdmissionStatus `json:"admission"`
+	Restored  *RestoredStatus       `json:"restored"`
+	Levels    LevelsStatus          `json:"levels"`
+	Circuit   breaker.CircuitStatus `json:"circuit"`
+	Admission AdmissionStatus       `json:"admission"`
 	// Priorities is what each priority passed and shed, and high's
 	// reserve and medium's pacing.
 	Priorities PrioritiesStatus `json:"priorities"`
@@ -55,20 +56,6 @@ type LevelsStatus struct {
 	QPS     qps.Status     `json:"qps"`
 	GPU     gpu.Status     `json:"gpu"`
 	Latency latency.Status `json:"latency"`
-}
-
-// CircuitStatus is the breaker on upstream failures.
-type CircuitStatus struct {
-	State          string     `json:"state"` // closed, open, half-open
-	Since          *time.Time `json:"since"`
-	Opens          uint64     `json:"opens"`
-	OpenForS       float64    `json:"open_for_s"` // the current (doubled) open period
-	RetryInS       float64    `json:"retry_in_s"` // Open: time to Half-Open
-	Requests       uint64     `json:"window_requests"`
-	Failures       uint64     `json:"window_failures"`
-	Ratio          float64    `json:"window_ratio"`
-	ProbesInFlight int        `json:"probes_in_flight"`
-	LastReason     string     `json:"last_reason"`
 }
 
 // PrioritiesStatus is occupancy and counts per priority since start.
@@ -147,10 +134,7 @@ func (t *Throttle) Status(now time.Time) Status {
 	}
 	st.Levels = LevelsStatus{QPS: t.qps.Status(now), GPU: t.gpu.Status(now), Latency: t.latency.Status(now)}
 
-	c := t.circuit.Status(now)
-	st.Circuit = CircuitStatus{State: c.State.String(), Since: levels.TimePtr(c.Since), Opens: c.Opens,
-		OpenForS: levels.Round(c.OpenFor.Seconds()), RetryInS: levels.Round(c.RetryIn.Seconds()), Requests: c.Requests,
-		Failures: c.Failures, Ratio: levels.Round(c.Ratio), ProbesInFlight: c.ProbesInFlight, LastReason: c.LastReason}
+	st.Circuit = t.circuit.Status(now)
 
 	counts := t.Verdicts()
 	passed := func(p priority.Priority) uint64 {
