@@ -5,7 +5,7 @@
 //
 // Like golang.org/x/time/rate, every time-dependent method takes the time
 // from its caller (a time.Time, or for Circuit.Done the same instant as
-// Mono), so callers and tests own the clock. The request path only reads
-// atomics: Hysteresis.Tripped, Circuit.Allow and Circuit.Done's common case
-// take no lock and allocate nothing.
+// Mono), so callers and tests own the clock. What the request path calls,
+// Hysteresis.Tripped, Circuit.Allow and Circuit.Done, takes no lock; their
+// common case is a few atomic operations and allocates nothing.
 package breaker
