@@ -85,6 +85,7 @@ import (
 type Limit struct {
 	mu        sync.Mutex
 	cfg       Config
+	off       Rules // rules turned off (SetRulesOff): the lab's, to measure them
 	limit     float64
 	long      float64 // ns: long-run average time to first byte
 	short     float64 // ns: the last step's average
@@ -228,6 +229,14 @@ func (l *Limit) SetConfig(cfg Config) {
 	}
 }
 
+// SetRulesOff turns the rules in off off (and the others on), to
+// measure what each buys; a deployment never calls it.
+func (l *Limit) SetRulesOff(off Rules) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.off = off
+}
+
 // Forget starts learning over.
 func (l *Limit) Forget() {
 	l.mu.Lock()
@@ -276,7 +285,7 @@ func (l *Limit) Step(s Signal) int {
 	// capacity: above it a slot is a probe, and taking one that nobody
 	// asked for puts a request in the upstream's queue for nothing.
 	near := float64(s.InFlight) >= l.limit-math.Sqrt(l.limit) && (l.known == 0 || l.limit < l.known)
-	used := s.Waiting || near
+	used := s.Waiting || near || l.off.Off(RuleAppLimited)
 	stuck, wait, servedNow := l.stuck(s)
 
 	next := l.limit
@@ -308,7 +317,7 @@ func (l *Limit) Step(s Signal) int {
 			l.why = fmt.Sprintf("first byte %v > %g × %v", ms(l.short), tolerance, ms(l.long))
 		case !used:
 			l.why = "limit unused"
-		case l.slowStart && s.Waiting:
+		case l.slowStart && s.Waiting && l.off.On(RuleSlowStart):
 			next = slowStartGrowth * l.limit
 			l.why = "slow start"
 		default:
@@ -331,7 +340,7 @@ func (l *Limit) Step(s Signal) int {
 		// in the newest step are not counted stuck yet), but not below
 		// the requests that have their first byte now.
 		next = math.Min(math.Min(l.limit, served), math.Max(next, servedNow))
-		if !l.wasStuck && l.known > 0 && l.limit > l.known && served <= l.known {
+		if !l.wasStuck && l.known > 0 && l.limit > l.known && served <= l.known && l.off.On(RuleProbeBackoff) {
 			// A probe found no more room than measured: each costs a
 			// request (and whoever waits behind the cut, high included)
 			// a wait in the upstream's queue, so probe half as often.
@@ -339,7 +348,7 @@ func (l *Limit) Step(s Signal) int {
 		}
 		l.known, l.knownUntil = served, s.Now.Add(l.hold)
 		l.why = fmt.Sprintf("%d waited over %v for a first byte: a queue in the upstream", stuck, ms(float64(wait)))
-	} else if s.Full == 0 && s.Now.Before(l.knownUntil) {
+	} else if s.Full == 0 && l.off.On(RuleProbeHold) && s.Now.Before(l.knownUntil) {
 		switch {
 		case next > l.limit && next > l.known:
 			next = math.Max(l.limit, l.known)
@@ -368,7 +377,7 @@ func (l *Limit) Step(s Signal) int {
 		l.slowStart = false
 		next = math.Min(math.Min(next, l.limit), took)
 		if stuck == 0 {
-			if !l.wasFull && l.known > 0 && l.limit > l.known && took <= l.known {
+			if !l.wasFull && l.known > 0 && l.limit > l.known && took <= l.known && l.off.On(RuleProbeBackoff) {
 				l.hold = min(2*l.hold, maxProbeHold) // a probe found no more room: probe half as often
 			}
 			l.known, l.knownUntil = took, s.Now.Add(l.hold)
@@ -386,17 +395,17 @@ func (l *Limit) Step(s Signal) int {
 			l.moreSince, l.moreLow = s.Now, servedNow
 		}
 		l.moreLow = math.Min(l.moreLow, servedNow)
-		if s.Now.Sub(l.moreSince) >= time.Second {
+		if s.Now.Sub(l.moreSince) >= time.Second || l.off.Off(RuleCapacityRise) {
 			l.known, l.hold, l.moreSince = l.moreLow, probeHold, time.Time{}
 		}
 	} else {
 		l.moreSince = time.Time{}
 	}
-	if s.Hold && next > l.limit {
+	if s.Hold && next > l.limit && l.off.On(RuleLatencyHold) {
 		next = l.limit
 		l.why = "held: the latency level is tripped"
 	}
-	if s.Pressure {
+	if s.Pressure && l.off.On(RulePressureCut) {
 		if l.floor == 0 {
 			l.floor = l.limit / 2
 		}
@@ -421,7 +430,7 @@ func (l *Limit) stuck(s Signal) (n int64, wait time.Duration, served float64) {
 	served = float64(max(0, inFlightServed))
 	// Nothing learned, nobody waiting for a first byte, or answers sent
 	// whole (a wait for a first byte is then the answer's length).
-	if l.long > 0 && pending > 0 && inFlightServed >= max(1, s.InFlight/4) {
+	if l.long > 0 && pending > 0 && inFlightServed >= max(1, s.InFlight/4) && l.off.On(RuleStuck) {
 		for i := 1; i <= min(l.head, markSteps); i++ {
 			if m := l.marks[(l.head-i)%markSteps]; s.Now.Sub(m.at) >= wait {
 				n = max(0, int64(m.started)-int64(s.Answered))

@@ -160,7 +160,7 @@ func (t *Throttle) graded(ctx context.Context, r *http.Request, p priority.Prior
 			return priority.PassReserved, now.Mono, false, classUnknown
 		}
 	case priority.Medium:
-		if t.pacer.AllowN(now.Time, 1) && t.gate.TryAcquire(p, true) {
+		if (t.off.Off(admission.RuleMediumPacer) || t.pacer.AllowN(now.Time, 1)) && t.gate.TryAcquire(p, true) {
 			return priority.PassBucket, now.Mono, false, classUnknown
 		}
 	default:
@@ -191,7 +191,7 @@ const standingCut = 4
 func (t *Throttle) waitFor(p priority.Priority, c uint8) (wait time.Duration, ahead int, ok bool) {
 	wait, ahead = time.Duration(t.maxWait[p].Load()), admission.NoBound
 	b, known := t.service.waitBudget(c)
-	if t.slo.Load() <= 0 || !known {
+	if t.slo.Load() <= 0 || !known || t.off.Off(admission.RuleWaitBudget) {
 		if t.gate.Standing(p) {
 			wait /= standingCut
 		}
@@ -229,7 +229,7 @@ func (t *Throttle) wait(ctx context.Context, r *http.Request, p priority.Priorit
 	}
 	// Weighed when a short request may borrow the reserve, and under an
 	// slo for its class: what its answer takes.
-	lend, slo := p != priority.High && t.gate.Reserve() > 0, t.slo.Load() > 0
+	lend, slo := p != priority.High && t.gate.Reserve() > 0 && t.off.On(admission.RuleWeigher), t.slo.Load() > 0
 	var tokens int64
 	if lend || slo {
 		tokens = t.weigher.weigh(r)

@@ -68,7 +68,7 @@ func (t *Throttle) step(now time.Time, second bool) {
 // reserve is held.
 func (t *Throttle) setHighWait() {
 	w := time.Duration(t.maxWait[priority.High].Load())
-	if b, ok := t.service.waitBudget(classUnknown); ok && t.slo.Load() > 0 {
+	if b, ok := t.service.waitBudget(classUnknown); ok && t.slo.Load() > 0 && t.off.On(admission.RuleWaitBudget) {
 		w = max(0, min(w, b))
 	}
 	t.highWait.Store(int64(w))
@@ -80,7 +80,9 @@ func (t *Throttle) setHighWait() {
 func (t *Throttle) watchQueues(now time.Time) {
 	var after [priority.Count]time.Duration
 	for p := range after {
-		after[p] = time.Duration(t.maxWait[p].Load())
+		if t.off.On(admission.RuleStandingQueue) {
+			after[p] = time.Duration(t.maxWait[p].Load())
+		}
 	}
 	t.gate.Watch(breaker.Mono(now), after)
 }
@@ -131,7 +133,7 @@ func (t *Throttle) admitStep(now time.Time) {
 	drain := math.Float64frombits(t.drain.Load())
 	// Judged on the slots that serve, not the probes above them.
 	serving := t.limit.Serving()
-	if !t.turnover.Slow(serving, time.Duration(t.highWait.Load())) {
+	if !t.turnover.Slow(serving, time.Duration(t.highWait.Load())) && t.off.On(admission.RuleTurnover) {
 		reserve = 0 // slots turn over fast enough: the hand-off serves high in time (admission.Turnover)
 	}
 	// The reserve is sized to what uses it: as many slots as the short
@@ -152,7 +154,8 @@ func (t *Throttle) admitStep(now time.Time) {
 		t.lastHighs, t.lastHigh = h, now
 	}
 	highAbout := !t.lastHigh.IsZero() && now.Sub(t.lastHigh) < highMemory
-	guard := reserve > 0 && (highAbout || d >= guardOn || (t.gate.Guarding() && d >= guardOff))
+	guard := reserve > 0 && t.off.On(admission.RuleGuard) &&
+		(highAbout || d >= guardOn || (t.gate.Guarding() && d >= guardOff && t.off.On(admission.RuleGuardHysteresis)))
 	switch want := int(math.Round(d)) + 1; {
 	case reserve == 0:
 	case t.shedding(now):

@@ -105,6 +105,7 @@ type Throttle struct {
 	slo        atomic.Int64                 // ns: latency slo, 0 when none is stated
 	highWait   atomic.Int64                 // ns: how long high may wait for a slot (setHighWait)
 	service    *service                     // service times per class: the wait's budget under an slo
+	off        admission.Rules              // rules turned off (WithRulesOff); set before the sampler starts
 
 	// Read by the request path, written by the sampler (and an override).
 	tripped   atomic.Uint32 // bit i set: levels[i] tripped
@@ -174,6 +175,8 @@ func New(opts ...Option) (*Throttle, error) {
 		t.SetEmitter(o.emit)
 	}
 	t.errStatus = o.errStatus
+	t.off = o.rulesOff
+	t.limit.SetRulesOff(o.rulesOff)
 	t.refuser = o.refuser
 	startClock()
 	ctx, cancel := context.WithCancel(context.Background())
