@@ -22,6 +22,7 @@ import (
 	"github.com/ai-guardian/adaptivethrottle/levels/gpu"
 	"github.com/ai-guardian/adaptivethrottle/levels/latency"
 	"github.com/ai-guardian/adaptivethrottle/levels/qps"
+	"github.com/ai-guardian/adaptivethrottle/priority"
 	"github.com/ai-guardian/adaptivethrottle/throttle"
 )
 
@@ -160,7 +161,6 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			from         <placeholder>  # {header.X-Priority}
 //			default      high | medium | low
 //			high_reserve <n> | <percent>%   # 20% of the concurrency limit; 0 or 0%: none; n ≤ 100000
-//			medium_floor <req/s>        # 1; 0: no floor; ≤ 1000000
 //			trusted      <matcher...>   # honour claims only from these requests
 //		}
 //		concurrency {
@@ -420,6 +420,9 @@ func gpuKey(d *caddyfile.Dispenser, c *gpu.Config) error {
 }
 
 func priorityKey(d *caddyfile.Dispenser, c *PriorityConfig) error {
+	if why, ok := priority.Removed[d.Val()]; ok {
+		return keyErr(d, "priority", d.Val(), "%s", why)
+	}
 	switch d.Val() {
 	case "from":
 		return oneArg(d, "priority", func(v string) error {

@@ -28,7 +28,6 @@ const (
 	RuleGuardHysteresis             // reserve: the guard comes on at 0.5 short slots and goes off under 0.25
 	RuleWaitBudget                  // waits: under an slo, no longer than the answer can still be on time
 	RuleStandingQueue               // waits: a standing queue is served newest first, with shorter waits
-	RuleMediumPacer                 // medium takes a free slot while shedding only at the pacer's rate
 	numRules
 )
 
@@ -37,7 +36,6 @@ var ruleNames = [numRules]string{
 	RuleProbeBackoff: "probebackoff", RuleCapacityRise: "capacityrise", RuleLatencyHold: "latencyhold",
 	RulePressureCut: "pressurecut", RuleTurnover: "turnover", RuleWeigher: "weigher", RuleGuard: "guard",
 	RuleGuardHysteresis: "guardhysteresis", RuleWaitBudget: "waitbudget", RuleStandingQueue: "standingqueue",
-	RuleMediumPacer: "mediumpacer",
 }
 
 func (r Rule) String() string {

@@ -14,8 +14,8 @@ const (
 	// PassReserved: high priority admitted while shedding, inside the
 	// share of the limit kept for it.
 	PassReserved
-	// PassBucket: medium priority admitted while shedding, within the
-	// medium lane's pacing or handed a slot by a completion.
+	// PassBucket: medium priority admitted while shedding, into a free
+	// slot outside the reserve or handed one by a completion.
 	PassBucket
 	// ShedReserveFull: high priority while shedding, and no slot came
 	// within its wait.
@@ -45,7 +45,7 @@ var verdictNames = [Verdicts]string{"pass", "pass_queued", "pass_reserved", "pas
 
 // Possible reports whether admission can give a request of priority p
 // verdict v: the reserve is high's (pass_reserved, shed_reserve_full), the
-// pacing medium's (pass_bucket, shed_bucket), the refusal at once low's
+// waiting lane medium's (pass_bucket, shed_bucket), the refusal at once low's
 // (shed_low); the other verdicts come to every priority.
 func (v Verdict) Possible(p Priority) bool {
 	switch v {

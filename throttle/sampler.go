@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/time/rate"
 
 	"github.com/ai-guardian/adaptivethrottle/admission"
 	"github.com/ai-guardian/adaptivethrottle/breaker"
@@ -100,12 +99,9 @@ const (
 // its max_wait.
 const highMemory = time.Minute
 
-// admitStep hands the limit the step's signal and publishes the new limit,
-// the reserve within it (0 while the slots turn over fast enough, see
-// admission.Turnover), and the medium lane's pacing: the rate at which
-// medium's share of the slots turns over (Little's law: slots ÷ the time
-// a request holds one, that time being in flight ÷ completions per
-// second), never less than medium_floor. Arrivals never set any of it.
+// admitStep hands the limit the step's signal and publishes the new limit
+// and the reserve within it (0 while the slots turn over fast enough, see
+// admission.Turnover). Arrivals never set either.
 func (t *Throttle) admitStep(now time.Time) {
 	sum, count := t.firstBytes.sum.Load(), t.firstBytes.count.Load()
 	fulls := t.gate.Fulls()
@@ -130,7 +126,6 @@ func (t *Throttle) admitStep(now time.Time) {
 	pc := t.cfg.Priority
 	t.mu.Unlock()
 	reserve := pc.Reserve(n)
-	drain := math.Float64frombits(t.drain.Load())
 	// Judged on the slots that serve, not the probes above them.
 	serving := t.limit.Serving()
 	if !t.turnover.Slow(serving, time.Duration(t.highWait.Load())) && t.off.On(admission.RuleTurnover) {
@@ -170,16 +165,11 @@ func (t *Throttle) admitStep(now time.Time) {
 		reserve += n - serving
 	}
 	t.gate.Set(n, reserve, guard)
-	r := pc.MediumFloor
-	if drain > 0 {
-		r = math.Max(r, float64(n-reserve)*drain/float64(max(inflight, 1)))
-	}
-	t.pacer.SetLimitAt(now, rate.Limit(r))
-	t.pacer.SetBurstAt(now, max(1, int(r/4)))
 }
 
 // measureDrain updates, once a second, the rate at which requests
-// complete: what Retry-After and the medium pacing are derived from.
+// complete: what Retry-After and the bound on the waiters ahead are
+// derived from.
 func (t *Throttle) measureDrain(now time.Time) {
 	fin := t.finished.Load()
 	dt := now.Sub(t.lastSec)

@@ -114,14 +114,11 @@ type HighLane struct {
 	Shed    uint64 `json:"shed"`
 }
 
-// MediumLane is the paced lane.
+// MediumLane is the lane that waits while shedding: it takes a free slot
+// outside high's reserve, or waits for one behind high.
 type MediumLane struct {
-	// Rate (req/s) at which medium may take free slots while shedding:
-	// the rate its share of the limit turns over. It is computed all the
-	// time and in force only while shedding.
-	Rate   float64 `json:"rate"`
-	Passed uint64  `json:"passed"`
-	Shed   uint64  `json:"shed"`
+	Passed uint64 `json:"passed"`
+	Shed   uint64 `json:"shed"`
 }
 
 // LowLane is refused while shedding.
@@ -166,7 +163,7 @@ func (t *Throttle) Status(now time.Time) Status {
 	}
 	st.Lanes = LanesStatus{
 		High:   HighLane{Reserve: t.gate.Reserve(), InUse: int(t.highIn.Load()), Passed: passed(priority.High), Shed: shed(priority.High)},
-		Medium: MediumLane{Rate: levels.Round(float64(t.pacer.Limit())), Passed: passed(priority.Medium), Shed: shed(priority.Medium)},
+		Medium: MediumLane{Passed: passed(priority.Medium), Shed: shed(priority.Medium)},
 		Low:    LowLane{Passed: passed(priority.Low), Shed: shed(priority.Low)},
 	}
 	queued, oldest := t.gate.Queues(Now().Mono)

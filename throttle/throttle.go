@@ -32,8 +32,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"golang.org/x/time/rate"
-
 	"github.com/ai-guardian/adaptivethrottle/admission"
 	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/internal/shard"
@@ -92,11 +90,10 @@ type Throttle struct {
 
 	circuit *breaker.Circuit
 
-	// Admission: the slots and their queues (request path), the learned
-	// limit (sampler), and the medium lane's pacing while shedding.
+	// Admission: the slots and their queues (request path), and the
+	// learned limit (sampler).
 	gate       *admission.Gate
 	limit      *admission.Limit
-	pacer      *rate.Limiter
 	firstBytes firstBytes                   // successful first bytes since start: the limit's signal
 	highIn     atomic.Int64                 // high-priority requests in flight
 	weigher    weigher                      // tells short requests from long ones
@@ -200,7 +197,6 @@ func build(name string, cfg Config, logger *zap.Logger) (*Throttle, error) {
 		gpu:      g,
 		circuit:  breaker.NewCircuit(cfg.Circuit),
 		limit:    admission.NewLimit(cfg.Concurrency),
-		pacer:    rate.NewLimiter(rate.Limit(cfg.Priority.MediumFloor), 1),
 		finished: shard.NewCounter(),
 		turnover: admission.NewTurnover(),
 		service:  newService(),
