@@ -8,80 +8,10 @@ import (
 )
 
 // Limit learns how many requests in flight the upstream takes before a
-// queue builds inside it. It is of the family of Netflix's Gradient2 and
-// Envoy's adaptive concurrency: each step compares the time to first byte
-// of the step (short) with its long-run average (long), and
-//
-//	limit ← limit × gradient + √limit,   gradient = clamp(tolerance × long / short, ½, 1)
-//
-// smoothed, so that while first bytes come as fast as usual the limit
-// grows by a queue allowance of √limit, and when they slow down — a queue
-// is building at the upstream — it shrinks in proportion. The long average
-// learns only from steps in which nobody waited for a slot and first bytes
-// kept within the tolerance: then the limit did not bind, and what first
-// bytes cost is what the load costs, so a load-dependent rise (continuous
-// batching serves the first token later at 90% load than idle) becomes the
-// norm instead of a cut. While requests wait, the limit binds and the
-// average holds still: it cannot drift up with the queue the limit lets
-// the upstream keep. When the short time falls far under it (the pressure
-// is gone), it follows down at once.
-//
-// Besides the gradient:
-//   - the first steps grow the limit by half while requests wait for a
-//     slot and first bytes hold, so a cold start does not queue at a small
-//     limit (by half, not double: what overshoots the upstream's slots
-//     waits in its queue);
-//   - a limit its traffic does not come near does not grow: not unless a
-//     request found every slot taken or the slots taken are within a
-//     queue allowance (√limit) of it. So an idle gateway cannot inflate
-//     it and then let a surge through, nor can a load that rises slowly
-//     keep it twice what it uses (Gradient2 grows from half its slots
-//     taken), nor can requests that wait or are refused for other reasons
-//     (the reserve, the medium pacing, low refused while shedding):
-//     counted as binding, they made it probe up every step of a surge,
-//     to far past what the upstream served. At or above the measured
-//     capacity (LimitStatus.Measured) only a full limit counts: the
-//     queue allowance let the limit creep above it with the reserve's
-//     slots idle, and a burst then filled the probes, queued in the
-//     upstream behind answers many seconds long, and left more in flight
-//     than the cut limit, high requests waiting at the gateway;
-//   - pressure from the GPU level or a circuit that is not closed cuts the
-//     limit by a tenth a step however fast first bytes come, down to half
-//     what it was when the pressure began; once the pressure is over, it
-//     climbs back as from a cold start;
-//   - a tripped latency level holds the limit where it is: it judges the
-//     same first bytes the limit does, so a cut for it would count one
-//     queue twice (and halve the upstream's work for a queue of one);
-//   - requests that hold a slot and have waited longer than the tolerance
-//     allows for a first byte (tolerance × long) prove a queue inside the
-//     upstream now, before their first bytes can say so: a first byte
-//     comes only when the queue lets it, which with long answers holding
-//     the server's slots is many seconds late. Then the limit comes down
-//     at once to the requests in flight less those stuck, which is what
-//     the upstream serves, and does not probe up while any is stuck. The
-//     rule needs a streaming upstream, where answers in flight mostly
-//     have their first byte: when fewer than a quarter do (every answer
-//     sent whole), a wait for a first byte says nothing and it stays off;
-//   - what the upstream served when requests got stuck is its measured
-//     capacity, and for probeHold after that the limit does not probe
-//     above it: a probe admits one request more than the upstream serves,
-//     and that request waits in the upstream's queue until a slot frees,
-//     which with long answers is many seconds, far past any objective.
-//     Each probe that finds no more room doubles the hold (up to
-//     maxProbeHold); more served at once for a second brings it back to
-//     probeHold.
-//     Probing once in a while still finds capacity that came back. Nor
-//     does the gradient cut, while requests are stuck and for probeHold
-//     after, below the requests served now (in flight with a first byte):
-//     the stuck requests' first bytes come late, and they are the queue
-//     the stuck rule already counted; a cut below what is served leaves
-//     more in flight than the limit, and nothing, high priority included,
-//     passes until answers many seconds long end (GPU and circuit
-//     pressure still cut);
-//   - it stays within [Min, Max].
-//
-// It sees time to first byte, never the whole response: an answer's length
-// is not congestion. Its methods may be called from any goroutine.
+// queue builds inside it: rules 1 to 9 of the package doc, in the family
+// of Netflix's Gradient2 and Envoy's adaptive concurrency. It sees time to
+// first byte, never the whole response: an answer's length is not
+// congestion. Its methods may be called from any goroutine.
 type Limit struct {
 	mu        sync.Mutex
 	cfg       Config
@@ -166,8 +96,8 @@ type Signal struct {
 	Count uint64
 	// InFlight is the slots taken now; Waiting: a request found every
 	// slot of the limit taken since the last step, or requests wait while
-	// every slot is (not: they wait for the reserve or the medium pacing,
-	// or low was refused while shedding: the limit did not bind then).
+	// every slot is (not: they wait for the reserve, or low was refused
+	// while shedding: the limit did not bind then).
 	InFlight int64
 	Waiting  bool
 	// Started and Answered are running totals: the slots ever taken, and

@@ -86,22 +86,9 @@ func (t *Throttle) watchQueues(now time.Time) {
 	t.gate.Watch(breaker.Mono(now), after)
 }
 
-// guardOn and guardOff: the short requests' average slots at which the
-// reserve starts to be held while not shedding, and stops.
-const (
-	guardOn  = 0.5
-	guardOff = 0.25
-)
-
-// highMemory: how long after a high request the reserve is held while not
-// shedding (when slots turn over slowly): high requests come and go, and
-// one that finds every slot held by answers many seconds long waits past
-// its max_wait.
-const highMemory = time.Minute
-
-// admitStep hands the limit the step's signal and publishes the new limit
-// and the reserve within it (0 while the slots turn over fast enough, see
-// admission.Turnover). Arrivals never set either.
+// admitStep hands the limit the step's signal, has the reserve sized
+// (admission.Reserve), and publishes both to the gate. Arrivals never set
+// either.
 func (t *Throttle) admitStep(now time.Time) {
 	sum, count := t.firstBytes.sum.Load(), t.firstBytes.count.Load()
 	fulls := t.gate.Fulls()
@@ -125,45 +112,12 @@ func (t *Throttle) admitStep(now time.Time) {
 	t.mu.Lock()
 	pc := t.cfg.Priority
 	t.mu.Unlock()
-	reserve := pc.Reserve(n)
-	// Judged on the slots that serve, not the probes above them.
-	serving := t.limit.Serving()
-	if !t.turnover.Slow(serving, time.Duration(t.highWait.Load())) && t.off.On(admission.RuleTurnover) {
-		reserve = 0 // slots turn over fast enough: the hand-off serves high in time (admission.Turnover)
-	}
-	// The reserve is sized to what uses it: as many slots as the short
-	// requests want, and one more for the next high request, so that it
-	// is seldom idle and a high request with a long answer does not take
-	// the last slot that turns over (the gate counts high requests in
-	// flight against the long ones' room as they come). While shedding,
-	// at most high_reserve; while not, it is held too when high requests
-	// are about (one within highMemory) or short ones are, at most half
-	// the limit or high_reserve if more. Held only once short requests
-	// waited for slots, it came when answers many seconds long already
-	// held every slot, and high waited for the first of them to end. Then
-	// the probes above the measured capacity.
+	serving := t.limit.Serving() // judged on the slots that serve, not the probes above them
 	inShort, waitShort := t.gate.Shorts()
-	t.weigher.step(inShort + waitShort)
-	d := t.weigher.demand
-	if h := t.decided(priority.High); h != t.lastHighs {
-		t.lastHighs, t.lastHigh = h, now
-	}
-	highAbout := !t.lastHigh.IsZero() && now.Sub(t.lastHigh) < highMemory
-	guard := reserve > 0 && t.off.On(admission.RuleGuard) &&
-		(highAbout || d >= guardOn || (t.gate.Guarding() && d >= guardOff && t.off.On(admission.RuleGuardHysteresis)))
-	switch want := int(math.Round(d)) + 1; {
-	case reserve == 0:
-	case t.shedding(now):
-		reserve = min(reserve, want)
-	case guard:
-		reserve = min(want, max(reserve, n/2))
-	}
-	if guard {
-		// Slots above what the upstream was measured to serve are probes:
-		// a long answer that probes holds its slot, stuck or not, for as
-		// long as it lasts, and only short or high requests probe.
-		reserve += n - serving
-	}
+	t.weigher.step()
+	reserve, guard := t.reserve.Step(admission.ReserveSignal{Now: now, Limit: n, Serving: serving, Cap: pc.Reserve(n),
+		Slow: t.turnover.Slow(serving, time.Duration(t.highWait.Load())), Shedding: t.shedding(now),
+		Shorts: inShort + waitShort, Highs: t.decided(priority.High)})
 	t.gate.Set(n, reserve, guard)
 }
 

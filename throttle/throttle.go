@@ -117,6 +117,7 @@ type Throttle struct {
 	verdicts [priority.Count][priority.Verdicts]*shard.Counter
 	finished *shard.Counter
 	turnover *admission.Turnover // how long slots are held: whether high can count on one freeing
+	reserve  *admission.Reserve  // sampler only: sizes high's reserve
 	shedBy   [numCauses]atomic.Uint64
 	full     fullUpstream // the upstream's answers that it is full
 
@@ -136,8 +137,6 @@ type Throttle struct {
 	steps     int           // sampler only
 	lastFirst [2]uint64     // sampler only: firstBytes (sum, count) at the last step
 	lastFulls uint64        // sampler only: the gate's fulls at the last step
-	lastHighs uint64        // sampler only: high requests decided on, at lastHigh
-	lastHigh  time.Time     // sampler only: when a high request was last seen
 	lastFin   uint64        // sampler only: finished at the last second
 	lastSec   time.Time     // sampler only
 	drain     atomic.Uint64 // float64 bits: completions per second, smoothed (sampler)
@@ -174,6 +173,7 @@ func New(opts ...Option) (*Throttle, error) {
 	t.errStatus = o.errStatus
 	t.off = o.rulesOff
 	t.limit.SetRulesOff(o.rulesOff)
+	t.reserve = admission.NewReserve(o.rulesOff)
 	t.refuser = o.refuser
 	startClock()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -199,6 +199,7 @@ func build(name string, cfg Config, logger *zap.Logger) (*Throttle, error) {
 		limit:    admission.NewLimit(cfg.Concurrency),
 		finished: shard.NewCounter(),
 		turnover: admission.NewTurnover(),
+		reserve:  admission.NewReserve(0),
 		service:  newService(),
 		shedLog:  newShedLogger(),
 		cfg:      cfg,
