@@ -17,7 +17,11 @@
 //     g = clamp(2·long/short, ½, 1). long ← long + (short − long)/40 only
 //     in steps where nobody waited for a slot and short ≤ 2·long (a
 //     load-dependent rise becomes the norm; the queue the limit allows
-//     does not); halfway down at once when long > 2·short.
+//     does not); halfway down at once when long > 2·short in a step of
+//     4 first bytes or more. long is first set to the mean of the first
+//     4 first bytes: one quick answer (a health check) would otherwise
+//     set a norm that later first bytes can never reach, g = ½ for good,
+//     and limit = 4, the fixed point of 0.8·L + 0.2·(L/2 + √L).
 //  2. Slow start (slowstart). From a cold start until g first falls
 //     below 1 or requests get stuck: limit ← 1.5·limit in a step where a
 //     request waited for a slot and g = 1.

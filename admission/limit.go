@@ -28,7 +28,12 @@ type Limit struct {
 	sum   time.Duration
 	count uint64
 	since time.Time
-	why   string
+	// the first bytes seen before long is set: it is set from minSamples
+	// of them at least, so that one quick answer (a health check) does
+	// not become the norm
+	seedSum   time.Duration
+	seedCount uint64
+	why       string
 	// known is what the upstream served when requests last got stuck, or
 	// the most served at once since: its measured capacity. No probing
 	// above it before knownUntil.
@@ -136,6 +141,7 @@ func (l *Limit) start() {
 	}
 	l.long, l.short, l.gradient, l.slowStart, l.floor = 0, 0, 1, true, 0
 	l.sum, l.count, l.since = 0, 0, time.Time{}
+	l.seedSum, l.seedCount = 0, 0
 	l.marks, l.head = [markSteps]mark{}, 0
 	l.known, l.knownUntil, l.wasStuck, l.wasFull = 0, time.Time{}, false, false
 	l.hold, l.moreSince, l.moreLow = probeHold, time.Time{}, 0
@@ -220,12 +226,18 @@ func (l *Limit) Step(s Signal) int {
 
 	next := l.limit
 	if judged {
+		full := l.count >= minSamples
 		l.short = float64(l.sum) / float64(l.count)
+		if l.long == 0 {
+			l.seedSum, l.seedCount = l.seedSum+l.sum, l.seedCount+l.count
+		}
 		l.sum, l.count, l.since = 0, 0, s.Now
 		switch {
 		case l.long == 0:
-			l.long = l.short
-		case l.long > 2*l.short: // the pressure is gone: follow down at once
+			if l.seedCount >= minSamples {
+				l.long = float64(l.seedSum) / float64(l.seedCount)
+			}
+		case l.long > 2*l.short && full: // the pressure is gone: follow down at once
 			l.long = l.short + (l.long-l.short)/2
 		case !s.Waiting && stuck == 0 && l.short <= tolerance*l.long:
 			// Everyone asking got a slot, and first bytes kept within the
@@ -237,7 +249,7 @@ func (l *Limit) Step(s Signal) int {
 		// First bytes quicker than the clock's step average 0: no queue
 		// to see, and no 0/0 for the gradient.
 		l.gradient = 1
-		if l.short > 0 {
+		if l.short > 0 && l.long > 0 {
 			l.gradient = math.Max(0.5, math.Min(1, tolerance*l.long/l.short))
 		}
 		switch {

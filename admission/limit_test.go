@@ -576,3 +576,24 @@ func TestLimitComesDownToWhatAFullUpstreamTook(t *testing.T) {
 		t.Fatalf("limit %d after a full answer with nothing else in flight, want %d", v, max(1, l2.cfg.Min))
 	}
 }
+
+// One quick answer before the load (a health check through the gateway)
+// does not become the long-run norm: seeded from it, first bytes thirty
+// times slower would read as a queue forever (long learns only from
+// first bytes within the tolerance of it), and the gradient's floor of ½
+// with its √limit allowance holds the limit at 4 whatever the load.
+func TestLimitNotSeededByOneQuickAnswer(t *testing.T) {
+	l := NewLimit(Config{})
+	now := time.Unix(0, 0)
+	steps(l, &now, 1, Signal{TTFB: 2 * time.Millisecond, Count: 1, InFlight: 0})
+	steps(l, &now, 5, Signal{InFlight: 0})
+	busy := Signal{TTFB: 8 * 60 * time.Millisecond, Count: 8, InFlight: 4, Waiting: true}
+	busy.InFlight = int64(l.Value())
+	for range 40 {
+		busy.InFlight = int64(l.Value())
+		steps(l, &now, 1, busy)
+	}
+	if v, st := l.Value(), l.Status(); v <= 8 || st.LongS < 0.05 {
+		t.Fatalf("limit %d, long %.3fs after a health check then 10 s of 60 ms first bytes with requests waiting; want it grown, long ≈ 0.06 s (%+v)", v, st.LongS, st)
+	}
+}
