@@ -47,9 +47,7 @@
 //     over a second in which more than measured were served throughout
 //     (not one step's count: an answer the upstream finished still
 //     counts until its last bytes pass the gateway).
-//  8. Latency hold (latencyhold). While the latency level is tripped,
-//     the limit does not grow: it judges the same first bytes.
-//  9. Pressure cut (pressurecut). While the GPU level is tripped or the
+//  8. Pressure cut (pressurecut). While the GPU level is tripped or the
 //     circuit is not closed: limit ← max(0.9·limit, floor), floor = half
 //     the limit when the pressure began; then slow start again.
 //
@@ -57,15 +55,15 @@
 //
 // The reserve, each sampler step (Reserve.Step; the Gate enforces it):
 //
-//  10. Turnover (turnover). No reserve while a wait of high's (max_wait,
+//  9. Turnover (turnover). No reserve while a wait of high's (max_wait,
 //     or its budget under an slo) passes with no slot freed less often
 //     than once in 200: e^(−slots·wait/hold) < 1/200, hold = the mean
 //     hold of the requests that hold a slot longer than the wait
 //     (Turnover). The hand-off then serves high in time.
-//  11. Weigher (weigher). A medium or low request asking at most half the
+//  10. Weigher (weigher). A medium or low request asking at most half the
 //     mean answer length asked (max_tokens) is short, and may take the
 //     reserve: it gives it back within a moment.
-//  12. Guard (guard, guardhysteresis). While nothing is tripped the
+//  11. Guard (guard, guardhysteresis). While nothing is tripped the
 //     reserve is held too when a high request came within a minute or
 //     short requests are about (their demand, averaged, ≥ 0.5 slots; held
 //     down to 0.25). Its size: while shedding min(cap, shorts + 1); while
@@ -74,10 +72,10 @@
 //
 // The waits (the throttle's, on the Gate):
 //
-//  13. Wait budget (waitbudget). Under an slo a request waits at most
+//  12. Wait budget (waitbudget). Under an slo a request waits at most
 //     slo − its class's expected service time, and is refused at once
 //     when more than 2 × budget × completions/s wait ahead of it.
-//  14. Standing queue (standingqueue). A queue that has neither emptied
+//  13. Standing queue (standingqueue). A queue that has neither emptied
 //     nor served a waiter within max_wait/4 for a whole max_wait is
 //     standing (CoDel): it is served newest first (adaptive LIFO) and new
 //     waits are max_wait/4, until it empties.

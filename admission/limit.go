@@ -8,7 +8,7 @@ import (
 )
 
 // Limit learns how many requests in flight the upstream takes before a
-// queue builds inside it: rules 1 to 9 of the package doc, in the family
+// queue builds inside it: rules 1 to 8 of the package doc, in the family
 // of Netflix's Gradient2 and Envoy's adaptive concurrency. It sees time to
 // first byte, never the whole response: an answer's length is not
 // congestion. Its methods may be called from any goroutine.
@@ -114,8 +114,6 @@ type Signal struct {
 	// Pressure: a level that says the upstream is hurting (GPU) is
 	// tripped, or the circuit is not closed.
 	Pressure bool
-	// Hold: a level that judges the first bytes too (latency) is tripped.
-	Hold bool
 	// Full: the upstream's answers that it is full (503, 429, 529) in the
 	// step; FullInFlight: the fewest other requests in flight at one of
 	// them, what the upstream took then.
@@ -342,10 +340,6 @@ func (l *Limit) Step(s Signal) int {
 		}
 	} else {
 		l.moreSince = time.Time{}
-	}
-	if s.Hold && next > l.limit && l.off.On(RuleLatencyHold) {
-		next = l.limit
-		l.why = "held: the latency level is tripped"
 	}
 	if s.Pressure && l.off.On(RulePressureCut) {
 		if l.floor == 0 {

@@ -341,22 +341,6 @@ func TestLimitIgnoresWaitsWhenAnswersComeWhole(t *testing.T) {
 	}
 }
 
-// A tripped latency level holds the limit: no probe up however fast first
-// bytes come, no cut either (the limit's own first bytes judge the queue).
-func TestLimitHeldByLatency(t *testing.T) {
-	l := NewLimit(Config{Initial: 10})
-	now := time.Unix(0, 0)
-	busy := Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 10, Waiting: true}
-	held := busy
-	held.Hold = true
-	if v, d := steps(l, &now, 40, held), l.Status().Driver; v != 10 || d != "held: the latency level is tripped" {
-		t.Fatalf("held: limit %d, driver %q; want 10, held", v, d)
-	}
-	if v := steps(l, &now, 1, busy); v <= 10 {
-		t.Fatalf("released: limit %d, want it growing again", v)
-	}
-}
-
 // What the upstream served when requests got stuck is its capacity: for
 // probeHold the limit does not probe above it, however fast first bytes
 // come (a probe would cost a request seconds in the upstream's queue),

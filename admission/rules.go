@@ -20,7 +20,6 @@ const (
 	RuleProbeHold                   // Limit: no probe above the measured capacity for a hold
 	RuleProbeBackoff                // Limit: a probe that finds no room doubles the hold
 	RuleCapacityRise                // Limit: the measured capacity rises after a second of more served
-	RuleLatencyHold                 // Limit: a tripped latency level holds it
 	RulePressureCut                 // Limit: GPU pressure or a circuit not closed cut it a tenth a step
 	RuleTurnover                    // reserve: kept only while slots turn over too slowly for high's wait
 	RuleWeigher                     // reserve: lent to requests known to be short
@@ -33,7 +32,7 @@ const (
 
 var ruleNames = [numRules]string{
 	RuleSlowStart: "slowstart", RuleAppLimited: "applimited", RuleStuck: "stuck", RuleProbeHold: "probehold",
-	RuleProbeBackoff: "probebackoff", RuleCapacityRise: "capacityrise", RuleLatencyHold: "latencyhold",
+	RuleProbeBackoff: "probebackoff", RuleCapacityRise: "capacityrise",
 	RulePressureCut: "pressurecut", RuleTurnover: "turnover", RuleWeigher: "weigher", RuleGuard: "guard",
 	RuleGuardHysteresis: "guardhysteresis", RuleWaitBudget: "waitbudget", RuleStandingQueue: "standingqueue",
 }

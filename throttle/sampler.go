@@ -102,8 +102,7 @@ func (t *Throttle) admitStep(now time.Time) {
 	sig := admission.Signal{Now: now, TTFB: time.Duration(sum - t.lastFirst[0]), Count: count - t.lastFirst[1],
 		InFlight: inflight, Waiting: fulls != t.lastFulls || (t.gate.Waiting() > 0 && inflight >= int64(t.gate.Limit())),
 		Started: started, Answered: t.firstBytes.answered(),
-		Pressure: t.gpu.Hysteresis().Tripped() || t.circuit.State() != breaker.Closed,
-		Hold:     t.latency.Hysteresis().Tripped()}
+		Pressure: t.gpu.Hysteresis().Tripped() || t.circuit.State() != breaker.Closed}
 	sig.Full, sig.FullInFlight = t.full.step()
 	t.lastFirst, t.lastFulls = [2]uint64{sum, count}, fulls
 	n := t.limit.Step(sig)
