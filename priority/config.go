@@ -7,9 +7,10 @@ import (
 )
 
 // Config is the engine's part of the `priority` block: what a request that
-// claims nothing gets, and how the lanes are sized. (Where the claim is
-// read from, and whose claims are honoured, is the HTTP layer's: the Caddy
-// module's `from` and `trusted`, the middleware's header.)
+// claims nothing gets, and how high's reserve and medium's pacing are
+// sized. (Where the claim is read from, and whose claims are honoured, is
+// the HTTP layer's: the Caddy module's `from` and `trusted`, the
+// middleware's header.)
 type Config struct {
 	// Priority of requests that claim none: high, medium or low. Default medium.
 	Default string `json:"default,omitempty"`

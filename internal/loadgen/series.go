@@ -103,7 +103,7 @@ func BuildSeries(recs []Record, polls []Poll, seconds int) []Second {
 		if t := p.Throttle; t != nil {
 			shed := t.Shedding
 			s.Shedding, s.Tripped = &shed, t.Tripped()
-			limit, inflight, reserve := t.Admission.Limit, int(t.InFlight), t.Lanes.High.Reserve
+			limit, inflight, reserve := t.Admission.Limit, int(t.Admission.InFlight), t.Priorities.High.Reserve
 			s.Limit, s.InFlight, s.Reserve = &limit, &inflight, &reserve
 		}
 	}
