@@ -63,10 +63,9 @@
 //  10. Weigher (weigher). A medium or low request asking at most half the
 //     mean answer length asked (max_tokens) is short, and may take the
 //     reserve: it gives it back within a moment.
-//  11. Guard (guard, guardhysteresis). While nothing is tripped the
-//     reserve is held too when a high request came within a minute or
-//     short requests are about (their demand, averaged, ≥ 0.5 slots; held
-//     down to 0.25). Its size: while shedding min(cap, shorts + 1); while
+//  11. Guard (guard). While nothing is tripped the reserve is held too
+//     when a high request came within a minute or short requests are
+//     about (their demand, averaged over 2.5 s, ≥ 0.5 slots). Its size: while shedding min(cap, shorts + 1); while
 //     guarding min(shorts + 1, max(cap, limit/2)) + the probes above the
 //     measured capacity; cap = high_reserve of the limit.
 //

@@ -25,8 +25,7 @@ import (
 //
 // The guard holds the reserve while nothing is tripped: when a high
 // request came within highMemory, or short requests are about (their
-// demand, averaged over some steps, reaches guardOn; once held, it lets
-// go under guardOff). Held only once short requests waited for slots,
+// demand, averaged over some steps, reaches guardOn). Held only once short requests waited for slots,
 // it came when answers many seconds long already held every slot, and
 // high waited for the first of them to end.
 //
@@ -34,17 +33,15 @@ import (
 type Reserve struct {
 	off      Rules
 	demand   float64   // short requests holding a slot or waiting for one, averaged
-	guard    bool      // the guard was on at the last step
 	highs    uint64    // high requests decided on, at lastHigh
 	lastHigh time.Time // when a high request was last seen
 }
 
 // Tuning of the reserve.
 const (
-	// guardOn and guardOff: the short requests' average demand (slots)
-	// at which the guard comes on, and under which it goes off.
-	guardOn  = 0.5
-	guardOff = 0.25
+	// guardOn: the short requests' average demand (slots) at which the
+	// guard comes on.
+	guardOn = 0.5
 	// highMemory: how long after a high request the guard holds the
 	// reserve (when slots turn over slowly): high requests come and go,
 	// and one that finds every slot held by answers many seconds long
@@ -89,8 +86,7 @@ func (r *Reserve) Step(s ReserveSignal) (slots int, guard bool) {
 		slots = 0
 	}
 	highAbout := !r.lastHigh.IsZero() && s.Now.Sub(r.lastHigh) < highMemory
-	held := r.demand >= guardOn || (r.guard && r.demand >= guardOff && r.off.On(RuleGuardHysteresis))
-	guard = slots > 0 && r.off.On(RuleGuard) && (highAbout || held)
+	guard = slots > 0 && r.off.On(RuleGuard) && (highAbout || r.demand >= guardOn)
 	switch want := int(math.Round(r.demand)) + 1; {
 	case slots == 0:
 	case s.Shedding:
@@ -101,7 +97,6 @@ func (r *Reserve) Step(s ReserveSignal) (slots int, guard bool) {
 	if guard {
 		slots += s.Limit - s.Serving
 	}
-	r.guard = guard
 	return slots, guard
 }
 
