@@ -15,6 +15,8 @@
 //	go run ./cmd/lab               # the whole lab, about 20 minutes
 //	go run ./cmd/lab -smoke        # every scenario and set-up for seconds (CI)
 //	go run ./cmd/lab -upstream ollama  # the step scenario against a real Ollama (ollama.go)
+//	go run ./cmd/lab -overhead=false -scenarios step -setups adaptive -rules-off "turnover stuck"
+//	                               # the module, and the module without each rule (admission.Rule)
 //
 // It builds nothing twice: llmsim and loadgen once into a temporary bin
 // folder, ./caddy only when missing (./xcaddy-build.sh), then copied so a
