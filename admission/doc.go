@@ -65,9 +65,10 @@
 //     reserve: it gives it back within a moment.
 //  11. Guard (guard). While nothing is tripped the reserve is held too
 //     when a high request came within a minute or short requests are
-//     about (their demand, averaged over 2.5 s, ≥ 0.5 slots). Its size: while shedding min(cap, shorts + 1); while
-//     guarding min(shorts + 1, max(cap, limit/2)) + the probes above the
-//     measured capacity; cap = high_reserve of the limit.
+//     about (their demand, averaged over 2.5 s, ≥ 0.5 slots). Its size:
+//     while shedding min(cap, shorts + 1); while guarding
+//     min(shorts + 1, max(cap, limit/2)) + the probes above the measured
+//     capacity; cap = high_reserve of the limit.
 //
 // The waits (the throttle's, on the Gate):
 //
