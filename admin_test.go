@@ -114,7 +114,7 @@ func TestAdminBodiesAreStrict(t *testing.T) {
 		{ov, `{"instance":"strict-body","state":"auto","STATE":"shed"}`, 400, `field names are case-sensitive: write "state"`},
 		{ov, `{"instance":"strict-body","ſtate":"shed"}`, 400, `field names are case-sensitive: write "state"`},
 		{rs, `{"instance":"strict-body","WHAT":"all"}`, 400, `field names are case-sensitive: write "what"`},
-		// as before
+		// malformed bodies
 		{ov, `{"instance":"strict-body","state":"shed"} {}`, 400, "body has data after the JSON object"},
 		{ov, `{"instance":"strict-body","state":"shed","until":"later"}`, 400, "unknown field in body"},
 		{ov, `{"instance":"strict-body","state":7}`, 400, `field "state" has the wrong type`},

@@ -21,10 +21,11 @@ const retryJitter = 0.2
 // finished: by Serve, or by Finish (a second Finish of the same Decision
 // does nothing).
 //
-// It is at most four words so that the compiler keeps it in registers: a
-// larger struct lives in memory and is copied whole right after its fields
-// were stored one by one, which stalls the CPU's store-to-load forwarding
-// and cost the request path more than the rest of its work.
+// It is at most four words so that the compiler keeps it in registers, and
+// the request path writes and reads it field by field, never whole: a
+// struct copied whole right after its fields were stored one by one stalls
+// the CPU's store-to-load forwarding, which costs more than the rest of the
+// request path. admit, Serve and finish follow this rule.
 type Decision struct {
 	info   uint64 // priority | verdict<<8 | cause<<16 | Retry-After seconds<<32
 	ticket breaker.Ticket
@@ -99,8 +100,7 @@ func (t *Throttle) AdmitRequest(r *http.Request, p priority.Priority, now Instan
 }
 
 func (t *Throttle) admit(ctx context.Context, r *http.Request, p priority.Priority, now Instant) Decision {
-	// The verdict is kept in a local until the end: writing a byte of d and
-	// then reading d whole stalls the store-to-load forwarding.
+	// The verdict is kept in a local until the end (see Decision).
 	rec := getRecorder()
 	v := priority.Pass
 	start := now.Mono
@@ -362,9 +362,7 @@ func (t *Throttle) Finish(d *Decision, o Outcome) {
 }
 
 // finish is Finish with the Decision's and the outcome's fields as
-// arguments: Serve passes them so, because copying a Decision whole right
-// after its fields were stored one by one stalls the CPU's store-to-load
-// forwarding, which costs more than the rest of the request path.
+// arguments, as Serve passes them (see Decision).
 func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, status int, end int64, gone bool, r *http.Request) {
 	sh := rec.shard
 	released := Now().Mono // the one clock read on exit
@@ -457,7 +455,7 @@ type Next interface {
 // took, and the circuit does not count it. What next returned is then
 // dropped.
 func (t *Throttle) Serve(w http.ResponseWriter, r *http.Request, d Decision, next Next) error {
-	// Field by field, never d whole (see finish).
+	// Field by field, never d whole (see Decision).
 	rec, v, tk := d.rec, d.Verdict(), d.ticket
 	stamp := t.latency.TTFB()
 	rec.ResponseWriter, rec.stamp, rec.fb = w, stamp, &t.firstBytes

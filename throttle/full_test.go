@@ -109,9 +109,9 @@ func TestUpstreamFullLowersTheLimitAndLeavesTheCircuitClosed(t *testing.T) {
 	}
 }
 
-// Other failures still count toward the circuit: a 500 or 502 the
-// upstream wrote, and an error next returned without an answer (a dial
-// error: reverse_proxy's 502), open it as before.
+// Other failures count toward the circuit: a 500 or 502 the upstream
+// wrote, and an error next returned without an answer (a dial error:
+// reverse_proxy's 502), open it.
 func TestOtherFailuresStillOpenTheCircuit(t *testing.T) {
 	for name, next := range map[string]nextFunc{
 		"500": func(w http.ResponseWriter, _ *http.Request) error { w.WriteHeader(500); return nil },
