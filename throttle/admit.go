@@ -87,7 +87,7 @@ func (d Decision) CauseIndex() int { return int(uint8(d.info >> 16)) }
 //
 // Admit knows nothing of the request's size, so it never counts as short
 // (see AdmitRequest).
-func (t *Throttle) Admit(ctx context.Context, p priority.Priority, now Instant) Decision {
+func (t *Throttle) Admit(ctx context.Context, p priority.Priority, now breaker.Mono) Decision {
 	return t.admit(ctx, nil, p, now)
 }
 
@@ -95,24 +95,24 @@ func (t *Throttle) Admit(ctx context.Context, p priority.Priority, now Instant) 
 // wait for a slot while slots turn over slowly, its body may be read
 // (weigh_body) to learn whether it is short and may borrow high's reserve;
 // the body is put back whole for the next handler.
-func (t *Throttle) AdmitRequest(r *http.Request, p priority.Priority, now Instant) Decision {
+func (t *Throttle) AdmitRequest(r *http.Request, p priority.Priority, now breaker.Mono) Decision {
 	return t.admit(r.Context(), r, p, now)
 }
 
-func (t *Throttle) admit(ctx context.Context, r *http.Request, p priority.Priority, now Instant) Decision {
+func (t *Throttle) admit(ctx context.Context, r *http.Request, p priority.Priority, now breaker.Mono) Decision {
 	// The verdict is kept in a local until the end (see Decision).
 	rec := getRecorder()
 	v := priority.Pass
-	start := now.Mono
+	start := now
 	var tk breaker.Ticket
 	short, class := false, uint8(classUnknown)
-	mode := t.overrideAt(now.Time)
+	mode := t.overrideOn(now)
 	if mode == "drain" { // before the circuit: a drain takes no probe
 		t.verdicts[p][priority.ShedDrain].Add(rec.shard)
 		putRecorder(rec)
-		return t.refusal(p, priority.ShedDrain, 0, now.Time)
+		return t.refusal(p, priority.ShedDrain, 0, now)
 	}
-	ticket, ok, retryIn := t.circuit.Allow(now.Time)
+	ticket, ok, retryIn := t.circuit.Allow(now)
 	switch {
 	case mode == "pass":
 		if ok {
@@ -141,7 +141,15 @@ func (t *Throttle) admit(ctx context.Context, r *http.Request, p priority.Priori
 		return Decision{info: decision(p, v, 0, 0), ticket: tk, rec: rec}
 	}
 	putRecorder(rec)
-	return t.refusal(p, v, retryIn, now.Time)
+	return t.refusal(p, v, retryIn, now)
+}
+
+// overrideOn is overrideAt on the request path's clock.
+func (t *Throttle) overrideOn(now breaker.Mono) string {
+	if o := t.override.Load(); o != nil { // apart, so that the common case inlines
+		return o.at(now.Time())
+	}
+	return ""
 }
 
 // upstreamLevels are the levels that say the upstream itself is hurting
@@ -153,19 +161,19 @@ const upstreamLevels = 1<<levelGPU | 1<<levelLatency
 // upstream is hurting is tripped, or an override sheds): low is refused at
 // once; otherwise only arrivals surge, the limit guards the upstream, and
 // low may take a slot that is free while nobody waits.
-func (t *Throttle) graded(ctx context.Context, r *http.Request, p priority.Priority, hurting bool, now Instant) (priority.Verdict, int64, bool, uint8) {
+func (t *Throttle) graded(ctx context.Context, r *http.Request, p priority.Priority, hurting bool, now breaker.Mono) (priority.Verdict, breaker.Mono, bool, uint8) {
 	switch p {
 	case priority.High:
 		if t.gate.TryAcquire(p, true) {
-			return priority.PassReserved, now.Mono, false, classUnknown
+			return priority.PassReserved, now, false, classUnknown
 		}
 	case priority.Medium:
-		if t.pacer.AllowN(now.Time, 1) && t.gate.TryAcquire(p, true) {
-			return priority.PassBucket, now.Mono, false, classUnknown
+		if t.pacer.AllowN(now.Time(), 1) && t.gate.TryAcquire(p, true) {
+			return priority.PassBucket, now, false, classUnknown
 		}
 	default:
 		if !hurting && t.gate.TryAcquire(p, true) {
-			return priority.Pass, now.Mono, false, classUnknown
+			return priority.Pass, now, false, classUnknown
 		}
 	}
 	return t.wait(ctx, r, p, true, now)
@@ -220,7 +228,7 @@ const aheadSlack = 2
 // A granted request's time starts when it got its slot, so its time to
 // first byte is the upstream's, not the queue's. It returns the verdict,
 // that start, and whether the slot was taken as short.
-func (t *Throttle) wait(ctx context.Context, r *http.Request, p priority.Priority, shedding bool, now Instant) (priority.Verdict, int64, bool, uint8) {
+func (t *Throttle) wait(ctx context.Context, r *http.Request, p priority.Priority, shedding bool, now breaker.Mono) (priority.Verdict, breaker.Mono, bool, uint8) {
 	if shedding && p == priority.Low {
 		return priority.ShedLow, 0, false, classUnknown
 	}
@@ -241,13 +249,13 @@ func (t *Throttle) wait(ctx context.Context, r *http.Request, p priority.Priorit
 	defer t.unhold(t.holdBody(r)) // so that a client that leaves is seen
 	res := admission.Late
 	if wait, ahead, ok := t.waitFor(p, class); ok {
-		res = t.gate.WaitAhead(ctx, p, short, wait, ahead, now.Mono)
+		res = t.gate.WaitAhead(ctx, p, short, wait, ahead, int64(now))
 	}
 	switch res {
 	case admission.Granted:
-		start := Now().Mono
-		if start-now.Mono <= t.maxWait[p].Load()/standingCut {
-			t.gate.ServedPromptly(p, start)
+		start := Now()
+		if int64(start-now) <= t.maxWait[p].Load()/standingCut {
+			t.gate.ServedPromptly(p, int64(start))
 		}
 		switch {
 		case !shedding:
@@ -270,16 +278,16 @@ func (t *Throttle) wait(ctx context.Context, r *http.Request, p priority.Priorit
 
 // refusal is a refused Decision: its cause, and Retry-After from when
 // capacity is expected back. Apart from Admit, which stays small.
-func (t *Throttle) refusal(p priority.Priority, v priority.Verdict, retryIn time.Duration, now time.Time) Decision {
+func (t *Throttle) refusal(p priority.Priority, v priority.Verdict, retryIn time.Duration, now breaker.Mono) Decision {
 	cause, until := causeCircuit, retryIn
 	switch v {
 	case priority.ShedCircuit:
 	case priority.ShedDrain:
-		cause, until = causeOverride, t.overrideLeft(now)
+		cause, until = causeOverride, t.overrideLeft(now.Time())
 	case priority.ShedQueue, priority.ShedGone:
 		cause, until = causeLimit, t.drainIn()
 	default:
-		cause, until = t.shedCause(), time.Duration(t.shedUntil.Load()-now.UnixNano())
+		cause, until = t.shedCause(), time.Duration(t.shedUntil.Load()-now.Time().UnixNano())
 		if v != priority.ShedLow {
 			until = max(until, t.drainIn())
 		}
@@ -333,9 +341,9 @@ type Outcome struct {
 	// except an answer that it is full (FullStatus: 503, 429, 529), which
 	// lowers the limit instead and leaves the circuit alone.
 	Status int
-	// End is when the request was timed (its first byte, or its end), as
-	// breaker.Mono; 0 means now.
-	End int64
+	// End is when the request was timed (its first byte, or its end); 0
+	// means now.
+	End breaker.Mono
 	// ClientGone: the client went away before an answer. That says
 	// nothing about the upstream: neither latency nor the circuit count it.
 	ClientGone bool
@@ -363,9 +371,9 @@ func (t *Throttle) Finish(d *Decision, o Outcome) {
 
 // finish is Finish with the Decision's and the outcome's fields as
 // arguments, as Serve passes them (see Decision).
-func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, status int, end int64, gone bool, r *http.Request) {
+func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, status int, end breaker.Mono, gone bool, r *http.Request) {
 	sh := rec.shard
-	released := Now().Mono // the one clock read on exit
+	released := Now() // the one clock read on exit
 	if end == 0 {
 		end = released
 	}
@@ -384,10 +392,10 @@ func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, 
 		t.circuitChanged(t.circuit.Done(end, tk, true, sh), r)
 	default:
 		if rec.fb == nil { // finished by a caller of Finish: the end stands for the first byte
-			t.firstBytes.add(sh, end-rec.start)
+			t.firstBytes.add(sh, end.Sub(rec.start))
 			counted = true
 		}
-		dur := time.Duration(end - rec.start)
+		dur := end.Sub(rec.start)
 		if t.slo.Load() > 0 { // the service time as taken, whatever its size
 			t.service.record(sh, rec.class, dur)
 		}
@@ -409,7 +417,7 @@ func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, 
 	if rec.high {
 		t.highIn.Add(-1)
 	}
-	t.turnover.Done(sh, time.Duration(released-rec.start), time.Duration(t.highWait.Load()))
+	t.turnover.Done(sh, released.Sub(rec.start), time.Duration(t.highWait.Load()))
 	t.gate.Release(rec.short)
 	t.finished.Add(sh)
 	putRecorder(rec)

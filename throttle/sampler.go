@@ -48,7 +48,7 @@ func (t *Throttle) step(now time.Time, second bool) {
 	}
 	t.logGPUNote()
 	if second {
-		if tr, ok := t.circuit.Poll(now); ok {
+		if tr, ok := t.circuit.Poll(breaker.MonoOf(now)); ok {
 			t.transition(tr)
 		}
 		t.measureDrain(now)
@@ -82,7 +82,7 @@ func (t *Throttle) watchQueues(now time.Time) {
 	for p := range after {
 		after[p] = time.Duration(t.maxWait[p].Load())
 	}
-	t.gate.Watch(breaker.Mono(now), after)
+	t.gate.Watch(int64(breaker.MonoOf(now)), after)
 }
 
 // guardOn and guardOff: the short requests' average slots at which the

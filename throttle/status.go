@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/ai-guardian/adaptivethrottle/admission"
+	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/levels"
 	"github.com/ai-guardian/adaptivethrottle/levels/gpu"
 	"github.com/ai-guardian/adaptivethrottle/levels/latency"
@@ -144,7 +145,7 @@ func (t *Throttle) Status(now time.Time) Status {
 	}
 	st.Levels = LevelsStatus{QPS: t.qps.Status(now), GPU: t.gpu.Status(now), Latency: t.latency.Status(now)}
 
-	c := t.circuit.Status(now)
+	c := t.circuit.Status(breaker.MonoOf(now))
 	st.Circuit = CircuitStatus{State: c.State.String(), Since: levels.TimePtr(c.Since), Opens: c.Opens,
 		OpenForS: levels.Round(c.OpenFor.Seconds()), RetryInS: levels.Round(c.RetryIn.Seconds()), Requests: c.Requests,
 		Failures: c.Failures, Ratio: levels.Round(c.Ratio), ProbesInFlight: c.ProbesInFlight, LastReason: c.LastReason}
@@ -169,7 +170,7 @@ func (t *Throttle) Status(now time.Time) Status {
 		Medium: MediumLane{Rate: levels.Round(float64(t.pacer.Limit())), Passed: passed(priority.Medium), Shed: shed(priority.Medium)},
 		Low:    LowLane{Passed: passed(priority.Low), Shed: shed(priority.Low)},
 	}
-	queued, oldest := t.gate.Queues(Now().Mono)
+	queued, oldest := t.gate.Queues(int64(Now()))
 	inShort, waitShort := t.gate.Shorts()
 	st.Admission = AdmissionStatus{LimitStatus: t.limit.Status(), InFlight: t.gate.InFlight(),
 		Queued:      map[string]int{"high": queued[priority.High], "medium": queued[priority.Medium], "low": queued[priority.Low]},
