@@ -130,7 +130,7 @@ func TestAdminBodiesAreStrict(t *testing.T) {
 		// the former name of "name"
 		{ov, `{"instance":"strict-body","state":"shed"}`, 400, `"instance" is now "name"`},
 		{rs, `{"what":"all","instance":"strict-body"}`, 400, `"instance" is now "name"`},
-		// as before
+		// malformed bodies
 		{ov, `{"name":"strict-body","state":"shed"} {}`, 400, "body has data after the JSON object"},
 		{ov, `{"name":"strict-body","state":"shed","until":"later"}`, 400, "unknown field in body"},
 		{ov, `{"name":"strict-body","state":7}`, 400, `field "state" has the wrong type`},

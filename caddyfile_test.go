@@ -315,7 +315,7 @@ func TestJSONQPSLimitIsNowMaxRate(t *testing.T) {
 	}
 }
 
-// Mistakes that used to be taken silently fail at their line.
+// Mistakes a lax parser would take silently fail at their line.
 func TestCaddyfileRefusesSilentMistakes(t *testing.T) {
 	cases := []struct {
 		input, msg string

@@ -718,7 +718,8 @@ func TestDashboardUnits(t *testing.T) {
 }
 
 // TestMetricNamesCarryUnits pins the naming: no gauge mixes units under one
-// name (the old level_value / level_threshold), and rates say so.
+// name (such as one level_value for req/s, seconds and ratios), and rates
+// say so.
 func TestMetricNamesCarryUnits(t *testing.T) {
 	for _, name := range MetricNames {
 		short := strings.TrimPrefix(name, metricsPrefix)

@@ -468,11 +468,11 @@ func TestLimitProbesLessOftenWhenTheyFindNoRoom(t *testing.T) {
 // The first bytes of requests that were stuck come in seconds late, after
 // the stuck rule brought the limit down to what the upstream served: they
 // are that same queue, and the gradient does not cut below it for them,
-// neither in the steps that see requests stuck nor within the hold after.
-// Before, such a cut left more in flight than the limit, and with answers
-// seconds long nothing, high priority included, was admitted until enough
-// of them ended. Pressure still cuts, and after the hold slow first bytes
-// cut again.
+// neither in the steps that see requests stuck nor within the hold after:
+// such a cut would leave more in flight than the limit, and with answers
+// seconds long nothing, high priority included, would be admitted until
+// enough of them ended. Pressure still cuts, and after the hold slow first
+// bytes cut again.
 func TestLimitDoesNotCutTwiceForOneQueue(t *testing.T) {
 	l := NewLimit(Config{Initial: 10})
 	now := time.Unix(0, 0)

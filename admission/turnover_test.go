@@ -66,7 +66,7 @@ func TestTurnoverSlow(t *testing.T) {
 		t.Fatalf("answers of 1.5 s: slow on 16 slots %v (want false), on 4 %v (want true)", tu.Slow(16, w), tu.Slow(4, w))
 	}
 	// A surge: 30 slots taken by answers that have not ended yet, the
-	// short ones ending as before. What ended says nothing of them; the
+	// short ones ending at the same pace. What ended says nothing of them; the
 	// slots held do.
 	tu = NewTurnover()
 	for range 5 {

@@ -281,11 +281,11 @@ func (c *Circuit) State() State { return c.ph.Load().state }
 // is free or its lease expired, else rejects with retryIn = time until the
 // earliest lease expires. An Open → Half-Open move made here is not returned
 // (the request path stays lean) but shows in Status and in the next Poll.
-func (c *Circuit) Allow(now time.Time) (t Ticket, ok bool, retryIn time.Duration) {
+func (c *Circuit) Allow(now Mono) (t Ticket, ok bool, retryIn time.Duration) {
 	if c.ph.Load().state == Closed { // the common case: no clock arithmetic
 		return normalTicket, true, 0
 	}
-	m := mono(now)
+	m := int64(now)
 	for {
 		p := c.ph.Load()
 		switch p.state {
@@ -368,8 +368,8 @@ func (c *Circuit) Cancel(t Ticket) {
 	}
 }
 
-// Done reports an admitted request's outcome; end is when it ended, as
-// Mono, and the caller decides what failed means (5xx, dial error,
+// Done reports an admitted request's outcome; end is when it ended, and
+// the caller decides what failed means (5xx, dial error,
 // timeout). shard picks the window's shard: a caller on one core passing
 // the same one keeps that shard's cache lines in its cache. It returns the
 // transition the outcome caused, nil in the common case, so that a success
@@ -380,23 +380,23 @@ func (c *Circuit) Cancel(t Ticket) {
 // ratio reaches ErrorRatio. A probe ticket counts only while its slot still
 // holds its lease (else the lease expired and the slot went to another probe,
 // or the episode ended: the late result is ignored).
-func (c *Circuit) Done(end int64, t Ticket, failed bool, shard uint32) *Transition {
+func (c *Circuit) Done(end Mono, t Ticket, failed bool, shard uint32) *Transition {
 	if t.slot < 0 && !failed { // small enough to inline: the request path's case
-		c.win.Load().record(end, false, shard)
+		c.win.Load().record(int64(end), false, shard)
 		return nil
 	}
 	return c.doneSlow(end, t, failed, shard)
 }
 
-func (c *Circuit) doneSlow(end int64, t Ticket, failed bool, shard uint32) *Transition {
-	if tr, changed := c.done(epoch.Add(time.Duration(end)), t, failed, shard); changed {
+func (c *Circuit) doneSlow(end Mono, t Ticket, failed bool, shard uint32) *Transition {
+	if tr, changed := c.done(end, t, failed, shard); changed {
 		return &tr
 	}
 	return nil
 }
 
-func (c *Circuit) done(now time.Time, t Ticket, failed bool, shard uint32) (tr Transition, changed bool) {
-	m := mono(now)
+func (c *Circuit) done(now Mono, t Ticket, failed bool, shard uint32) (tr Transition, changed bool) {
+	m := int64(now)
 	if t.slot < 0 {
 		c.win.Load().record(m, failed, shard)
 		if !failed {
@@ -433,7 +433,7 @@ func (c *Circuit) done(now time.Time, t Ticket, failed bool, shard uint32) (tr T
 	}
 	np := &phase{
 		state:   Closed,
-		since:   now,
+		since:   now.Time(),
 		backoff: c.cfg.Load().OpenFor.D(),
 		reason:  fmt.Sprintf("%d half-open probe(s) succeeded", c.cfg.Load().Probes),
 	}
@@ -446,7 +446,7 @@ func (c *Circuit) done(now time.Time, t Ticket, failed bool, shard uint32) (tr T
 
 // maybeOpen opens a Closed circuit when the window's failure ratio demands.
 // Off the success path: it runs on failures only.
-func (c *Circuit) maybeOpen(now time.Time, m int64) (Transition, bool) {
+func (c *Circuit) maybeOpen(now Mono, m int64) (Transition, bool) {
 	p := c.ph.Load()
 	if p.state != Closed {
 		return Transition{}, false
@@ -464,20 +464,20 @@ func (c *Circuit) maybeOpen(now time.Time, m int64) (Transition, bool) {
 	return c.swap(p, c.openPhase(now, m, p.backoff, reason, ratio))
 }
 
-func (c *Circuit) openPhase(now time.Time, m int64, backoff time.Duration, reason string, ratio float64) *phase {
+func (c *Circuit) openPhase(now Mono, m int64, backoff time.Duration, reason string, ratio float64) *phase {
 	until := m + int64(backoff)
 	if until < m { // overflow
 		until = math.MaxInt64
 	}
-	return &phase{state: Open, since: now, reason: reason, openUntil: until, backoff: backoff, ratio: ratio}
+	return &phase{state: Open, since: now.Time(), reason: reason, openUntil: until, backoff: backoff, ratio: ratio}
 }
 
 // toHalfOpen moves an Open phase p whose time is up to Half-Open; announced
 // says whether the caller reports the transition itself.
-func (c *Circuit) toHalfOpen(p *phase, now time.Time, announced bool) (Transition, bool) {
+func (c *Circuit) toHalfOpen(p *phase, now Mono, announced bool) (Transition, bool) {
 	np := &phase{
 		state:   HalfOpen,
-		since:   now,
+		since:   now.Time(),
 		backoff: p.backoff,
 		reason:  fmt.Sprintf("open for %v elapsed; admitting %d probe(s)", p.backoff, c.cfg.Load().Probes),
 		episode: c.episodes.Add(1),
@@ -520,10 +520,10 @@ func (c *Circuit) transition(from State, np *phase) Transition {
 // and reports a move to Half-Open that Allow made since. Each Half-Open
 // episode is reported at most once, whoever made it; when Allow and Poll race
 // for the move, exactly one wins.
-func (c *Circuit) Poll(now time.Time) (Transition, bool) {
+func (c *Circuit) Poll(now Mono) (Transition, bool) {
 	p := c.ph.Load()
 	switch {
-	case p.state == Open && mono(now) >= p.openUntil:
+	case p.state == Open && int64(now) >= p.openUntil:
 		if tr, ok := c.toHalfOpen(p, now, true); ok {
 			return tr, true
 		}
@@ -559,8 +559,8 @@ type CircuitStatus struct {
 
 // Status returns a snapshot of the circuit. Lock-free; its fields are read
 // one by one, so under concurrent change they may disagree slightly.
-func (c *Circuit) Status(now time.Time) CircuitStatus {
-	m := mono(now)
+func (c *Circuit) Status(now Mono) CircuitStatus {
+	m := int64(now)
 	p := c.ph.Load()
 	total, failures := c.win.Load().sum(m)
 	st := CircuitStatus{
@@ -589,8 +589,8 @@ func (c *Circuit) Status(now time.Time) CircuitStatus {
 
 // Reset forces the circuit Closed at now: window cleared, backoff back to
 // OpenFor, probes in flight forgotten (their results will be ignored).
-func (c *Circuit) Reset(now time.Time) {
-	np := &phase{state: Closed, since: now, backoff: c.cfg.Load().OpenFor.D(), reason: "reset"}
+func (c *Circuit) Reset(now Mono) {
+	np := &phase{state: Closed, since: now.Time(), backoff: c.cfg.Load().OpenFor.D(), reason: "reset"}
 	np.announced.Store(true)
 	if old := c.ph.Swap(np); old.state != Closed {
 		c.transitions.Add(1)

@@ -27,7 +27,7 @@ const s = 1_000_000_000
 func outcomes(t *testing.T, c *Circuit, now time.Time, n int, failed bool) (trs []Transition) {
 	t.Helper()
 	for range n {
-		tk, ok, _ := c.Allow(now)
+		tk, ok, _ := c.Allow(MonoOf(now))
 		if !ok {
 			t.Fatalf("Allow rejected in state %v", c.State())
 		}
@@ -57,7 +57,7 @@ func TestCircuitClosedBelowMinRequests(t *testing.T) {
 	if trs := outcomes(t, c, ct0, 19, true); len(trs) != 0 || c.State() != Closed {
 		t.Fatalf("opened below MinRequests at 100%% failures: %v", trs)
 	}
-	st := c.Status(ct0)
+	st := c.Status(MonoOf(ct0))
 	if st.Requests != 19 || st.Failures != 19 || st.Ratio != 1 || st.State != Closed {
 		t.Fatalf("status %+v", st)
 	}
@@ -78,14 +78,14 @@ func TestCircuitOpensAtExactRatio(t *testing.T) {
 	}
 	trs := outcomes(t, c, ct0, 1, true)
 	if len(trs) != 1 {
-		t.Fatalf("did not open at exactly 11/22: %v", c.Status(ct0))
+		t.Fatalf("did not open at exactly 11/22: %v", c.Status(MonoOf(ct0)))
 	}
 	tr := trs[0]
 	if tr.Name != "circuit" || !tr.Tripped || tr.From != Closed || tr.To != Open ||
 		tr.Value != 0.5 || tr.Threshold != 0.5 || !tr.At.Equal(ct0) || !strings.Contains(tr.Reason, "11 of 22") {
 		t.Fatalf("transition %+v", tr)
 	}
-	st := c.Status(ct0)
+	st := c.Status(MonoOf(ct0))
 	if st.State != Open || st.Opens != 1 || st.OpenFor != DefaultOpenFor || st.RetryIn != DefaultOpenFor || st.LastReason != tr.Reason {
 		t.Fatalf("status %+v", st)
 	}
@@ -101,11 +101,11 @@ func TestCircuitWindowAgesOut(t *testing.T) {
 	c := NewCircuit(CircuitConfig{MinRequests: 20, Window: 10 * s}) // 1 s buckets
 	outcomes(t, c, at(0), 15, true)
 	// 9.999 s later the failures still count...
-	if st := c.Status(at(9*s + 999*time.Millisecond)); st.Failures != 15 {
+	if st := c.Status(MonoOf(at(9*s + 999*time.Millisecond))); st.Failures != 15 {
 		t.Fatalf("failures aged out early: %+v", st)
 	}
 	// ...10 s later their bucket has left the window.
-	if st := c.Status(at(10 * s)); st.Requests != 0 {
+	if st := c.Status(MonoOf(at(10 * s))); st.Requests != 0 {
 		t.Fatalf("failures did not age out: %+v", st)
 	}
 	if trs := outcomes(t, c, at(10*s), 10, true); len(trs) != 0 || c.State() != Closed {
@@ -113,20 +113,20 @@ func TestCircuitWindowAgesOut(t *testing.T) {
 	}
 	// Within the window they add up across buckets.
 	if trs := outcomes(t, c, at(15*s), 10, true); len(trs) != 1 {
-		t.Fatalf("10+10 failures across buckets did not open: %+v", c.Status(at(15*s)))
+		t.Fatalf("10+10 failures across buckets did not open: %+v", c.Status(MonoOf(at(15*s))))
 	}
 }
 
 func TestCircuitOpenRejectsWithRetryIn(t *testing.T) {
 	c := openCircuit(t, CircuitConfig{OpenFor: 60 * s})
-	tk, ok, retry := c.Allow(at(10 * s))
+	tk, ok, retry := c.Allow(MonoOf(at(10 * s)))
 	if ok || retry != 50*s || tk.Probe() {
 		t.Fatalf("Allow in Open = %v %v %v, want rejected, 50s", tk, ok, retry)
 	}
-	if _, ok, retry := c.Allow(at(60*s - 1)); ok || retry != 1 {
+	if _, ok, retry := c.Allow(MonoOf(at(60*s - 1))); ok || retry != 1 {
 		t.Fatalf("1ns before Half-Open: %v %v", ok, retry)
 	}
-	if st := c.Status(at(10 * s)); st.RetryIn != 50*s {
+	if st := c.Status(MonoOf(at(10 * s))); st.RetryIn != 50*s {
 		t.Fatalf("status retry_in %v", st.RetryIn)
 	}
 	// A normal request admitted before opening reports late: counted, no change.
@@ -137,37 +137,37 @@ func TestCircuitOpenRejectsWithRetryIn(t *testing.T) {
 
 func TestCircuitHalfOpenViaAllow(t *testing.T) {
 	c := openCircuit(t, CircuitConfig{OpenFor: 60 * s})
-	tk, ok, retry := c.Allow(at(60 * s))
+	tk, ok, retry := c.Allow(MonoOf(at(60 * s)))
 	if !ok || retry != 0 || !tk.Probe() || c.State() != HalfOpen {
 		t.Fatalf("Allow at openUntil = %+v %v %v, state %v", tk, ok, retry, c.State())
 	}
-	st := c.Status(at(60 * s))
+	st := c.Status(MonoOf(at(60 * s)))
 	if st.State != HalfOpen || !st.Since.Equal(at(60*s)) || st.ProbesInFlight != 1 || st.Transitions != 2 {
 		t.Fatalf("status %+v", st)
 	}
 	// Poll reports the move Allow made, once.
-	tr, ch := c.Poll(at(61 * s))
+	tr, ch := c.Poll(MonoOf(at(61 * s)))
 	if !ch || tr.From != Open || tr.To != HalfOpen || !tr.At.Equal(at(60*s)) || !tr.Tripped {
 		t.Fatalf("Poll after Allow's move = %+v %v", tr, ch)
 	}
-	if _, ch := c.Poll(at(62 * s)); ch {
+	if _, ch := c.Poll(MonoOf(at(62 * s))); ch {
 		t.Fatal("Poll reported the same move twice")
 	}
 }
 
 func TestCircuitHalfOpenViaPoll(t *testing.T) {
 	c := openCircuit(t, CircuitConfig{OpenFor: 60 * s})
-	if _, ch := c.Poll(at(60*s - 1)); ch || c.State() != Open {
+	if _, ch := c.Poll(MonoOf(at(60*s - 1))); ch || c.State() != Open {
 		t.Fatal("Poll moved to Half-Open early")
 	}
-	tr, ch := c.Poll(at(60 * s))
+	tr, ch := c.Poll(MonoOf(at(60 * s)))
 	if !ch || tr.From != Open || tr.To != HalfOpen || c.State() != HalfOpen {
 		t.Fatalf("Poll at openUntil = %+v %v", tr, ch)
 	}
-	if _, ch := c.Poll(at(60 * s)); ch {
+	if _, ch := c.Poll(MonoOf(at(60 * s))); ch {
 		t.Fatal("second Poll reported again")
 	}
-	if _, ok, _ := c.Allow(at(60 * s)); !ok {
+	if _, ok, _ := c.Allow(MonoOf(at(60 * s))); !ok {
 		t.Fatal("no probe admitted after Poll's move")
 	}
 }
@@ -177,7 +177,7 @@ func TestCircuitHalfOpenViaPoll(t *testing.T) {
 func TestCircuitHalfOpenRace(t *testing.T) {
 	for range 50 {
 		c := openCircuit(t, CircuitConfig{OpenFor: 60 * s, Probes: 2})
-		before := c.Status(ct0).Transitions
+		before := c.Status(MonoOf(ct0)).Transitions
 		var reported, admitted atomic.Int32
 		var wg sync.WaitGroup
 		start := make(chan struct{})
@@ -185,20 +185,20 @@ func TestCircuitHalfOpenRace(t *testing.T) {
 			wg.Go(func() {
 				<-start
 				if i%2 == 0 {
-					if _, ch := c.Poll(at(60 * s)); ch {
+					if _, ch := c.Poll(MonoOf(at(60 * s))); ch {
 						reported.Add(1)
 					}
-				} else if _, ok, _ := c.Allow(at(60 * s)); ok {
+				} else if _, ok, _ := c.Allow(MonoOf(at(60 * s))); ok {
 					admitted.Add(1)
 				}
 			})
 		}
 		close(start)
 		wg.Wait()
-		if _, ch := c.Poll(at(60 * s)); ch {
+		if _, ch := c.Poll(MonoOf(at(60 * s))); ch {
 			reported.Add(1)
 		}
-		if n := c.Status(ct0).Transitions - before; n != 1 {
+		if n := c.Status(MonoOf(ct0)).Transitions - before; n != 1 {
 			t.Fatalf("%d Open→Half-Open moves, want 1", n)
 		}
 		if reported.Load() != 1 || admitted.Load() != 2 {
@@ -217,7 +217,7 @@ func TestCircuitHalfOpenAdmitsExactlyProbes(t *testing.T) {
 	for range 50 {
 		wg.Go(func() {
 			<-start
-			tk, ok, retry := c.Allow(at(60 * s))
+			tk, ok, retry := c.Allow(MonoOf(at(60 * s)))
 			if !ok {
 				rejected.Add(1)
 				if retry != 30*s {
@@ -238,27 +238,27 @@ func TestCircuitHalfOpenAdmitsExactlyProbes(t *testing.T) {
 	if len(slots) != 3 || rejected.Load() != 47 {
 		t.Fatalf("admitted %d probes (want 3), rejected %d", len(slots), rejected.Load())
 	}
-	if st := c.Status(at(70 * s)); st.ProbesInFlight != 3 {
+	if st := c.Status(MonoOf(at(70 * s))); st.ProbesInFlight != 3 {
 		t.Fatalf("probes in flight %d", st.ProbesInFlight)
 	}
 	// Later, retryIn counts down to the earliest lease expiry.
-	if _, ok, retry := c.Allow(at(80 * s)); ok || retry != 10*s {
+	if _, ok, retry := c.Allow(MonoOf(at(80 * s))); ok || retry != 10*s {
 		t.Fatalf("Allow at +20s = %v %v, want rejected, 10s", ok, retry)
 	}
 }
 
 func TestCircuitProbeSuccessCloses(t *testing.T) {
 	c := openCircuit(t, CircuitConfig{OpenFor: 60 * s, Probes: 2})
-	a, _, _ := c.Allow(at(60 * s))
-	b, _, _ := c.Allow(at(60 * s))
-	if _, ok, _ := c.Allow(at(60 * s)); ok || !a.Probe() || !b.Probe() {
+	a, _, _ := c.Allow(MonoOf(at(60 * s)))
+	b, _, _ := c.Allow(MonoOf(at(60 * s)))
+	if _, ok, _ := c.Allow(MonoOf(at(60 * s))); ok || !a.Probe() || !b.Probe() {
 		t.Fatal("setup: want two probes and no third")
 	}
 	if _, ch := done(c, at(61*s), a, false); ch || c.State() != HalfOpen {
 		t.Fatal("closed after 1 of 2 probe successes")
 	}
 	// The freed slot admits another probe meanwhile.
-	d, ok, _ := c.Allow(at(61 * s))
+	d, ok, _ := c.Allow(MonoOf(at(61 * s)))
 	if !ok || !d.Probe() {
 		t.Fatal("freed probe slot not reusable")
 	}
@@ -266,7 +266,7 @@ func TestCircuitProbeSuccessCloses(t *testing.T) {
 	if !ch || tr.From != HalfOpen || tr.To != Closed || tr.Tripped || c.State() != Closed {
 		t.Fatalf("second success = %+v %v", tr, ch)
 	}
-	st := c.Status(at(62 * s))
+	st := c.Status(MonoOf(at(62 * s)))
 	if st.Requests != 0 || st.OpenFor != 60*s || st.ProbesInFlight != 0 {
 		t.Fatalf("closed status %+v: want window cleared, backoff reset", st)
 	}
@@ -274,7 +274,7 @@ func TestCircuitProbeSuccessCloses(t *testing.T) {
 	if _, ch := done(c, at(63*s), d, true); ch || c.State() != Closed {
 		t.Fatal("a probe from a closed episode changed the state")
 	}
-	if _, ok, _ := c.Allow(at(63 * s)); !ok {
+	if _, ok, _ := c.Allow(MonoOf(at(63 * s))); !ok {
 		t.Fatal("Closed rejected")
 	}
 }
@@ -283,7 +283,7 @@ func TestCircuitProbeFailureBacksOff(t *testing.T) {
 	c := openCircuit(t, CircuitConfig{OpenFor: 10 * s, MaxOpenFor: 30 * s})
 	now := time.Duration(10 * s) // Half-Open is due
 	for i, want := range []time.Duration{20 * s, 30 * s, 30 * s} {
-		tk, ok, _ := c.Allow(at(now))
+		tk, ok, _ := c.Allow(MonoOf(at(now)))
 		if !ok || !tk.Probe() {
 			t.Fatalf("round %d: no probe at %v", i, now)
 		}
@@ -291,22 +291,22 @@ func TestCircuitProbeFailureBacksOff(t *testing.T) {
 		if !ch || tr.From != HalfOpen || tr.To != Open {
 			t.Fatalf("round %d: probe failure = %+v %v", i, tr, ch)
 		}
-		st := c.Status(at(now))
+		st := c.Status(MonoOf(at(now)))
 		if st.OpenFor != want || st.RetryIn != want || st.Opens != uint64(i+2) {
 			t.Fatalf("round %d: status %+v, want open for %v", i, st, want)
 		}
-		if _, ok, retry := c.Allow(at(now + want - 1)); ok || retry != 1 {
+		if _, ok, retry := c.Allow(MonoOf(at(now + want - 1))); ok || retry != 1 {
 			t.Fatalf("round %d: still open 1ns before: %v %v", i, ok, retry)
 		}
 		now += want
 	}
 	// Success resets the backoff: the next open lasts OpenFor again.
-	tk, _, _ := c.Allow(at(now))
+	tk, _, _ := c.Allow(MonoOf(at(now)))
 	if _, ch := done(c, at(now), tk, false); !ch || c.State() != Closed {
 		t.Fatal("probe success did not close")
 	}
 	outcomes(t, c, at(now), 4, true)
-	if st := c.Status(at(now)); st.State != Open || st.RetryIn != 10*s {
+	if st := c.Status(MonoOf(at(now))); st.State != Open || st.RetryIn != 10*s {
 		t.Fatalf("after close, reopen %+v: want 10s", st)
 	}
 }
@@ -319,9 +319,9 @@ func TestCircuitDefaultMaxOpenFor(t *testing.T) {
 	now := time.Second
 	var last time.Duration
 	for range 8 {
-		tk, _, _ := c.Allow(at(now))
+		tk, _, _ := c.Allow(MonoOf(at(now)))
 		done(c, at(now), tk, true)
-		last = c.Status(at(now)).OpenFor
+		last = c.Status(MonoOf(at(now))).OpenFor
 		now += last
 	}
 	if last != 16*time.Second {
@@ -331,17 +331,17 @@ func TestCircuitDefaultMaxOpenFor(t *testing.T) {
 
 func TestCircuitProbeTimeout(t *testing.T) {
 	c := openCircuit(t, CircuitConfig{OpenFor: 60 * s, ProbeTimeout: 30 * s})
-	a, ok, _ := c.Allow(at(60 * s)) // never completes in time
+	a, ok, _ := c.Allow(MonoOf(at(60 * s))) // never completes in time
 	if !ok {
 		t.Fatal("setup")
 	}
-	if _, ok, retry := c.Allow(at(90*s - 1)); ok || retry != 1 {
+	if _, ok, retry := c.Allow(MonoOf(at(90*s - 1))); ok || retry != 1 {
 		t.Fatalf("before lease expiry: %v %v", ok, retry)
 	}
-	if st := c.Status(at(90 * s)); st.ProbesInFlight != 0 {
+	if st := c.Status(MonoOf(at(90 * s))); st.ProbesInFlight != 0 {
 		t.Fatalf("expired lease counted in flight: %+v", st)
 	}
-	b, ok, _ := c.Allow(at(90 * s))
+	b, ok, _ := c.Allow(MonoOf(at(90 * s)))
 	if !ok || !b.Probe() || b.slot != a.slot {
 		t.Fatalf("lease expired but no new probe: %+v %v", b, ok)
 	}
@@ -354,7 +354,7 @@ func TestCircuitProbeTimeout(t *testing.T) {
 	}
 	// An expired lease whose slot was not reassigned still reports.
 	c = openCircuit(t, CircuitConfig{OpenFor: 60 * s, ProbeTimeout: 30 * s})
-	a, _, _ = c.Allow(at(60 * s))
+	a, _, _ = c.Allow(MonoOf(at(60 * s)))
 	if tr, ch := done(c, at(200*s), a, true); !ch || tr.To != Open {
 		t.Fatal("an expired but unreassigned probe's result was dropped")
 	}
@@ -362,11 +362,11 @@ func TestCircuitProbeTimeout(t *testing.T) {
 
 func TestCircuitReset(t *testing.T) {
 	c := openCircuit(t, CircuitConfig{OpenFor: 10 * s})
-	tk, _, _ := c.Allow(at(10 * s))
+	tk, _, _ := c.Allow(MonoOf(at(10 * s)))
 	done(c, at(10*s), tk, true) // backoff 20s
-	p, _, _ := c.Allow(at(30 * s))
-	c.Reset(at(31 * s))
-	st := c.Status(at(31 * s))
+	p, _, _ := c.Allow(MonoOf(at(30 * s)))
+	c.Reset(MonoOf(at(31 * s)))
+	st := c.Status(MonoOf(at(31 * s)))
 	if st.State != Closed || st.Requests != 0 || st.OpenFor != 10*s || st.LastReason != "reset" || !st.Since.Equal(at(31*s)) {
 		t.Fatalf("after Reset %+v", st)
 	}
@@ -374,14 +374,14 @@ func TestCircuitReset(t *testing.T) {
 		t.Fatal("a probe from before Reset acted")
 	}
 	outcomes(t, c, at(33*s), 4, true)
-	if st := c.Status(at(33 * s)); st.RetryIn != 10*s {
+	if st := c.Status(MonoOf(at(33 * s))); st.RetryIn != 10*s {
 		t.Fatalf("backoff after Reset %v", st.RetryIn)
 	}
 }
 
 func TestCircuitZeroTicketIgnored(t *testing.T) {
 	c := openCircuit(t, CircuitConfig{OpenFor: 10 * s})
-	c.Allow(at(10 * s))
+	c.Allow(MonoOf(at(10 * s)))
 	if _, ch := done(c, at(10*s), Ticket{}, true); ch || c.State() != HalfOpen {
 		t.Fatal("zero Ticket acted")
 	}
@@ -392,15 +392,15 @@ func TestCircuitSyntheticTime(t *testing.T) {
 	t0 := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
 	c := NewCircuit(CircuitConfig{MinRequests: 4, Window: 10 * s, OpenFor: 5 * s})
 	for i := range 4 {
-		tk, _, _ := c.Allow(t0)
+		tk, _, _ := c.Allow(MonoOf(t0))
 		if _, ch := done(c, t0.Add(time.Duration(i)*time.Millisecond), tk, true); ch != (i == 3) {
 			t.Fatalf("request %d: changed=%v", i, ch)
 		}
 	}
-	if _, ok, retry := c.Allow(t0.Add(2 * s)); ok || retry != 3*s+3*time.Millisecond {
+	if _, ok, retry := c.Allow(MonoOf(t0.Add(2 * s))); ok || retry != 3*s+3*time.Millisecond {
 		t.Fatalf("open: %v %v", ok, retry)
 	}
-	tk, ok, _ := c.Allow(t0.Add(6 * s))
+	tk, ok, _ := c.Allow(MonoOf(t0.Add(6 * s)))
 	if !ok {
 		t.Fatal("no probe")
 	}
@@ -411,7 +411,7 @@ func TestCircuitSyntheticTime(t *testing.T) {
 
 func TestCircuitStatusJSON(t *testing.T) {
 	c := openCircuit(t, CircuitConfig{})
-	b, err := json.Marshal(c.Status(ct0))
+	b, err := json.Marshal(c.Status(MonoOf(ct0)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,7 +466,7 @@ func TestCircuitClosedSuccessAllocs(t *testing.T) {
 	c := NewCircuit(CircuitConfig{})
 	now := ct0
 	if n := testing.AllocsPerRun(1000, func() {
-		tk, _, _ := c.Allow(now)
+		tk, _, _ := c.Allow(MonoOf(now))
 		done(c, now, tk, false)
 		now = now.Add(time.Millisecond)
 	}); n != 0 {
@@ -488,7 +488,7 @@ func TestCircuitStress(t *testing.T) {
 				r := rand.New(rand.NewPCG(uint64(g), 99))
 				for range 3000 {
 					now := at(time.Duration(clock.Add(7)) * time.Microsecond)
-					tk, ok, retry := c.Allow(now)
+					tk, ok, retry := c.Allow(MonoOf(now))
 					if st := c.State(); st != Closed && st != Open && st != HalfOpen {
 						t.Errorf("invalid state %d", st)
 						return
@@ -513,7 +513,7 @@ func TestCircuitStress(t *testing.T) {
 						inFlight.Add(-1)
 					}
 					done(c, now, tk, r.IntN(100) < 60)
-					if st := c.Status(now); st.ProbesInFlight > probes || st.Ratio < 0 || st.Ratio > 1 || st.RetryIn < 0 {
+					if st := c.Status(MonoOf(now)); st.ProbesInFlight > probes || st.Ratio < 0 || st.Ratio > 1 || st.RetryIn < 0 {
 						t.Errorf("status %+v", st)
 						return
 					}
@@ -524,7 +524,7 @@ func TestCircuitStress(t *testing.T) {
 		if probes == 1 && maxInFlight.Load() > 1 {
 			t.Errorf("%d probes in flight at once, want <= 1", maxInFlight.Load())
 		}
-		st := c.Status(at(time.Duration(clock.Load()) * time.Microsecond))
+		st := c.Status(MonoOf(at(time.Duration(clock.Load()) * time.Microsecond)))
 		if st.Opens < 2 || probesGranted.Load() == 0 {
 			t.Errorf("probes=%d: the run exercised too little: %+v, %d probes", probes, st, probesGranted.Load())
 		}
@@ -534,34 +534,35 @@ func TestCircuitStress(t *testing.T) {
 			if c.State() == Closed {
 				break
 			}
-			if tk, ok, _ := c.Allow(now); ok {
+			if tk, ok, _ := c.Allow(MonoOf(now)); ok {
 				done(c, now, tk, false)
 			}
 		}
 		if c.State() != Closed {
-			t.Fatalf("probes=%d: stuck in %v after the storm: %+v", probes, c.State(), c.Status(now))
+			t.Fatalf("probes=%d: stuck in %v after the storm: %+v", probes, c.State(), c.Status(MonoOf(now)))
 		}
 	}
 }
 
+// The request path's calls: Allow and Done at a Mono it already holds.
 func BenchmarkCircuitClosedSuccess(b *testing.B) {
 	c := NewCircuit(CircuitConfig{})
-	now := time.Now()
+	now := MonoOf(time.Now())
 	b.ReportAllocs()
 	for b.Loop() {
 		tk, _, _ := c.Allow(now)
-		done(c, now, tk, false)
+		c.Done(now, tk, false, 0)
 	}
 }
 
 func BenchmarkCircuitClosedSuccessParallel(b *testing.B) {
 	c := NewCircuit(CircuitConfig{})
-	now := time.Now()
+	now := MonoOf(time.Now())
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			tk, _, _ := c.Allow(now)
-			done(c, now, tk, false)
+			c.Done(now, tk, false, 0)
 		}
 	})
 }
@@ -579,21 +580,21 @@ func BenchmarkLevelTripped(b *testing.B) {
 func TestCircuitCancelFreesProbeWithoutOutcome(t *testing.T) {
 	now := time.Unix(1000, 0)
 	c := NewCircuit(CircuitConfig{MinRequests: 1, ErrorRatio: 0.5, OpenFor: s, Probes: 1})
-	tk, _, _ := c.Allow(now)
+	tk, _, _ := c.Allow(MonoOf(now))
 	done(c, now, tk, true)
 	now = now.Add(time.Second)
-	probe, ok, _ := c.Allow(now)
+	probe, ok, _ := c.Allow(MonoOf(now))
 	if !ok || !probe.Probe() {
 		t.Fatalf("no probe granted at Half-Open")
 	}
-	if _, ok, _ := c.Allow(now); ok {
+	if _, ok, _ := c.Allow(MonoOf(now)); ok {
 		t.Fatal("a second probe while the first is out")
 	}
 	c.Cancel(probe)
 	if c.State() != HalfOpen {
 		t.Fatalf("cancel changed the state to %v", c.State())
 	}
-	next, ok, _ := c.Allow(now)
+	next, ok, _ := c.Allow(MonoOf(now))
 	if !ok || !next.Probe() {
 		t.Fatal("the cancelled probe's slot was not freed")
 	}
@@ -609,21 +610,21 @@ func TestCircuitCancelFreesProbeWithoutOutcome(t *testing.T) {
 func TestCircuitDoneCountsAndCloses(t *testing.T) {
 	c := NewCircuit(CircuitConfig{Window: 10 * s, MinRequests: 4})
 	for i := range 3 {
-		tk, _, _ := c.Allow(at(time.Duration(i) * s))
-		if tr := c.Done(Mono(at(time.Duration(i)*s)), tk, false, uint32(i)); tr != nil {
+		tk, _, _ := c.Allow(MonoOf(at(time.Duration(i) * s)))
+		if tr := c.Done(MonoOf(at(time.Duration(i)*s)), tk, false, uint32(i)); tr != nil {
 			t.Fatalf("a success changed the state: %+v", tr)
 		}
 	}
-	if st := c.Status(at(3 * s)); st.Requests != 3 || st.Failures != 0 {
+	if st := c.Status(MonoOf(at(3 * s))); st.Requests != 3 || st.Failures != 0 {
 		t.Fatalf("window after 3 successes: %+v", st)
 	}
 
 	c = openCircuit(t, CircuitConfig{OpenFor: 60 * s, Probes: 1})
-	probe, ok, _ := c.Allow(at(60 * s))
+	probe, ok, _ := c.Allow(MonoOf(at(60 * s)))
 	if !ok || !probe.Probe() {
 		t.Fatal("setup: no probe after open_for")
 	}
-	tr := c.Done(Mono(at(61*s)), probe, false, 0)
+	tr := c.Done(MonoOf(at(61*s)), probe, false, 0)
 	if tr == nil || tr.From != HalfOpen || tr.To != Closed || c.State() != Closed {
 		t.Fatalf("a probe's success through Done: %+v, state %v", tr, c.State())
 	}
@@ -634,7 +635,7 @@ func TestCircuitDoneCountsAndCloses(t *testing.T) {
 
 // done is Done at now, with the transition as a value and a flag.
 func done(c *Circuit, now time.Time, t Ticket, failed bool) (Transition, bool) {
-	if tr := c.Done(Mono(now), t, failed, 0); tr != nil {
+	if tr := c.Done(MonoOf(now), t, failed, 0); tr != nil {
 		return *tr, true
 	}
 	return Transition{}, false
@@ -646,16 +647,16 @@ func done(c *Circuit, now time.Time, t Ticket, failed bool) (Transition, bool) {
 // caller whose clock lags.
 func TestCircuitStaleClockKeepsLeasesApart(t *testing.T) {
 	c := openCircuit(t, CircuitConfig{OpenFor: 60 * s, Probes: 1, ProbeTimeout: 30 * s})
-	a, ok, _ := c.Allow(at(60 * s))
-	if !ok || a.lease != Mono(at(90*s)) {
-		t.Fatalf("lease %v, want its expiry %v", a.lease, Mono(at(90*s)))
+	a, ok, _ := c.Allow(MonoOf(at(60 * s)))
+	if !ok || a.lease != int64(MonoOf(at(90*s))) {
+		t.Fatalf("lease %v, want its expiry %v", a.lease, MonoOf(at(90*s)))
 	}
-	b, ok, _ := c.Allow(at(91 * s)) // a's lease expired
+	b, ok, _ := c.Allow(MonoOf(at(91 * s))) // a's lease expired
 	if !ok || b.slot != a.slot {
 		t.Fatal("setup: expired slot not reassigned")
 	}
 	c.Cancel(b)
-	stale, ok, _ := c.Allow(at(60 * s)) // this caller read the clock 31 s ago
+	stale, ok, _ := c.Allow(MonoOf(at(60 * s))) // this caller read the clock 31 s ago
 	if !ok || stale.lease == a.lease || stale.lease <= b.lease {
 		t.Fatalf("stale lease %v repeats or precedes a %v / b %v", stale.lease, a.lease, b.lease)
 	}
@@ -669,10 +670,10 @@ func TestCircuitStaleClockKeepsLeasesApart(t *testing.T) {
 // same stamp.
 func TestCircuitEarlierEpisodeTicketIgnored(t *testing.T) {
 	c := openCircuit(t, CircuitConfig{OpenFor: 60 * s, Probes: 2, ProbeTimeout: 30 * s})
-	old, _, _ := c.Allow(at(60 * s))
-	c.Reset(at(60 * s))
+	old, _, _ := c.Allow(MonoOf(at(60 * s)))
+	c.Reset(MonoOf(at(60 * s)))
 	outcomes(t, c, at(60*s), 4, true) // reopens for 60 s
-	c.Poll(at(120 * s))
+	c.Poll(MonoOf(at(120 * s)))
 	if c.State() != HalfOpen {
 		t.Fatalf("setup: state %v", c.State())
 	}

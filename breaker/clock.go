@@ -2,20 +2,30 @@ package breaker
 
 import "time"
 
-// epoch is the package's time origin. It is the only time.Now call in the
-// package. Atomics hold instants as int64 nanoseconds since epoch (mono), so
-// real times use the monotonic clock and ignore wall-clock jumps, while
-// synthetic times without a monotonic reading (tests) fall back to wall time
-// in Sub and still compare exactly.
+// Mono is an instant of the process's monotonic clock: nanoseconds since
+// the package's epoch. It is the one time type of the request path (the
+// Circuit here, and the throttle's Admit, Finish and recorder): instants
+// held in atomics, durations by integer subtraction, immune to wall-clock
+// steps.
+//
+// MonoOf converts a time.Time and Time converts back; these two and epoch
+// are the only conversions. A real time converts by its monotonic
+// reading; a synthetic one (tests: no monotonic reading) by its wall time,
+// so injected clocks still compare exactly.
+type Mono int64
+
+// epoch is the origin of Mono. It is the only time.Now call in the
+// package.
 var epoch = time.Now()
 
-// mono converts t to nanoseconds since epoch. time.Time.Sub saturates, so
-// the result never overflows.
-func mono(t time.Time) int64 { return int64(t.Sub(epoch)) }
+// MonoOf is t as a Mono. time.Time.Sub saturates, so it never overflows.
+func MonoOf(t time.Time) Mono { return Mono(t.Sub(epoch)) }
 
-// Mono is t as this package's monotonic nanoseconds: what DoneMono takes,
-// so that a caller holding the instant as an integer need not convert.
-func Mono(t time.Time) int64 { return mono(t) }
+// Time is m as a time.Time, for status, logs and APIs that take one.
+func (m Mono) Time() time.Time { return epoch.Add(time.Duration(m)) }
+
+// Sub is the duration m−u.
+func (m Mono) Sub(u Mono) time.Duration { return time.Duration(m - u) }
 
 // floorDiv is a/b rounded toward negative infinity (b > 0), so synthetic
 // times before epoch still map to distinct, ordered buckets.

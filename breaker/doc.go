@@ -4,8 +4,9 @@
 // upstream failures.
 //
 // Like golang.org/x/time/rate, every time-dependent method takes the time
-// from its caller (a time.Time, or for Circuit.Done the same instant as
-// Mono), so callers and tests own the clock. What the request path calls,
-// Hysteresis.Tripped, Circuit.Allow and Circuit.Done, takes no lock; their
-// common case is a few atomic operations and allocates nothing.
+// from its caller, so callers and tests own the clock: the Hysteresis,
+// fed by the sampler, a time.Time; the Circuit, on the request path, a
+// Mono. What the request path calls, Hysteresis.Tripped, Circuit.Allow and
+// Circuit.Done, takes no lock; their common case is a few atomic
+// operations and allocates nothing.
 package breaker

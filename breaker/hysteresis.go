@@ -171,8 +171,8 @@ func (l *Hysteresis) Observe(now time.Time, o Observation) (t Transition, change
 		}
 		l.badStreak = 0
 		l.goodStreak.Store(0)
-		l.hold.Store(int64(l.nextHold(mono(now))))
-		l.trippedAt.Store(mono(now))
+		l.hold.Store(int64(l.nextHold(int64(MonoOf(now)))))
+		l.trippedAt.Store(int64(MonoOf(now)))
 		l.tripped.Store(true)
 		l.lastReason = reason
 		return l.transition(now, o, true, reason), true
@@ -185,10 +185,10 @@ func (l *Hysteresis) Observe(now time.Time, o Observation) (t Transition, change
 	}
 	streak := l.goodStreak.Add(1)
 	if streak < int64(l.cfg.Load().RecoverAfter) ||
-		mono(now)-l.trippedAt.Load() < l.hold.Load() {
+		int64(MonoOf(now))-l.trippedAt.Load() < l.hold.Load() {
 		return Transition{}, false
 	}
-	l.recoveredAt = mono(now)
+	l.recoveredAt = int64(MonoOf(now))
 	l.tripped.Store(false)
 	l.goodStreak.Store(0)
 	l.badStreak = 0
@@ -253,7 +253,7 @@ func (l *Hysteresis) RecoverIn(now time.Time) time.Duration {
 	if !l.tripped.Load() {
 		return 0
 	}
-	left := l.hold.Load() - (mono(now) - l.trippedAt.Load())
+	left := l.hold.Load() - (int64(MonoOf(now)) - l.trippedAt.Load())
 	if need := int64(l.cfg.Load().RecoverAfter) - l.goodStreak.Load(); need > 0 {
 		left = max(left, need*int64(l.cfg.Load().Period))
 	}

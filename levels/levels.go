@@ -5,7 +5,8 @@
 //
 //	levels/qps      arrivals against a learned baseline, and a fixed ceiling
 //	levels/latency  a percentile of time to first byte against its history
-//	levels/gpu      GPU memory or a model server's saturation gauge
+//	levels/gpu      GPU memory or a model server's saturation gauge, read
+//	                by package sensors
 //
 // Each folder holds the level's config block (its JSON tags are the
 // Caddyfile's keys; defaults and validation name those keys), its

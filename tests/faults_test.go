@@ -39,7 +39,7 @@ func quick(t *testing.T, tc interface {
 // and requests keep flowing without delay.
 func TestNvidiaSMIFaults(t *testing.T) {
 	_, addr := upstream(t, llmsim.Config{})
-	scripts, _ := filepath.Abs("../levels/gpu/testdata")
+	scripts, _ := filepath.Abs("../sensors/testdata")
 	cases := []struct {
 		name, path, onError, reason string
 	}{

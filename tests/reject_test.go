@@ -22,7 +22,7 @@ import (
 // our handler is provisioned at all.
 func TestRejectedReloadKeepsTheRunningThrottle(t *testing.T) {
 	_, addr := upstream(t, llmsim.Config{})
-	smi, _ := filepath.Abs("../levels/gpu/testdata/smi_ok.sh")
+	smi, _ := filepath.Abs("../sensors/testdata/smi_ok.sh")
 	site := func(gpu, qps, priority string) string {
 		return caddyfile(`http://localhost:9080 {
 	adaptive_throttle {

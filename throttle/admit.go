@@ -21,10 +21,11 @@ const retryJitter = 0.2
 // finished: by Serve, or by Finish (a second Finish of the same Decision
 // does nothing).
 //
-// It is at most four words so that the compiler keeps it in registers: a
-// larger struct lives in memory and is copied whole right after its fields
-// were stored one by one, which stalls the CPU's store-to-load forwarding
-// and cost the request path more than the rest of its work.
+// It is at most four words so that the compiler keeps it in registers, and
+// the request path writes and reads it field by field, never whole: a
+// struct copied whole right after its fields were stored one by one stalls
+// the CPU's store-to-load forwarding, which costs more than the rest of the
+// request path. admit, Serve and finish follow this rule.
 type Decision struct {
 	info   uint64 // priority | verdict<<8 | cause<<16 | Retry-After seconds<<32
 	ticket breaker.Ticket
@@ -86,7 +87,7 @@ func (d Decision) CauseIndex() int { return int(uint8(d.info >> 16)) }
 //
 // Admit knows nothing of the request's size, so it never counts as short
 // (see AdmitRequest).
-func (t *Throttle) Admit(ctx context.Context, p priority.Priority, now Instant) Decision {
+func (t *Throttle) Admit(ctx context.Context, p priority.Priority, now breaker.Mono) Decision {
 	return t.admit(ctx, nil, p, now)
 }
 
@@ -94,25 +95,24 @@ func (t *Throttle) Admit(ctx context.Context, p priority.Priority, now Instant) 
 // wait for a slot while slots turn over slowly, its body may be read
 // (weigh_body) to learn whether it is short and may borrow high's reserve;
 // the body is put back whole for the next handler.
-func (t *Throttle) AdmitRequest(r *http.Request, p priority.Priority, now Instant) Decision {
+func (t *Throttle) AdmitRequest(r *http.Request, p priority.Priority, now breaker.Mono) Decision {
 	return t.admit(r.Context(), r, p, now)
 }
 
-func (t *Throttle) admit(ctx context.Context, r *http.Request, p priority.Priority, now Instant) Decision {
-	// The verdict is kept in a local until the end: writing a byte of d and
-	// then reading d whole stalls the store-to-load forwarding.
+func (t *Throttle) admit(ctx context.Context, r *http.Request, p priority.Priority, now breaker.Mono) Decision {
+	// The verdict is kept in a local until the end (see Decision).
 	rec := getRecorder()
 	v := priority.Pass
-	start := now.Mono
+	start := now
 	var tk breaker.Ticket
 	short, class := false, uint8(classUnknown)
-	mode := t.overrideAt(now.Time)
+	mode := t.overrideOn(now)
 	if mode == "drain" { // before the circuit: a drain takes no probe
 		t.verdicts[p][priority.ShedDrain].Add(rec.shard)
 		putRecorder(rec)
-		return t.refusal(p, priority.ShedDrain, 0, now.Time)
+		return t.refusal(p, priority.ShedDrain, 0, now)
 	}
-	ticket, ok, retryIn := t.circuit.Allow(now.Time)
+	ticket, ok, retryIn := t.circuit.Allow(now)
 	switch {
 	case mode == "pass":
 		if ok {
@@ -141,7 +141,15 @@ func (t *Throttle) admit(ctx context.Context, r *http.Request, p priority.Priori
 		return Decision{info: decision(p, v, 0, 0), ticket: tk, rec: rec}
 	}
 	putRecorder(rec)
-	return t.refusal(p, v, retryIn, now.Time)
+	return t.refusal(p, v, retryIn, now)
+}
+
+// overrideOn is overrideAt on the request path's clock.
+func (t *Throttle) overrideOn(now breaker.Mono) string {
+	if o := t.override.Load(); o != nil { // apart, so that the common case inlines
+		return o.at(now.Time())
+	}
+	return ""
 }
 
 // upstreamLevels are the levels that say the upstream itself is hurting
@@ -153,19 +161,19 @@ const upstreamLevels = 1<<levelGPU | 1<<levelLatency
 // upstream is hurting is tripped, or an override sheds): low is refused at
 // once; otherwise only arrivals surge, the limit guards the upstream, and
 // low may take a slot that is free while nobody waits.
-func (t *Throttle) graded(ctx context.Context, r *http.Request, p priority.Priority, hurting bool, now Instant) (priority.Verdict, int64, bool, uint8) {
+func (t *Throttle) graded(ctx context.Context, r *http.Request, p priority.Priority, hurting bool, now breaker.Mono) (priority.Verdict, breaker.Mono, bool, uint8) {
 	switch p {
 	case priority.High:
 		if t.gate.TryAcquire(p, true) {
-			return priority.PassReserved, now.Mono, false, classUnknown
+			return priority.PassReserved, now, false, classUnknown
 		}
 	case priority.Medium:
 		if t.gate.TryAcquire(p, true) {
-			return priority.PassPaced, now.Mono, false, classUnknown
+			return priority.PassPaced, now, false, classUnknown
 		}
 	default:
 		if !hurting && t.gate.TryAcquire(p, true) {
-			return priority.Pass, now.Mono, false, classUnknown
+			return priority.Pass, now, false, classUnknown
 		}
 	}
 	return t.wait(ctx, r, p, true, now)
@@ -219,7 +227,7 @@ const aheadSlack = 2
 // A granted request's time starts when it got its slot, so its time to
 // first byte is the upstream's, not the queue's. It returns the verdict,
 // that start, and whether the slot was taken as short.
-func (t *Throttle) wait(ctx context.Context, r *http.Request, p priority.Priority, shedding bool, now Instant) (priority.Verdict, int64, bool, uint8) {
+func (t *Throttle) wait(ctx context.Context, r *http.Request, p priority.Priority, shedding bool, now breaker.Mono) (priority.Verdict, breaker.Mono, bool, uint8) {
 	if shedding && p == priority.Low {
 		return priority.ShedLow, 0, false, classUnknown
 	}
@@ -240,13 +248,13 @@ func (t *Throttle) wait(ctx context.Context, r *http.Request, p priority.Priorit
 	defer t.unhold(t.holdBody(r)) // so that a client that leaves is seen
 	res := admission.Late
 	if wait, ahead, ok := t.waitFor(p, class); ok {
-		res = t.gate.WaitAhead(ctx, p, short, wait, ahead, now.Mono)
+		res = t.gate.WaitAhead(ctx, p, short, wait, ahead, int64(now))
 	}
 	switch res {
 	case admission.Granted:
-		start := Now().Mono
-		if start-now.Mono <= t.maxWait[p].Load()/standingCut {
-			t.gate.ServedPromptly(p, start)
+		start := Now()
+		if int64(start-now) <= t.maxWait[p].Load()/standingCut {
+			t.gate.ServedPromptly(p, int64(start))
 		}
 		switch {
 		case !shedding:
@@ -269,16 +277,16 @@ func (t *Throttle) wait(ctx context.Context, r *http.Request, p priority.Priorit
 
 // refusal is a refused Decision: its cause, and Retry-After from when
 // capacity is expected back. Apart from Admit, which stays small.
-func (t *Throttle) refusal(p priority.Priority, v priority.Verdict, retryIn time.Duration, now time.Time) Decision {
+func (t *Throttle) refusal(p priority.Priority, v priority.Verdict, retryIn time.Duration, now breaker.Mono) Decision {
 	cause, until := causeCircuit, retryIn
 	switch v {
 	case priority.ShedCircuit:
 	case priority.ShedDrain:
-		cause, until = causeOverride, t.overrideLeft(now)
+		cause, until = causeOverride, t.overrideLeft(now.Time())
 	case priority.ShedQueue, priority.ShedGone:
 		cause, until = causeLimit, t.drainIn()
 	default:
-		cause, until = t.shedCause(), time.Duration(t.shedUntil.Load()-now.UnixNano())
+		cause, until = t.shedCause(), time.Duration(t.shedUntil.Load()-now.Time().UnixNano())
 		if v != priority.ShedLow {
 			until = max(until, t.drainIn())
 		}
@@ -332,9 +340,9 @@ type Outcome struct {
 	// except an answer that it is full (FullStatus: 503, 429, 529), which
 	// lowers the limit instead and leaves the circuit alone.
 	Status int
-	// End is when the request was timed (its first byte, or its end), as
-	// breaker.Mono; 0 means now.
-	End int64
+	// End is when the request was timed (its first byte, or its end); 0
+	// means now.
+	End breaker.Mono
 	// ClientGone: the client went away before an answer. That says
 	// nothing about the upstream: neither latency nor the circuit count it.
 	ClientGone bool
@@ -361,12 +369,10 @@ func (t *Throttle) Finish(d *Decision, o Outcome) {
 }
 
 // finish is Finish with the Decision's and the outcome's fields as
-// arguments: Serve passes them so, because copying a Decision whole right
-// after its fields were stored one by one stalls the CPU's store-to-load
-// forwarding, which costs more than the rest of the request path.
-func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, status int, end int64, gone bool, r *http.Request) {
+// arguments, as Serve passes them (see Decision).
+func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, status int, end breaker.Mono, gone bool, r *http.Request) {
 	sh := rec.shard
-	released := Now().Mono // the one clock read on exit
+	released := Now() // the one clock read on exit
 	if end == 0 {
 		end = released
 	}
@@ -385,10 +391,10 @@ func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, 
 		t.circuitChanged(t.circuit.Done(end, tk, true, sh), r)
 	default:
 		if rec.fb == nil { // finished by a caller of Finish: the end stands for the first byte
-			t.firstBytes.add(sh, end-rec.start)
+			t.firstBytes.add(sh, end.Sub(rec.start))
 			counted = true
 		}
-		dur := time.Duration(end - rec.start)
+		dur := end.Sub(rec.start)
 		if t.slo.Load() > 0 { // the service time as taken, whatever its size
 			t.service.record(sh, rec.class, dur)
 		}
@@ -410,7 +416,7 @@ func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, 
 	if rec.high {
 		t.highIn.Add(-1)
 	}
-	t.turnover.Done(sh, time.Duration(released-rec.start), time.Duration(t.highWait.Load()))
+	t.turnover.Done(sh, released.Sub(rec.start), time.Duration(t.highWait.Load()))
 	t.gate.Release(rec.short)
 	t.finished.Add(sh)
 	putRecorder(rec)
@@ -456,7 +462,7 @@ type Next interface {
 // took, and the circuit does not count it. What next returned is then
 // dropped.
 func (t *Throttle) Serve(w http.ResponseWriter, r *http.Request, d Decision, next Next) error {
-	// Field by field, never d whole (see finish).
+	// Field by field, never d whole (see Decision).
 	rec, v, tk := d.rec, d.Verdict(), d.ticket
 	stamp := t.latency.TTFB()
 	rec.ResponseWriter, rec.stamp, rec.fb = w, stamp, &t.firstBytes

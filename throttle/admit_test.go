@@ -66,16 +66,16 @@ func TestOverridePassKeepsTheCircuitCounting(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 25 {
-		d := th.Admit(context.Background(), priority.Low, InstantOf(now))
+		d := th.Admit(context.Background(), priority.Low, breaker.MonoOf(now))
 		if !d.Admitted() {
 			t.Fatalf("refused under pass: %v", d.Verdict())
 		}
-		th.Finish(&d, Outcome{Status: 500, End: breaker.Mono(now)})
+		th.Finish(&d, Outcome{Status: 500, End: breaker.MonoOf(now)})
 	}
 	if st := th.Status(now).Circuit; st.State != breaker.Open || st.Failures != 20 {
 		t.Fatalf("circuit under pass: %+v", st)
 	}
-	if d := th.Admit(context.Background(), priority.Low, InstantOf(now)); !d.Admitted() {
+	if d := th.Admit(context.Background(), priority.Low, breaker.MonoOf(now)); !d.Admitted() {
 		t.Fatal("pass refused a request while the circuit is open")
 	}
 }
@@ -299,7 +299,7 @@ func TestLimitGrowsOnlyWhenItBinds(t *testing.T) {
 	var held []Decision
 	for range 6 { // 6 of 10 slots taken, first bytes fast
 		d := th.Admit(ctx, priority.High, Now())
-		th.firstBytes.add(0, int64(20*time.Millisecond))
+		th.firstBytes.add(0, 20*time.Millisecond)
 		held = append(held, d)
 	}
 	for range 40 {
@@ -309,7 +309,7 @@ func TestLimitGrowsOnlyWhenItBinds(t *testing.T) {
 			}
 		}
 		for range 4 {
-			th.firstBytes.add(0, int64(20*time.Millisecond))
+			th.firstBytes.add(0, 20*time.Millisecond)
 		}
 		now = now.Add(250 * time.Millisecond)
 		th.step(now, false)
@@ -324,7 +324,7 @@ func TestLimitGrowsOnlyWhenItBinds(t *testing.T) {
 		t.Fatalf("medium with every slot taken: %v, fulls %d", d.Verdict(), th.gate.Fulls())
 	}
 	for range 4 {
-		th.firstBytes.add(0, int64(20*time.Millisecond))
+		th.firstBytes.add(0, 20*time.Millisecond)
 	}
 	now = now.Add(250 * time.Millisecond)
 	th.step(now, false)

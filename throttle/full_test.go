@@ -36,7 +36,7 @@ func upstreamFull(status int, retryAfter string) nextFunc {
 // returning what the client received.
 func serveOne(t *testing.T, th *Throttle, p priority.Priority, now time.Time, next nextFunc) *httptest.ResponseRecorder {
 	t.Helper()
-	d := th.Admit(context.Background(), p, InstantOf(now))
+	d := th.Admit(context.Background(), p, breaker.MonoOf(now))
 	if !d.Admitted() {
 		t.Fatalf("refused at admission: %v", d.Verdict())
 	}
@@ -63,7 +63,7 @@ func TestUpstreamFullLowersTheLimitAndLeavesTheCircuitClosed(t *testing.T) {
 			// 6 requests hold slots (the upstream serves them).
 			var held []Decision
 			for range 6 {
-				held = append(held, th.Admit(context.Background(), priority.Medium, InstantOf(now)))
+				held = append(held, th.Admit(context.Background(), priority.Medium, breaker.MonoOf(now)))
 			}
 			for i := range 30 {
 				p := priority.Medium
@@ -109,9 +109,9 @@ func TestUpstreamFullLowersTheLimitAndLeavesTheCircuitClosed(t *testing.T) {
 	}
 }
 
-// Other failures still count toward the circuit: a 500 or 502 the
-// upstream wrote, and an error next returned without an answer (a dial
-// error: reverse_proxy's 502), open it as before.
+// Other failures count toward the circuit: a 500 or 502 the upstream
+// wrote, and an error next returned without an answer (a dial error:
+// reverse_proxy's 502), open it.
 func TestOtherFailuresStillOpenTheCircuit(t *testing.T) {
 	for name, next := range map[string]nextFunc{
 		"500": func(w http.ResponseWriter, _ *http.Request) error { w.WriteHeader(500); return nil },
@@ -124,7 +124,7 @@ func TestOtherFailuresStillOpenTheCircuit(t *testing.T) {
 			th := testThrottle(t, Config{Circuit: breaker.CircuitConfig{MinRequests: 5}})
 			now := time.Unix(1000, 0)
 			for range 5 {
-				d := th.Admit(context.Background(), priority.Medium, InstantOf(now))
+				d := th.Admit(context.Background(), priority.Medium, breaker.MonoOf(now))
 				_ = th.Serve(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil), d, next)
 			}
 			if st := th.Status(now); st.Circuit.State != breaker.Open || st.Upstream.FullAnswers != 0 {
@@ -136,8 +136,8 @@ func TestOtherFailuresStillOpenTheCircuit(t *testing.T) {
 	th := testThrottle(t, Config{Circuit: breaker.CircuitConfig{MinRequests: 5}})
 	now := time.Unix(1000, 0)
 	for range 10 {
-		d := th.Admit(context.Background(), priority.Medium, InstantOf(now))
-		th.Finish(&d, Outcome{Status: 503, End: breaker.Mono(now)})
+		d := th.Admit(context.Background(), priority.Medium, breaker.MonoOf(now))
+		th.Finish(&d, Outcome{Status: 503, End: breaker.MonoOf(now)})
 	}
 	if st := th.Status(now); st.Circuit.State != breaker.Closed || st.Upstream.FullAnswers != 10 {
 		t.Fatalf("Finish with 503 × 10: circuit %q, full answers %d; want closed, 10", st.Circuit.State, st.Upstream.FullAnswers)

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/ai-guardian/adaptivethrottle/breaker"
 )
 
 // SetOverride installs an operator's override at now, until until (zero:
@@ -50,7 +52,7 @@ func (t *Throttle) Reset(what string, now time.Time) error {
 		t.resetGate(pc)
 	}
 	if what != "baselines" {
-		t.circuit.Reset(now)
+		t.circuit.Reset(breaker.MonoOf(now))
 	}
 	t.logger.Load().Info("state reset", zap.String("name", t.name), zap.String("what", what))
 	t.refresh(now)

@@ -20,7 +20,7 @@ func TestOverrideDrainRefusesEverythingNew(t *testing.T) {
 	th := testThrottle(t, Config{Concurrency: admission.Config{Limit: 4}, Circuit: breaker.CircuitConfig{MinRequests: 2}})
 	now := time.Unix(1000, 0)
 	ctx := context.Background()
-	held := th.Admit(ctx, priority.Low, InstantOf(now))
+	held := th.Admit(ctx, priority.Low, breaker.MonoOf(now))
 	if !held.Admitted() {
 		t.Fatalf("healthy: %v", held.Verdict())
 	}
@@ -28,17 +28,17 @@ func TestOverrideDrainRefusesEverythingNew(t *testing.T) {
 	if err := th.SetOverride("shed", now, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	high := th.Admit(ctx, priority.High, InstantOf(now))
+	high := th.Admit(ctx, priority.High, breaker.MonoOf(now))
 	if !high.Admitted() {
 		t.Fatalf("high under shed: %v (shed grades, it does not drain)", high.Verdict())
 	}
-	th.Finish(&high, Outcome{Status: 200, End: breaker.Mono(now)})
+	th.Finish(&high, Outcome{Status: 200, End: breaker.MonoOf(now)})
 
 	if err := th.SetOverride("drain", now, now.Add(10*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []priority.Priority{priority.High, priority.Medium, priority.Low} {
-		d := th.Admit(ctx, p, InstantOf(now))
+		d := th.Admit(ctx, p, breaker.MonoOf(now))
 		if d.Admitted() || d.Verdict() != priority.ShedDrain || d.Status() != http.StatusServiceUnavailable ||
 			d.Cause() != "override" || d.RetryAfter() < 5 {
 			t.Errorf("%s under drain: %v %d %q retry %d, want shed_drain 503 override", p, d.Verdict(), d.Status(), d.Cause(), d.RetryAfter())
@@ -48,7 +48,7 @@ func TestOverrideDrainRefusesEverythingNew(t *testing.T) {
 	if !st.Shedding || st.Override == nil || st.Override.State != "drain" || st.Shed["override"] != 3 || st.Admission.InFlight != 1 {
 		t.Fatalf("status under drain: shedding %v override %+v shed %v in flight %d", st.Shedding, st.Override, st.Shed, st.Admission.InFlight)
 	}
-	th.Finish(&held, Outcome{Status: 200, End: breaker.Mono(now)})
+	th.Finish(&held, Outcome{Status: 200, End: breaker.MonoOf(now)})
 	if st := th.Status(now); st.Admission.InFlight != 0 || st.Priorities.Low.Passed != 1 {
 		t.Fatalf("the request in flight did not finish under drain: %+v", st.Priorities.Low)
 	}
@@ -58,8 +58,8 @@ func TestOverrideDrainRefusesEverythingNew(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 2 {
-		d := th.Admit(ctx, priority.Low, InstantOf(now))
-		th.Finish(&d, Outcome{Status: 502, End: breaker.Mono(now)})
+		d := th.Admit(ctx, priority.Low, breaker.MonoOf(now))
+		th.Finish(&d, Outcome{Status: 502, End: breaker.MonoOf(now)})
 	}
 	if s := th.circuit.State(); s != breaker.Open {
 		t.Fatalf("circuit %v after two failures", s)
@@ -68,17 +68,17 @@ func TestOverrideDrainRefusesEverythingNew(t *testing.T) {
 	if err := th.SetOverride("drain", later, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	if d := th.Admit(ctx, priority.High, InstantOf(later)); d.Verdict() != priority.ShedDrain || d.RetryAfter() < 5 {
+	if d := th.Admit(ctx, priority.High, breaker.MonoOf(later)); d.Verdict() != priority.ShedDrain || d.RetryAfter() < 5 {
 		t.Fatalf("high under drain with the circuit due: %v retry %d", d.Verdict(), d.RetryAfter())
 	}
 	if err := th.SetOverride("auto", later, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	probe := th.Admit(ctx, priority.Low, InstantOf(later))
+	probe := th.Admit(ctx, priority.Low, breaker.MonoOf(later))
 	if !probe.Admitted() || !probe.ticket.Probe() {
 		t.Fatalf("after the drain, the circuit's probe: %v (probe %v)", probe.Verdict(), probe.ticket.Probe())
 	}
-	th.Finish(&probe, Outcome{Status: 200, End: breaker.Mono(later)})
+	th.Finish(&probe, Outcome{Status: 200, End: breaker.MonoOf(later)})
 }
 
 // Status says shedding whenever requests are refused for more than the
@@ -92,17 +92,17 @@ func TestStatusShedsWhileTheCircuitRefuses(t *testing.T) {
 		t.Fatal("shedding at start")
 	}
 	for range 2 {
-		d := th.Admit(ctx, priority.High, InstantOf(now))
-		th.Finish(&d, Outcome{Status: 502, End: breaker.Mono(now)})
+		d := th.Admit(ctx, priority.High, breaker.MonoOf(now))
+		th.Finish(&d, Outcome{Status: 502, End: breaker.MonoOf(now)})
 	}
-	if d := th.Admit(ctx, priority.High, InstantOf(now)); d.Verdict() != priority.ShedCircuit {
+	if d := th.Admit(ctx, priority.High, breaker.MonoOf(now)); d.Verdict() != priority.ShedCircuit {
 		t.Fatalf("open circuit: %v", d.Verdict())
 	}
 	if st := th.Status(now); !st.Shedding || st.Circuit.State != breaker.Open {
 		t.Fatalf("open circuit refusing everything: shedding %v, circuit %s", st.Shedding, st.Circuit.State)
 	}
 	later := now.Add(2 * breaker.DefaultOpenFor)
-	probe := th.Admit(ctx, priority.High, InstantOf(later))
+	probe := th.Admit(ctx, priority.High, breaker.MonoOf(later))
 	if st := th.Status(later); !probe.Admitted() || !st.Shedding || st.Circuit.State != breaker.HalfOpen {
 		t.Fatalf("half-open circuit (only its probe passes): admitted %v, shedding %v, circuit %s", probe.Admitted(), st.Shedding, st.Circuit.State)
 	}
@@ -115,7 +115,7 @@ func TestStatusShedsWhileTheCircuitRefuses(t *testing.T) {
 	if err := th.SetOverride("auto", later, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	th.Finish(&probe, Outcome{Status: 200, End: breaker.Mono(later)})
+	th.Finish(&probe, Outcome{Status: 200, End: breaker.MonoOf(later)})
 	if st := th.Status(later); st.Shedding || st.Circuit.State != breaker.Closed {
 		t.Fatalf("closed again: shedding %v, circuit %s", st.Shedding, st.Circuit.State)
 	}

@@ -23,7 +23,7 @@ func learned(t *testing.T, c Config) (*Throttle, time.Time) {
 		arrive(th, 10)
 		for i := range 10 {
 			th.latency.Record(100*time.Millisecond, uint32(i))
-			th.firstBytes.add(uint32(i), int64(100*time.Millisecond))
+			th.firstBytes.add(uint32(i), 100*time.Millisecond)
 		}
 		now = now.Add(time.Second)
 		th.step(now, true)

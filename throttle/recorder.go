@@ -6,7 +6,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/internal/shard"
 )
 
@@ -16,15 +18,15 @@ type recorder struct {
 	http.ResponseWriter
 	status int
 	wrote  bool
-	stamp  bool        // latency measures time to first byte (else the whole response)
-	at     int64       // when the first byte was written (breaker.Mono)
-	start  int64       // when the request was admitted (breaker.Mono)
-	fb     *firstBytes // where a successful first byte is counted, for the limit
-	high   bool        // a high-priority request: counted in Throttle.highIn
-	short  bool        // its slot was taken as a short request's (admission.Gate.Release)
-	whole  bool        // stamped, and the answer is not streamed: its first byte is its end
-	size   int64       // bytes of the body written
-	class  uint8       // its class for the service times (service): its answer length, if weighed
+	stamp  bool         // latency measures time to first byte (else the whole response)
+	at     breaker.Mono // when the first byte was written
+	start  breaker.Mono // when the request was admitted
+	fb     *firstBytes  // where a successful first byte is counted, for the limit
+	high   bool         // a high-priority request: counted in Throttle.highIn
+	short  bool         // its slot was taken as a short request's (admission.Gate.Release)
+	whole  bool         // stamped, and the answer is not streamed: its first byte is its end
+	size   int64        // bytes of the body written
+	class  uint8        // its class for the service times (service): its answer length, if weighed
 	// full: the upstream answered that it is full (FullStatus) and the
 	// answer was held back: nothing of it reaches the client, and Serve
 	// answers with the module's own refusal instead. Only a recorder of
@@ -72,14 +74,14 @@ func FullStatus(status int) bool {
 func (rec *recorder) WriteHeader(code int) {
 	if !rec.wrote && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		rec.wrote, rec.status = true, code
-		rec.at = Now().Mono
+		rec.at = Now()
 		if rec.fb != nil {
 			if FullStatus(code) {
 				rec.full = true
 				return
 			}
 			if code < 500 {
-				rec.fb.add(rec.shard, rec.at-rec.start)
+				rec.fb.add(rec.shard, rec.at.Sub(rec.start))
 			}
 		}
 		if rec.stamp {
@@ -175,7 +177,7 @@ func newFirstBytes() firstBytes {
 // how many still wait (a request counted in none may have been in count).
 func (f *firstBytes) answered() uint64 { return f.count.Load() + f.none.Load() }
 
-func (f *firstBytes) add(sh uint32, ns int64) {
-	f.sum.AddN(sh, uint64(max(0, ns)))
+func (f *firstBytes) add(sh uint32, d time.Duration) {
+	f.sum.AddN(sh, uint64(max(0, d)))
 	f.count.Add(sh)
 }

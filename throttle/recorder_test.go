@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ai-guardian/adaptivethrottle/breaker"
 )
 
 // unwrapOnly hides the Flusher of the writer below, as Caddy's own wrappers
@@ -35,7 +37,7 @@ func TestRecorderFlushesThroughUnwrap(t *testing.T) {
 	// at the final status, not at a 1xx; a 5xx is not counted.
 	fb := newFirstBytes()
 	rec2 := getRecorder()
-	rec2.ResponseWriter, rec2.fb, rec2.start = httptest.NewRecorder(), &fb, Now().Mono-int64(time.Second)
+	rec2.ResponseWriter, rec2.fb, rec2.start = httptest.NewRecorder(), &fb, Now()-breaker.Mono(time.Second)
 	rec2.WriteHeader(http.StatusEarlyHints)
 	if rec2.wrote || fb.count.Load() != 0 {
 		t.Fatal("a 1xx counted as the first byte")

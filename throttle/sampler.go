@@ -47,7 +47,7 @@ func (t *Throttle) step(now time.Time, second bool) {
 	}
 	t.logGPUNote()
 	if second {
-		if tr, ok := t.circuit.Poll(now); ok {
+		if tr, ok := t.circuit.Poll(breaker.MonoOf(now)); ok {
 			t.transition(tr)
 		}
 		t.measureDrain(now)
@@ -83,7 +83,7 @@ func (t *Throttle) watchQueues(now time.Time) {
 			after[p] = time.Duration(t.maxWait[p].Load())
 		}
 	}
-	t.gate.Watch(breaker.Mono(now), after)
+	t.gate.Watch(int64(breaker.MonoOf(now)), after)
 }
 
 // admitStep hands the limit the step's signal, has the reserve sized

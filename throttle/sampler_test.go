@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ai-guardian/adaptivethrottle/admission"
+	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/config"
 	"github.com/ai-guardian/adaptivethrottle/levels"
 	"github.com/ai-guardian/adaptivethrottle/levels/latency"
@@ -90,7 +91,7 @@ func TestQPSSurgeShedsAndRecovers(t *testing.T) {
 	for range th.gate.Limit() - th.gate.Reserve() {
 		th.gate.Force() // no slot free for low: it is refused at once
 	}
-	if d := th.Admit(context.Background(), priority.Low, InstantOf(now)); d.Verdict() != priority.ShedLow || d.Cause() != "qps" {
+	if d := th.Admit(context.Background(), priority.Low, breaker.MonoOf(now)); d.Verdict() != priority.ShedLow || d.Cause() != "qps" {
 		t.Fatalf("low while shedding: %v %s", d.Verdict(), d.Cause())
 	}
 	for range th.gate.Limit() - th.gate.Reserve() {

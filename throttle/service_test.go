@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ai-guardian/adaptivethrottle/admission"
+	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/config"
 	"github.com/ai-guardian/adaptivethrottle/levels/latency"
 	"github.com/ai-guardian/adaptivethrottle/priority"
@@ -132,7 +133,7 @@ func TestStandingQueueShortensWaits(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go th.Admit(ctx, priority.Medium, InstantOf(now))
+	go th.Admit(ctx, priority.Medium, breaker.MonoOf(now))
 	queued(t, th, 1)
 	th.step(now.Add(30*time.Second), false)
 	if w, _, _ := th.waitFor(priority.Medium, classUnknown); w != time.Minute {

@@ -131,7 +131,7 @@ func (t *Throttle) Status(now time.Time) Status {
 	}
 	st.Levels = LevelsStatus{QPS: t.qps.Status(now), GPU: t.gpu.Status(now), Latency: t.latency.Status(now)}
 
-	st.Circuit = t.circuit.Status(now)
+	st.Circuit = t.circuit.Status(breaker.MonoOf(now))
 
 	counts := t.Verdicts()
 	passed := func(p priority.Priority) uint64 {
@@ -153,7 +153,7 @@ func (t *Throttle) Status(now time.Time) Status {
 		Medium: MediumStatus{Passed: passed(priority.Medium), Shed: shed(priority.Medium)},
 		Low:    LowStatus{Passed: passed(priority.Low), Shed: shed(priority.Low)},
 	}
-	queued, oldest := t.gate.Queues(Now().Mono)
+	queued, oldest := t.gate.Queues(int64(Now()))
 	inShort, waitShort := t.gate.Shorts()
 	st.Admission = AdmissionStatus{LimitStatus: t.limit.Status(), InFlight: t.gate.InFlight(),
 		Queued:      map[string]int{"high": queued[priority.High], "medium": queued[priority.Medium], "low": queued[priority.Low]},

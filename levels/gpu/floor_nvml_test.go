@@ -9,7 +9,33 @@ import (
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
+
+	"github.com/ai-guardian/adaptivethrottle/sensors"
 )
+
+const (
+	MiB       = sensors.MiB
+	h100Total = h100MiB * MiB
+)
+
+// nvmlWith is an NVML (the go-nvml mock, a driver with memory info v2)
+// that sees one device.
+func nvmlWith(dev *mock.Device) nvml.Interface {
+	return &mock.Interface{
+		InitFunc:     func() nvml.Return { return nvml.SUCCESS },
+		ShutdownFunc: func() nvml.Return { return nvml.SUCCESS },
+		ExtensionsFunc: func() nvml.ExtendedInterface {
+			return &mock.ExtendedInterface{LookupSymbolFunc: func(string) error { return nil }}
+		},
+		DeviceGetCountFunc: func() (int, nvml.Return) { return 1, nvml.SUCCESS },
+		DeviceGetHandleByIndexFunc: func(i int) (nvml.Device, nvml.Return) {
+			if i != 0 {
+				return nil, nvml.ERROR_INVALID_ARGUMENT
+			}
+			return dev, nvml.SUCCESS
+		},
+	}
+}
 
 // The same host read through NVML (the go-nvml mock, memory info v2): a
 // reservation of 90% held flat never trips, and growth to 95% trips at
@@ -24,7 +50,7 @@ func TestNVMLFlatReservedMemory(t *testing.T) {
 			return nvml.Memory_v2{Total: h100Total, Reserved: 509 * MiB, Used: u, Free: h100Total - u - 509*MiB}, nvml.SUCCESS
 		},
 	}
-	src, err := newNVMLSource(sharedFor(newMockLib(nvml.SUCCESS, true, dev)))
+	src, err := sensors.NewNVML(nvmlWith(dev))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/levels"
+	"github.com/ai-guardian/adaptivethrottle/sensors"
 )
 
 // smiText is nvidia-smi as the level runs it: its CSV output, parsed by
@@ -21,10 +22,10 @@ type smiText struct {
 
 func (s *smiText) Name() string { return "nvidia-smi" }
 func (s *smiText) Close() error { return nil }
-func (s *smiText) Read(context.Context) ([]Device, error) {
+func (s *smiText) Read(context.Context) ([]sensors.Device, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return ParseNvidiaSMI([]byte(s.out))
+	return sensors.ParseNvidiaSMI([]byte(s.out))
 }
 
 // h100MiB is an H100's memory.total as nvidia-smi prints it.
@@ -36,15 +37,15 @@ const h100MiB = 81559
 type host struct {
 	t        *testing.T
 	l        *Level
-	s        *Sensor
-	src      Source
+	s        *sensors.Sensor
+	src      sensors.Source
 	now      time.Time
 	inflight int64
 	trs      []breaker.Transition
 	set      func(ratio float64)
 }
 
-func newHost(t *testing.T, cfg Config, src Source, set func(float64)) *host {
+func newHost(t *testing.T, cfg Config, src sensors.Source, set func(float64)) *host {
 	t.Helper()
 	cfg.Source = "off"
 	l, err := New(cfg)
@@ -52,7 +53,7 @@ func newHost(t *testing.T, cfg Config, src Source, set func(float64)) *host {
 		t.Fatal(err)
 	}
 	cfg = *l.cfg.Load()
-	s := NewSensor(src, cfg)
+	s := sensors.NewSensor(src, cfg.sensor())
 	l.sensor.Store(s)
 	return &host{t: t, l: l, s: s, src: src, now: t0, set: set}
 }
@@ -294,8 +295,9 @@ func TestExplicitThresholdIsJudgedAsWritten(t *testing.T) {
 // A server's own gauge is judged against the threshold: 90% of the KV
 // cache is load, not a reservation, whatever the first reading says.
 func TestGaugeHasNoFloor(t *testing.T) {
-	l, publish := published(t, Config{})
-	publish(Reading{Source: "prometheus", Available: true, LastGood: t0, Value: 0.9, Threshold: 0.75, At: t0})
+	f := published(t, Config{}, "prometheus")
+	l := f.l
+	f.ok(t0, 0.9)
 	if trs := sample(l, t0); len(trs) != 1 || !trs[0].Tripped {
 		t.Fatalf("kv_cache_usage_perc at 90%% did not trip: %+v", trs)
 	}

@@ -2,97 +2,25 @@ package gpu
 
 import (
 	"context"
+	"errors"
 	"math"
-	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
-	"github.com/ai-guardian/adaptivethrottle/config"
+	"github.com/ai-guardian/adaptivethrottle/sensors"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// fakeSource is a Source whose answers and hangs the test controls. A hang
-// ignores ctx, as a wedged driver call would.
-type fakeSource struct {
-	mu    sync.Mutex
-	devs  []Device
-	err   error
-	block chan struct{} // non-nil: Read waits for it to close, ignoring ctx
-
-	calls    atomic.Int32
-	running  atomic.Int32
-	maxRun   atomic.Int32
-	returned chan struct{} // gets a value after each Read ends (buffered)
-}
-
-func newFake(devs ...Device) *fakeSource {
-	return &fakeSource{devs: devs, returned: make(chan struct{}, 100)}
-}
-
-func (f *fakeSource) Name() string { return "fake" }
-func (f *fakeSource) Close() error { return nil }
-
-func (f *fakeSource) set(devs []Device, err error) {
-	f.mu.Lock()
-	f.devs, f.err = devs, err
-	f.mu.Unlock()
-}
-
-func (f *fakeSource) hang() chan struct{} {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.block = make(chan struct{})
-	return f.block
-}
-
-func (f *fakeSource) Read(ctx context.Context) ([]Device, error) {
-	f.calls.Add(1)
-	n := f.running.Add(1)
-	for {
-		m := f.maxRun.Load()
-		if n <= m || f.maxRun.CompareAndSwap(m, n) {
-			break
-		}
-	}
-	defer func() {
-		f.running.Add(-1)
-		select {
-		case f.returned <- struct{}{}:
-		default:
-		}
-	}()
-	f.mu.Lock()
-	block, devs, err := f.block, f.devs, f.err
-	f.mu.Unlock()
-	if block != nil {
-		<-block
-	}
-	return append([]Device(nil), devs...), err
-}
-
-// gpuDev is a memory device at used/total GiB.
-func gpuDev(idx int, uuid string, usedGiB, totalGiB float64) Device {
-	return Device{ID: strconv.Itoa(idx), Index: idx, UUID: uuid, Used: usedGiB * (1 << 30), Total: totalGiB * (1 << 30)}
-}
+var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
 func near(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
-
-// cfgFor is a defaulted Config with a short timeout for tests.
-func cfgFor(timeout time.Duration) Config {
-	c := Config{Timeout: config.Duration(timeout)}
-	c.Defaults()
-	return c
-}
-
-var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
 func mustContain(t *testing.T, got, want string) {
 	t.Helper()
@@ -101,5 +29,70 @@ func mustContain(t *testing.T, got, want string) {
 	}
 }
 
-// over reports whether an available reading is at or over its threshold.
-func over(r Reading) bool { return r.Available && r.Value >= r.Threshold }
+// gauge is a source named as a real one that reads what the test sets:
+// one device at a ratio, or an error.
+type gauge struct {
+	name  string
+	mu    sync.Mutex
+	ratio float64
+	err   error
+}
+
+func (g *gauge) Name() string { return g.name }
+func (g *gauge) Close() error { return nil }
+func (g *gauge) Read(context.Context) ([]sensors.Device, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.err != nil {
+		return nil, g.err
+	}
+	return []sensors.Device{{ID: "0", Index: 0, Used: g.ratio, Total: 1}}, nil
+}
+
+// feed is a level whose sensor reads a gauge that the test sets, one
+// sample at a time.
+type feed struct {
+	t   *testing.T
+	l   *Level
+	s   *sensors.Sensor
+	src *gauge
+}
+
+// published is a level fed by a source named source (nvml, nvidia-smi or
+// prometheus: the name says whether the readings are memory).
+func published(t *testing.T, cfg Config, source string) *feed {
+	t.Helper()
+	cfg.Source = "off"
+	l, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &gauge{name: source}
+	s := sensors.NewSensor(src, l.cfg.Load().sensor())
+	l.sensor.Store(s)
+	return &feed{t: t, l: l, s: s, src: src}
+}
+
+// ok publishes a good sample of ratio at now.
+func (f *feed) ok(now time.Time, ratio float64) {
+	f.t.Helper()
+	f.set(ratio, nil)
+	if r := f.s.SampleOnce(context.Background(), now); !r.Available {
+		f.t.Fatalf("reading unavailable: %s", r.Reason)
+	}
+}
+
+// fail publishes a failed read at now.
+func (f *feed) fail(now time.Time, reason string) {
+	f.t.Helper()
+	f.set(0, errors.New(reason))
+	if r := f.s.SampleOnce(context.Background(), now); r.Available {
+		f.t.Fatalf("a failed read reads as available: %+v", r)
+	}
+}
+
+func (f *feed) set(ratio float64, err error) {
+	f.src.mu.Lock()
+	f.src.ratio, f.src.err = ratio, err
+	f.src.mu.Unlock()
+}

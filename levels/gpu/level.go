@@ -10,6 +10,7 @@ import (
 
 	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/levels"
+	"github.com/ai-guardian/adaptivethrottle/sensors"
 )
 
 // hysteresisOf is the level's hysteresis: one reading over the threshold
@@ -25,11 +26,11 @@ func hysteresisOf(c Config) breaker.HysteresisConfig {
 type Level struct {
 	cfg    atomic.Pointer[Config]
 	h      *breaker.Hysteresis
-	sensor atomic.Pointer[Sensor] // nil: off
-	warn   atomic.Pointer[string] // why the level is off or its source unavailable; "" if neither
+	sensor atomic.Pointer[sensors.Sensor] // nil: off
+	warn   atomic.Pointer[string]         // why the level is off or its source unavailable; "" if neither
 
 	mu   sync.Mutex // serialises opening and closing the source; the sampler never takes it
-	src  Source
+	src  sensors.Source
 	stop context.CancelFunc
 	done chan struct{}
 
@@ -84,7 +85,7 @@ func (l *Level) open(cfg Config) error {
 		l.h.Reset()
 		return nil
 	}
-	s := NewSensor(src, cfg)
+	s := sensors.NewSensor(src, cfg.sensor())
 	ctx, cancel := context.WithCancel(context.Background())
 	l.src, l.stop, l.done = src, cancel, make(chan struct{})
 	go func(done chan struct{}) {
@@ -201,18 +202,18 @@ func (l *Level) Sample(now time.Time, in levels.Inputs, report func(breaker.Tran
 		return
 	}
 	l.lastAt, l.lastObserved = r.At, now
-	value, limit := r.Value, r.Threshold
-	o := breaker.Observation{Value: r.Value, Threshold: r.Threshold,
-		Reason: fmt.Sprintf("gpu %s %.1f%% > %.1f%%", r.Source, 100*r.Value, 100*r.Threshold),
+	value, limit := r.Value, cfg.Threshold
+	o := breaker.Observation{Value: r.Value, Threshold: cfg.Threshold,
+		Reason: fmt.Sprintf("gpu %s %.1f%% > %.1f%%", r.Source, 100*r.Value, 100*cfg.Threshold),
 		Recovery: func(o breaker.Observation, recoverBelow float64, recoverAfter int) string {
 			return recovery(r.Source, o, recoverBelow, recoverAfter)
 		}}
 	switch {
 	case !r.Available && cfg.OnError == "shed":
-		o = breaker.Observation{Threshold: r.Threshold, Hard: true, Reason: "gpu source unavailable (on_error shed): " + r.Reason}
+		o = breaker.Observation{Threshold: cfg.Threshold, Hard: true, Reason: "gpu source unavailable (on_error shed): " + r.Reason}
 	case !r.Available:
 		// No evidence of pressure: enough such readings recover a trip.
-		o = breaker.Observation{Threshold: r.Threshold,
+		o = breaker.Observation{Threshold: cfg.Threshold,
 			Recovery: func(_ breaker.Observation, _ float64, recoverAfter int) string {
 				return fmt.Sprintf("source unavailable for %d %s (on_error allow): %s", recoverAfter, readings(recoverAfter), r.Reason)
 			}}
@@ -232,14 +233,14 @@ func (l *Level) Sample(now time.Time, in levels.Inputs, report func(breaker.Tran
 // at the default threshold with the floor's limit above it, the growth
 // above the floor (so that the hysteresis recovers below 90% of the way
 // from the floor to the limit, not below 90% of the limit).
-func (l *Level) judgeMemory(r Reading, cfg *Config, now time.Time, o breaker.Observation) (float64, breaker.Observation) {
+func (l *Level) judgeMemory(r sensors.Reading, cfg *Config, now time.Time, o breaker.Observation) (float64, breaker.Observation) {
 	moved := l.fl.observe(r.Value, now)
-	j := &judgement{value: r.Value, limit: r.Threshold, floor: l.fl.value,
-		note: l.fl.note(r.Source, r.Threshold, !cfg.thresholdDefault)}
+	j := &judgement{value: r.Value, limit: cfg.Threshold, floor: l.fl.value,
+		note: l.fl.note(r.Source, cfg.Threshold, !cfg.thresholdDefault)}
 	if cfg.thresholdDefault {
-		j.limit = l.fl.limit(r.Threshold)
+		j.limit = l.fl.limit(cfg.Threshold)
 	}
-	if j.growth = j.limit > r.Threshold; j.growth {
+	if j.growth = j.limit > cfg.Threshold; j.growth {
 		base, held := l.fl.value, l.fl.held()
 		o = breaker.Observation{Value: r.Value - base, Threshold: j.limit - base,
 			Reason: fmt.Sprintf("gpu %s %.1f%% > %.1f%%: memory grew above the %.1f%% held %s", r.Source, 100*r.Value, 100*j.limit, 100*base, held),

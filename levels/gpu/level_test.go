@@ -8,20 +8,6 @@ import (
 	"github.com/ai-guardian/adaptivethrottle/levels"
 )
 
-// published is a level whose sensor publishes what the test says: the
-// source is off, the readings are set by hand.
-func published(t *testing.T, cfg Config) (*Level, func(Reading)) {
-	t.Helper()
-	cfg.Source = "off"
-	l, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := NewSensor(nil, cfg)
-	l.sensor.Store(s)
-	return l, func(r Reading) { s.latest.Store(&r) }
-}
-
 func sample(l *Level, now time.Time) []breaker.Transition {
 	var trs []breaker.Transition
 	l.Sample(now, levels.Inputs{Second: true}, func(tr breaker.Transition) { trs = append(trs, tr) })
@@ -29,15 +15,16 @@ func sample(l *Level, now time.Time) []breaker.Transition {
 }
 
 func TestLevelReadingsAndOnError(t *testing.T) {
-	l, publish := published(t, Config{OnError: "shed"})
+	f := published(t, Config{OnError: "shed"}, "nvidia-smi")
+	l := f.l
 	now := time.Unix(1000, 0)
-	publish(Reading{Source: "nvidia-smi", Available: true, LastGood: now, Value: 0.5, Threshold: 0.75, At: now})
+	f.ok(now, 0.5)
 	sample(l, now)
 	if l.h.Tripped() {
 		t.Fatal("50% of memory tripped")
 	}
 	now = now.Add(2 * time.Second)
-	publish(Reading{Source: "nvidia-smi", Available: true, LastGood: now, Value: 0.9, Threshold: 0.75, At: now})
+	f.ok(now, 0.9)
 	if trs := sample(l, now); len(trs) != 1 || !trs[0].Tripped || !l.h.Tripped() {
 		t.Fatalf("90%% of memory did not trip: %+v", trs)
 	}
@@ -53,7 +40,7 @@ func TestLevelReadingsAndOnError(t *testing.T) {
 	}
 	for range 4 {
 		now = now.Add(2 * time.Second)
-		publish(Reading{Source: "nvidia-smi", Available: true, LastGood: now, Value: 0.3, Threshold: 0.75, At: now})
+		f.ok(now, 0.3)
 		sample(l, now)
 	}
 	if l.h.Tripped() {
@@ -61,18 +48,19 @@ func TestLevelReadingsAndOnError(t *testing.T) {
 	}
 	// on_error shed: a failing source trips at once, with its reason.
 	now = now.Add(2 * time.Second)
-	publish(Reading{Source: "nvidia-smi", Reason: "exit status 9", Threshold: 0.75, At: now})
+	f.fail(now, "exit status 9")
 	sample(l, now)
 	if !l.h.Tripped() {
 		t.Fatal("an unreadable source under on_error shed did not trip")
 	}
-	if r := l.Status(now).LastReason; r != "gpu source unavailable (on_error shed): exit status 9" {
+	if r := l.Status(now).LastReason; r != "gpu source unavailable (on_error shed): nvidia-smi: exit status 9" {
 		t.Fatalf("reason %q", r)
 	}
 
 	// on_error allow: the same failure is no pressure.
-	allow, publishAllow := published(t, Config{})
-	publishAllow(Reading{Source: "nvidia-smi", Reason: "exit status 9", Threshold: 0.75, At: now})
+	fa := published(t, Config{}, "nvidia-smi")
+	allow := fa.l
+	fa.fail(now, "exit status 9")
 	sample(allow, now)
 	if allow.h.Tripped() {
 		t.Fatal("an unreadable source under on_error allow tripped")
@@ -82,9 +70,10 @@ func TestLevelReadingsAndOnError(t *testing.T) {
 // A sensor that stops publishing leaves a reading that goes stale: status
 // says so, and under on_error shed the stale reading trips the level.
 func TestLevelStaleReading(t *testing.T) {
-	l, publish := published(t, Config{OnError: "shed"})
+	f := published(t, Config{OnError: "shed"}, "nvml")
+	l := f.l
 	now := time.Unix(1000, 0)
-	publish(Reading{Source: "nvml", Available: true, LastGood: now, Value: 0.2, Threshold: 0.75, At: now})
+	f.ok(now, 0.2)
 	sample(l, now)
 	now = now.Add(11 * time.Second) // stale_after 10s
 	if st := l.Status(now); st.Available || st.Reason == "" || st.SampleAgeS == nil || *st.SampleAgeS != 11 {
@@ -100,9 +89,10 @@ func TestLevelStaleReading(t *testing.T) {
 // sensor: the sampler's observation must not wait for that lock, or both
 // would wait for ever. The sensor calls nobody, so nothing can.
 func TestSampleNeverWaitsForTheReopenLock(t *testing.T) {
-	l, publish := published(t, Config{OnError: "shed"})
+	f := published(t, Config{OnError: "shed"}, "nvidia-smi")
+	l := f.l
 	now := time.Unix(1000, 0)
-	publish(Reading{Source: "nvidia-smi", Reason: "exit status 9", At: now})
+	f.fail(now, "exit status 9")
 	l.mu.Lock()
 	done := make(chan struct{})
 	go func() {
@@ -144,19 +134,20 @@ func TestSetConfigFailureKeepsTheRunningSource(t *testing.T) {
 // how many readings held; an unreadable source under on_error allow says
 // so instead of "0 <".
 func TestLevelRecoveryReason(t *testing.T) {
-	l, publish := published(t, Config{})
+	f := published(t, Config{}, "nvidia-smi")
+	l := f.l
 	now := time.Unix(1000, 0)
-	publish(Reading{Source: "nvidia-smi", Available: true, LastGood: now, Value: 0.3, Threshold: 0.75, At: now})
+	f.ok(now, 0.3)
 	sample(l, now)
 	now = now.Add(2 * time.Second)
-	publish(Reading{Source: "nvidia-smi", Available: true, LastGood: now, Value: 0.9, Threshold: 0.75, At: now})
+	f.ok(now, 0.9)
 	if trs := sample(l, now); len(trs) != 1 || !trs[0].Tripped {
 		t.Fatalf("90%% of memory after 30%% did not trip: %+v", trs)
 	}
 	var trs []breaker.Transition
 	for range 4 {
 		now = now.Add(2 * time.Second)
-		publish(Reading{Source: "nvidia-smi", Available: true, LastGood: now, Value: 0.3, Threshold: 0.75, At: now})
+		f.ok(now, 0.3)
 		trs = append(trs, sample(l, now)...)
 	}
 	if len(trs) != 1 || trs[0].Tripped {
@@ -166,16 +157,16 @@ func TestLevelRecoveryReason(t *testing.T) {
 		t.Fatalf("recovery %q, want %q", trs[0].Reason, want)
 	}
 
-	publish(Reading{Source: "nvidia-smi", Available: true, LastGood: now, Value: 0.95, Threshold: 0.75, At: now.Add(time.Second)})
+	f.ok(now.Add(time.Second), 0.95)
 	now = now.Add(time.Second)
 	sample(l, now)
 	trs = nil
 	for range 5 {
 		now = now.Add(2 * time.Second)
-		publish(Reading{Source: "nvidia-smi", Reason: "exit status 9", Threshold: 0.75, At: now})
+		f.fail(now, "exit status 9")
 		trs = append(trs, sample(l, now)...)
 	}
-	if want := "gpu: source unavailable for 2 readings (on_error allow): exit status 9"; len(trs) != 1 || trs[0].Reason != want {
+	if want := "gpu: source unavailable for 2 readings (on_error allow): nvidia-smi: exit status 9"; len(trs) != 1 || trs[0].Reason != want {
 		t.Fatalf("transitions %+v, want one recovery %q", trs, want)
 	}
 }

@@ -7,8 +7,19 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
+
+	"github.com/ai-guardian/adaptivethrottle/sensors"
 )
+
+// script is a stand-in nvidia-smi of the sensors' tests.
+func script(t *testing.T, name string) string {
+	t.Helper()
+	p, err := filepath.Abs(filepath.Join("..", "..", "sensors", "testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
 
 // pathWith makes PATH a fresh folder holding, when name is set, an
 // "nvidia-smi" that is that stand-in (testdata/name).
@@ -23,7 +34,7 @@ func pathWith(t *testing.T, name string) {
 }
 
 func nvmlLoads(t *testing.T) bool {
-	src, err := openNVML()
+	src, err := sensors.OpenNVML()
 	if err != nil {
 		return false
 	}
@@ -40,7 +51,9 @@ func TestOpenAutoFindsNvidiaSMI(t *testing.T) {
 	if err != nil || warn != "" || src == nil || src.Name() != "nvidia-smi" {
 		t.Fatalf("%v %q %v", src, warn, err)
 	}
-	r := NewSensor(src, cfgFor(time.Second)).SampleOnce(context.Background(), t0)
+	cfg := Config{}
+	cfg.Defaults()
+	r := sensors.NewSensor(src, cfg.sensor()).SampleOnce(context.Background(), t0)
 	if !r.Available || len(r.Devices) != 4 || !near(r.Value, 61234.0/81559) {
 		t.Fatalf("%+v", r)
 	}
@@ -86,5 +99,31 @@ func TestOpenOffAndInvalid(t *testing.T) {
 	}
 	if _, _, err := Open(Config{Source: "prometheus"}); err == nil {
 		t.Fatal("prometheus without URLs accepted")
+	}
+}
+
+// NVML that cannot load here (no driver, or a build without cgo): named,
+// it gives a source whose readings say why, and a warning; under on_error
+// shed it fails the start.
+func TestOpenNVMLUnavailable(t *testing.T) {
+	if nvmlLoads(t) {
+		t.Skip("NVML works here")
+	}
+	_, why := sensors.OpenNVML()
+	src, warn, err := Open(Config{Source: "nvml"})
+	if err != nil || src == nil || src.Name() != "nvml" {
+		t.Fatalf("%v %q %v", src, warn, err)
+	}
+	mustContain(t, warn, "gpu source nvml unavailable: "+why.Error())
+	cfg := Config{}
+	cfg.Defaults()
+	r := sensors.NewSensor(src, cfg.sensor()).SampleOnce(context.Background(), t0)
+	if r.Available || r.Reason != "nvml: "+why.Error() {
+		t.Fatalf("%+v", r)
+	}
+	if _, _, err := Open(Config{Source: "nvml", OnError: "shed"}); err == nil {
+		t.Fatal("nvml + on_error shed where NVML cannot load must fail at start")
+	} else {
+		mustContain(t, err.Error(), why.Error())
 	}
 }

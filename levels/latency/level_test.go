@@ -43,8 +43,8 @@ func (s *sim) second(n int, median time.Duration, inflight int64) {
 func (s *sim) tripped() bool { return s.l.h.Tripped() }
 
 // A recovery is worded like a trip: the recent percentile in milliseconds
-// against its threshold, and how many seconds held. (It used to wait for a
-// whole good window; it is judged on the seconds now.)
+// against its threshold, and how many seconds held: a recovery is judged
+// on the seconds, not on a whole good window.
 func TestLevelRecoveryReason(t *testing.T) {
 	s := newSim(t, Config{Window: config.Duration(2 * time.Second), Factor: 1.5, Consecutive: 1,
 		MinThreshold: config.Duration(time.Millisecond)})

@@ -64,8 +64,8 @@ func healthyLongAnswers(span time.Duration) []answer {
 
 // Long answers that are not streamed, at a healthy load, at the defaults
 // (ceiling 8s, window 10s): judged by what is normal for their size, they
-// do not trip the level; judged as first bytes, as they used to be, the
-// same load trips it on the ceiling.
+// do not trip the level; judged as first bytes, the same load would trip
+// it on the ceiling.
 func TestWholeLongAnswersAtHealthyLoadDoNotTrip(t *testing.T) {
 	const span = 3 * time.Minute
 	s := newSim(t, Config{})

@@ -1,11 +1,12 @@
-// Package gpu is the GPU level: GPU pressure (memory in use over total, or
-// a model server's own saturation gauge) read from NVML, nvidia-smi or a
-// Prometheus endpoint by a Sensor on its own timer, off the request path,
-// and judged against a fixed threshold. See the README, "Which GPU source?".
+// Package gpu is the GPU level: it judges GPU pressure (memory in use over
+// total, or a model server's own saturation gauge) against a threshold,
+// above the memory a server holds whatever its load (floor.go), through a
+// hysteresis. See the README, "Which GPU source?".
 //
-// The sources are source.go's Source implementations (nvml.go, behind the
-// cgo build constraint, nvidiasmi.go, prometheus.go); the Sensor bounds each
-// read and publishes Readings; the Level (level.go) judges them.
+// The readings come from package sensors: the `gpu` block (config.go)
+// names the source, Open (source.go) opens it, and a sensors.Sensor
+// samples it on its own timer, off the request path, and publishes
+// Readings; the Level (level.go) observes each on the engine's sampler.
 package gpu
 
 import (
@@ -17,36 +18,6 @@ import (
 
 	"github.com/ai-guardian/adaptivethrottle/config"
 )
-
-// MiB is the unit nvidia-smi and DCGM report memory in.
-const MiB = 1 << 20
-
-// Device is one GPU (or one model-server gauge) as a source saw it.
-type Device struct {
-	ID    string  // what `devices` selects on: the index as a string ("0"), also matched against UUID
-	Index int     // -1 when unknown
-	UUID  string  // "" when unknown
-	Used  float64 // bytes (nvml, nvidia-smi in MiB*1MiB, DCGM MiB*1MiB), or the gauge value for ratio metrics
-	Total float64 // bytes, or 1 for a ratio gauge
-
-	// Err says why this one device could not be read ("memory.used is [N/A]").
-	// A broken device fails a sample only when it is selected, so one lost
-	// GPU does not blind a gateway that watches another.
-	Err string
-	// Origin is the endpoint the device came from (prometheus); "" otherwise.
-	Origin string
-	// Timestamp is the sample time the source itself reported (a Prometheus
-	// sample timestamp); zero when the source gave none.
-	Timestamp time.Time
-}
-
-// Ratio is Used/Total, 0 if Total<=0.
-func (d Device) Ratio() float64 {
-	if d.Total <= 0 {
-		return 0
-	}
-	return d.Used / d.Total
-}
 
 // Config is the `gpu` block: where GPU pressure is read, how often, and
 // what it takes to trip. Its JSON keys are the Caddyfile's; zero fields take
@@ -89,8 +60,6 @@ type Config struct {
 
 	config.Zeros // the keys written as 0: Validate refuses them
 
-	maxBody int64 // prometheus body bound, default 4 MiB (no block sets it; tests do)
-
 	// thresholdDefault: Defaults filled Threshold. Memory readings are then
 	// judged above the learned floor; a threshold the user wrote is
 	// judged as written (floor.go).
@@ -103,7 +72,6 @@ const (
 	DefaultThreshold  = 0.75
 	DefaultInterval   = 2 * time.Second
 	DefaultStaleAfter = 10 * time.Second
-	defaultMaxBody    = 4 << 20
 	DefaultMetric     = "vllm:kv_cache_usage_perc"
 )
 
@@ -149,9 +117,6 @@ func (c *Config) Defaults() {
 	}
 	if c.OnError == "" {
 		c.OnError = "allow"
-	}
-	if c.maxBody == 0 {
-		c.maxBody = defaultMaxBody
 	}
 }
 

@@ -1,4 +1,4 @@
-package gpu
+package sensors
 
 import (
 	"context"
@@ -13,8 +13,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/ai-guardian/adaptivethrottle/config"
 )
 
 func page(t testing.TB, name string) []byte {
@@ -57,17 +55,16 @@ func (m *metricsServer) set(status int, body []byte) {
 	m.mu.Unlock()
 }
 
-func promCfg(urls ...string) Config {
-	c := Config{Source: "prometheus", URLs: urls, Timeout: config.Duration(time.Second)}
-	c.Defaults()
-	return c
+// promCfg scrapes urls for vLLM's KV-cache gauge, the gpu block's default.
+func promCfg(urls ...string) PrometheusConfig {
+	return PrometheusConfig{URLs: urls, Timeout: time.Second, Gauge: Gauge{Metric: "vllm:kv_cache_usage_perc"}}
 }
 
-func openProm(t *testing.T, cfg Config) Source {
+func openProm(t *testing.T, cfg PrometheusConfig) Source {
 	t.Helper()
-	src, warn, err := Open(cfg)
-	if err != nil || warn != "" || src == nil || src.Name() != "prometheus" {
-		t.Fatalf("Open: %v %q %v", src, warn, err)
+	src := NewPrometheus(cfg)
+	if src.Name() != "prometheus" {
+		t.Fatalf("name %q", src.Name())
 	}
 	t.Cleanup(func() { src.Close() })
 	return src
@@ -110,15 +107,15 @@ func TestPrometheusDCGMPairs(t *testing.T) {
 	}
 
 	cfg.PairKind, cfg.PairMetric = "total", "DCGM_FI_DEV_FB_TOTAL"
-	cfg.Devices = []string{"GPU-5f1c2a9e-8d4b-4a7c-9e3f-1b2c3d4e5f60"}
-	r := NewSensor(openProm(t, cfg), cfg).SampleOnce(context.Background(), t0)
+	sc := cfgFor(time.Second)
+	sc.Devices = []string{"GPU-5f1c2a9e-8d4b-4a7c-9e3f-1b2c3d4e5f60"}
+	r := NewSensor(openProm(t, cfg), sc).SampleOnce(context.Background(), t0)
 	if !r.Available || !near(r.Value, 61234.0/81559) || !over(r) {
 		t.Fatalf("total pair, by UUID: %+v", r)
 	}
 
-	cfg.Devices = nil
 	cfg.Labels = map[string]string{"gpu": "1", "modelName": "NVIDIA H100 80GB HBM3"}
-	r = NewSensor(openProm(t, cfg), cfg).SampleOnce(context.Background(), t0)
+	r = NewSensor(openProm(t, cfg), cfgFor(time.Second)).SampleOnce(context.Background(), t0)
 	if !r.Available || len(r.Devices) != 1 || !near(r.Value, 12040.0/81559) || over(r) {
 		t.Fatalf("label filter: %+v", r)
 	}
@@ -140,7 +137,7 @@ func TestPrometheusMetricDisappears(t *testing.T) {
 	full := page(t, "vllm_metrics.txt")
 	srv := serveMetrics(t, full)
 	cfg := promCfg(srv.URL)
-	s := NewSensor(openProm(t, cfg), cfg)
+	s := NewSensor(openProm(t, cfg), cfgFor(time.Second))
 	if r := s.SampleOnce(context.Background(), t0); !r.Available || !near(r.Value, 0.42) {
 		t.Fatalf("first scrape: %+v", r)
 	}
@@ -173,14 +170,14 @@ func TestPrometheusTwoEndpointsMax(t *testing.T) {
 	a := serveMetrics(t, full)
 	b := serveMetrics(t, []byte(strings.ReplaceAll(string(full), "_perc{engine=\"0\",model_name=\"meta-llama/Llama-3.1-8B-Instruct\"} 0.42", "_perc{engine=\"0\",model_name=\"meta-llama/Llama-3.1-8B-Instruct\"} 0.81")))
 	cfg := promCfg(a.URL, b.URL)
-	r := NewSensor(openProm(t, cfg), cfg).SampleOnce(context.Background(), t0)
+	r := NewSensor(openProm(t, cfg), cfgFor(time.Second)).SampleOnce(context.Background(), t0)
 	if !r.Available || len(r.Devices) != 2 || !near(r.Value, 0.81) || !over(r) || r.Devices[1].Origin != b.URL {
 		t.Fatalf("%+v", r)
 	}
 
 	// Either endpoint failing fails the read, naming it.
 	b.set(500, []byte("engine dead\n"))
-	r = NewSensor(openProm(t, cfg), cfg).SampleOnce(context.Background(), t0)
+	r = NewSensor(openProm(t, cfg), cfgFor(time.Second)).SampleOnce(context.Background(), t0)
 	if r.Available {
 		t.Fatalf("%+v", r)
 	}
@@ -199,8 +196,8 @@ func TestPrometheusHangingScrape(t *testing.T) {
 	t.Cleanup(func() { close(release) }) // runs first: unblock, then close
 
 	cfg := promCfg(srv.URL)
-	cfg.Timeout = config.Duration(200 * time.Millisecond)
-	s := NewSensor(openProm(t, cfg), cfg)
+	cfg.Timeout = 200 * time.Millisecond
+	s := NewSensor(openProm(t, cfg), cfgFor(cfg.Timeout))
 	start := time.Now()
 	r := s.SampleOnce(context.Background(), t0)
 	if took := time.Since(start); took > 1500*time.Millisecond {
@@ -216,24 +213,24 @@ func TestPrometheusBodyTooLarge(t *testing.T) {
 	big := append(page(t, "vllm_metrics.txt"), []byte(strings.Repeat("# padding comment line\n", 2000))...)
 	srv := serveMetrics(t, big)
 	cfg := promCfg(srv.URL)
-	cfg.maxBody = 16 << 10
+	cfg.MaxBody = 16 << 10
 	_, err := openProm(t, cfg).Read(context.Background())
 	if err == nil {
 		t.Fatal("oversized body accepted")
 	}
 	mustContain(t, err.Error(), "body larger than 16384 bytes")
 
-	cfg.maxBody = int64(len(big)) // exactly at the bound is fine
+	cfg.MaxBody = int64(len(big)) // exactly at the bound is fine
 	if _, err := openProm(t, cfg).Read(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestParseMetricsEdgeCases(t *testing.T) {
-	ratio := promCfg("http://x")
+	ratio := promCfg("http://x").Gauge
 	for _, tc := range []struct {
 		name, body string
-		cfg        func(*Config)
+		cfg        func(*Gauge)
 		want       string // error substring; "" = ok
 		check      func([]Device) string
 	}{
@@ -266,21 +263,21 @@ func TestParseMetricsEdgeCases(t *testing.T) {
 				return ""
 			}},
 		{name: "pair missing for one series", body: "u{gpu=\"0\"} 1\nu{gpu=\"1\"} 1\nt{gpu=\"0\"} 4\n",
-			cfg: func(c *Config) { c.Metric, c.PairKind, c.PairMetric = "u", "total", "t" }, check: func(d []Device) string {
+			cfg: func(c *Gauge) { c.Metric, c.PairKind, c.PairMetric = "u", "total", "t" }, check: func(d []Device) string {
 				if len(d) != 2 || d[0].Ratio() != 0.25 || d[1].Err != `no t series with labels {gpu="1"}` {
 					return fmt.Sprintf("%+v", d)
 				}
 				return ""
 			}},
-		{name: "pair metric absent", body: "u 1\n", cfg: func(c *Config) { c.Metric, c.PairKind, c.PairMetric = "u", "free", "f" }, want: "metric f not found"},
-		{name: "zero total", body: "u 0\nf 0\n", cfg: func(c *Config) { c.Metric, c.PairKind, c.PairMetric = "u", "free", "f" },
+		{name: "pair metric absent", body: "u 1\n", cfg: func(c *Gauge) { c.Metric, c.PairKind, c.PairMetric = "u", "free", "f" }, want: "metric f not found"},
+		{name: "zero total", body: "u 0\nf 0\n", cfg: func(c *Gauge) { c.Metric, c.PairKind, c.PairMetric = "u", "free", "f" },
 			check: func(d []Device) string {
 				if d[0].Err != "total memory is 0" {
 					return d[0].Err
 				}
 				return ""
 			}},
-		{name: "absent label equals empty", body: "g{a=\"1\"} 0.1\ng{b=\"2\"} 0.2\n", cfg: func(c *Config) { c.Metric, c.Labels = "g", map[string]string{"a": ""} },
+		{name: "absent label equals empty", body: "g{a=\"1\"} 0.1\ng{b=\"2\"} 0.2\n", cfg: func(c *Gauge) { c.Metric, c.Labels = "g", map[string]string{"a": ""} },
 			check: func(d []Device) string {
 				if len(d) != 1 || d[0].Used != 0.2 {
 					return fmt.Sprintf("%+v", d)
@@ -330,7 +327,8 @@ func FuzzParseMetrics(f *testing.F) {
 	f.Add(keepLines(f, "dcgm_metrics.txt", "FB_USED", "FB_TOTAL"), uint8(2))
 	f.Add([]byte("vllm:kv_cache_usage_perc{gpu=\"0\"} NaN\n"), uint8(0))
 	f.Add([]byte("DCGM_FI_DEV_FB_USED 1e308\nDCGM_FI_DEV_FB_FREE 1e308\n"), uint8(1))
-	cfgs := []Config{promCfg("http://x"), promCfg("http://x"), promCfg("http://x")}
+	kv := promCfg("http://x").Gauge
+	cfgs := []Gauge{kv, kv, kv}
 	cfgs[1].Metric, cfgs[1].PairKind, cfgs[1].PairMetric = "DCGM_FI_DEV_FB_USED", "free", "DCGM_FI_DEV_FB_FREE"
 	cfgs[2].Metric, cfgs[2].PairKind, cfgs[2].PairMetric = "DCGM_FI_DEV_FB_USED", "total", "DCGM_FI_DEV_FB_TOTAL"
 	f.Fuzz(func(t *testing.T, body []byte, mode uint8) {
@@ -354,17 +352,17 @@ func FuzzParseMetrics(f *testing.F) {
 
 func BenchmarkParseMetricsVLLM(b *testing.B) {
 	body := page(b, "vllm_metrics.txt")
-	cfg := promCfg("http://x")
+	g := promCfg("http://x").Gauge
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
-		if _, err := ParseMetrics(body, cfg); err != nil {
+		if _, err := ParseMetrics(body, g); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
-// A count (requests waiting) is judged as a fraction of its max: TGI's
+// A count (requests waiting) is read as a fraction of its max: TGI's
 // unlabelled tgi_queue_size at 24 of max 32 is 75%.
 func TestPrometheusCountWithMax(t *testing.T) {
 	srv := serveMetrics(t, []byte("# HELP tgi_queue_size Current queue size\n# TYPE tgi_queue_size gauge\ntgi_queue_size 24\n"))
@@ -376,29 +374,5 @@ func TestPrometheusCountWithMax(t *testing.T) {
 	}
 	if len(devs) != 1 || devs[0].Used != 24 || devs[0].Total != 32 || devs[0].Ratio() != 0.75 || devs[0].ID != "{}" {
 		t.Fatalf("%+v", devs)
-	}
-	for _, c := range []struct {
-		max  float64
-		pair string
-		want string
-	}{
-		{-1, "", "gpu: metric tgi_queue_size max -1: must be a positive number"},
-		{math.Inf(1), "", "must be a positive number"},
-		{math.NaN(), "", "must be a positive number"},
-		{8, "total", "a max and a total pair cannot both be set"},
-	} {
-		bad := cfg
-		bad.MetricMax = c.max
-		if c.pair != "" {
-			bad.PairKind, bad.PairMetric = c.pair, "x"
-		}
-		if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("max %v %s: %v, want %q", c.max, c.pair, err, c.want)
-		}
-	}
-	nvml := Config{Source: "nvml", MetricMax: 8}
-	nvml.Defaults()
-	if err := nvml.Validate(); err == nil || !strings.Contains(err.Error(), "need source prometheus") {
-		t.Errorf("max with nvml: %v", err)
 	}
 }

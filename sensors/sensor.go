@@ -1,4 +1,4 @@
-package gpu
+package sensors
 
 import (
 	"context"
@@ -19,7 +19,6 @@ type Reading struct {
 	Available   bool      // false when the last read failed or the last good sample is stale / never came
 	Reason      string    // why unavailable
 	Value       float64   // aggregated ratio over the selected devices of the last good sample
-	Threshold   float64   //
 	Devices     []Device  // selected devices of the last good sample
 	LastGood    time.Time // zero when never
 	LastAttempt time.Time //
@@ -37,6 +36,17 @@ func (r Reading) Age(now time.Time) time.Duration {
 		return neverAge
 	}
 	return now.Sub(r.LastGood)
+}
+
+// Config is how a Sensor samples its Source. Interval, Timeout and
+// StaleAfter must be positive; the caller validates them (the gpu block
+// does, naming its keys).
+type Config struct {
+	Interval   time.Duration // between reads, in Run
+	Timeout    time.Duration // per read; a read still running then is abandoned
+	StaleAfter time.Duration // a last good sample older than this reads as unavailable
+	Devices    []string      // device IDs or UUIDs to select; all when empty
+	Aggregate  string        // across the selected devices: "mean", or the max otherwise
 }
 
 // Sensor samples a Source on its own timer, off any request path.
@@ -62,15 +72,14 @@ type readResult struct {
 	err  error
 }
 
-// NewSensor wraps src; cfg is defaulted here. Each sample is published for
-// Latest and LatestAt; the sensor calls nobody.
+// NewSensor wraps src (nil: a sensor that is off). Each sample is
+// published for Latest and LatestAt; the sensor calls nobody.
 func NewSensor(src Source, cfg Config) *Sensor {
-	cfg.Defaults()
 	s := &Sensor{src: src, cfg: cfg, name: "off"}
 	if src != nil {
 		s.name = src.Name()
 	}
-	s.latest.Store(&Reading{Source: s.name, Threshold: cfg.Threshold, Reason: "no sample yet"})
+	s.latest.Store(&Reading{Source: s.name, Reason: "no sample yet"})
 	return s
 }
 
@@ -82,7 +91,7 @@ func (s *Sensor) Latest() Reading { return *s.latest.Load() }
 // never leave a healthy reading standing.
 func (s *Sensor) LatestAt(now time.Time) Reading {
 	r := s.Latest()
-	if r.Available && r.Age(now) > s.cfg.StaleAfter.D() {
+	if r.Available && r.Age(now) > s.cfg.StaleAfter {
 		r.Available = false
 		r.Reason = staleReason(r.Age(now))
 	}
@@ -96,7 +105,7 @@ func staleReason(age time.Duration) string {
 // Run samples every Interval until ctx is done. It does not take a first
 // sample at once: call SampleOnce for that.
 func (s *Sensor) Run(ctx context.Context) {
-	t := time.NewTicker(s.cfg.Interval.D())
+	t := time.NewTicker(s.cfg.Interval)
 	defer t.Stop()
 	for {
 		select {
@@ -120,7 +129,7 @@ func (s *Sensor) SampleOnce(ctx context.Context, now time.Time) Reading {
 
 func (s *Sensor) sampleLocked(ctx context.Context, now time.Time) Reading {
 	if s.src == nil {
-		return s.fail(now, "gpu sensor off")
+		return s.fail(now, "sensor off")
 	}
 	if s.pending != nil {
 		select {
@@ -135,7 +144,7 @@ func (s *Sensor) sampleLocked(ctx context.Context, now time.Time) Reading {
 	}
 	// The source's deadline comes a little before we give up on it, so a
 	// source that honours ctx reports its own timeout and is not counted hung.
-	rctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout.D()*9/10)
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout*9/10)
 	defer cancel()
 	ch := make(chan readResult, 1)
 	start := time.Now()
@@ -143,7 +152,7 @@ func (s *Sensor) sampleLocked(ctx context.Context, now time.Time) Reading {
 		devs, err := s.src.Read(rctx)
 		ch <- readResult{devs, err}
 	}()
-	wait := time.NewTimer(s.cfg.Timeout.D())
+	wait := time.NewTimer(s.cfg.Timeout)
 	defer wait.Stop()
 	var res readResult
 	select {
@@ -151,7 +160,7 @@ func (s *Sensor) sampleLocked(ctx context.Context, now time.Time) Reading {
 	case <-wait.C:
 		s.pending, s.since = ch, start
 		s.hung++
-		return s.fail(now, fmt.Sprintf("read timed out after %v", s.cfg.Timeout.D()))
+		return s.fail(now, fmt.Sprintf("read timed out after %v", s.cfg.Timeout))
 	case <-ctx.Done():
 		select {
 		case res = <-ch: // finished in the same instant: use it
@@ -162,7 +171,7 @@ func (s *Sensor) sampleLocked(ctx context.Context, now time.Time) Reading {
 	}
 	if res.err != nil {
 		if ctx.Err() == nil && errors.Is(rctx.Err(), context.DeadlineExceeded) {
-			return s.fail(now, fmt.Sprintf("read timed out after %v: %v", s.cfg.Timeout.D(), res.err))
+			return s.fail(now, fmt.Sprintf("read timed out after %v: %v", s.cfg.Timeout, res.err))
 		}
 		return s.fail(now, res.err.Error())
 	}
@@ -181,7 +190,7 @@ func (s *Sensor) fail(now time.Time, reason string) Reading {
 	if s.src != nil && !strings.HasPrefix(reason, s.name+":") {
 		reason = s.name + ": " + reason
 	}
-	if !s.lastGood.IsZero() && now.Sub(s.lastGood) > s.cfg.StaleAfter.D() {
+	if !s.lastGood.IsZero() && now.Sub(s.lastGood) > s.cfg.StaleAfter {
 		reason += "; " + staleReason(now.Sub(s.lastGood))
 	}
 	return s.reading(now, false, reason)
@@ -189,8 +198,7 @@ func (s *Sensor) fail(now time.Time, reason string) Reading {
 
 func (s *Sensor) reading(now time.Time, ok bool, reason string) Reading {
 	return Reading{
-		Source: s.name, Available: ok, Reason: reason, Value: s.value, Threshold: s.cfg.Threshold,
-		Devices: s.devices, LastGood: s.lastGood, LastAttempt: now, Errors: s.errors, Hung: s.hung,
+		Source: s.name, Available: ok, Reason: reason, Value: s.value, Devices: s.devices, LastGood: s.lastGood, LastAttempt: now, Errors: s.errors, Hung: s.hung,
 		At: now,
 	}
 }
@@ -220,7 +228,7 @@ func (s *Sensor) selectDevices(devs []Device, now time.Time) ([]Device, error) {
 			}
 			return nil, fmt.Errorf("device %s: %s", d.ID, d.Err)
 		}
-		if !d.Timestamp.IsZero() && now.Sub(d.Timestamp) > s.cfg.StaleAfter.D() {
+		if !d.Timestamp.IsZero() && now.Sub(d.Timestamp) > s.cfg.StaleAfter {
 			return nil, fmt.Errorf("stale: device %s sample is %v old", d.ID, now.Sub(d.Timestamp).Round(time.Millisecond))
 		}
 	}

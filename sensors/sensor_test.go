@@ -1,4 +1,4 @@
-package gpu
+package sensors
 
 import (
 	"context"
@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/ai-guardian/adaptivethrottle/config"
 )
 
 func TestSensorAggregatesMaxAndMean(t *testing.T) {
@@ -224,7 +222,7 @@ func TestSensorStaleSourceTimestamp(t *testing.T) {
 func TestSensorPublishesLatest(t *testing.T) {
 	src := newFake(gpuDev(0, "", 10, 80))
 	s := NewSensor(src, cfgFor(time.Second))
-	if r := s.Latest(); r.Available || r.Reason != "no sample yet" || r.Threshold != 0.75 {
+	if r := s.Latest(); r.Available || r.Reason != "no sample yet" {
 		t.Fatalf("before any sample: %+v", r)
 	}
 	if r := s.SampleOnce(context.Background(), t0); !r.Available || s.Latest().At != t0 || !s.Latest().Available {
@@ -239,8 +237,8 @@ func TestSensorPublishesLatest(t *testing.T) {
 
 func TestSensorRunTicksUntilCancelled(t *testing.T) {
 	src := newFake(gpuDev(0, "", 10, 80))
-	cfg := Config{Interval: config.Duration(10 * time.Millisecond)}
-	cfg.Defaults()
+	cfg := cfgFor(8 * time.Millisecond)
+	cfg.Interval = 10 * time.Millisecond
 	s := NewSensor(src, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -270,7 +268,7 @@ func TestSensorRunTicksUntilCancelled(t *testing.T) {
 
 func TestNilSourceSensor(t *testing.T) {
 	r := NewSensor(nil, cfgFor(time.Second)).SampleOnce(context.Background(), t0)
-	if r.Available || r.Reason != "gpu sensor off" || r.Source != "off" {
+	if r.Available || r.Reason != "sensor off" || r.Source != "off" {
 		t.Fatalf("%+v", r)
 	}
 }
@@ -282,5 +280,11 @@ func BenchmarkSampleOnce(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		s.SampleOnce(ctx, t0)
+	}
+}
+
+func TestRatio(t *testing.T) {
+	if (Device{Used: 3, Total: 4}).Ratio() != 0.75 || (Device{Used: 3}).Ratio() != 0 || (Device{Used: 3, Total: -1}).Ratio() != 0 {
+		t.Fatal("Ratio")
 	}
 }

@@ -1,6 +1,6 @@
 //go:build cgo
 
-package gpu
+package sensors
 
 import (
 	"context"
@@ -230,25 +230,19 @@ func TestNVMLCloseWaitsForHungRead(t *testing.T) {
 }
 
 // On this host (no driver) the real go-nvml reports the library missing,
-// and Open turns that into an unavailable source or, with shed, an error.
+// and a sensor over it reports why each reading is unavailable.
 func TestOpenNVMLWithoutDriver(t *testing.T) {
 	if lib := nvml.New(); lib.Init() == nvml.SUCCESS {
 		lib.Shutdown()
 		t.Skip("an NVIDIA driver is present")
 	}
-	src, warn, err := Open(Config{Source: "nvml"})
-	if err != nil || src == nil || src.Name() != "nvml" {
-		t.Fatalf("%v %q %v", src, warn, err)
+	src, err := OpenNVML()
+	if src != nil || err == nil || err.Error() != "NVML library not found (no NVIDIA driver on this host)" {
+		t.Fatalf("%v %v", src, err)
 	}
-	mustContain(t, warn, "NVML library not found (no NVIDIA driver on this host)")
-	r := NewSensor(src, cfgFor(time.Second)).SampleOnce(context.Background(), t0)
+	r := NewSensor(Unavailable("nvml", err), cfgFor(time.Second)).SampleOnce(context.Background(), t0)
 	if r.Available || r.Reason != "nvml: NVML library not found (no NVIDIA driver on this host)" {
 		t.Fatalf("%+v", r)
-	}
-	if _, _, err := Open(Config{Source: "nvml", OnError: "shed"}); err == nil {
-		t.Fatal("nvml + on_error shed without a driver must fail at start")
-	} else {
-		mustContain(t, err.Error(), "NVML library not found")
 	}
 }
 

@@ -1,4 +1,4 @@
-package gpu
+package sensors
 
 import (
 	"bytes"
@@ -20,24 +20,51 @@ import (
 	"github.com/prometheus/common/model"
 )
 
+// Gauge names what to read from a Prometheus text page.
+type Gauge struct {
+	// Metric is a 0–1 gauge, a count judged as a fraction of MetricMax, or
+	// used memory when PairKind is set.
+	Metric string
+	// PairKind is "" (no pair), "total" or "free": how PairMetric relates
+	// to Metric.
+	PairKind   string
+	PairMetric string
+	// MetricMax: Metric is a count (requests waiting) read as a fraction
+	// of this many. 0: Metric is a 0–1 gauge (or a pair).
+	MetricMax float64
+	// Labels keeps only the series whose labels equal these (an absent
+	// label reads as "", as in PromQL).
+	Labels map[string]string
+}
+
+// PrometheusConfig is a Prometheus source: which pages, which gauge.
+type PrometheusConfig struct {
+	URLs []string // the /metrics pages, scraped at once at every read
+	Gauge
+	Timeout time.Duration // per scrape; 0: the read's context alone bounds it
+	MaxBody int64         // a larger page fails the read; 0: DefaultMaxBody
+}
+
+// DefaultMaxBody is the largest metrics page read by default.
+const DefaultMaxBody = 4 << 20
+
 // promSource scrapes model-server or exporter /metrics pages.
 type promSource struct {
-	cfg    Config
+	cfg    PrometheusConfig
 	client *http.Client
 	tr     *http.Transport
 }
 
 // NewPrometheus is a source that scrapes cfg.URLs for cfg.Metric (and its
-// pair). cfg should be defaulted and valid (Open does both).
-func NewPrometheus(cfg Config) Source {
+// pair).
+func NewPrometheus(cfg PrometheusConfig) Source {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil // a scrape goes straight to the server, as Prometheus does
 	tr.MaxIdleConnsPerHost = 2
-	timeout := cfg.Timeout.D()
-	if timeout <= 0 {
-		timeout = maxTimeout(DefaultInterval)
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = DefaultMaxBody
 	}
-	return &promSource{cfg: cfg, tr: tr, client: &http.Client{Transport: tr, Timeout: timeout}}
+	return &promSource{cfg: cfg, tr: tr, client: &http.Client{Transport: tr, Timeout: cfg.Timeout}}
 }
 
 func (p *promSource) Name() string { return "prometheus" }
@@ -88,14 +115,14 @@ func (p *promSource) scrape(ctx context.Context, u string) ([]Device, error) {
 		}
 		return nil, fmt.Errorf("HTTP %s", resp.Status)
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, p.cfg.maxBody+1))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, p.cfg.MaxBody+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading body: %w", err)
 	}
-	if int64(len(body)) > p.cfg.maxBody {
-		return nil, fmt.Errorf("body larger than %d bytes", p.cfg.maxBody)
+	if int64(len(body)) > p.cfg.MaxBody {
+		return nil, fmt.Errorf("body larger than %d bytes", p.cfg.MaxBody)
 	}
-	devs, err := ParseMetrics(body, p.cfg)
+	devs, err := ParseMetrics(body, p.cfg.Gauge)
 	for i := range devs {
 		devs[i].Origin = u
 	}
@@ -108,32 +135,32 @@ var renamed = map[string]string{
 	"vllm:kv_cache_usage_perc":  "vllm:gpu_cache_usage_perc",
 }
 
-// ParseMetrics finds cfg.Metric (and cfg.PairMetric) in a Prometheus text
-// page and makes one Device per series that passes cfg.Labels. A series it
+// ParseMetrics finds g.Metric (and g.PairMetric) in a Prometheus text
+// page and makes one Device per series that passes g.Labels. A series it
 // cannot use (NaN, no pair) comes back with Err set; a page without the
 // metric is an error.
-func ParseMetrics(body []byte, cfg Config) (devs []Device, err error) {
+func ParseMetrics(body []byte, g Gauge) (devs []Device, err error) {
 	defer func() { // the parser reads untrusted input: never let it take us down
 		if r := recover(); r != nil {
 			devs, err = nil, fmt.Errorf("parsing metrics: %v", r)
 		}
 	}()
-	names := []string{cfg.Metric, renamed[cfg.Metric]}
-	if cfg.PairKind != "" {
-		names = append(names, cfg.PairMetric)
+	names := []string{g.Metric, renamed[g.Metric]}
+	if g.PairKind != "" {
+		names = append(names, g.PairMetric)
 	}
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := parser.TextToMetricFamilies(bytes.NewReader(linesFor(body, names)))
 	if err != nil {
 		return nil, fmt.Errorf("parsing metrics: %w", err)
 	}
-	series, err := findSeries(fams, cfg.Metric, cfg.Labels)
+	series, err := findSeries(fams, g.Metric, g.Labels)
 	if err != nil {
 		return nil, err
 	}
 	var pairs map[string]float64
-	if cfg.PairKind != "" {
-		ps, err := findSeries(fams, cfg.PairMetric, cfg.Labels)
+	if g.PairKind != "" {
+		ps, err := findSeries(fams, g.PairMetric, g.Labels)
 		if err != nil {
 			return nil, err
 		}
@@ -142,7 +169,7 @@ func ParseMetrics(body []byte, cfg Config) (devs []Device, err error) {
 			pairs[s.labels] = s.value
 		}
 	}
-	scale := unitScale(cfg.Metric)
+	scale := unitScale(g.Metric)
 	for _, s := range series {
 		d := Device{ID: s.labels, Index: -1, UUID: s.label("UUID")}
 		if d.UUID == "" {
@@ -158,22 +185,22 @@ func ParseMetrics(body []byte, cfg Config) (devs []Device, err error) {
 			d.Timestamp = time.UnixMilli(s.ts)
 		}
 		if !finite(s.value) || s.value < 0 {
-			d.Err = fmt.Sprintf("%s is %v", cfg.Metric, s.value)
+			d.Err = fmt.Sprintf("%s is %v", g.Metric, s.value)
 			devs = append(devs, d)
 			continue
 		}
 		d.Used, d.Total = s.value, 1
-		if cfg.MetricMax > 0 { // a count, as a fraction of its max
-			d.Total = cfg.MetricMax
+		if g.MetricMax > 0 { // a count, as a fraction of its max
+			d.Total = g.MetricMax
 		}
-		if cfg.PairKind != "" {
+		if g.PairKind != "" {
 			pv, ok := pairs[s.labels]
 			switch {
 			case !ok:
-				d.Err = fmt.Sprintf("no %s series with labels %s", cfg.PairMetric, s.labels)
+				d.Err = fmt.Sprintf("no %s series with labels %s", g.PairMetric, s.labels)
 			case !finite(pv) || pv < 0:
-				d.Err = fmt.Sprintf("%s is %v", cfg.PairMetric, pv)
-			case cfg.PairKind == "free":
+				d.Err = fmt.Sprintf("%s is %v", g.PairMetric, pv)
+			case g.PairKind == "free":
 				d.Used, d.Total = s.value*scale, (s.value+pv)*scale
 			default:
 				d.Used, d.Total = s.value*scale, pv*scale
@@ -181,7 +208,7 @@ func ParseMetrics(body []byte, cfg Config) (devs []Device, err error) {
 			switch {
 			case d.Err != "":
 			case !finite(d.Used) || !finite(d.Total):
-				d.Err = fmt.Sprintf("%s/%s out of range", cfg.Metric, cfg.PairMetric)
+				d.Err = fmt.Sprintf("%s/%s out of range", g.Metric, g.PairMetric)
 			case d.Total <= 0:
 				d.Err = fmt.Sprintf("total memory is %v", d.Total)
 			}

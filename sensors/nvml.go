@@ -1,6 +1,6 @@
 //go:build cgo
 
-package gpu
+package sensors
 
 import (
 	"context"
@@ -71,8 +71,22 @@ type nvmlSource struct {
 	released bool
 }
 
-// openNVML opens a source on the process-wide NVML session.
-func openNVML() (Source, error) { return newNVMLSource(sharedNVML) }
+// OpenNVML opens a source on the process-wide NVML session.
+func OpenNVML() (Source, error) { return asSource(newNVMLSource(sharedNVML)) }
+
+// NewNVML is a source that reads through lib in a session of its own:
+// lib is initialised now and shut down at Close. Tests pass go-nvml's mock.
+func NewNVML(lib nvml.Interface) (Source, error) {
+	return asSource(newNVMLSource(&nvmlShared{newLib: func() nvml.Interface { return lib }}))
+}
+
+// asSource keeps a failed open a nil Source, not a nil *nvmlSource in one.
+func asSource(s *nvmlSource, err error) (Source, error) {
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
 
 func newNVMLSource(shared *nvmlShared) (*nvmlSource, error) {
 	lib, v2, err := shared.acquire()

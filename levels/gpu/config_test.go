@@ -1,6 +1,7 @@
 package gpu
 
 import (
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -12,10 +13,10 @@ func TestDefaults(t *testing.T) {
 	var c Config
 	c.Defaults()
 	want := Config{Source: "auto", Path: "nvidia-smi", Aggregate: "max", Threshold: 0.75, Interval: config.Duration(2 * time.Second),
-		Timeout: config.Duration(1600 * time.Millisecond), StaleAfter: config.Duration(10 * time.Second), OnError: "allow", maxBody: 4 << 20}
+		Timeout: config.Duration(1600 * time.Millisecond), StaleAfter: config.Duration(10 * time.Second), OnError: "allow"}
 	if c.Source != want.Source || c.Path != want.Path || c.Aggregate != want.Aggregate || c.Threshold != want.Threshold ||
 		c.Interval != want.Interval || c.Timeout != want.Timeout || c.StaleAfter != want.StaleAfter ||
-		c.OnError != want.OnError || c.maxBody != want.maxBody || c.Metric != "" {
+		c.OnError != want.OnError || c.Metric != "" {
 		t.Fatalf("got %+v", c)
 	}
 	if err := c.Validate(); err != nil {
@@ -75,8 +76,35 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-func TestRatio(t *testing.T) {
-	if (Device{Used: 3, Total: 4}).Ratio() != 0.75 || (Device{Used: 3}).Ratio() != 0 || (Device{Used: 3, Total: -1}).Ratio() != 0 {
-		t.Fatal("Ratio")
+// A count's max must be a positive number, and excludes a pair.
+func TestValidateMetricMax(t *testing.T) {
+	cfg := Config{Source: "prometheus", URLs: []string{"http://127.0.0.1:8080/metrics"}, Metric: "tgi_queue_size", MetricMax: 32}
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		max  float64
+		pair string
+		want string
+	}{
+		{-1, "", "gpu: metric tgi_queue_size max -1: must be a positive number"},
+		{math.Inf(1), "", "must be a positive number"},
+		{math.NaN(), "", "must be a positive number"},
+		{8, "total", "a max and a total pair cannot both be set"},
+	} {
+		bad := cfg
+		bad.MetricMax = c.max
+		if c.pair != "" {
+			bad.PairKind, bad.PairMetric = c.pair, "x"
+		}
+		if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("max %v %s: %v, want %q", c.max, c.pair, err, c.want)
+		}
+	}
+	nvml := Config{Source: "nvml", MetricMax: 8}
+	nvml.Defaults()
+	if err := nvml.Validate(); err == nil || !strings.Contains(err.Error(), "need source prometheus") {
+		t.Errorf("max with nvml: %v", err)
 	}
 }

@@ -1,6 +1,6 @@
 //go:build cgo
 
-package gpu
+package sensors
 
 import (
 	"bufio"
@@ -17,12 +17,12 @@ import (
 
 // TestRealGPU checks NVML against the real nvidia-smi on device 0, watches
 // an allocation show up in both, and times the two sources. It needs an
-// NVIDIA GPU and driver: ADAPTIVE_THROTTLE_GPU_TEST=1 go test -run TestRealGPU -v ./levels/gpu/
+// NVIDIA GPU and driver: ADAPTIVE_THROTTLE_GPU_TEST=1 go test -run TestRealGPU -v ./sensors/
 func TestRealGPU(t *testing.T) {
 	if os.Getenv("ADAPTIVE_THROTTLE_GPU_TEST") != "1" {
 		t.Skip("set ADAPTIVE_THROTTLE_GPU_TEST=1 on a host with an NVIDIA GPU and driver")
 	}
-	src, err := openNVML()
+	src, err := OpenNVML()
 	if err != nil {
 		t.Fatalf("NVML: %v", err)
 	}
