@@ -293,3 +293,24 @@ func BenchmarkPick8(b *testing.B) {
 		ms[i].Finish(0, tk, Served, 0, false)
 	}
 }
+
+// Forget starts every limit over; Close brings every upstream back.
+func TestForgetAndClose(t *testing.T) {
+	p := New(admission.Config{Initial: 4}, breaker.CircuitConfig{MinRequests: 1})
+	ms := p.Hold(keys(1))
+	m := ms[0]
+	m.limit.SetConfig(admission.Config{Limit: 9})
+	m.limit.SetConfig(admission.Config{Initial: 4})
+	m.lim.Store(9)
+	m.Start(0)
+	_, tk := Pick(cands(1), ms, t0, true)
+	m.Finish(0, tk, Failed, breaker.Mono(t0), false)
+	if m.closed.Load() {
+		t.Fatal("a failure at min_requests 1 left the circuit closed")
+	}
+	p.Forget()
+	p.Close(t0)
+	if m.lim.Load() != 4 || !m.closed.Load() {
+		t.Fatalf("after Forget and Close: limit %d, closed %v; want 4 and true", m.lim.Load(), m.closed.Load())
+	}
+}
