@@ -67,7 +67,7 @@ func (rec *recorder) finishUp(r pool.Result, end int64) {
 // that opens has left the pool until its probe; one that closes is back.
 func (t *Throttle) memberChanged(c pool.Change) {
 	l := t.logger.Load()
-	f := []zap.Field{zap.String("instance", t.name), zap.String("upstream", c.Key),
+	f := []zap.Field{zap.String("name", t.name), zap.String("upstream", c.Key),
 		zap.String("from", c.From.String()), zap.String("to", c.To.String()), zap.String("reason", c.Reason)}
 	if c.To == breaker.Open {
 		l.Warn("upstream left the pool: its circuit opened", f...)
