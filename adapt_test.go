@@ -258,7 +258,7 @@ func TestAdaptRefusesValuesPastTheirBound(t *testing.T) {
 		{[]string{"gpu {", "\tinterval 2h", "\tstale_after 3h", "}"}, "gpu: interval must be at most 1h, got 2h", 4},
 		{[]string{"gpu {", "\tstale_after 48h", "}"}, "gpu: stale_after must be at most 24h, got 48h", 4},
 		{[]string{"priority {", "\thigh_reserve 200000", "}"}, "priority: high_reserve must be at most 100000, got 200000", 4},
-		{[]string{"priority {", "\tmedium_floor 1e7", "}"}, "priority: medium_floor must be at most 1000000", 4},
+		{[]string{"priority {", "\tmedium_floor 1", "}"}, "priority: medium_floor was removed", 4},
 		{[]string{"persist {", "\tmax_age 60d", "}"}, "persist: max_age must be at most 720h, got 1440h", 4},
 	}
 	for _, c := range cases {
@@ -324,7 +324,6 @@ func TestWrittenZeroHonouredOrRefused(t *testing.T) {
 		{[]string{"qps {", "\twarmup 0", "}"}, `{"qps":{"warmup":0}}`, func(c throttle.Config) any { return c.QPS.Warmup }, 0},
 		{[]string{"priority {", "\thigh_reserve 0%", "}"}, `{"priority":{"high_reserve_share":0}}`, func(c throttle.Config) any { return c.Priority.Reserve(10) }, 0},
 		{[]string{"priority {", "\thigh_reserve 0", "}"}, `{"priority":{"high_reserve":0}}`, func(c throttle.Config) any { return c.Priority.Reserve(10) }, 0},
-		{[]string{"priority {", "\tmedium_floor 0", "}"}, `{"priority":{"medium_floor":0}}`, func(c throttle.Config) any { return c.Priority.MediumFloor }, 0.0},
 		{[]string{"concurrency {", "\tlimit auto", "}"}, `{"concurrency":{"limit":0}}`, func(c throttle.Config) any { return c.Concurrency.Limit }, 0},
 	}
 	for _, c := range honoured {

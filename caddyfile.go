@@ -20,6 +20,7 @@ import (
 	"github.com/ai-guardian/adaptivethrottle/levels/gpu"
 	"github.com/ai-guardian/adaptivethrottle/levels/latency"
 	"github.com/ai-guardian/adaptivethrottle/levels/qps"
+	"github.com/ai-guardian/adaptivethrottle/priority"
 	"github.com/ai-guardian/adaptivethrottle/throttle"
 )
 
@@ -158,7 +159,6 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			from         <placeholder>  # {header.X-Priority}
 //			default      high | medium | low
 //			high_reserve <n> | <percent>%   # 20% of the concurrency limit; 0 or 0%: none; n ≤ 100000
-//			medium_floor <req/s>        # 1; 0: no floor; ≤ 1000000
 //			trusted      <matcher...>   # honour claims only from these requests
 //		}
 //		concurrency {
@@ -270,7 +270,7 @@ var keys = map[string][]string{
 	"gpu":         {"source", "metric", "labels", "aggregate", "threshold", "interval", "timeout", "stale_after", "devices", "on_error"},
 	"latency":     {"percentile", "window", "factor", "consecutive", "ceiling", "measure", "min_threshold", "slo"},
 	"circuit":     {"error_ratio", "min_requests", "window", "open_for", "max_open_for", "probes", "probe_timeout"},
-	"priority":    {"from", "default", "high_reserve", "medium_floor", "trusted"},
+	"priority":    {"from", "default", "high_reserve", "trusted"},
 	"concurrency": {"limit", "min", "max", "initial", "queue", "max_wait", "weigh_body"},
 	"persist":     {"max_age"},
 }
@@ -544,6 +544,9 @@ func gpuKey(d *caddyfile.Dispenser, c *gpu.Config) error {
 }
 
 func priorityKey(d *caddyfile.Dispenser, c *PriorityConfig) error {
+	if why, ok := priority.Removed[d.Val()]; ok {
+		return keyErr(d, "priority", d.Val(), "%s", why)
+	}
 	switch d.Val() {
 	case "from":
 		return oneArg(d, "priority", func(v string) error {
@@ -590,8 +593,6 @@ func priorityKey(d *caddyfile.Dispenser, c *PriorityConfig) error {
 		return nil
 	case "default":
 		return oneArg(d, "priority", func(v string) error { c.Default = v; return nil }) // Validate names the choices
-	case "medium_floor":
-		return numberKey(d, "priority", &c.MediumFloor, &c.Zeros)
 	}
 	return unknownKey(d, "priority")
 }

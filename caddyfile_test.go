@@ -75,7 +75,6 @@ func TestCaddyfileBare(t *testing.T) {
 		{"concurrency queue", s.Concurrency.Queue, 1000},
 		{"concurrency max_wait", s.Concurrency.MaxWait, admission.MaxWait{High: config.Duration(2 * time.Second), Medium: config.Duration(time.Second), Low: config.Duration(time.Second)}},
 		{"concurrency weigh_body", s.Concurrency.WeighBody, int64(64 << 10)},
-		{"priority medium_floor", s.Priority.MediumFloor, 1.0},
 		{"retry_after", s.RetryAfter.D(), 5 * time.Second},
 	}
 	for _, c := range checks {
@@ -131,7 +130,6 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 			from {http.request.header.X-Tier}
 			default low
 			high_reserve 0
-			medium_floor 2.5
 		}
 		concurrency {
 			limit 12
@@ -163,7 +161,7 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 			OpenFor: config.Duration(10 * time.Second), MaxOpenFor: config.Duration(5 * time.Minute), Probes: 3,
 			ProbeTimeout: config.Duration(45 * time.Second)},
 		Priority: &PriorityConfig{From: "{http.request.header.X-Tier}",
-			Config: priority.Config{Default: "low", HighReserve: &zero, MediumFloor: 2.5}},
+			Config: priority.Config{Default: "low", HighReserve: &zero}},
 		Concurrency: &admission.Config{Limit: 12, Min: 2, Max: 64, Initial: 6, Queue: 50,
 			MaxWait: admission.MaxWait{High: config.Duration(5 * time.Second), Low: config.Duration(200 * time.Millisecond)}},
 		RetryAfter: config.Duration(2 * time.Second),
@@ -327,7 +325,7 @@ func TestCaddyfileRefusesSilentMistakes(t *testing.T) {
 		{"adaptive_throttle {\n\tqps {\n\t\tmax_rate inf\n\t}\n}", "max_rate must be a finite number", 3},
 		{"adaptive_throttle {\n\tqps {\n\t\tsigma NaN\n\t}\n}", "sigma must be a finite number", 3},
 		{"adaptive_throttle {\n\tlatency {\n\t\tfactor +Inf\n\t}\n}", "factor must be a finite number", 3},
-		{"adaptive_throttle {\n\tpriority {\n\t\tmedium_floor inf\n\t}\n}", "medium_floor must be a finite number", 3},
+		{"adaptive_throttle {\n\tpriority {\n\t\tmedium_floor 1\n\t}\n}", "priority: medium_floor was removed: while shedding, medium takes a free slot", 3},
 	}
 	for _, c := range cases {
 		_, err := parse(t, c.input)
@@ -514,7 +512,7 @@ func TestConfigErrorsNameBlockAndKey(t *testing.T) {
 		"gpu":         {"source", "labels", "aggregate", "threshold", "interval", "timeout", "stale_after", "on_error"},
 		"latency":     {"percentile", "window", "factor", "consecutive", "ceiling", "measure", "slo", "min_threshold"},
 		"circuit":     {"error_ratio", "min_requests", "window", "open_for", "max_open_for", "probes", "probe_timeout"},
-		"priority":    {"from", "default", "high_reserve", "medium_floor"},
+		"priority":    {"from", "default", "high_reserve"},
 		"concurrency": {"limit", "min", "max", "initial", "queue", "max_wait", "weigh_body"},
 		"persist":     {"max_age"},
 		"":            {"retry_after", "retry_after_max"},

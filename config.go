@@ -9,7 +9,7 @@ import (
 )
 
 // PriorityConfig is the `priority` block: the engine's part (default,
-// high_reserve, medium_floor: priority.Config) and the HTTP part, which
+// high_reserve: priority.Config) and the HTTP part, which
 // only the Caddy module has: where the claim is read, and whose claims are
 // honoured.
 type PriorityConfig struct {
@@ -96,6 +96,9 @@ func (c PriorityConfig) MarshalJSON() ([]byte, error) {
 
 // UnmarshalJSON reads the block, recording the keys written as zero.
 func (c *PriorityConfig) UnmarshalJSON(b []byte) error {
+	if err := priority.CheckRemoved(b); err != nil {
+		return err
+	}
 	var v priorityJSON
 	zeros, err := config.UnmarshalBlock(b, &v)
 	if err != nil {

@@ -1056,7 +1056,7 @@ func TestDashboardFirstScreenShowsTheLimit(t *testing.T) {
 // staleWords are words for what the module does not do, each with what it
 // does instead: a text that uses one describes a mechanism that is gone.
 var staleWords = map[string]string{
-	"token bucket": "the medium lane paces medium into free slots at the rate its share of the limit turns over; beyond it medium waits for a slot",
+	"token bucket": "medium takes a free slot outside high's reserve or waits for one behind high; no rate paces it",
 	"token-bucket": "as token bucket",
 	"utilisation":  "the GPU level reads memory in use / total or the model server's saturation gauge, never utilisation",
 	"utilization":  "as utilisation",

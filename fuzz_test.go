@@ -37,7 +37,7 @@ func FuzzCaddyfile(f *testing.F) {
 		"gpu {\nsource nvidia-smi /usr/bin/nvidia-smi\ninterval 1s\ntimeout 500ms\nstale_after 5s\ndevices 0 GPU-1\non_error shed\n}",
 		"latency {\npercentile 95\nwindow 5s\nfactor 2\nconsecutive 2\nceiling 10s\nmeasure total\n}",
 		"circuit {\nerror_ratio 50%\nmin_requests 10\nwindow 10s\nopen_for 5s\nmax_open_for 1m\nprobes 2\nprobe_timeout 5s\n}",
-		"priority {\nfrom {http.request.header.X-Tier}\ndefault low\nhigh_reserve 0\nmedium_floor 0.5\ntrusted remote_ip 10.0.0.0/8\n}",
+		"priority {\nfrom {http.request.header.X-Tier}\ndefault low\nhigh_reserve 0\ntrusted remote_ip 10.0.0.0/8\n}",
 		"qps {\nwindow -1s\n}",
 		"gpu {\nthreshold 1e400%\n}",
 		"latency {\npercentile NaN\n}",
@@ -46,7 +46,7 @@ func FuzzCaddyfile(f *testing.F) {
 		"qps {\nwindow 24h\nwarmup 86400\nmax_rate 1000000\nmin_baseline 1000000\nsigma 100\ntrip_factor 100\n}\nlatency {\nwindow 1h\nceiling 1h\nslo 1h\nconsecutive 1000\nfactor 100\n}\n" +
 			"circuit {\nwindow 1h\nopen_for 24h\nmax_open_for 24h\nprobes 1024\nprobe_timeout 1h\nmin_requests 1000000\n}\n" +
 			"concurrency {\nmax 100000\nlimit 100000\ninitial 100000\nmin 100000\nqueue 100000\nmax_wait 1h\nweigh_body 16MiB\n}\n" +
-			"priority {\nhigh_reserve 100000\nmedium_floor 1000000\n}\nretry_after 1h\nretry_after_max 1h\npersist {\nmax_age 30d\n}",
+			"priority {\nhigh_reserve 100000\n}\nretry_after 1h\nretry_after_max 1h\npersist {\nmax_age 30d\n}",
 	} {
 		f.Add(seed)
 	}
@@ -57,7 +57,7 @@ func FuzzCaddyfile(f *testing.F) {
 		"gpu":         {"threshold", "interval", "timeout", "stale_after"},
 		"latency":     {"percentile", "window", "factor", "consecutive", "ceiling", "slo", "min_threshold"},
 		"circuit":     {"error_ratio", "min_requests", "window", "open_for", "max_open_for", "probes", "probe_timeout"},
-		"priority":    {"high_reserve", "medium_floor"},
+		"priority":    {"high_reserve"},
 		"concurrency": {"limit", "min", "max", "initial", "queue", "max_wait", "weigh_body"},
 		"persist":     {"max_age"},
 		"":            {"retry_after", "retry_after_max"},

@@ -82,8 +82,6 @@ var (
 	mReserveCap = desc("reserve_capacity", "Slots of the concurrency limit that medium and low requests not known to be short "+
 		"may not take while the reserve is held (while shedding, or while high or short requests are about and slots turn over slowly); "+
 		"0 while slots turn over fast enough, at most high_reserve while shedding.")
-	mMediumRate = desc("medium_rate_requests_per_second", "Medium priority's pacing into free slots while shedding "+
-		"(the rate its share of the limit turns over, at least medium_floor), steered every 250 ms; beyond it medium waits for a slot.")
 	mInFlight        = desc("in_flight", "Requests admitted and not yet answered.")
 	mLimit           = desc("concurrency_limit", "The limit on requests in flight at the upstream (learned, or fixed).")
 	mQueued          = desc("queued", "Requests waiting for a slot, by priority (high, medium, low).", "priority")
@@ -135,7 +133,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mRequests, mShed, mQPSValue, mQPSThreshold, mQPSBaseline, mGPUValue,
 		mGPUThreshold, mLatencyValue, mLatencyThreshold, mLatencyHistory, mLevelTripped, mLevelTrans, mShedding,
-		mOverride, mCircuitState, mCircuitOpens, mUpstreamFull, mUpstreamOnlyFull, mReserveInUse, mReserveCap, mMediumRate, mInFlight, mLimit, mQueued, mOldestWait, mSensorErrors, mSensorHung,
+		mOverride, mCircuitState, mCircuitOpens, mUpstreamFull, mUpstreamOnlyFull, mReserveInUse, mReserveCap, mInFlight, mLimit, mQueued, mOldestWait, mSensorErrors, mSensorHung,
 		mSensorAvailable, mSensorAge, mPoolLimit, mPoolInFlight, mPoolFirstByte, mPoolState, mPoolRequests} {
 		ch <- d
 	}
@@ -206,7 +204,6 @@ func collect(ch chan<- prometheus.Metric, t *throttle.Throttle, now time.Time) {
 	gauge(mUpstreamOnlyFull, st.Upstream.OnlyFullS)
 	gauge(mReserveInUse, float64(st.Priorities.High.InUse))
 	gauge(mReserveCap, float64(st.Priorities.High.Reserve))
-	gauge(mMediumRate, st.Priorities.Medium.Rate)
 	gauge(mInFlight, float64(st.Admission.InFlight))
 	gauge(mLimit, float64(st.Admission.Limit))
 	for _, p := range []string{"high", "medium", "low"} {

@@ -68,7 +68,7 @@ func TestCollectorOmitsWhatIsNotLearned(t *testing.T) {
 		}
 	}
 	for _, name := range []string{"qps_requests_per_second", "latency_seconds",
-		"level_tripped", "level_transitions_total", "shedding", "override", "medium_rate_requests_per_second", "requests_total"} {
+		"level_tripped", "level_transitions_total", "shedding", "override", "requests_total"} {
 		if _, ok := got[metricsPrefix+name]; !ok {
 			t.Errorf("%s missing", name)
 		}

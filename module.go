@@ -24,6 +24,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 
 	"github.com/ai-guardian/adaptivethrottle/admission"
 	"github.com/ai-guardian/adaptivethrottle/breaker"
@@ -135,8 +136,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	val, loaded, err := instances.LoadOrNew(h.Name, func() (caddy.Destructor, error) {
 		var t *throttle.Throttle
 		refuser := func(w http.ResponseWriter, r *http.Request, d throttle.Decision) error { return refuseFull(t, w, r, d) }
-		t, err := throttle.New(throttle.WithName(h.Name), throttle.WithConfig(cfg), throttle.WithLogger(logger),
-			throttle.WithErrorStatus(statusOf), throttle.WithRefuser(refuser))
+		off, err := admission.RulesOffFromEnv()
+		if err != nil {
+			return nil, err
+		}
+		if off != 0 {
+			logger.Warn("admission rules turned off: for measuring them only",
+				zap.String("instance", h.Name), zap.String(admission.RulesOffEnv, off.String()))
+		}
+		t, err = throttle.New(throttle.WithName(h.Name), throttle.WithConfig(cfg), throttle.WithLogger(logger),
+			throttle.WithErrorStatus(statusOf), throttle.WithRefuser(refuser), throttle.WithRulesOff(off))
 		if err != nil {
 			return nil, err
 		}

@@ -102,7 +102,7 @@ func TestClassifyFromPlaceholder(t *testing.T) {
 func TestShedByPriority(t *testing.T) {
 	reserve := 1
 	wait := config.Duration(20 * time.Millisecond)
-	h := newHandler(t, &Handler{Name: t.Name(), Priority: &PriorityConfig{Config: priority.Config{HighReserve: &reserve, MediumFloor: 1}},
+	h := newHandler(t, &Handler{Name: t.Name(), Priority: &PriorityConfig{Config: priority.Config{HighReserve: &reserve}},
 		Concurrency: &admission.Config{Limit: 2, MaxWait: admission.MaxWait{High: wait, Medium: wait, Low: wait}},
 		RetryAfter:  config.Duration(3 * time.Second)})
 	override(t, h, "shed")
@@ -152,9 +152,8 @@ func TestShedByPriority(t *testing.T) {
 	if l, _ := repl.Get(phLevel); l != "override" {
 		t.Fatalf("level placeholder %v", l)
 	}
-	// Medium takes a free slot at its pacing's floor (1 req/s, burst 1);
-	// the next one waits for a slot and gets none within its wait: the
-	// other slot is high's reserve.
+	// Medium takes a free slot; the next one waits for a slot and gets
+	// none within its wait: the other slot is high's reserve.
 	releaseMedium, d := hold("medium")
 	if d != "pass" {
 		t.Fatalf("medium into a free slot: decision %q", d)
@@ -178,8 +177,7 @@ func TestShedByPriority(t *testing.T) {
 		t.Fatalf("slots not released after the responses: high %d, in flight %d", st.Priorities.High.InUse, st.Admission.InFlight)
 	}
 
-	// With its slot free again, medium out of pacing tokens waits and is
-	// handed it at once.
+	// With its slot free again, medium takes it.
 	if w, repl, _ := serve("medium", ok200); w.Code != http.StatusOK {
 		t.Fatalf("medium with a slot free: %d", w.Code)
 	} else if d, _ := repl.Get(phDecision); d != "pass" {

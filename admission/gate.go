@@ -1,14 +1,3 @@
-// Package admission decides how much the upstream is given and in what
-// order: a limit on the requests in flight at the upstream (learned from
-// time to first byte by Limit, or fixed), a share of it that only high
-// priority may take while shedding, and bounded wait queues, one per
-// priority, to which every completion hands its slot: highest priority
-// first, oldest first, newest first while a queue is standing. The reserve is lent to requests known to be short
-// (a small max_tokens): they give it back within a moment, so a high
-// request that arrives finds it again in time. See the README, "How a
-// request is admitted".
-//
-// Nothing here knows about Caddy or HTTP.
 package admission
 
 import (

@@ -8,83 +8,14 @@ import (
 )
 
 // Limit learns how many requests in flight the upstream takes before a
-// queue builds inside it. It is of the family of Netflix's Gradient2 and
-// Envoy's adaptive concurrency: each step compares the time to first byte
-// of the step (short) with its long-run average (long), and
-//
-//	limit ← limit × gradient + √limit,   gradient = clamp(tolerance × long / short, ½, 1)
-//
-// smoothed, so that while first bytes come as fast as usual the limit
-// grows by a queue allowance of √limit, and when they slow down — a queue
-// is building at the upstream — it shrinks in proportion. The long average
-// learns only from steps in which nobody waited for a slot and first bytes
-// kept within the tolerance: then the limit did not bind, and what first
-// bytes cost is what the load costs, so a load-dependent rise (continuous
-// batching serves the first token later at 90% load than idle) becomes the
-// norm instead of a cut. While requests wait, the limit binds and the
-// average holds still: it cannot drift up with the queue the limit lets
-// the upstream keep. When the short time falls far under it (the pressure
-// is gone), it follows down at once.
-//
-// Besides the gradient:
-//   - the first steps grow the limit by half while requests wait for a
-//     slot and first bytes hold, so a cold start does not queue at a small
-//     limit (by half, not double: what overshoots the upstream's slots
-//     waits in its queue);
-//   - a limit its traffic does not come near does not grow: not unless a
-//     request found every slot taken or the slots taken are within a
-//     queue allowance (√limit) of it. So an idle gateway cannot inflate
-//     it and then let a surge through, nor can a load that rises slowly
-//     keep it twice what it uses (Gradient2 grows from half its slots
-//     taken), nor can requests that wait or are refused for other reasons
-//     (the reserve, the medium pacing, low refused while shedding):
-//     counted as binding, they made it probe up every step of a surge,
-//     to far past what the upstream served. At or above the measured
-//     capacity (LimitStatus.Measured) only a full limit counts: the
-//     queue allowance let the limit creep above it with the reserve's
-//     slots idle, and a burst then filled the probes, queued in the
-//     upstream behind answers many seconds long, and left more in flight
-//     than the cut limit, high requests waiting at the gateway;
-//   - pressure from the GPU level or a circuit that is not closed cuts the
-//     limit by a tenth a step however fast first bytes come, down to half
-//     what it was when the pressure began; once the pressure is over, it
-//     climbs back as from a cold start;
-//   - a tripped latency level holds the limit where it is: it judges the
-//     same first bytes the limit does, so a cut for it would count one
-//     queue twice (and halve the upstream's work for a queue of one);
-//   - requests that hold a slot and have waited longer than the tolerance
-//     allows for a first byte (tolerance × long) prove a queue inside the
-//     upstream now, before their first bytes can say so: a first byte
-//     comes only when the queue lets it, which with long answers holding
-//     the server's slots is many seconds late. Then the limit comes down
-//     at once to the requests in flight less those stuck, which is what
-//     the upstream serves, and does not probe up while any is stuck. The
-//     rule needs a streaming upstream, where answers in flight mostly
-//     have their first byte: when fewer than a quarter do (every answer
-//     sent whole), a wait for a first byte says nothing and it stays off;
-//   - what the upstream served when requests got stuck is its measured
-//     capacity, and for probeHold after that the limit does not probe
-//     above it: a probe admits one request more than the upstream serves,
-//     and that request waits in the upstream's queue until a slot frees,
-//     which with long answers is many seconds, far past any objective.
-//     Each probe that finds no more room doubles the hold (up to
-//     maxProbeHold); more served at once for a second brings it back to
-//     probeHold.
-//     Probing once in a while still finds capacity that came back. Nor
-//     does the gradient cut, while requests are stuck and for probeHold
-//     after, below the requests served now (in flight with a first byte):
-//     the stuck requests' first bytes come late, and they are the queue
-//     the stuck rule already counted; a cut below what is served leaves
-//     more in flight than the limit, and nothing, high priority included,
-//     passes until answers many seconds long end (GPU and circuit
-//     pressure still cut);
-//   - it stays within [Min, Max].
-//
-// It sees time to first byte, never the whole response: an answer's length
-// is not congestion. Its methods may be called from any goroutine.
+// queue builds inside it: rules 1 to 8 of the package doc, in the family
+// of Netflix's Gradient2 and Envoy's adaptive concurrency. It sees time to
+// first byte, never the whole response: an answer's length is not
+// congestion. Its methods may be called from any goroutine.
 type Limit struct {
 	mu        sync.Mutex
 	cfg       Config
+	off       Rules // rules turned off (SetRulesOff): the lab's, to measure them
 	limit     float64
 	long      float64 // ns: long-run average time to first byte
 	short     float64 // ns: the last step's average
@@ -97,7 +28,12 @@ type Limit struct {
 	sum   time.Duration
 	count uint64
 	since time.Time
-	why   string
+	// the first bytes seen before long is set: it is set from minSamples
+	// of them at least, so that one quick answer (a health check) does
+	// not become the norm
+	seedSum   time.Duration
+	seedCount uint64
+	why       string
 	// known is what the upstream served when requests last got stuck, or
 	// the most served at once since: its measured capacity. No probing
 	// above it before knownUntil.
@@ -165,8 +101,8 @@ type Signal struct {
 	Count uint64
 	// InFlight is the slots taken now; Waiting: a request found every
 	// slot of the limit taken since the last step, or requests wait while
-	// every slot is (not: they wait for the reserve or the medium pacing,
-	// or low was refused while shedding: the limit did not bind then).
+	// every slot is (not: they wait for the reserve, or low was refused
+	// while shedding: the limit did not bind then).
 	InFlight int64
 	Waiting  bool
 	// Started and Answered are running totals: the slots ever taken, and
@@ -178,8 +114,6 @@ type Signal struct {
 	// Pressure: a level that says the upstream is hurting (GPU) is
 	// tripped, or the circuit is not closed.
 	Pressure bool
-	// Hold: a level that judges the first bytes too (latency) is tripped.
-	Hold bool
 	// Full: the upstream's answers that it is full (503, 429, 529) in the
 	// step; FullInFlight: the fewest other requests in flight at one of
 	// them, what the upstream took then.
@@ -205,6 +139,7 @@ func (l *Limit) start() {
 	}
 	l.long, l.short, l.gradient, l.slowStart, l.floor = 0, 0, 1, true, 0
 	l.sum, l.count, l.since = 0, 0, time.Time{}
+	l.seedSum, l.seedCount = 0, 0
 	l.marks, l.head = [markSteps]mark{}, 0
 	l.known, l.knownUntil, l.wasStuck, l.wasFull = 0, time.Time{}, false, false
 	l.hold, l.moreSince, l.moreLow = probeHold, time.Time{}, 0
@@ -226,6 +161,14 @@ func (l *Limit) SetConfig(cfg Config) {
 	default:
 		l.limit = l.clamp(l.limit)
 	}
+}
+
+// SetRulesOff turns the rules in off off (and the others on), to
+// measure what each buys; a deployment never calls it.
+func (l *Limit) SetRulesOff(off Rules) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.off = off
 }
 
 // Forget starts learning over.
@@ -276,17 +219,23 @@ func (l *Limit) Step(s Signal) int {
 	// capacity: above it a slot is a probe, and taking one that nobody
 	// asked for puts a request in the upstream's queue for nothing.
 	near := float64(s.InFlight) >= l.limit-math.Sqrt(l.limit) && (l.known == 0 || l.limit < l.known)
-	used := s.Waiting || near
+	used := s.Waiting || near || l.off.Off(RuleAppLimited)
 	stuck, wait, servedNow := l.stuck(s)
 
 	next := l.limit
 	if judged {
+		full := l.count >= minSamples
 		l.short = float64(l.sum) / float64(l.count)
+		if l.long == 0 {
+			l.seedSum, l.seedCount = l.seedSum+l.sum, l.seedCount+l.count
+		}
 		l.sum, l.count, l.since = 0, 0, s.Now
 		switch {
 		case l.long == 0:
-			l.long = l.short
-		case l.long > 2*l.short: // the pressure is gone: follow down at once
+			if l.seedCount >= minSamples {
+				l.long = float64(l.seedSum) / float64(l.seedCount)
+			}
+		case l.long > 2*l.short && full: // the pressure is gone: follow down at once
 			l.long = l.short + (l.long-l.short)/2
 		case !s.Waiting && stuck == 0 && l.short <= tolerance*l.long:
 			// Everyone asking got a slot, and first bytes kept within the
@@ -298,7 +247,7 @@ func (l *Limit) Step(s Signal) int {
 		// First bytes quicker than the clock's step average 0: no queue
 		// to see, and no 0/0 for the gradient.
 		l.gradient = 1
-		if l.short > 0 {
+		if l.short > 0 && l.long > 0 {
 			l.gradient = math.Max(0.5, math.Min(1, tolerance*l.long/l.short))
 		}
 		switch {
@@ -308,7 +257,7 @@ func (l *Limit) Step(s Signal) int {
 			l.why = fmt.Sprintf("first byte %v > %g × %v", ms(l.short), tolerance, ms(l.long))
 		case !used:
 			l.why = "limit unused"
-		case l.slowStart && s.Waiting:
+		case l.slowStart && s.Waiting && l.off.On(RuleSlowStart):
 			next = slowStartGrowth * l.limit
 			l.why = "slow start"
 		default:
@@ -331,7 +280,7 @@ func (l *Limit) Step(s Signal) int {
 		// in the newest step are not counted stuck yet), but not below
 		// the requests that have their first byte now.
 		next = math.Min(math.Min(l.limit, served), math.Max(next, servedNow))
-		if !l.wasStuck && l.known > 0 && l.limit > l.known && served <= l.known {
+		if !l.wasStuck && l.known > 0 && l.limit > l.known && served <= l.known && l.off.On(RuleProbeBackoff) {
 			// A probe found no more room than measured: each costs a
 			// request (and whoever waits behind the cut, high included)
 			// a wait in the upstream's queue, so probe half as often.
@@ -339,7 +288,7 @@ func (l *Limit) Step(s Signal) int {
 		}
 		l.known, l.knownUntil = served, s.Now.Add(l.hold)
 		l.why = fmt.Sprintf("%d waited over %v for a first byte: a queue in the upstream", stuck, ms(float64(wait)))
-	} else if s.Full == 0 && s.Now.Before(l.knownUntil) {
+	} else if s.Full == 0 && l.off.On(RuleProbeHold) && s.Now.Before(l.knownUntil) {
 		switch {
 		case next > l.limit && next > l.known:
 			next = math.Max(l.limit, l.known)
@@ -368,7 +317,7 @@ func (l *Limit) Step(s Signal) int {
 		l.slowStart = false
 		next = math.Min(math.Min(next, l.limit), took)
 		if stuck == 0 {
-			if !l.wasFull && l.known > 0 && l.limit > l.known && took <= l.known {
+			if !l.wasFull && l.known > 0 && l.limit > l.known && took <= l.known && l.off.On(RuleProbeBackoff) {
 				l.hold = min(2*l.hold, maxProbeHold) // a probe found no more room: probe half as often
 			}
 			l.known, l.knownUntil = took, s.Now.Add(l.hold)
@@ -386,17 +335,13 @@ func (l *Limit) Step(s Signal) int {
 			l.moreSince, l.moreLow = s.Now, servedNow
 		}
 		l.moreLow = math.Min(l.moreLow, servedNow)
-		if s.Now.Sub(l.moreSince) >= time.Second {
+		if s.Now.Sub(l.moreSince) >= time.Second || l.off.Off(RuleCapacityRise) {
 			l.known, l.hold, l.moreSince = l.moreLow, probeHold, time.Time{}
 		}
 	} else {
 		l.moreSince = time.Time{}
 	}
-	if s.Hold && next > l.limit {
-		next = l.limit
-		l.why = "held: the latency level is tripped"
-	}
-	if s.Pressure {
+	if s.Pressure && l.off.On(RulePressureCut) {
 		if l.floor == 0 {
 			l.floor = l.limit / 2
 		}
@@ -421,7 +366,7 @@ func (l *Limit) stuck(s Signal) (n int64, wait time.Duration, served float64) {
 	served = float64(max(0, inFlightServed))
 	// Nothing learned, nobody waiting for a first byte, or answers sent
 	// whole (a wait for a first byte is then the answer's length).
-	if l.long > 0 && pending > 0 && inFlightServed >= max(1, s.InFlight/4) {
+	if l.long > 0 && pending > 0 && inFlightServed >= max(1, s.InFlight/4) && l.off.On(RuleStuck) {
 		for i := 1; i <= min(l.head, markSteps); i++ {
 			if m := l.marks[(l.head-i)%markSteps]; s.Now.Sub(m.at) >= wait {
 				n = max(0, int64(m.started)-int64(s.Answered))

@@ -341,22 +341,6 @@ func TestLimitIgnoresWaitsWhenAnswersComeWhole(t *testing.T) {
 	}
 }
 
-// A tripped latency level holds the limit: no probe up however fast first
-// bytes come, no cut either (the limit's own first bytes judge the queue).
-func TestLimitHeldByLatency(t *testing.T) {
-	l := NewLimit(Config{Initial: 10})
-	now := time.Unix(0, 0)
-	busy := Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 10, Waiting: true}
-	held := busy
-	held.Hold = true
-	if v, d := steps(l, &now, 40, held), l.Status().Driver; v != 10 || d != "held: the latency level is tripped" {
-		t.Fatalf("held: limit %d, driver %q; want 10, held", v, d)
-	}
-	if v := steps(l, &now, 1, busy); v <= 10 {
-		t.Fatalf("released: limit %d, want it growing again", v)
-	}
-}
-
 // What the upstream served when requests got stuck is its capacity: for
 // probeHold the limit does not probe above it, however fast first bytes
 // come (a probe would cost a request seconds in the upstream's queue),
@@ -574,5 +558,26 @@ func TestLimitComesDownToWhatAFullUpstreamTook(t *testing.T) {
 	l2 := NewLimit(Config{Initial: 10})
 	if v := steps(l2, &now, 1, full); v != max(1, l2.cfg.Min) {
 		t.Fatalf("limit %d after a full answer with nothing else in flight, want %d", v, max(1, l2.cfg.Min))
+	}
+}
+
+// One quick answer before the load (a health check through the gateway)
+// does not become the long-run norm: seeded from it, first bytes thirty
+// times slower would read as a queue forever (long learns only from
+// first bytes within the tolerance of it), and the gradient's floor of ½
+// with its √limit allowance holds the limit at 4 whatever the load.
+func TestLimitNotSeededByOneQuickAnswer(t *testing.T) {
+	l := NewLimit(Config{})
+	now := time.Unix(0, 0)
+	steps(l, &now, 1, Signal{TTFB: 2 * time.Millisecond, Count: 1, InFlight: 0})
+	steps(l, &now, 5, Signal{InFlight: 0})
+	busy := Signal{TTFB: 8 * 60 * time.Millisecond, Count: 8, InFlight: 4, Waiting: true}
+	busy.InFlight = int64(l.Value())
+	for range 40 {
+		busy.InFlight = int64(l.Value())
+		steps(l, &now, 1, busy)
+	}
+	if v, st := l.Value(), l.Status(); v <= 8 || st.LongS < 0.05 {
+		t.Fatalf("limit %d, long %.3fs after a health check then 10 s of 60 ms first bytes with requests waiting; want it grown, long ≈ 0.06 s (%+v)", v, st.LongS, st)
 	}
 }

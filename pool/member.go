@@ -148,8 +148,6 @@ type Signal struct {
 	// tripped. A member's own circuit that is not closed is its own
 	// pressure.
 	Pressure bool
-	// Hold: a level that judges first bytes too (latency) is tripped.
-	Hold bool
 	// Waiting: requests wait at the gate for a slot of the pool's limit.
 	Waiting bool
 }
@@ -166,7 +164,7 @@ func (m *Member) step(s Signal) (int, breaker.State) {
 	inflight := m.inflight.Load()
 	sig := admission.Signal{Now: s.Now, TTFB: time.Duration(now[0] - m.last[0]), Count: now[1] - m.last[1],
 		InFlight: inflight, Waiting: now[2] != m.last[2] || (s.Waiting && inflight >= m.lim.Load()),
-		Started: started, Answered: answered, Pressure: s.Pressure || st != breaker.Closed, Hold: s.Hold,
+		Started: started, Answered: answered, Pressure: s.Pressure || st != breaker.Closed,
 		Full: now[3] - m.last[3]}
 	least := m.least.Swap(math.MaxInt64)
 	if sig.Full > 0 {

@@ -1,6 +1,10 @@
 package priority
 
-import "github.com/ai-guardian/adaptivethrottle/config"
+import (
+	"encoding/json"
+
+	"github.com/ai-guardian/adaptivethrottle/config"
+)
 
 // Config is the engine's part of the `priority` block: what a request that
 // claims nothing gets, and how high's reserve and medium's pacing are
@@ -18,8 +22,6 @@ type Config struct {
 	// unset. Default 0.2; 0 written: no reserve. The Caddyfile writes it
 	// `high_reserve 20%`.
 	HighReserveShare float64 `json:"high_reserve_share,omitempty"`
-	// Lowest rate (req/s) of medium's pacing. Default 1; 0 written: no floor.
-	MediumFloor float64 `json:"medium_floor,omitempty"`
 
 	config.Zeros // the keys written as 0: honoured
 }
@@ -27,8 +29,30 @@ type Config struct {
 // Defaults of the priority block.
 const (
 	DefaultHighReserveShare = 0.2
-	DefaultMediumFloor      = 1
 )
+
+// Removed are the keys this block no longer has, each with why and what
+// to do: a config that still writes one is refused, never silently
+// read as something else.
+var Removed = map[string]string{
+	"medium_floor": "was removed: while shedding, medium takes a free slot outside high's reserve or waits " +
+		"for one behind high, up to its max_wait; a rate never held it back, since a medium request " +
+		"without a pacing token queued for the same free slot and got it at once. Delete the line",
+}
+
+// CheckRemoved refuses a block (its JSON, b) that writes a removed key.
+func CheckRemoved(b []byte) error {
+	var raw map[string]json.RawMessage
+	if json.Unmarshal(b, &raw) != nil {
+		return nil // not an object: the decoder says why
+	}
+	for key, why := range Removed {
+		if _, ok := raw[key]; ok {
+			return config.Errorf("priority", key, "%s", why)
+		}
+	}
+	return nil
+}
 
 // Defaults fills the zero fields the user did not write as zero. It never
 // replaces a value the user gave, so Validate still sees a bad one.
@@ -38,9 +62,6 @@ func (c *Config) Defaults() {
 	}
 	if c.HighReserve == nil && !c.Given("high_reserve_share", c.HighReserveShare) {
 		c.HighReserveShare = DefaultHighReserveShare
-	}
-	if !c.Given("medium_floor", c.MediumFloor) {
-		c.MediumFloor = DefaultMediumFloor
 	}
 }
 
@@ -65,13 +86,7 @@ func (c Config) Validate() error {
 	if c.HighReserve != nil && c.Given("high_reserve_share", c.HighReserveShare) {
 		return config.Errorf(b, "high_reserve", "is a count and high_reserve_share a share of the limit: give one of them")
 	}
-	if err := config.Finite(b, "medium_floor", c.MediumFloor); err != nil {
-		return err
-	}
-	if c.MediumFloor < 0 {
-		return config.Errorf(b, "medium_floor", "must not be negative, got %v", c.MediumFloor)
-	}
-	return config.AtMost(b, "medium_floor", c.MediumFloor, config.MaxRate)
+	return nil
 }
 
 // MarshalJSON writes the block with its written zeros.
@@ -82,6 +97,9 @@ func (c Config) MarshalJSON() ([]byte, error) {
 
 // UnmarshalJSON reads the block, recording the keys written as zero.
 func (c *Config) UnmarshalJSON(b []byte) (err error) {
+	if err := CheckRemoved(b); err != nil {
+		return err
+	}
 	type plain Config
 	c.Zeros, err = config.UnmarshalBlock(b, (*plain)(c))
 	return err

@@ -1,6 +1,8 @@
 package priority
 
 import (
+	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 )
@@ -129,5 +131,17 @@ func TestRetryAfterCeiling(t *testing.T) {
 		if got := RetryAfter(time.Minute, 10*time.Second, time.Second, 0.2); got != 10 {
 			t.Fatalf("ceiling under the floor: %d, want the floor 10", got)
 		}
+	}
+}
+
+// A removed key is refused with why, not read as unknown nor ignored.
+func TestRemovedKeyRefused(t *testing.T) {
+	var c Config
+	err := json.Unmarshal([]byte(`{"default":"low","medium_floor":1}`), &c)
+	if err == nil || !strings.Contains(err.Error(), "priority: medium_floor was removed: while shedding, medium takes a free slot") {
+		t.Fatalf("medium_floor: err = %v", err)
+	}
+	if err := json.Unmarshal([]byte(`{"default":"low"}`), &c); err != nil || c.Default != "low" {
+		t.Fatalf("without it: %v, %+v", err, c)
 	}
 }

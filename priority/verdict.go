@@ -14,8 +14,8 @@ const (
 	// PassReserved: high priority admitted while shedding, inside the
 	// share of the limit kept for it.
 	PassReserved
-	// PassPaced: medium priority admitted while shedding, within the
-	// medium pacing or handed a slot by a completion.
+	// PassPaced: medium priority admitted while shedding, into a free
+	// slot outside the reserve or handed one by a completion.
 	PassPaced
 	// ShedReserveFull: high priority while shedding, and no slot came
 	// within its wait.
@@ -45,7 +45,7 @@ var verdictNames = [Verdicts]string{"pass", "pass_queued", "pass_reserved", "pas
 
 // Possible reports whether admission can give a request of priority p
 // verdict v: the reserve is high's (pass_reserved, shed_reserve_full), the
-// pacing medium's (pass_paced, shed_paced), the refusal at once low's
+// waiting medium's (pass_paced, shed_paced), the refusal at once low's
 // (shed_low); the other verdicts come to every priority.
 func (v Verdict) Possible(p Priority) bool {
 	switch v {

@@ -74,8 +74,8 @@ func (d Decision) CauseIndex() int { return int(uint8(d.info >> 16)) }
 //
 // Nothing tripped: a free slot admits any request; without one, it waits.
 // Something tripped (or an override says shed): high may also take the
-// reserve and waits for a slot; medium takes a free slot only as fast as
-// the medium lane's pacing allows, and otherwise waits for one; low is
+// reserve and waits for a slot; medium takes a free slot outside the
+// reserve, and otherwise waits for one behind high; low is
 // refused at once, unless the QPS level alone is tripped (arrivals surge,
 // the upstream is not hurting): then low takes a slot that is free while
 // nobody waits, and is refused at once otherwise. An open
@@ -149,8 +149,8 @@ func (t *Throttle) admit(ctx context.Context, r *http.Request, p priority.Priori
 // (its GPU, its latency), as the QPS level (arrivals surging) does not.
 const upstreamLevels = 1<<levelGPU | 1<<levelLatency
 
-// graded is admission while shedding: high may take the reserve, medium is
-// paced into free slots, low never waits. hurting (a level that says the
+// graded is admission while shedding: high may take the reserve, medium
+// takes a free slot outside it or waits, low never waits. hurting (a level that says the
 // upstream is hurting is tripped, or an override sheds): low is refused at
 // once; otherwise only arrivals surge, the limit guards the upstream, and
 // low may take a slot that is free while nobody waits.
@@ -161,7 +161,7 @@ func (t *Throttle) graded(ctx context.Context, r *http.Request, p priority.Prior
 			return priority.PassReserved, now.Mono, false, classUnknown
 		}
 	case priority.Medium:
-		if t.pacer.AllowN(now.Time, 1) && t.gate.TryAcquire(p, true) {
+		if t.gate.TryAcquire(p, true) {
 			return priority.PassPaced, now.Mono, false, classUnknown
 		}
 	default:
@@ -192,7 +192,7 @@ const standingCut = 4
 func (t *Throttle) waitFor(p priority.Priority, c uint8) (wait time.Duration, ahead int, ok bool) {
 	wait, ahead = time.Duration(t.maxWait[p].Load()), admission.NoBound
 	b, known := t.service.waitBudget(c)
-	if t.slo.Load() <= 0 || !known {
+	if t.slo.Load() <= 0 || !known || t.off.Off(admission.RuleWaitBudget) {
 		if t.gate.Standing(p) {
 			wait /= standingCut
 		}
@@ -214,8 +214,7 @@ func (t *Throttle) waitFor(p priority.Priority, c uint8) (wait time.Duration, ah
 // may wait ahead of a request before it is refused at once.
 const aheadSlack = 2
 
-// wait is the slow path: no slot was free (or, for medium while shedding,
-// no pacing token). The request queues for a slot; low does not while
+// wait is the slow path: no slot was free. The request queues for a slot; low does not while
 // shedding. While the reserve is held (slots turn over slowly), a medium
 // or low request r is weighed first: a short one may borrow the reserve.
 // A granted request's time starts when it got its slot, so its time to
@@ -230,7 +229,7 @@ func (t *Throttle) wait(ctx context.Context, r *http.Request, p priority.Priorit
 	}
 	// Weighed when a short request may borrow the reserve, and under an
 	// slo for its class: what its answer takes.
-	lend, slo := p != priority.High && t.gate.Reserve() > 0, t.slo.Load() > 0
+	lend, slo := p != priority.High && t.gate.Reserve() > 0 && t.off.On(admission.RuleWeigher), t.slo.Load() > 0
 	var tokens int64
 	if lend || slo {
 		tokens = t.weigher.weigh(r)

@@ -21,6 +21,7 @@ type options struct {
 	emit   Emitter
 
 	errStatus func(error) int
+	rulesOff  admission.Rules
 	refuser   func(http.ResponseWriter, *http.Request, Decision) error
 }
 
@@ -51,6 +52,10 @@ func WithErrorStatus(f func(error) int) Option { return func(o *options) { o.err
 func WithRefuser(f func(w http.ResponseWriter, r *http.Request, d Decision) error) Option {
 	return func(o *options) { o.refuser = f }
 }
+
+// WithRulesOff turns admission rules off, to measure what each buys (the
+// lab's switch, admission.RulesOffEnv); a deployment runs them all.
+func WithRulesOff(off admission.Rules) Option { return func(o *options) { o.rulesOff = off } }
 
 // WithQPSWindow sets how much history the QPS baseline covers (qps window).
 func WithQPSWindow(d time.Duration) Option {

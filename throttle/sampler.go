@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/time/rate"
 
 	"github.com/ai-guardian/adaptivethrottle/admission"
 	"github.com/ai-guardian/adaptivethrottle/breaker"
@@ -69,7 +68,7 @@ func (t *Throttle) step(now time.Time, second bool) {
 // reserve is held.
 func (t *Throttle) setHighWait() {
 	w := time.Duration(t.maxWait[priority.High].Load())
-	if b, ok := t.service.waitBudget(classUnknown); ok && t.slo.Load() > 0 {
+	if b, ok := t.service.waitBudget(classUnknown); ok && t.slo.Load() > 0 && t.off.On(admission.RuleWaitBudget) {
 		w = max(0, min(w, b))
 	}
 	t.highWait.Store(int64(w))
@@ -81,30 +80,16 @@ func (t *Throttle) setHighWait() {
 func (t *Throttle) watchQueues(now time.Time) {
 	var after [priority.Count]time.Duration
 	for p := range after {
-		after[p] = time.Duration(t.maxWait[p].Load())
+		if t.off.On(admission.RuleStandingQueue) {
+			after[p] = time.Duration(t.maxWait[p].Load())
+		}
 	}
 	t.gate.Watch(breaker.Mono(now), after)
 }
 
-// guardOn and guardOff: the short requests' average slots at which the
-// reserve starts to be held while not shedding, and stops.
-const (
-	guardOn  = 0.5
-	guardOff = 0.25
-)
-
-// highMemory: how long after a high request the reserve is held while not
-// shedding (when slots turn over slowly): high requests come and go, and
-// one that finds every slot held by answers many seconds long waits past
-// its max_wait.
-const highMemory = time.Minute
-
-// admitStep hands the limit the step's signal and publishes the new limit,
-// the reserve within it (0 while the slots turn over fast enough, see
-// admission.Turnover), and the medium lane's pacing: the rate at which
-// medium's share of the slots turns over (Little's law: slots ÷ the time
-// a request holds one, that time being in flight ÷ completions per
-// second), never less than medium_floor. Arrivals never set any of it.
+// admitStep hands the limit the step's signal, has the reserve sized
+// (admission.Reserve), and publishes both to the gate. Arrivals never set
+// either.
 func (t *Throttle) admitStep(now time.Time) {
 	sum, count := t.firstBytes.sum.Load(), t.firstBytes.count.Load()
 	fulls := t.gate.Fulls()
@@ -118,15 +103,14 @@ func (t *Throttle) admitStep(now time.Time) {
 	sig := admission.Signal{Now: now, TTFB: time.Duration(sum - t.lastFirst[0]), Count: count - t.lastFirst[1],
 		InFlight: inflight, Waiting: fulls != t.lastFulls || (t.gate.Waiting() > 0 && inflight >= int64(t.gate.Limit())),
 		Started: started, Answered: t.firstBytes.answered(),
-		Pressure: t.gpu.Hysteresis().Tripped() || t.circuit.State() != breaker.Closed,
-		Hold:     t.latency.Hysteresis().Tripped()}
+		Pressure: t.gpu.Hysteresis().Tripped() || t.circuit.State() != breaker.Closed}
 	sig.Full, sig.FullInFlight = t.full.step()
 	t.lastFirst, t.lastFulls = [2]uint64{sum, count}, fulls
 	n := t.limit.Step(sig)
 	// Judged on the slots that serve, not the probes above them.
 	serving := t.limit.Serving()
 	// With a pool, the limit is what its members can take.
-	ps := pool.Signal{Now: now, Pressure: t.gpu.Hysteresis().Tripped(), Hold: sig.Hold, Waiting: t.gate.Waiting() > 0}
+	ps := pool.Signal{Now: now, Pressure: t.gpu.Hysteresis().Tripped(), Waiting: t.gate.Waiting() > 0}
 	if pn, pserving, ok := t.pool.Step(ps, t.memberChanged); ok {
 		n, serving = pn, pserving
 	}
@@ -135,54 +119,17 @@ func (t *Throttle) admitStep(now time.Time) {
 	t.mu.Lock()
 	pc := t.cfg.Priority
 	t.mu.Unlock()
-	reserve := pc.Reserve(n)
-	drain := math.Float64frombits(t.drain.Load())
-	if !t.turnover.Slow(serving, time.Duration(t.highWait.Load())) {
-		reserve = 0 // slots turn over fast enough: the hand-off serves high in time (admission.Turnover)
-	}
-	// The reserve is sized to what uses it: as many slots as the short
-	// requests want, and one more for the next high request, so that it
-	// is seldom idle and a high request with a long answer does not take
-	// the last slot that turns over (the gate counts high requests in
-	// flight against the long ones' room as they come). While shedding,
-	// at most high_reserve; while not, it is held too when high requests
-	// are about (one within highMemory) or short ones are, at most half
-	// the limit or high_reserve if more. Held only once short requests
-	// waited for slots, it came when answers many seconds long already
-	// held every slot, and high waited for the first of them to end. Then
-	// the probes above the measured capacity.
 	inShort, waitShort := t.gate.Shorts()
-	t.weigher.step(inShort + waitShort)
-	d := t.weigher.demand
-	if h := t.decided(priority.High); h != t.lastHighs {
-		t.lastHighs, t.lastHigh = h, now
-	}
-	highAbout := !t.lastHigh.IsZero() && now.Sub(t.lastHigh) < highMemory
-	guard := reserve > 0 && (highAbout || d >= guardOn || (t.gate.Guarding() && d >= guardOff))
-	switch want := int(math.Round(d)) + 1; {
-	case reserve == 0:
-	case t.shedding(now):
-		reserve = min(reserve, want)
-	case guard:
-		reserve = min(want, max(reserve, n/2))
-	}
-	if guard {
-		// Slots above what the upstream was measured to serve are probes:
-		// a long answer that probes holds its slot, stuck or not, for as
-		// long as it lasts, and only short or high requests probe.
-		reserve += n - serving
-	}
+	t.weigher.step()
+	reserve, guard := t.reserve.Step(admission.ReserveSignal{Now: now, Limit: n, Serving: serving, Cap: pc.Reserve(n),
+		Slow: t.turnover.Slow(serving, time.Duration(t.highWait.Load())), Shedding: t.shedding(now),
+		Shorts: inShort + waitShort, Highs: t.decided(priority.High)})
 	t.gate.Set(n, reserve, guard)
-	r := pc.MediumFloor
-	if drain > 0 {
-		r = math.Max(r, float64(n-reserve)*drain/float64(max(inflight, 1)))
-	}
-	t.pacer.SetLimitAt(now, rate.Limit(r))
-	t.pacer.SetBurstAt(now, max(1, int(r/4)))
 }
 
 // measureDrain updates, once a second, the rate at which requests
-// complete: what Retry-After and the medium pacing are derived from.
+// complete: what Retry-After and the bound on the waiters ahead are
+// derived from.
 func (t *Throttle) measureDrain(now time.Time) {
 	fin := t.finished.Load()
 	dt := now.Sub(t.lastSec)

@@ -135,34 +135,6 @@ func TestQPSFarAboveTripsAtOnce(t *testing.T) {
 	}
 }
 
-// The medium lane's pacing is the rate its share of the limit turns
-// over: slots ÷ the time a request holds one (in flight ÷ completions per
-// second), never the arrival rate.
-func TestMediumPacingFollowsTheLimit(t *testing.T) {
-	// high's max_wait spans 2 completions: the reserve is held
-	th := testThrottle(t, Config{Concurrency: admission.Config{Limit: 10,
-		MaxWait: admission.MaxWait{High: config.Duration(100 * time.Millisecond)}}})
-	now := time.Unix(1000, 0)
-	th.step(now, true)
-	for range 8 {
-		th.gate.Force() // 8 in flight
-	}
-	steady(th, &now, 3, 20) // 20 completions a second
-	if r, res := float64(th.pacer.Limit()), th.gate.Reserve(); res != 2 || r != 20 {
-		t.Fatalf("medium rate %v, reserve %d; want (10 − 2) × 20/s ÷ 8 = 20, 2", r, res)
-	}
-	// Arrivals do not move it: five times as many, the same completions.
-	for range 3 {
-		for range 100 {
-			th.verdicts[priority.Medium][priority.ShedPaced].Add(0)
-		}
-		steady(th, &now, 1, 20)
-	}
-	if r := float64(th.pacer.Limit()); r != 20 {
-		t.Fatalf("medium rate %v moved with the arrivals", r)
-	}
-}
-
 // The reserve is held only while high's max_wait may pass with no slot
 // freed (admission.Turnover): with answers of 0.4 s it is not held; with
 // answers of 4 s it is, until answers of 0.4 s are the norm again for some

@@ -108,14 +108,11 @@ type HighStatus struct {
 	Shed    uint64 `json:"shed"`
 }
 
-// MediumStatus is medium priority, paced into free slots while shedding.
+// MediumStatus is medium priority: it takes a free slot outside high's
+// reserve while shedding, or waits for one behind high.
 type MediumStatus struct {
-	// Rate (req/s) at which medium may take free slots while shedding:
-	// the rate its share of the limit turns over. It is computed all the
-	// time and in force only while shedding.
-	Rate   float64 `json:"rate"`
-	Passed uint64  `json:"passed"`
-	Shed   uint64  `json:"shed"`
+	Passed uint64 `json:"passed"`
+	Shed   uint64 `json:"shed"`
 }
 
 // LowStatus is low priority, refused while shedding.
@@ -157,7 +154,7 @@ func (t *Throttle) Status(now time.Time) Status {
 	}
 	st.Priorities = PrioritiesStatus{
 		High:   HighStatus{Reserve: t.gate.Reserve(), InUse: int(t.highIn.Load()), Passed: passed(priority.High), Shed: shed(priority.High)},
-		Medium: MediumStatus{Rate: levels.Round(float64(t.pacer.Limit())), Passed: passed(priority.Medium), Shed: shed(priority.Medium)},
+		Medium: MediumStatus{Passed: passed(priority.Medium), Shed: shed(priority.Medium)},
 		Low:    LowStatus{Passed: passed(priority.Low), Shed: shed(priority.Low)},
 	}
 	queued, oldest := t.gate.Queues(Now().Mono)

@@ -32,8 +32,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"golang.org/x/time/rate"
-
 	"github.com/ai-guardian/adaptivethrottle/admission"
 	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/internal/shard"
@@ -93,12 +91,11 @@ type Throttle struct {
 
 	circuit *breaker.Circuit
 
-	// Admission: the slots and their queues (request path), the learned
-	// limit (sampler), and the medium lane's pacing while shedding.
+	// Admission: the slots and their queues (request path), and the
+	// learned limit (sampler).
 	gate       *admission.Gate
 	limit      *admission.Limit
 	pool       *pool.Pool // the upstreams of a load balancer, when its selection policy is this throttle's
-	pacer      *rate.Limiter
 	firstBytes firstBytes                   // successful first bytes since start: the limit's signal
 	highIn     atomic.Int64                 // high-priority requests in flight
 	weigher    weigher                      // tells short requests from long ones
@@ -107,6 +104,7 @@ type Throttle struct {
 	slo        atomic.Int64                 // ns: latency slo, 0 when none is stated
 	highWait   atomic.Int64                 // ns: how long high may wait for a slot (setHighWait)
 	service    *service                     // service times per class: the wait's budget under an slo
+	off        admission.Rules              // rules turned off (WithRulesOff); set before the sampler starts
 
 	// Read by the request path, written by the sampler (and an override).
 	tripped   atomic.Uint32 // bit i set: levels[i] tripped
@@ -121,6 +119,7 @@ type Throttle struct {
 	verdicts [priority.Count][priority.Verdicts]*shard.Counter
 	finished *shard.Counter
 	turnover *admission.Turnover // how long slots are held: whether high can count on one freeing
+	reserve  *admission.Reserve  // sampler only: sizes high's reserve
 	shedBy   [numCauses]atomic.Uint64
 	full     fullUpstream // the upstream's answers that it is full
 
@@ -140,8 +139,6 @@ type Throttle struct {
 	steps     int           // sampler only
 	lastFirst [2]uint64     // sampler only: firstBytes (sum, count) at the last step
 	lastFulls uint64        // sampler only: the gate's fulls at the last step
-	lastHighs uint64        // sampler only: high requests decided on, at lastHigh
-	lastHigh  time.Time     // sampler only: when a high request was last seen
 	lastFin   uint64        // sampler only: finished at the last second
 	lastSec   time.Time     // sampler only
 	drain     atomic.Uint64 // float64 bits: completions per second, smoothed (sampler)
@@ -176,6 +173,9 @@ func New(opts ...Option) (*Throttle, error) {
 		t.SetEmitter(o.emit)
 	}
 	t.errStatus = o.errStatus
+	t.off = o.rulesOff
+	t.limit.SetRulesOff(o.rulesOff)
+	t.reserve = admission.NewReserve(o.rulesOff)
 	t.refuser = o.refuser
 	startClock()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -200,9 +200,9 @@ func build(name string, cfg Config, logger *zap.Logger) (*Throttle, error) {
 		circuit:  breaker.NewCircuit(cfg.Circuit),
 		limit:    admission.NewLimit(cfg.Concurrency),
 		pool:     pool.New(cfg.Concurrency, cfg.Circuit),
-		pacer:    rate.NewLimiter(rate.Limit(cfg.Priority.MediumFloor), 1),
 		finished: shard.NewCounter(),
 		turnover: admission.NewTurnover(),
+		reserve:  admission.NewReserve(0),
 		service:  newService(),
 		shedLog:  newShedLogger(),
 		cfg:      cfg,

@@ -30,16 +30,12 @@ type weigher struct {
 	// Sampler only.
 	asked, weighed     float64 // decaying sums of the tokens asked and the requests read: their ratio is the mean length
 	lastSum, lastCount uint64
-	demand             float64 // short requests holding a slot or waiting for one, averaged
 }
 
 // Tuning of the weigher.
 const (
 	// weighLearn: lengths read before the mean is trusted.
 	weighLearn = 8
-	// weighAlpha: the weight of a step in the short requests' demand
-	// (memory: 10 steps, 2.5 s).
-	weighAlpha = 0.1
 	// lengthAlpha: the decay per step of the mean length asked (memory:
 	// 20 steps, 5 s, some tens of requests while many wait).
 	lengthAlpha = 0.05
@@ -136,16 +132,14 @@ func (b *replayBody) Read(p []byte) (int, error) {
 
 func (b *replayBody) Close() error { return b.rest.Close() }
 
-// step learns, once a sampler step, the mean length asked and the short
-// requests that hold or want a slot (shorts now), and publishes what short
-// is.
-func (w *weigher) step(shorts int64) {
+// step learns, once a sampler step, the mean length asked, and publishes
+// what short is.
+func (w *weigher) step() {
 	sum, count := w.sum.Load(), w.count.Load()
 	// Each request weighs the same, however many a step read.
 	w.asked = w.asked*(1-lengthAlpha) + float64(sum-w.lastSum)
 	w.weighed = w.weighed*(1-lengthAlpha) + float64(count-w.lastCount)
 	w.lastSum, w.lastCount = sum, count
-	w.demand += weighAlpha * (float64(shorts) - w.demand)
 	if count >= weighLearn && w.weighed > 0 {
 		w.below.Store(int64(math.Round(shortShare * w.asked / w.weighed)))
 	}

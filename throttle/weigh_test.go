@@ -98,7 +98,7 @@ func TestWeigherLearnsWhatShortIs(t *testing.T) {
 	for range 7 {
 		ask(16)
 	}
-	w.step(0)
+	w.step()
 	if w.below.Load() != 0 || ask(16) {
 		t.Fatalf("short below %d after 7 lengths, want nothing learned", w.below.Load())
 	}
@@ -107,7 +107,7 @@ func TestWeigherLearnsWhatShortIs(t *testing.T) {
 		ask(16)
 		ask(16)
 		ask(512)
-		w.step(0)
+		w.step()
 	}
 	if b := w.below.Load(); b != 70 {
 		t.Fatalf("short below %d, want half of the mean 140", b)

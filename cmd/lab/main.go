@@ -15,6 +15,8 @@
 //	go run ./cmd/lab               # the whole lab, about 20 minutes
 //	go run ./cmd/lab -smoke        # every scenario and set-up for seconds (CI)
 //	go run ./cmd/lab -upstream ollama  # the step scenario against a real Ollama (ollama.go)
+//	go run ./cmd/lab -overhead=false -scenarios step -setups adaptive -rules-off "turnover stuck"
+//	                               # the module, and the module without each rule (admission.Rule)
 //
 // It builds nothing twice: llmsim and loadgen once into a temporary bin
 // folder, ./caddy only when missing (./xcaddy-build.sh), then copied so a
@@ -65,6 +67,8 @@ type options struct {
 	parallel  bool
 	keep      bool
 	inflight  int
+	setups    string
+	rulesOff  string
 	ollama    ollamaOptions
 }
 
@@ -79,6 +83,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.parallel, "parallel", false, "run the scenarios at the same time too (4 set-ups each; always on with -smoke)")
 	fs.IntVar(&o.inflight, "inflight", 0, "the static in-flight limit's N (0: 1.5 × llmsim's slots)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary folder with logs and rendered Caddyfiles")
+	fs.StringVar(&o.setups, "setups", strings.Join(setupNames, ","), "set-ups to run, comma-separated")
+	fs.StringVar(&o.rulesOff, "rules-off", "", `admission rules to turn off, one more adaptive set-up per space-separated item, each a comma-separated list of rules (e.g. "turnover standingqueue,guard"): see the admission package doc`)
 	fs.StringVar(&adaptiveConcurrency, "adaptive-concurrency", "", `lines for the adaptive set-up's concurrency block, to measure a setting against the defaults (e.g. "weigh_body off")`)
 	o.ollama.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -105,6 +111,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	if o.inflight < 0 {
 		return fmt.Errorf("-inflight %d: must be ≥ 0", o.inflight)
+	}
+	if labSetups, err = chooseSetups(o.setups, o.rulesOff); err != nil {
+		return err
 	}
 	capacity := llmsim.Config{}.Capacity()
 	all := scenarios(llmsim.Config{}, o.inflight, o.smoke)
@@ -265,13 +274,13 @@ func copyFile(from, to string) error {
 // at once, stops them, and writes results/<name>.{md,png,json}.
 func runScenario(ctx context.Context, b bins, root, tmp, outDir string, sc scenario, machine string, stdout io.Writer) ([]outcome, []ceiling, error) {
 	fmt.Fprintf(stdout, "lab: %s — starting set-ups\n", sc.Title)
-	envs := make([]*env, 0, len(setupNames))
+	envs := make([]*env, 0, len(labSetups))
 	defer func() {
 		for _, e := range envs {
 			e.stop()
 		}
 	}()
-	for _, s := range setupNames {
+	for _, s := range labSetups {
 		e, err := startSetup(ctx, b, filepath.Join(root, "lab"), filepath.Join(tmp, sc.Name, s), s, sc)
 		for try := 2; errors.Is(err, errPortTaken) && try <= 3; try++ {
 			fmt.Fprintf(stdout, "lab: %s/%s: %v\nlab: %s/%s: starting it again on other ports (try %d of 3)\n", sc.Name, s, err, sc.Name, s, try)
@@ -328,8 +337,8 @@ func runScenario(ctx context.Context, b bins, root, tmp, outDir string, sc scena
 // was sent load and served some of it, the adaptive one was polled, the
 // peers were sampled, and token counts came back.
 func smokeCheck(outs []outcome) error {
-	if len(outs) != len(setupNames) {
-		return fmt.Errorf("smoke: %d set-ups ran, want %d", len(outs), len(setupNames))
+	if len(outs) != len(labSetups) {
+		return fmt.Errorf("smoke: %d set-ups ran, want %d", len(outs), len(labSetups))
 	}
 	for _, o := range outs {
 		if o.Res.Overall.Tokens == 0 {

@@ -80,7 +80,7 @@ func writePlot(path string, sc scenario, outs []outcome) error {
 		if grid[3][c], err = concurrencyPlot(sc, o, xmax, concMax*1.3); err != nil {
 			return err
 		}
-		if o.Setup == setupAdaptive {
+		if isAdaptive(o.Setup) {
 			if grid[4][c], err = levelsPlot(sc, o, xmax); err != nil {
 				return err
 			}
@@ -339,7 +339,7 @@ func tokenPlot(sc scenario, o outcome, xmax, ymax float64) (*plot.Plot, error) {
 // reserve), and the upstream's queue (requests waiting for a batch slot).
 func concurrencyPlot(sc scenario, o outcome, xmax, ymax float64) (*plot.Plot, error) {
 	title := "upstream queue (1 s polls)"
-	if len(o.Peer) > 0 || o.Setup == setupAdaptive {
+	if len(o.Peer) > 0 || isAdaptive(o.Setup) {
 		title = "limit, in flight and upstream queue (1 s)"
 	}
 	p := newPlot(title, "requests", xmax)

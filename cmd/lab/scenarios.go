@@ -3,8 +3,11 @@ package main
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/ai-guardian/adaptivethrottle/admission"
 
 	"github.com/ai-guardian/adaptivethrottle/internal/llmsim"
 	"github.com/ai-guardian/adaptivethrottle/internal/loadgen"
@@ -96,6 +99,48 @@ const (
 
 var setupNames = []string{setupNone, setupInflight, setupGradient2, setupAdaptive}
 
+// labSetups are the set-ups this run plays (chooseSetups): setupNames,
+// or those -setups names, then one adaptive set-up per -rules-off item.
+var labSetups = setupNames
+
+// adaptiveWithout names the adaptive set-up with the rules in off turned
+// off (a comma-separated list).
+const adaptiveWithout = setupAdaptive + "-no-"
+
+// chooseSetups returns the set-ups of -setups (comma-separated, in table
+// order) and an adaptive one without the rules of each space-separated
+// item of -rules-off.
+func chooseSetups(setups, rulesOff string) ([]string, error) {
+	var out []string
+	for _, s := range strings.Split(setups, ",") {
+		s = strings.TrimSpace(s)
+		if !slices.Contains(setupNames, s) {
+			return nil, fmt.Errorf("-setups: unknown set-up %q (want %s)", s, strings.Join(setupNames, ", "))
+		}
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	for _, item := range strings.Fields(rulesOff) {
+		if _, err := admission.ParseRulesOff(item); err != nil {
+			return nil, fmt.Errorf("-rules-off: %w", err)
+		}
+		out = append(out, adaptiveWithout+item)
+	}
+	return out, nil
+}
+
+// isAdaptive reports whether set-up s runs the module.
+func isAdaptive(s string) bool { return s == setupAdaptive || strings.HasPrefix(s, adaptiveWithout) }
+
+// rulesOffOf is the rules set-up s turns off ("" for all on).
+func rulesOffOf(s string) string {
+	if off, ok := strings.CutPrefix(s, adaptiveWithout); ok {
+		return off
+	}
+	return ""
+}
+
 // peers are the set-ups the module's targets compare with.
 var peers = []string{setupNone, setupInflight, setupGradient2}
 
@@ -115,6 +160,9 @@ func setupTitle(s string, sc scenario) string {
 			return "adaptive_throttle (concurrency { " + adaptiveConcurrency + " })"
 		}
 		return "adaptive_throttle (defaults)"
+	}
+	if isAdaptive(s) {
+		return "adaptive_throttle without " + rulesOffOf(s)
 	}
 	return s
 }

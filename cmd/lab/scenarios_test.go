@@ -218,3 +218,27 @@ func TestLoadArgs(t *testing.T) {
 		t.Errorf("-profile %q", flag("-profile"))
 	}
 }
+
+func TestChooseSetups(t *testing.T) {
+	got, err := chooseSetups("adaptive", "turnover slowstart,stuck")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"adaptive", "adaptive-no-turnover", "adaptive-no-slowstart,stuck"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("chooseSetups = %q, want %q", got, want)
+	}
+	for _, s := range got {
+		if !isAdaptive(s) {
+			t.Errorf("isAdaptive(%q) = false", s)
+		}
+	}
+	if rulesOffOf("adaptive") != "" || rulesOffOf("adaptive-no-slowstart,stuck") != "slowstart,stuck" || isAdaptive("inflight") {
+		t.Error("rulesOffOf/isAdaptive")
+	}
+	for _, bad := range [][2]string{{"nosuch", ""}, {"adaptive", "nosuch"}} {
+		if _, err := chooseSetups(bad[0], bad[1]); err == nil {
+			t.Errorf("chooseSetups(%q, %q): no error", bad[0], bad[1])
+		}
+	}
+}

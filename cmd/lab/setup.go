@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"text/template"
 	"time"
+
+	"github.com/ai-guardian/adaptivethrottle/admission"
 )
 
 // env is one running set-up: where the load goes and what to poll.
@@ -112,7 +114,7 @@ func startSetup(ctx context.Context, b bins, labDir, dir, setup string, sc scena
 		return nil, err
 	}
 	tmpl := "plain.Caddyfile.tmpl"
-	if setup == setupAdaptive {
+	if isAdaptive(setup) {
 		tmpl = "adaptive.Caddyfile.tmpl"
 	}
 	cfgPath := filepath.Join(dir, "Caddyfile")
@@ -124,7 +126,7 @@ func startSetup(ctx context.Context, b bins, labDir, dir, setup string, sc scena
 	}
 	xdg := filepath.Join(dir, "xdg")
 	cad, err := startProc("caddy", dir, b.caddy, []string{"run", "--config", cfgPath, "--adapter", "caddyfile"},
-		[]string{"XDG_DATA_HOME=" + xdg, "XDG_CONFIG_HOME=" + xdg})
+		[]string{"XDG_DATA_HOME=" + xdg, "XDG_CONFIG_HOME=" + xdg, admission.RulesOffEnv + "=" + rulesOffOf(setup)})
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +136,7 @@ func startSetup(ctx context.Context, b bins, labDir, dir, setup string, sc scena
 		return nil, err
 	}
 	e = &env{Setup: setup, Target: "http://" + hostPort(port), Upstream: simURL, peer: lim, stop: stopAll}
-	if setup == setupAdaptive {
+	if isAdaptive(setup) {
 		e.ThrottleStatus = admin + "/throttle/status"
 		if err := waitReady(ctx, e.ThrottleStatus, cad, 10*time.Second); err != nil {
 			return nil, errors.Join(err, errors.New("is ./caddy built with adaptive_throttle?"))

@@ -137,9 +137,6 @@ func gatewayText(th *ThrottleState) string {
 	default:
 		parts = append(parts, "passing all")
 	}
-	if th.Shedding {
-		parts = append(parts, fmt.Sprintf("medium ≤ %.1f/s", th.Priorities.Medium.Rate))
-	}
 	q := th.Levels.QPS
 	switch {
 	case q.Threshold == 0:

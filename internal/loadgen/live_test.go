@@ -29,7 +29,7 @@ func fakeStatus(n int) string {
 	          "latency":{"value":0.1,"threshold":0,"tripped":false,"percentile":99}},
 	"circuit":{"state":"closed","since":null,"opens":0},
 	"priorities":{"high":{"reserve":8,"in_use":0,"passed":%d,"shed":0},
-	         "medium":{"rate":4.25,"upstream_capacity":0,"upstream_concurrency":1,"passed":%d,"shed":%d},
+	         "medium":{"upstream_capacity":0,"upstream_concurrency":1,"passed":%d,"shed":%d},
 	         "low":{"passed":%d,"shed":%d}},
 	"shed":{"circuit":0,"gpu":0,"latency":0,"override":0,"qps":0}}]}`,
 		shedding, 9.5+float64(n), threshold, shedding, baseline, learnedS, !shedding,
@@ -49,7 +49,7 @@ func TestLiveLineFormat(t *testing.T) {
 	q := 2
 	l := liveLine{T: 37, Rate: 30, Sent: tally{3, 9, 18}, Passed: &passed, Shed: &shed, Queue: &q, Gateway: gatewayText(th)}
 	want := "  37s    30/s      3/9/18         1/3/0       0/2/6       0      2" +
-		"  SHEDDING qps · medium ≤ 4.2/s · qps 12.5/s, trips above 10.6/s"
+		"  SHEDDING qps · qps 12.5/s, trips above 10.6/s"
 	if got := l.String(); got != want {
 		t.Errorf("line\n got %q\nwant %q", got, want)
 	}
@@ -81,7 +81,7 @@ func TestLiveLineFormat(t *testing.T) {
 		}
 	}
 	th.Override = &OverrideState{State: "shed"}
-	if got := gatewayText(th); !strings.HasPrefix(got, "OVERRIDE shed · medium") {
+	if got := gatewayText(th); !strings.HasPrefix(got, "OVERRIDE shed · qps") {
 		t.Errorf("override: %q", got)
 	}
 	th.Override, th.Circuit.State = nil, "open"
@@ -128,7 +128,7 @@ func TestRunLive(t *testing.T) {
 	// the second poll 3 less poll 2, when the gateway has begun to shed.
 	for i, want := range []struct{ t, passed, shed, gateway string }{
 		{"1s", "1/3/6", "0/2/5", "passing all · qps 11.5/s, trips above 10.6/s"},
-		{"2s", "1/3/6", "0/2/5", "SHEDDING qps · medium ≤ 4.2/s · qps 12.5/s, trips above 10.6/s"},
+		{"2s", "1/3/6", "0/2/5", "SHEDDING qps · qps 12.5/s, trips above 10.6/s"},
 	} {
 		f := strings.Fields(lines[i+1])
 		if len(f) < 8 || f[0] != want.t || f[1] != "10/s" || f[3] != want.passed || f[4] != want.shed ||

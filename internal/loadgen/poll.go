@@ -46,8 +46,10 @@ type ThrottleState struct {
 	Override *OverrideState `json:"override,omitempty"` // null unless an operator forced a state
 	// Admission is the concurrency limit on requests in flight.
 	Admission struct {
-		Limit    int   `json:"limit"`
-		InFlight int64 `json:"in_flight"`
+		Limit    int    `json:"limit"`
+		InFlight int64  `json:"in_flight"`
+		Driver   string `json:"driver"`            // what moved the limit last
+		Measured int    `json:"measured_capacity"` // the upstream's measured capacity
 	} `json:"admission"`
 	Levels struct {
 		QPS     QPSLevelState `json:"qps"`
@@ -66,9 +68,8 @@ type ThrottleState struct {
 			Shed    uint64 `json:"shed"`
 		} `json:"high"`
 		Medium struct {
-			Rate   float64 `json:"rate"`
-			Passed uint64  `json:"passed"`
-			Shed   uint64  `json:"shed"`
+			Passed uint64 `json:"passed"`
+			Shed   uint64 `json:"shed"`
 		} `json:"medium"`
 		Low struct {
 			Passed uint64 `json:"passed"`

@@ -27,12 +27,11 @@ type Second struct {
 	ServedTokens int `json:"served_tokens,omitempty"`
 	GoodTokens   int `json:"good_tokens,omitempty"`
 
-	GPUMemory  *float64 `json:"gpu_memory,omitempty"` // upstream memory used / total
-	KVCache    *float64 `json:"kv_cache,omitempty"`
-	Waiting    *int     `json:"waiting,omitempty"`
-	Shedding   *bool    `json:"shedding,omitempty"`
-	Tripped    []string `json:"tripped,omitempty"`
-	MediumRate *float64 `json:"medium_rate,omitempty"`
+	GPUMemory *float64 `json:"gpu_memory,omitempty"` // upstream memory used / total
+	KVCache   *float64 `json:"kv_cache,omitempty"`
+	Waiting   *int     `json:"waiting,omitempty"`
+	Shedding  *bool    `json:"shedding,omitempty"`
+	Tripped   []string `json:"tripped,omitempty"`
 	// The throttle's concurrency limit, requests in flight and high's
 	// reserve within the limit, at the second's poll.
 	Limit    *int `json:"limit,omitempty"`
@@ -102,8 +101,8 @@ func BuildSeries(recs []Record, polls []Poll, seconds int) []Second {
 			s.GPUMemory, s.KVCache, s.Waiting = &mem, &kv, &w
 		}
 		if t := p.Throttle; t != nil {
-			shed, rate := t.Shedding, t.Priorities.Medium.Rate
-			s.Shedding, s.Tripped, s.MediumRate = &shed, t.Tripped(), &rate
+			shed := t.Shedding
+			s.Shedding, s.Tripped = &shed, t.Tripped()
 			limit, inflight, reserve := t.Admission.Limit, int(t.Admission.InFlight), t.Priorities.High.Reserve
 			s.Limit, s.InFlight, s.Reserve = &limit, &inflight, &reserve
 		}

@@ -114,7 +114,6 @@ func TestBuildSeries(t *testing.T) {
 	th := &ThrottleState{Shedding: true}
 	th.Levels.QPS.Tripped = true
 	th.Circuit.State = "open"
-	th.Priorities.Medium.Rate = 4.5
 	th.Admission.InFlight, th.Admission.Limit, th.Priorities.High.Reserve = 9, 10, 2
 	polls := []Poll{{T: 0.2, Upstream: &mem}, {T: 1.1, Throttle: th}}
 	s := BuildSeries(recs, polls, 2)
@@ -133,7 +132,7 @@ func TestBuildSeries(t *testing.T) {
 	if s[0].GPUMemory == nil || *s[0].GPUMemory != 0.25 || *s[0].Waiting != 3 {
 		t.Errorf("second 0 poll = %+v", s[0])
 	}
-	if s[1].Shedding == nil || !*s[1].Shedding || len(s[1].Tripped) != 2 || s[1].Tripped[0] != "qps" || s[1].Tripped[1] != "circuit" || *s[1].MediumRate != 4.5 {
+	if s[1].Shedding == nil || !*s[1].Shedding || len(s[1].Tripped) != 2 || s[1].Tripped[0] != "qps" || s[1].Tripped[1] != "circuit" || *s[1].Reserve != 2 {
 		t.Errorf("second 1 throttle = %+v", s[1])
 	}
 	if s[1].Limit == nil || *s[1].Limit != 10 || *s[1].InFlight != 9 || *s[1].Reserve != 2 {
