@@ -95,7 +95,7 @@ type Throttle struct {
 	// learned limit (sampler).
 	gate       *admission.Gate
 	limit      *admission.Limit
-	pool       *pool.Pool // the upstreams of a load balancer, when its selection policy is this throttle's
+	pool       *pool.Pool                   // the upstreams of a load balancer, when its selection policy is this throttle's
 	firstBytes firstBytes                   // successful first bytes since start: the limit's signal
 	highIn     atomic.Int64                 // high-priority requests in flight
 	weigher    weigher                      // tells short requests from long ones
