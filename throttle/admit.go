@@ -10,6 +10,7 @@ import (
 
 	"github.com/ai-guardian/adaptivethrottle/admission"
 	"github.com/ai-guardian/adaptivethrottle/breaker"
+	"github.com/ai-guardian/adaptivethrottle/pool"
 	"github.com/ai-guardian/adaptivethrottle/priority"
 )
 
@@ -378,6 +379,7 @@ func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, 
 	}
 	// Counted as a first byte by WriteHeader already (Serve's recorder)?
 	counted := rec.fb != nil && rec.wrote && rec.status < 500 && !rec.full
+	bound := rec.up != nil
 	switch {
 	case rec.full:
 		// The upstream is full, not broken: the circuit does not count it
@@ -385,11 +387,19 @@ func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, 
 		// limit learns how many it took (fullUpstream).
 		t.circuit.Cancel(tk)
 		t.full.note(t.gate.InFlight())
+		rec.finishUp(pool.Full, end)
 	case gone:
 		t.circuit.Cancel(tk)
+		rec.finishUp(pool.Gone, end)
+	case status >= 500 && bound:
+		// A failure of a pool member: its own circuit judges it, so that
+		// it leaves the pool while the others serve.
+		t.circuit.Cancel(tk)
+		rec.finishUp(pool.Failed, end)
 	case status >= 500:
 		t.circuitChanged(t.circuit.Done(end, tk, true, sh), r)
 	default:
+		rec.finishUp(pool.Served, end)
 		if rec.fb == nil { // finished by a caller of Finish: the end stands for the first byte
 			t.firstBytes.add(sh, end.Sub(rec.start))
 			counted = true
@@ -406,8 +416,13 @@ func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, 
 		if t.latency.Slower(dur) {
 			t.latency.NoteSlow(dur, traceID(r))
 		}
-		if tr := t.circuit.Done(end, tk, false, sh); tr != nil {
-			t.circuitChanged(tr, r)
+		// A request a pool member answered counts on the member's circuit
+		// (finishUp); the throttle's own counts it only as its probe, so
+		// that the requests no member could take make its ratio.
+		if !bound || tk.Probe() {
+			if tr := t.circuit.Done(end, tk, false, sh); tr != nil {
+				t.circuitChanged(tr, r)
+			}
 		}
 	}
 	if !counted {

@@ -10,6 +10,7 @@ import (
 	"github.com/ai-guardian/adaptivethrottle/admission"
 	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/levels"
+	"github.com/ai-guardian/adaptivethrottle/pool"
 	"github.com/ai-guardian/adaptivethrottle/priority"
 )
 
@@ -106,12 +107,18 @@ func (t *Throttle) admitStep(now time.Time) {
 	sig.Full, sig.FullInFlight = t.full.step()
 	t.lastFirst, t.lastFulls = [2]uint64{sum, count}, fulls
 	n := t.limit.Step(sig)
+	// Judged on the slots that serve, not the probes above them.
+	serving := t.limit.Serving()
+	// With a pool, the limit is what its members can take.
+	ps := pool.Signal{Now: now, Pressure: t.gpu.Hysteresis().Tripped(), Waiting: t.gate.Waiting() > 0}
+	if pn, pserving, ok := t.pool.Step(ps, t.memberChanged); ok {
+		n, serving = pn, pserving
+	}
 	t.turnover.Step(inflight)
 
 	t.mu.Lock()
 	pc := t.cfg.Priority
 	t.mu.Unlock()
-	serving := t.limit.Serving() // judged on the slots that serve, not the probes above them
 	inShort, waitShort := t.gate.Shorts()
 	t.weigher.step()
 	reserve, guard := t.reserve.Step(admission.ReserveSignal{Now: now, Limit: n, Serving: serving, Cap: pc.Reserve(n),

@@ -39,6 +39,7 @@ import (
 	"github.com/ai-guardian/adaptivethrottle/levels/gpu"
 	"github.com/ai-guardian/adaptivethrottle/levels/latency"
 	"github.com/ai-guardian/adaptivethrottle/levels/qps"
+	"github.com/ai-guardian/adaptivethrottle/pool"
 	"github.com/ai-guardian/adaptivethrottle/priority"
 )
 
@@ -96,6 +97,7 @@ type Throttle struct {
 	// learned limit (sampler).
 	gate       *admission.Gate
 	limit      *admission.Limit
+	pool       *pool.Pool                   // the upstreams of a load balancer, when its selection policy is this throttle's
 	firstBytes firstBytes                   // successful first bytes since start: the limit's signal
 	highIn     atomic.Int64                 // high-priority requests in flight
 	weigher    weigher                      // tells short requests from long ones
@@ -199,6 +201,7 @@ func build(name string, cfg Config, logger *zap.Logger) (*Throttle, error) {
 		gpu:      g,
 		circuit:  breaker.NewCircuit(cfg.Circuit),
 		limit:    admission.NewLimit(cfg.Concurrency),
+		pool:     pool.New(cfg.Concurrency, cfg.Circuit),
 		finished: shard.NewCounter(),
 		turnover: admission.NewTurnover(),
 		reserve:  admission.NewReserve(0),
@@ -293,6 +296,7 @@ func (t *Throttle) Apply(cfg Config) error {
 		t.circuit.SetConfig(cfg.Circuit)
 	}
 	t.limit.SetConfig(cfg.Concurrency)
+	t.pool.SetConfig(cfg.Concurrency, cfg.Circuit)
 	t.resetGate(cfg.Priority)
 	t.gate.SetMaxQueue(cfg.Concurrency.Queue)
 	t.setMaxWait(cfg.Concurrency.MaxWait)
@@ -310,6 +314,9 @@ func (t *Throttle) Apply(cfg Config) error {
 // next step sizes the reserve to what uses it.
 func (t *Throttle) resetGate(pc priority.Config) {
 	n := t.limit.Value()
+	if pn, ok := t.pool.Limit(); ok {
+		n = pn
+	}
 	t.gate.Set(n, pc.Reserve(n), t.gate.Guarding())
 }
 
