@@ -153,7 +153,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	runOne := func(sc scenario) {
 		outs, cs, err := runScenario(ctx, b, root, tmp, o.out, sc, machine, stdout)
 		if err == nil && o.smoke {
-			err = smokeCheck(outs)
+			err = smokeCheck(sc, outs)
 		}
 		if err == nil {
 			var buf strings.Builder
@@ -241,6 +241,9 @@ func prepareBins(ctx context.Context, root, tmp string, stdout, stderr io.Writer
 	if !strings.Contains(string(mods), "http.handlers.adaptive_throttle") {
 		return bins{}, errors.New("./caddy lacks http.handlers.adaptive_throttle: rebuild it with ./xcaddy-build.sh")
 	}
+	if policyAvailable = strings.Contains(string(mods), policyModule); !policyAvailable {
+		fmt.Fprintf(stdout, "lab: ./caddy has no %s: the pool scenarios run without the policy's set-up\n", policyModule)
+	}
 	return b, nil
 }
 
@@ -265,13 +268,13 @@ func copyFile(from, to string) error {
 // at once, stops them, and writes results/<name>.{md,png,json}.
 func runScenario(ctx context.Context, b bins, root, tmp, outDir string, sc scenario, machine string, stdout io.Writer) ([]outcome, []ceiling, error) {
 	fmt.Fprintf(stdout, "lab: %s — starting set-ups\n", sc.Title)
-	envs := make([]*env, 0, len(setupNames))
+	envs := make([]*env, 0, len(sc.setups()))
 	defer func() {
 		for _, e := range envs {
 			e.stop()
 		}
 	}()
-	for _, s := range setupNames {
+	for _, s := range sc.setups() {
 		e, err := startSetup(ctx, b, filepath.Join(root, "lab"), filepath.Join(tmp, sc.Name, s), s, sc)
 		for try := 2; errors.Is(err, errPortTaken) && try <= 3; try++ {
 			fmt.Fprintf(stdout, "lab: %s/%s: %v\nlab: %s/%s: starting it again on other ports (try %d of 3)\n", sc.Name, s, err, sc.Name, s, try)
@@ -327,9 +330,9 @@ func runScenario(ctx context.Context, b bins, root, tmp, outDir string, sc scena
 // smokeCheck asks of a smoke run only that every part worked: each set-up
 // was sent load and served some of it, the adaptive one was polled, the
 // peers were sampled, and token counts came back.
-func smokeCheck(outs []outcome) error {
-	if len(outs) != len(setupNames) {
-		return fmt.Errorf("smoke: %d set-ups ran, want %d", len(outs), len(setupNames))
+func smokeCheck(sc scenario, outs []outcome) error {
+	if len(outs) != len(sc.setups()) {
+		return fmt.Errorf("smoke: %d set-ups ran, want %d", len(outs), len(sc.setups()))
 	}
 	for _, o := range outs {
 		if o.Res.Overall.Tokens == 0 {
@@ -344,8 +347,16 @@ func smokeCheck(outs []outcome) error {
 		if o.UpstreamOOMs < 0 {
 			return fmt.Errorf("smoke: set-up %s: the upstream was never polled", o.Setup)
 		}
-		if o.Setup == setupAdaptive && o.Transitions == nil {
+		if moduleSetup(o.Setup) && o.Transitions == nil {
 			return fmt.Errorf("smoke: set-up %s: /throttle/status was never polled", o.Setup)
+		}
+		if len(sc.Pool) > 0 {
+			if o.Pool == nil || len(o.Pool.Samples) == 0 {
+				return fmt.Errorf("smoke: set-up %s: the pool's upstreams were never looked at", o.Setup)
+			}
+			if want := len(timeline(sc.Pool)); len(o.Pool.Events) != want {
+				return fmt.Errorf("smoke: set-up %s: %d changes to the pool, want %d: %+v", o.Setup, len(o.Pool.Events), want, o.Pool.Events)
+			}
 		}
 	}
 	return nil
@@ -361,6 +372,16 @@ func playAll(ctx context.Context, sc scenario, envs []*env, load func(context.Co
 		wg.Go(func() {
 			var samples []peerSample
 			stopSampling := func() {}
+			poolStart := time.Now()
+			if e.pool != nil {
+				done := make(chan struct{})
+				finished := make(chan struct{})
+				go func() {
+					defer close(finished)
+					e.pool.play(ctx, poolStart, done)
+				}()
+				stopSampling = func() { close(done); <-finished }
+			}
 			if e.peer != nil {
 				done := make(chan struct{})
 				finished := make(chan struct{})
@@ -368,7 +389,8 @@ func playAll(ctx context.Context, sc scenario, envs []*env, load func(context.Co
 					defer close(finished)
 					samples = samplePeer(e.peer, done)
 				}()
-				stopSampling = func() { close(done); <-finished }
+				stopPool := stopSampling
+				stopSampling = func() { close(done); <-finished; stopPool() }
 			}
 			res, err := load(ctx, *e)
 			stopSampling()
@@ -376,7 +398,16 @@ func playAll(ctx context.Context, sc scenario, envs []*env, load func(context.Co
 				errs[i] = fmt.Errorf("%s: %w", e.Setup, err)
 				return
 			}
-			outs[i] = analyze(sc, e.Setup, res)
+			if e.pool != nil {
+				r := e.pool.result()
+				r.shift(res.Start.Sub(poolStart))
+				res.Events = append(res.Events, r.Events...)
+				outs[i] = analyze(sc, e.Setup, res)
+				outs[i].Pool = &r
+				outs[i].UpstreamOOMs = r.OOMs
+			} else {
+				outs[i] = analyze(sc, e.Setup, res)
+			}
 			outs[i].Peer = samples
 		})
 	}
