@@ -1,7 +1,9 @@
 // Command lab is the overload lab: it plays each scenario (a step to 3×
 // capacity, a capacity drop, heterogeneous answer lengths at 2×, a slow
 // ramp to 3× and back, a cold start into 2×, a steady 0.9×, a step under a
-// tight objective stated to the module) against four
+// tight objective stated to the module, upstreams that answer 503 when
+// full; and the pool scenarios of pool.go, several upstreams behind one
+// gateway, played against set-ups of their own) against four
 // set-ups at once — Caddy with a plain reverse_proxy; the same with one of
 // two peers behind it, a static in-flight limit and Gradient2 (the
 // published algorithm, implemented in the lab); and Caddy with
@@ -15,6 +17,7 @@
 //	go run ./cmd/lab               # the whole lab, about 20 minutes
 //	go run ./cmd/lab -smoke        # every scenario and set-up for seconds (CI)
 //	go run ./cmd/lab -upstream ollama  # the step scenario against a real Ollama (ollama.go)
+//	go run ./cmd/lab -scenarios pool-drop,pool-slow,pool-death -overhead=false  # the pool scenarios
 //
 // It builds nothing twice: llmsim and loadgen once into a temporary bin
 // folder, ./caddy only when missing (./xcaddy-build.sh), then copied so a
@@ -312,8 +315,15 @@ func runScenario(ctx context.Context, b bins, root, tmp, outDir string, sc scena
 	}
 	for _, o := range outs {
 		s := o.Res.Overall
-		fmt.Fprintf(stdout, "lab: %s/%s: sent %d, OK within SLO %s, shed %d, upstream OOMs %d, goodput in window %.2f req/s (%.2f of capacity%s)\n",
-			sc.Name, o.Setup, s.Sent, pct(s.SLOAttainment), s.Shed(), o.UpstreamOOMs, o.GoodputWindow, o.GoodputRatio, map[bool]string{true: ", tokens"}[sc.tokens()])
+		of := "capacity"
+		if len(sc.Pool) > 0 {
+			of = "what the pool can serve"
+		}
+		fmt.Fprintf(stdout, "lab: %s/%s: sent %d, OK within SLO %s, shed %d, upstream OOMs %d, goodput in window %.2f req/s (%.2f of %s%s)\n",
+			sc.Name, o.Setup, s.Sent, pct(s.SLOAttainment), s.Shed(), o.UpstreamOOMs, o.GoodputWindow, o.GoodputRatio, of, map[bool]string{true: ", tokens"}[sc.tokens()])
+		if o.Pool != nil && len(poolDeaths(sc.Pool)) > 0 {
+			fmt.Fprintf(stdout, "lab: %s/%s: %d failed (neither answered nor refused), %d in flight on upstreams when they died\n", sc.Name, o.Setup, o.Failed, o.Pool.DeadInFlight)
+		}
 	}
 	cs := ceilingOf(sc, outs)
 	if cs != nil {
