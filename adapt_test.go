@@ -426,3 +426,16 @@ func TestAdaptRetryAfterMax(t *testing.T) {
 		t.Errorf("max below the floor: %s\n want %s", err, want)
 	}
 }
+
+// lb_policy adaptive_throttle takes at most a name: more fails adapt at
+// its line, as does a block.
+func TestAdaptPolicyRefusesMoreThanAName(t *testing.T) {
+	for in, want := range map[string]string{
+		":8080 {\n\tadaptive_throttle\n\treverse_proxy 127.0.0.1:9001 127.0.0.1:9002 {\n\t\tlb_policy adaptive_throttle pool extra\n\t}\n}\n":   "wrong argument count",
+		":8080 {\n\tadaptive_throttle\n\treverse_proxy 127.0.0.1:9001 {\n\t\tlb_policy adaptive_throttle pool {\n\t\t\tname x\n\t\t}\n\t}\n}\n": "takes no block",
+	} {
+		if err := adaptErr(t, in); !strings.Contains(err, want) || !strings.Contains(err, "Caddyfile.bad:4") {
+			t.Errorf("error %q should say %q at Caddyfile.bad:4", err, want)
+		}
+	}
+}

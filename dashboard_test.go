@@ -24,7 +24,7 @@ import (
 const dashboardFile = "dashboards/adaptive-throttle.json"
 
 // exportedLabels is the bounded label set the module promises (README, "Prometheus metrics").
-var exportedLabels = []string{"throttle", "level", "cause", "priority", "decision", "state", "sensor"}
+var exportedLabels = []string{"throttle", "level", "cause", "priority", "decision", "state", "sensor", "upstream"}
 
 // notOnDashboard lists exported metrics the dashboard may leave out, each
 // with its reason. Empty: the dashboard shows every metric.

@@ -13,7 +13,9 @@ import (
 
 // The Prometheus metrics, all prefixed caddy_adaptive_throttle_. Labels are
 // bounded: throttle (the instance's name, from the config), level,
-// cause, priority, decision, state, sensor — never a client, path or key. The
+// cause, priority, decision, state, sensor, upstream (an address of a
+// pool the config names, pool.MaxMembers at most) — never a client, path
+// or key. The
 // instance's name is the label throttle, not instance: Prometheus gives
 // every scraped series its target's instance label, and with honor_labels
 // false (the default) it renames a clashing one to exported_instance.
@@ -87,6 +89,15 @@ var (
 	mSensorHung      = desc("sensor_hung_total", "Reads abandoned after their timeout (gpu).", "sensor")
 	mSensorAvailable = desc("sensor_available", "1 while the sensor's source (gpu) can be read and is fresh.", "sensor")
 	mSensorAge       = desc("sensor_sample_age_seconds", "Age of the last good sample (gpu).", "sensor")
+
+	// A pool's upstreams (lb_policy adaptive_throttle), by address.
+	mPoolLimit     = desc("pool_upstream_limit", "The upstream's learned limit on requests in flight (or the fixed one).", "upstream")
+	mPoolInFlight  = desc("pool_upstream_in_flight", "Requests sent to the upstream and not yet answered.", "upstream")
+	mPoolFirstByte = desc("pool_upstream_first_byte_seconds", "The upstream's average time to first byte over the last judged 250 ms step; "+
+		"no sample until one was judged.", "upstream")
+	mPoolState = desc("pool_upstream_state", "1 for the state of the upstream's own circuit, 0 for the others: closed (it serves), "+
+		"open (it has left the pool until its probe), half-open (its probe is out).", "upstream", "state")
+	mPoolRequests = desc("pool_upstream_requests_total", "Requests sent to the upstream (a retry counts again on the upstream it goes to).", "upstream")
 )
 
 // overrideStates is the override label's values, in the order collect
@@ -122,7 +133,7 @@ func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mRequests, mShed, mQPSValue, mQPSThreshold, mQPSBaseline, mGPUValue,
 		mGPUThreshold, mLatencyValue, mLatencyThreshold, mLatencyHistory, mLevelTripped, mLevelTrans, mShedding,
 		mOverride, mCircuitState, mCircuitOpens, mUpstreamFull, mUpstreamOnlyFull, mReserveInUse, mReserveCap, mMediumRate, mInFlight, mLimit, mQueued, mOldestWait, mSensorErrors, mSensorHung,
-		mSensorAvailable, mSensorAge} {
+		mSensorAvailable, mSensorAge, mPoolLimit, mPoolInFlight, mPoolFirstByte, mPoolState, mPoolRequests} {
 		ch <- d
 	}
 }
@@ -204,6 +215,17 @@ func collect(ch chan<- prometheus.Metric, t *throttle.Throttle, now time.Time) {
 	}
 	if h := st.Levels.Latency.HistoryMeanS; h > 0 {
 		gauge(mLatencyHistory, h)
+	}
+	for _, u := range st.Upstreams {
+		gauge(mPoolLimit, float64(u.Limit), u.Upstream)
+		gauge(mPoolInFlight, float64(u.InFlight), u.Upstream)
+		if u.ShortS > 0 {
+			gauge(mPoolFirstByte, u.ShortS, u.Upstream)
+		}
+		for _, s := range []string{"closed", "open", "half-open"} {
+			gauge(mPoolState, b2f(u.State == s), u.Upstream, s)
+		}
+		counter(mPoolRequests, float64(u.Requests), u.Upstream)
 	}
 	if gpuOn {
 		counter(mSensorErrors, float64(g.Errors), "gpu")

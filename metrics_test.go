@@ -321,6 +321,7 @@ func TestHelpTextsNameWhatTheCodeEmits(t *testing.T) {
 	g.up.Store(true)
 	th := gpuRead(t, "helps", g) // the GPU level on: its sensor's series too
 	waitUntil(t, "a first good read", func() bool { return th.Status(time.Now()).Levels.GPU.Available })
+	th.Pool().Hold([]string{"127.0.0.1:9001"})  // a pool's upstream: its series too
 	emitted := map[string]map[string][]string{} // metric → label → values
 	for name, samples := range collected(t, th) {
 		for _, l := range samples {
@@ -344,8 +345,11 @@ func TestHelpTextsNameWhatTheCodeEmits(t *testing.T) {
 			t.Errorf("%s: the help names %v, which are no decisions", name, bad)
 		}
 		for _, label := range labels[name] {
-			if label == instanceLabel {
+			if label == instanceLabel || label == "upstream" { // values from the config
 				continue
+			}
+			if len(emitted[name][label]) == 0 && name == metricsPrefix+"pool_upstream_first_byte_seconds" {
+				continue // no sample until a first byte was judged
 			}
 			values := emitted[name][label]
 			if len(values) == 0 {

@@ -160,7 +160,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	p.persist.set(storage, logger)
 	h.t.SetLogger(logger)
 	setEmitter(ctx, h.t, logger)
-	return nil
+	// Last: the selection policies of this name pick from its pool.
+	reg, err := registryOf(ctx)
+	if err != nil || reg == nil {
+		return err
+	}
+	return reg.handler(h.Name, h.t)
 }
 
 // Validate checks the config without side effects.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ai-guardian/adaptivethrottle/admission"
 	"github.com/ai-guardian/adaptivethrottle/breaker"
+	"github.com/ai-guardian/adaptivethrottle/pool"
 	"github.com/ai-guardian/adaptivethrottle/priority"
 )
 
@@ -380,11 +381,19 @@ func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, 
 		// limit learns how many it took (fullUpstream).
 		t.circuit.Cancel(tk)
 		t.full.note(t.gate.InFlight())
+		rec.finishUp(pool.Full, end)
 	case gone:
 		t.circuit.Cancel(tk)
+		rec.finishUp(pool.Gone, end)
+	case status >= 500 && rec.up != nil:
+		// A failure of a pool member: its own circuit judges it, so that
+		// it leaves the pool while the others serve.
+		t.circuit.Cancel(tk)
+		rec.finishUp(pool.Failed, end)
 	case status >= 500:
 		t.circuitChanged(t.circuit.Done(end, tk, true, sh), r)
 	default:
+		rec.finishUp(pool.Served, end)
 		if rec.fb == nil { // finished by a caller of Finish: the end stands for the first byte
 			t.firstBytes.add(sh, end-rec.start)
 			counted = true

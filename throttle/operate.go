@@ -44,6 +44,7 @@ func (t *Throttle) Reset(what string, now time.Time) error {
 			l.Forget()
 		}
 		t.limit.Forget()
+		t.pool.Forget(now)
 		t.mu.Lock()
 		pc := t.cfg.Priority
 		t.mu.Unlock()

@@ -7,7 +7,9 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/internal/shard"
+	"github.com/ai-guardian/adaptivethrottle/pool"
 )
 
 // recorder notes the status and the time of the first byte of a response.
@@ -30,6 +32,14 @@ type recorder struct {
 	// answers with the module's own refusal instead. Only a recorder of
 	// Serve (fb set) holds an answer back.
 	full bool
+	// up is the pool member the load balancer sent the request to
+	// (Binding.Bind), nil while none; upTk is its circuit's ticket, sent
+	// when it was sent (breaker.Mono), upFB whether up counted its first
+	// byte.
+	up   *pool.Member
+	upTk breaker.Ticket
+	sent int64
+	upFB bool
 	// shard is this recorder's index into the sharded counters and
 	// histograms, fixed for its life: a Decision carries its recorder for
 	// it even when no response is recorded (Admit without Serve). sync.Pool keeps objects on the P
@@ -54,6 +64,7 @@ func getRecorder() *recorder { return recorders.Get().(*recorder) }
 // request's writer, nothing recorded.
 func putRecorder(rec *recorder) {
 	rec.ResponseWriter, rec.stamp, rec.status, rec.wrote, rec.at, rec.fb, rec.high, rec.short, rec.whole, rec.size, rec.class, rec.full = nil, false, 0, false, 0, nil, false, false, false, 0, classUnknown, false
+	rec.up, rec.upTk, rec.sent, rec.upFB = nil, breaker.Ticket{}, 0, false
 	recorders.Put(rec)
 }
 
@@ -80,6 +91,10 @@ func (rec *recorder) WriteHeader(code int) {
 			}
 			if code < 500 {
 				rec.fb.add(rec.shard, rec.at-rec.start)
+				if rec.up != nil {
+					rec.up.FirstByte(rec.shard, rec.at-rec.sent)
+					rec.upFB = true
+				}
 			}
 		}
 		if rec.stamp {

@@ -11,6 +11,7 @@ import (
 	"github.com/ai-guardian/adaptivethrottle/admission"
 	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/levels"
+	"github.com/ai-guardian/adaptivethrottle/pool"
 	"github.com/ai-guardian/adaptivethrottle/priority"
 )
 
@@ -122,6 +123,13 @@ func (t *Throttle) admitStep(now time.Time) {
 	sig.Full, sig.FullInFlight = t.full.step()
 	t.lastFirst, t.lastFulls = [2]uint64{sum, count}, fulls
 	n := t.limit.Step(sig)
+	// Judged on the slots that serve, not the probes above them.
+	serving := t.limit.Serving()
+	// With a pool, the limit is what its members can take.
+	ps := pool.Signal{Now: now, Pressure: t.gpu.Hysteresis().Tripped(), Hold: sig.Hold, Waiting: t.gate.Waiting() > 0}
+	if pn, pserving, ok := t.pool.Step(ps, t.memberChanged); ok {
+		n, serving = pn, pserving
+	}
 	t.turnover.Step(inflight)
 
 	t.mu.Lock()
@@ -129,8 +137,6 @@ func (t *Throttle) admitStep(now time.Time) {
 	t.mu.Unlock()
 	reserve := pc.Reserve(n)
 	drain := math.Float64frombits(t.drain.Load())
-	// Judged on the slots that serve, not the probes above them.
-	serving := t.limit.Serving()
 	if !t.turnover.Slow(serving, time.Duration(t.highWait.Load())) {
 		reserve = 0 // slots turn over fast enough: the hand-off serves high in time (admission.Turnover)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/ai-guardian/adaptivethrottle/levels/gpu"
 	"github.com/ai-guardian/adaptivethrottle/levels/latency"
 	"github.com/ai-guardian/adaptivethrottle/levels/qps"
+	"github.com/ai-guardian/adaptivethrottle/pool"
 	"github.com/ai-guardian/adaptivethrottle/priority"
 )
 
@@ -32,6 +33,9 @@ type Status struct {
 	Lanes     LanesStatus     `json:"lanes"`
 	// Upstream is the upstream's answers that it is full.
 	Upstream UpstreamStatus `json:"upstream"`
+	// Upstreams is each upstream of a pool (lb_policy adaptive_throttle),
+	// by address; empty without one.
+	Upstreams []pool.MemberStatus `json:"upstreams"`
 	// Refusals so far by cause: gpu, latency, qps, circuit, override,
 	// concurrency, upstream.
 	Shed map[string]uint64 `json:"shed"`
@@ -177,6 +181,12 @@ func (t *Throttle) Status(now time.Time) Status {
 		Short: ShortStatus{BelowTokens: t.weigher.below.Load(), InFlight: inShort, Waiting: waitShort, Weighed: t.weigher.count.Load(),
 			Short: t.weigher.shorts.Load(), Guarded: t.gate.Guarding()}}
 	st.Upstream = t.upstreamStatus(now)
+	st.Upstreams = t.pool.Status(now)
+	if n, ok := t.pool.Limit(); ok {
+		// The pool's members set the limit: their sum stands for the
+		// throttle's own, which only watches.
+		st.Admission.Limit, st.Admission.Driver = n, "the sum of the pool's upstreams"
+	}
 	for c := range numCauses {
 		st.Shed[causeNames[c]] = t.shedBy[c].Load()
 	}

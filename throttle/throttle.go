@@ -41,6 +41,7 @@ import (
 	"github.com/ai-guardian/adaptivethrottle/levels/gpu"
 	"github.com/ai-guardian/adaptivethrottle/levels/latency"
 	"github.com/ai-guardian/adaptivethrottle/levels/qps"
+	"github.com/ai-guardian/adaptivethrottle/pool"
 	"github.com/ai-guardian/adaptivethrottle/priority"
 )
 
@@ -96,6 +97,7 @@ type Throttle struct {
 	// limit (sampler), and the medium lane's pacing while shedding.
 	gate       *admission.Gate
 	limit      *admission.Limit
+	pool       *pool.Pool // the upstreams of a load balancer, when its selection policy is this throttle's
 	pacer      *rate.Limiter
 	firstBytes firstBytes                   // successful first bytes since start: the limit's signal
 	highIn     atomic.Int64                 // high-priority requests in flight
@@ -197,6 +199,7 @@ func build(name string, cfg Config, logger *zap.Logger) (*Throttle, error) {
 		gpu:      g,
 		circuit:  breaker.NewCircuit(cfg.Circuit),
 		limit:    admission.NewLimit(cfg.Concurrency),
+		pool:     pool.New(cfg.Concurrency, cfg.Circuit),
 		pacer:    rate.NewLimiter(rate.Limit(cfg.Priority.MediumFloor), 1),
 		finished: shard.NewCounter(),
 		turnover: admission.NewTurnover(),
@@ -291,6 +294,7 @@ func (t *Throttle) Apply(cfg Config) error {
 		t.circuit.SetConfig(cfg.Circuit)
 	}
 	t.limit.SetConfig(cfg.Concurrency)
+	t.pool.SetConfig(cfg.Concurrency, cfg.Circuit)
 	t.resetGate(cfg.Priority)
 	t.gate.SetMaxQueue(cfg.Concurrency.Queue)
 	t.setMaxWait(cfg.Concurrency.MaxWait)
@@ -308,6 +312,9 @@ func (t *Throttle) Apply(cfg Config) error {
 // next step sizes the reserve to what uses it.
 func (t *Throttle) resetGate(pc priority.Config) {
 	n := t.limit.Value()
+	if pn, ok := t.pool.Limit(); ok {
+		n = pn
+	}
 	t.gate.Set(n, pc.Reserve(n), t.gate.Guarding())
 }
 

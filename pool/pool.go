@@ -1,0 +1,251 @@
+package pool
+
+import (
+	"cmp"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ai-guardian/adaptivethrottle/admission"
+	"github.com/ai-guardian/adaptivethrottle/breaker"
+	"github.com/ai-guardian/adaptivethrottle/levels"
+)
+
+// MaxMembers bounds a pool: an upstream seen beyond it gets no member
+// (Hold returns nil for it) and is never picked.
+const MaxMembers = 256
+
+// ForgetAfter is how long a member that no selection policy holds and
+// that has nothing in flight keeps what it learned, so that a reload that
+// drops an upstream and brings it back within it finds its limit again.
+const ForgetAfter = 10 * time.Minute
+
+// Pool is the members of one named throttle's pool, by key.
+//
+// Invariants: members holds at most MaxMembers; a member is removed only
+// while nothing holds it and nothing is in flight on it, after
+// ForgetAfter; limit and serving are the sums Step last published.
+type Pool struct {
+	mu      sync.Mutex
+	members map[string]*Member
+	cfg     admission.Config
+	circuit breaker.CircuitConfig
+
+	// Sampler only (and Status, under mu).
+	limit, serving int
+}
+
+// New returns an empty pool whose members learn with cfg and judge
+// failures with cc.
+func New(cfg admission.Config, cc breaker.CircuitConfig) *Pool {
+	return &Pool{members: map[string]*Member{}, cfg: cfg, circuit: cc}
+}
+
+// SetConfig applies a reloaded config to every member, keeping what they
+// learned.
+func (p *Pool) SetConfig(cfg admission.Config, cc breaker.CircuitConfig) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cfg, p.circuit = cfg, cc
+	for _, m := range p.members {
+		m.limit.SetConfig(cfg)
+		m.circuit.SetConfig(cc)
+	}
+}
+
+// Hold returns the members of keys, in their order, made as needed, each
+// held once more until Release; nil for a key beyond MaxMembers.
+func (p *Pool) Hold(keys []string) []*Member {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ms := make([]*Member, len(keys))
+	for i, k := range keys {
+		m := p.members[k]
+		if m == nil && len(p.members) < MaxMembers {
+			m = newMember(k, p.cfg, p.circuit)
+			p.members[k] = m
+		}
+		if m != nil {
+			m.refs.Add(1)
+		}
+		ms[i] = m
+	}
+	return ms
+}
+
+// Release gives back what Hold returned.
+func (p *Pool) Release(ms []*Member) {
+	for _, m := range ms {
+		if m != nil {
+			m.refs.Add(-1)
+		}
+	}
+}
+
+// Forget has every member start learning over, and closes their circuits.
+func (p *Pool) Forget(now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range p.members {
+		m.limit.Forget()
+		m.lim.Store(int64(m.limit.Value()))
+		m.circuit.Reset(now)
+	}
+}
+
+// Change is a member's circuit changing state, for the log.
+type Change struct {
+	Key      string
+	From, To breaker.State
+	Reason   string
+}
+
+// Step is the sampler's step: every member learns from its counts and
+// publishes its limit, and members nothing has held nor used for
+// ForgetAfter are dropped. It returns the pool's limit, the sum of what
+// its members can take (a closed member its limit, a half-open one its
+// probes, an open one nothing; at least 1), and the slots of it that
+// serve (admission.Limit.Serving); ok is false while the pool has no
+// member. Each member's circuit that changed state since the last step
+// is passed to changed.
+func (p *Pool) Step(s Signal, changed func(Change)) (limit, serving int, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, m := range p.members {
+		n, st := m.step(s)
+		if st != m.state {
+			if changed != nil {
+				changed(Change{Key: k, From: m.state, To: st, Reason: m.circuit.Status(s.Now).LastReason})
+			}
+			m.state = st
+		}
+		switch st {
+		case breaker.Closed:
+			limit += n
+			serving += m.limit.Serving()
+		case breaker.HalfOpen:
+			limit += max(1, p.circuit.Probes)
+			serving += max(1, p.circuit.Probes)
+		}
+		switch {
+		case m.refs.Load() > 0 || m.inflight.Load() > 0:
+			m.idleSince = time.Time{}
+		case m.idleSince.IsZero():
+			m.idleSince = s.Now
+		case s.Now.Sub(m.idleSince) >= ForgetAfter:
+			delete(p.members, k)
+		}
+	}
+	if len(p.members) == 0 {
+		p.limit, p.serving = 0, 0
+		return 0, 0, false
+	}
+	p.limit, p.serving = max(1, limit), max(1, serving)
+	return p.limit, p.serving, true
+}
+
+// Limit is the pool's limit as Step last published it; ok is false while
+// the pool has no member or was never stepped.
+func (p *Pool) Limit() (int, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.limit, p.limit > 0
+}
+
+// MemberStatus is one upstream as status shows it.
+type MemberStatus struct {
+	Upstream string `json:"upstream"`
+	// State is its circuit's: closed (it serves), open (it has left the
+	// pool until its probe is due), half-open (a probe is being sent).
+	State    string `json:"state"`
+	InFlight int64  `json:"in_flight"`
+	// Room is its limit less its requests in flight.
+	Room int64 `json:"room"`
+	admission.LimitStatus
+	Circuit CircuitStatus `json:"circuit"`
+	// FullAnswers counts its answers that it is full (503, 429, 529).
+	FullAnswers uint64 `json:"full_answers"`
+	Requests    uint64 `json:"requests"`
+}
+
+// CircuitStatus is a member's circuit.
+type CircuitStatus struct {
+	Opens      uint64  `json:"opens"`
+	RetryInS   float64 `json:"retry_in_s"`
+	Failures   uint64  `json:"window_failures"`
+	Requests   uint64  `json:"window_requests"`
+	LastReason string  `json:"last_reason"`
+}
+
+// Status returns every member's status, by key.
+func (p *Pool) Status(now time.Time) []MemberStatus {
+	p.mu.Lock()
+	ms := make([]*Member, 0, len(p.members))
+	for _, m := range p.members {
+		ms = append(ms, m)
+	}
+	p.mu.Unlock()
+	slices.SortFunc(ms, func(a, b *Member) int { return cmp.Compare(a.key, b.key) })
+	out := make([]MemberStatus, len(ms))
+	for i, m := range ms {
+		c := m.circuit.Status(now)
+		out[i] = MemberStatus{Upstream: m.key, State: c.State.String(), InFlight: m.inflight.Load(), Room: m.Room(),
+			LimitStatus: m.limit.Status(), FullAnswers: m.full.Load(), Requests: m.started.Load(),
+			Circuit: CircuitStatus{Opens: c.Opens, RetryInS: levels.Round(c.RetryIn.Seconds()), Failures: c.Failures,
+				Requests: c.Requests, LastReason: c.LastReason}}
+	}
+	return out
+}
+
+// Candidate is an upstream as the load balancer sees it: whether it may
+// be sent a request now (its health checks, its own cap on requests).
+type Candidate interface{ Available() bool }
+
+// Pick chooses among cands, members[i] being cands[i]'s member (nil:
+// none, never picked), where to send a request at now, and returns its
+// index (−1: none is available) and the member's circuit ticket. An
+// unavailable candidate and a member whose circuit is open are passed
+// over. When probe is true (the caller will Start and Finish the
+// request), a member whose circuit grants a half-open probe is picked at
+// once: probes are how a member that left comes back. Otherwise the
+// available member with the most room wins, ties broken at random
+// (reservoir sampling: each of k equals wins with chance 1/k, from one
+// random draw per pick stirred by xorshift).
+//
+// It reads atomics only and allocates nothing.
+func Pick[C Candidate](cands []C, members []*Member, now time.Time, probe bool) (int, breaker.Ticket) {
+	best, ties, room := -1, uint64(0), int64(0)
+	x := rand.Uint64() | 1 // xorshift's state: never 0
+	for i, c := range cands {
+		m := members[i]
+		if m == nil || !c.Available() {
+			continue
+		}
+		if m.circuit.State() != breaker.Closed {
+			if probe {
+				if tk, ok, _ := m.circuit.Allow(now); ok {
+					return i, tk
+				}
+			}
+			continue
+		}
+		switch r := m.Room(); {
+		case best < 0 || r > room:
+			best, room, ties = i, r, 1
+		case r == room:
+			ties++
+			x ^= x << 13
+			x ^= x >> 7
+			x ^= x << 17
+			if (x>>32)*ties>>32 == 0 { // a uniform draw below ties is 0
+				best = i
+			}
+		}
+	}
+	if best < 0 {
+		return -1, breaker.Ticket{}
+	}
+	tk, _, _ := members[best].circuit.Allow(now) // closed: the normal ticket
+	return best, tk
+}
