@@ -490,7 +490,8 @@ func caddyStale(root, path string) string {
 			return filepath.SkipDir
 		}
 		if d.IsDir() {
-			if n := d.Name(); p != root && (strings.HasPrefix(n, ".") || n == "testdata" || n == "results") {
+			// cmd/ holds the lab and its tools, never built into ./caddy.
+			if n := d.Name(); p != root && (strings.HasPrefix(n, ".") || n == "testdata" || n == "results" || p == filepath.Join(root, "cmd")) {
 				return filepath.SkipDir
 			}
 			return nil

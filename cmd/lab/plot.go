@@ -463,5 +463,36 @@ func poolLoadPlot(sc scenario, o outcome, xmax float64) (*plot.Plot, error) {
 			}
 		}
 	}
+	// The module's learned limit per upstream (the policy's set-up).
+	if err := poolLimitLines(p, o, ymax); err != nil {
+		return nil, err
+	}
 	return p, markers(p, sc, 0, ymax)
+}
+
+// poolLimitLines draws, dotted, each upstream's limit as the module
+// learned it, where status listed the pool's upstreams.
+func poolLimitLines(p *plot.Plot, o outcome, ymax float64) error {
+	if o.Pool == nil || len(o.Pool.Samples) == 0 {
+		return nil
+	}
+	for i := range len(o.Pool.Samples[0].Upstreams) {
+		var xys plotter.XYs
+		for _, s := range o.Pool.Samples {
+			if i < len(s.Upstreams) && s.Upstreams[i].Limit != nil {
+				xys = append(xys, plotter.XY{X: s.T, Y: math.Min(float64(*s.Upstreams[i].Limit), ymax)})
+			}
+		}
+		if len(xys) == 0 {
+			continue
+		}
+		l, err := plotter.NewLine(xys)
+		if err != nil {
+			return err
+		}
+		l.Color, l.Width, l.Dashes = upstreamColors[i%len(upstreamColors)], vg.Points(1), []vg.Length{vg.Points(1), vg.Points(2)}
+		p.Add(l)
+		p.Legend.Add(fmt.Sprintf("#%d module's limit (dotted)", i+1), l)
+	}
+	return nil
 }

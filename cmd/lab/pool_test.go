@@ -384,3 +384,20 @@ func TestPoolCaddyfile(t *testing.T) {
 		}
 	}
 }
+
+// TestReadMembers: the module's view of each upstream is matched to the
+// lab's upstream by address.
+func TestReadMembers(t *testing.T) {
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"instances":[{"instance":"pool","upstreams":[` +
+			`{"upstream":"127.0.0.1:9002","state":"open","limit":3},{"upstream":"127.0.0.1:9001","state":"closed","limit":7}]}]}`))
+	}))
+	defer ts.Close()
+	pe := &poolEnv{client: ts.Client(), status: ts.URL, ups: []*poolProc{{port: 9001}, {port: 9002}, {port: 9003}}}
+	looks := make([]upstreamLook, 3)
+	pe.readMembers(t.Context(), looks)
+	if looks[0].Limit == nil || *looks[0].Limit != 7 || looks[0].State != "closed" ||
+		looks[1].Limit == nil || *looks[1].Limit != 3 || looks[1].State != "open" || looks[2].Limit != nil {
+		t.Errorf("looks %+v", looks)
+	}
+}

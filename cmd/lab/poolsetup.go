@@ -23,6 +23,9 @@ type poolEnv struct {
 	bin, dir string
 	ups      []*poolProc
 	client   *http.Client
+	// status is Caddy's /throttle/status where the module runs; each
+	// look reads the pool's upstreams there too.
+	status string
 
 	mu      sync.Mutex
 	run     poolRun
@@ -65,6 +68,10 @@ type upstreamLook struct {
 	Running int     `json:"running"`
 	Waiting int     `json:"waiting"`
 	KV      float64 `json:"kv"`
+	// Limit and State are the module's view of it, from /throttle/status
+	// (the policy's set-up: its learned limit and its circuit's state).
+	Limit *int   `json:"limit,omitempty"`
+	State string `json:"state,omitempty"`
 }
 
 func newPoolEnv(bin, dir string, pool []poolUpstream) (*poolEnv, error) {
@@ -231,9 +238,49 @@ func (pe *poolEnv) look(ctx context.Context) {
 			pe.mu.Unlock()
 		}
 	}
+	if pe.status != "" {
+		pe.readMembers(ctx, s.Upstreams)
+	}
 	pe.mu.Lock()
 	pe.run.Samples = append(pe.run.Samples, s)
 	pe.mu.Unlock()
+}
+
+// readMembers fills the module's view of each upstream into looks, from
+// the first instance's "upstreams" in /throttle/status; nothing when it
+// lists none (the module without the policy).
+func (pe *poolEnv) readMembers(ctx context.Context, looks []upstreamLook) {
+	ctx, cancel := context.WithTimeout(ctx, 900*time.Millisecond)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, pe.status, nil)
+	if err != nil {
+		return
+	}
+	resp, err := pe.client.Do(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Instances []struct {
+			Upstreams []struct {
+				Upstream string `json:"upstream"`
+				State    string `json:"state"`
+				Limit    int    `json:"limit"`
+			} `json:"upstreams"`
+		} `json:"instances"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&st) != nil || len(st.Instances) == 0 {
+		return
+	}
+	for _, m := range st.Instances[0].Upstreams {
+		for i, p := range pe.ups {
+			if m.Upstream == hostPort(p.port) {
+				l := m.Limit
+				looks[i].Limit, looks[i].State = &l, m.State
+			}
+		}
+	}
 }
 
 // apply acts out one change on upstream i and notes it as an event.
@@ -403,6 +450,7 @@ func startPoolSetup(ctx context.Context, b bins, labDir, dir, setup string, sc s
 	e = &env{Setup: setup, Target: "http://" + hostPort(port), peer: lim, pool: pe, stop: stopAll}
 	if moduleSetup(setup) {
 		e.ThrottleStatus = admin + "/throttle/status"
+		pe.status = e.ThrottleStatus
 		if err := waitReady(ctx, e.ThrottleStatus, cad, 10*time.Second); err != nil {
 			return nil, err
 		}
