@@ -276,13 +276,3 @@ const policyModule = "http.reverse_proxy.selection_policies.adaptive_throttle"
 func moduleSetup(setup string) bool {
 	return setup == setupAdaptive || setup == setupPoolModule || setup == setupPolicy
 }
-
-// isPoolSetup reports whether setup is one of the pool scenarios'.
-func isPoolSetup(setup string) bool {
-	for _, s := range poolSetupNames {
-		if s == setup {
-			return true
-		}
-	}
-	return false
-}
