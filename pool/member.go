@@ -28,15 +28,19 @@ import (
 // Invariants: in flight = started − finished ≥ 0, each Start matched by
 // exactly one Finish; every request started is counted once in answered
 // (a first byte, or a Finish without one) after its Start; lim is the
-// limit as the sampler last published it, the one writer.
+// limit as the sampler last published it, the one writer; closed is
+// whether the circuit was closed when last looked at: after every call
+// that can change its state (Finish, Pick's probe, Step), so that a pick
+// reads it beside lim and in flight.
 type Member struct {
 	key     string
 	limit   *admission.Limit
 	circuit *breaker.Circuit
 
-	// Request path.
+	// Request path: read by every pick.
 	lim      atomic.Int64 // the limit, as last published by Step
 	inflight atomic.Int64
+	closed   atomic.Bool
 	started  *shard.Counter // requests ever sent to it (admission.Signal.Started)
 	fbSum    *shard.Counter // ns: their times to a successful first byte
 	fbCount  *shard.Counter
@@ -57,8 +61,12 @@ func newMember(key string, cfg admission.Config, cc breaker.CircuitConfig) *Memb
 		started: shard.NewCounter(), fbSum: shard.NewCounter(), fbCount: shard.NewCounter(), none: shard.NewCounter()}
 	m.lim.Store(int64(m.limit.Value()))
 	m.least.Store(math.MaxInt64)
+	m.closed.Store(true)
 	return m
 }
+
+// look publishes whether the member's circuit is closed.
+func (m *Member) look() { m.closed.Store(m.circuit.State() == breaker.Closed) }
 
 // Key is the member's key: the upstream's dial address.
 func (m *Member) Key() string { return m.key }
@@ -122,6 +130,9 @@ func (m *Member) Finish(sh uint32, tk breaker.Ticket, r Result, end int64, first
 		m.circuit.Cancel(tk)
 	default:
 		m.circuit.Done(end, tk, r == Failed, sh)
+		if r == Failed || tk.Probe() {
+			m.look()
+		}
 	}
 	if !firstByte {
 		m.none.Add(sh)
@@ -147,6 +158,7 @@ type Signal struct {
 // its limit. It returns the circuit's state.
 func (m *Member) step(s Signal) (int, breaker.State) {
 	m.circuit.Poll(s.Now) // Open → Half-Open when due
+	m.look()
 	st := m.circuit.State()
 	started := m.started.Load() // before answered: the gap is never overstated
 	now := [4]uint64{m.fbSum.Load(), m.fbCount.Load(), m.busy.Load(), m.full.Load()}

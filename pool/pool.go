@@ -83,14 +83,23 @@ func (p *Pool) Release(ms []*Member) {
 	}
 }
 
-// Forget has every member start learning over, and closes their circuits.
-func (p *Pool) Forget(now time.Time) {
+// Forget has every member start learning its limit over.
+func (p *Pool) Forget() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, m := range p.members {
 		m.limit.Forget()
 		m.lim.Store(int64(m.limit.Value()))
+	}
+}
+
+// Close closes every member's circuit at now: each is back in the pool.
+func (p *Pool) Close(now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range p.members {
 		m.circuit.Reset(now)
+		m.look()
 	}
 }
 
@@ -222,9 +231,11 @@ func Pick[C Candidate](cands []C, members []*Member, now time.Time, probe bool) 
 		if m == nil || !c.Available() {
 			continue
 		}
-		if m.circuit.State() != breaker.Closed {
+		if !m.closed.Load() {
 			if probe {
-				if tk, ok, _ := m.circuit.Allow(now); ok {
+				tk, ok, _ := m.circuit.Allow(now)
+				m.look()
+				if ok {
 					return i, tk
 				}
 			}

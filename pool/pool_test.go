@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"sync"
 	"testing"
 	"time"
 
@@ -291,5 +292,69 @@ func BenchmarkPick8(b *testing.B) {
 		i, tk := Pick(cs, ms, t0, true)
 		ms[i].Start(0)
 		ms[i].Finish(0, tk, Served, 0, false)
+	}
+}
+
+// Forget starts every limit over; Close brings every upstream back.
+func TestForgetAndClose(t *testing.T) {
+	p := New(admission.Config{Initial: 4}, breaker.CircuitConfig{MinRequests: 1})
+	ms := p.Hold(keys(1))
+	m := ms[0]
+	m.limit.SetConfig(admission.Config{Limit: 9})
+	m.limit.SetConfig(admission.Config{Initial: 4})
+	m.lim.Store(9)
+	m.Start(0)
+	_, tk := Pick(cands(1), ms, t0, true)
+	m.Finish(0, tk, Failed, breaker.Mono(t0), false)
+	if m.closed.Load() {
+		t.Fatal("a failure at min_requests 1 left the circuit closed")
+	}
+	p.Forget()
+	p.Close(t0)
+	if m.lim.Load() != 4 || !m.closed.Load() {
+		t.Fatalf("after Forget and Close: limit %d, closed %v; want 4 and true", m.lim.Load(), m.closed.Load())
+	}
+}
+
+// Picks, starts and finishes from many goroutines while the sampler
+// steps: every request counted once, nothing left in flight.
+func TestConcurrentPicksAndSteps(t *testing.T) {
+	p := New(admission.Config{}, breaker.CircuitConfig{MinRequests: 1000})
+	ms := p.Hold(keys(4))
+	cs := cands(4)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		now := t0
+		for range 200 {
+			now = now.Add(250 * time.Millisecond)
+			p.Step(Signal{Now: now}, nil)
+		}
+	}()
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for j := range 1000 {
+				i, tk := Pick(cs, ms, t0, true)
+				ms[i].Start(uint32(g))
+				fb := j%3 != 0
+				if fb {
+					ms[i].FirstByte(uint32(g), int64(time.Millisecond))
+				}
+				ms[i].Finish(uint32(g), tk, Result(j%4), breaker.Mono(t0), fb)
+			}
+		})
+	}
+	wg.Wait()
+	<-done
+	var n uint64
+	for _, st := range p.Status(t0) {
+		if st.InFlight != 0 {
+			t.Fatalf("%s: %d left in flight", st.Upstream, st.InFlight)
+		}
+		n += st.Requests
+	}
+	if n != 4000 {
+		t.Fatalf("%d requests counted, want 4000", n)
 	}
 }

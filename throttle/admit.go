@@ -374,6 +374,7 @@ func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, 
 	}
 	// Counted as a first byte by WriteHeader already (Serve's recorder)?
 	counted := rec.fb != nil && rec.wrote && rec.status < 500 && !rec.full
+	bound := rec.up != nil
 	switch {
 	case rec.full:
 		// The upstream is full, not broken: the circuit does not count it
@@ -385,7 +386,7 @@ func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, 
 	case gone:
 		t.circuit.Cancel(tk)
 		rec.finishUp(pool.Gone, end)
-	case status >= 500 && rec.up != nil:
+	case status >= 500 && bound:
 		// A failure of a pool member: its own circuit judges it, so that
 		// it leaves the pool while the others serve.
 		t.circuit.Cancel(tk)
@@ -410,8 +411,13 @@ func (t *Throttle) finish(rec *recorder, v priority.Verdict, tk breaker.Ticket, 
 		if t.latency.Slower(dur) {
 			t.latency.NoteSlow(dur, traceID(r))
 		}
-		if tr := t.circuit.Done(end, tk, false, sh); tr != nil {
-			t.circuitChanged(tr, r)
+		// A request a pool member answered counts on the member's circuit
+		// (finishUp); the throttle's own counts it only as its probe, so
+		// that the requests no member could take make its ratio.
+		if !bound || tk.Probe() {
+			if tr := t.circuit.Done(end, tk, false, sh); tr != nil {
+				t.circuitChanged(tr, r)
+			}
 		}
 	}
 	if !counted {

@@ -37,8 +37,8 @@ func via(t *testing.T, status int, members ...*pool.Member) nextFunc {
 }
 
 // A request the load balancer sent to a member counts there: in flight
-// while it runs, its first byte, and its failure on the member's circuit,
-// not the throttle's own. A retry moves it to the next member, the
+// while it runs, its first byte, and its outcome on the member's circuit,
+// not the throttle's own (which judges the requests no member took). A retry moves it to the next member, the
 // attempt it left counting as that member's failure.
 func TestBoundRequestsCountOnTheirMember(t *testing.T) {
 	th := testThrottle(t, Config{Circuit: breaker.CircuitConfig{MinRequests: 2}})
@@ -58,8 +58,8 @@ func TestBoundRequestsCountOnTheirMember(t *testing.T) {
 	if b.State != "open" || b.Circuit.Failures != 2 {
 		t.Fatalf("b: %+v, want its circuit open on its 2 failures", b)
 	}
-	if c := th.Status(now).Circuit; c.State != "closed" || c.Failures != 0 {
-		t.Fatalf("the throttle's own circuit counted a member's failures: %+v", c)
+	if c := th.Status(now).Circuit; c.State != "closed" || c.Requests != 0 {
+		t.Fatalf("the throttle's own circuit counted what members answered: %+v", c)
 	}
 	if n := ms[0].InFlight() + ms[1].InFlight(); n != 0 {
 		t.Fatalf("%d left in flight", n)

@@ -32,7 +32,9 @@ func (t *Throttle) SetOverride(state string, now, until time.Time) error {
 }
 
 // Reset forgets what was learned ("baselines": the levels' histories and the
-// trips they caused, and the concurrency limit), closes the circuit ("circuit"), or both ("all").
+// trips they caused, and the concurrency limit, a pool's upstreams'
+// too), closes the circuit and a pool's upstreams' ("circuit"), or both
+// ("all").
 func (t *Throttle) Reset(what string, now time.Time) error {
 	switch what {
 	case "baselines", "circuit", "all":
@@ -44,7 +46,7 @@ func (t *Throttle) Reset(what string, now time.Time) error {
 			l.Forget()
 		}
 		t.limit.Forget()
-		t.pool.Forget(now)
+		t.pool.Forget()
 		t.mu.Lock()
 		pc := t.cfg.Priority
 		t.mu.Unlock()
@@ -52,6 +54,7 @@ func (t *Throttle) Reset(what string, now time.Time) error {
 	}
 	if what != "baselines" {
 		t.circuit.Reset(now)
+		t.pool.Close(now)
 	}
 	t.logger.Load().Info("state reset", zap.String("instance", t.name), zap.String("what", what))
 	t.refresh(now)

@@ -43,16 +43,17 @@ type ceiling struct {
 }
 
 // ceilingOf is the ceiling of sc on the arrivals of its run (the same in
-// every set-up: one seed), the i-th keeping i slots: keeping none, and
-// where answer lengths are mixed also one and two; nil for drop, whose
+// every set-up: one seed), the i-th keeping i slots: keeping none, where
+// answer lengths are mixed also one and two, and up to the scenario's
+// IdealKeep; nil for drop, whose
 // slots change, or when no records were kept.
 func ceilingOf(sc scenario, outs []outcome) []ceiling {
 	if sc.DropTo != 0 || len(sc.Pool) > 0 || len(outs) == 0 || outs[0].Res == nil || len(outs[0].Res.Records) == 0 {
 		return nil
 	}
-	keeps := 1
+	keeps := max(1, sc.IdealKeep+1)
 	if sc.tokens() {
-		keeps = 3
+		keeps = max(keeps, 3)
 	}
 	cs := make([]ceiling, keeps)
 	for keep := range cs {

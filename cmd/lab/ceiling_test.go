@@ -113,3 +113,39 @@ func TestCeilingKeepsASlotFromLongAnswers(t *testing.T) {
 		t.Errorf("goodput %.4f keeping none, %.4f keeping one: want %.4f between them", none.Goodput, kept.Goodput, extra)
 	}
 }
+
+// tightslo's goodput bar is the ideal gateway's keeping one slot, because
+// on its arrivals keeping none leaves high requests late and keeping one
+// costs goodput below 0.95: the two targets cannot both hold.
+func TestTightSLOCannotKeepHighsPromiseAt095(t *testing.T) {
+	var sc scenario
+	for _, s := range scenarios(llmsim.Config{}, 0, false) {
+		if s.Name == "tightslo" {
+			sc = s
+		}
+	}
+	if sc.IdealKeep != 1 {
+		t.Fatalf("tightslo IdealKeep %d, want 1", sc.IdealKeep)
+	}
+	plan, err := loadgen.PlanSized(sc.Profile, loadgen.Uniform, sc.Mix, sc.Sizes, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := make([]loadgen.Record, len(plan))
+	for i, p := range plan {
+		recs[i] = loadgen.Record{AtMS: float64(p.At) / float64(time.Millisecond), Priority: p.Priority, MaxTokens: p.MaxTokens}
+	}
+	cs := ceilingOf(sc, []outcome{{Res: &loadgen.Result{Records: recs}}})
+	if len(cs) != 2 {
+		t.Fatalf("%d ceilings, want keeping none and one", len(cs))
+	}
+	none, one := cs[0], cs[1]
+	t.Logf("keeping none: goodput %.3f, high %d of %d; keeping one: %.3f, high %d of %d",
+		none.Goodput, none.HighMet, none.High, one.Goodput, one.HighMet, one.High)
+	if none.Goodput < 0.95 || float64(none.HighMet) >= 0.995*float64(none.High) {
+		t.Errorf("keeping none: goodput %.3f, high %d of %d: want ≥ 0.95 with high's promise broken", none.Goodput, none.HighMet, none.High)
+	}
+	if one.Goodput >= 0.95 || one.HighMet != one.High {
+		t.Errorf("keeping one: goodput %.3f, high %d of %d: want every high on time below 0.95", one.Goodput, one.HighMet, one.High)
+	}
+}

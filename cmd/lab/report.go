@@ -70,9 +70,13 @@ func writeMarkdown(w io.Writer, sc scenario, outs []outcome, cs []ceiling, machi
 
 	if cs != nil {
 		fmt.Fprintf(&b, "\nWithin the SLO, an ideal gateway reaches %.2f of capacity on this run's arrivals (high %d of %d within the SLO)", cs[0].Goodput, cs[0].HighMet, cs[0].High)
-		if len(cs) == 3 {
-			fmt.Fprintf(&b, "; keeping one slot from medium and low requests with long answers %.2f (high %d of %d), keeping two %.2f (high %d of %d)",
-				cs[1].Goodput, cs[1].HighMet, cs[1].High, cs[2].Goodput, cs[2].HighMet, cs[2].High)
+		for keep, c := range cs[1:] {
+			sep := ", keeping"
+			if keep == 0 {
+				sep = "; keeping"
+			}
+			fmt.Fprintf(&b, "%s %s from medium and low requests with long answers %.2f (high %d of %d)",
+				sep, slotsText(keep+1), c.Goodput, c.HighMet, c.High)
 		}
 		fmt.Fprintf(&b, ". Simulated on llmsim's model (cmd/lab/ceiling.go), it admits in the module's order (the highest priority first, then the oldest), never lets the upstream queue, and lets each request wait as long as it can and still start within the SLO. Keeping no slot, it leaves %.2f slots idle on average in the window, %.2f of them with nobody waiting: work that has not arrived cannot be started. What the upstream on this machine streams at a full batch is *served ÷ capacity* where a set-up kept it full.\n",
 			cs[0].Idle, cs[0].IdleEmpty)
@@ -314,4 +318,15 @@ func meanUpstreamLoads(sc scenario, r poolRun) string {
 		parts[i] = fmt.Sprintf("#%d %.1f", i+1, v/float64(n))
 	}
 	return strings.Join(parts, " · ")
+}
+
+// slotsText is "one slot", "two slots", or "n slots".
+func slotsText(n int) string {
+	switch n {
+	case 1:
+		return "one slot"
+	case 2:
+		return "two slots"
+	}
+	return fmt.Sprintf("%d slots", n)
 }
