@@ -230,7 +230,7 @@ func TestAdaptRefusesValuesPastTheirBound(t *testing.T) {
 		line  int
 	}{
 		{[]string{"qps {", "\twindow 1000000h", "}"}, "qps: window must be at most 24h, got 1000000h", 4},
-		{[]string{"qps {", "\tlimit 1e9", "}"}, "qps: limit must be at most 1000000, got 1000000000", 4},
+		{[]string{"qps {", "\tmax_rate 1e9", "}"}, "qps: max_rate must be at most 1000000, got 1000000000", 4},
 		{[]string{"qps {", "\tmin_baseline 1e9", "}"}, "qps: min_baseline must be at most 1000000", 4},
 		{[]string{"qps {", "\tsigma 1e308", "}"}, "qps: sigma must be at most 100, got 1e+308", 4},
 		{[]string{"qps {", "\ttrip_factor 101", "}"}, "qps: trip_factor must be at most 100, got 101", 4},
@@ -351,7 +351,7 @@ func TestWrittenZeroHonouredOrRefused(t *testing.T) {
 		json, want string
 	}{
 		{[]string{"qps {", "\ttrip_factor 0", "}"}, `{"qps":{"trip_factor":0}}`, "qps: trip_factor must be above 1, got 0"},
-		{[]string{"qps {", "\tlimit 0", "}"}, `{"qps":{"limit":0}}`, "qps: limit must be positive (leave it out for no fixed ceiling), got 0"},
+		{[]string{"qps {", "\tmax_rate 0", "}"}, `{"qps":{"max_rate":0}}`, "qps: max_rate must be positive (leave it out for no fixed ceiling), got 0"},
 		{[]string{"latency {", "\tpercentile 0", "}"}, `{"latency":{"percentile":0}}`, "latency: percentile must be in (0,100], got 0"},
 		{[]string{"latency {", "\tfactor 0", "}"}, `{"latency":{"factor":0}}`, "latency: factor must be above 1, got 0"},
 		{[]string{"latency {", "\tconsecutive 0", "}"}, `{"latency":{"consecutive":0}}`, "latency: consecutive must be a whole number ≥ 1, got 0"},

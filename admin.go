@@ -72,7 +72,10 @@ func (a adminAPI) handleStatus(w http.ResponseWriter, r *http.Request) error {
 	}
 	now := time.Now()
 	var resp statusResponse
-	if name := r.URL.Query().Get("instance"); name != "" {
+	if r.URL.Query().Has("instance") {
+		return badRequest(renamed("instance"))
+	}
+	if name := r.URL.Query().Get("name"); name != "" {
 		in, err := lookup(name)
 		if err != nil {
 			return err
@@ -94,9 +97,9 @@ func (a adminAPI) handleStatus(w http.ResponseWriter, r *http.Request) error {
 
 // overrideRequest is POST /throttle/override.
 type overrideRequest struct {
-	Instance string `json:"instance"`
-	State    string `json:"state"`
-	For      string `json:"for"`
+	Name  string `json:"name"`
+	State string `json:"state"`
+	For   string `json:"for"`
 }
 
 func (a adminAPI) handleOverride(w http.ResponseWriter, r *http.Request) error {
@@ -127,7 +130,7 @@ func (a adminAPI) handleOverride(w http.ResponseWriter, r *http.Request) error {
 	default:
 		return badRequest(`"state" must be drain, shed, pass or auto`)
 	}
-	in, err := lookup(req.Instance)
+	in, err := lookup(req.Name)
 	if err != nil {
 		return err
 	}
@@ -140,8 +143,8 @@ func (a adminAPI) handleOverride(w http.ResponseWriter, r *http.Request) error {
 
 // resetRequest is POST /throttle/reset.
 type resetRequest struct {
-	Instance string `json:"instance"`
-	What     string `json:"what"`
+	Name string `json:"name"`
+	What string `json:"what"`
 }
 
 func (a adminAPI) handleReset(w http.ResponseWriter, r *http.Request) error {
@@ -159,7 +162,7 @@ func (a adminAPI) handleReset(w http.ResponseWriter, r *http.Request) error {
 	if req.What != "baselines" && req.What != "circuit" && req.What != "all" {
 		return badRequest(`"what" must be baselines, circuit or all`)
 	}
-	in, err := lookup(req.Instance)
+	in, err := lookup(req.Name)
 	if err != nil {
 		return err
 	}
@@ -190,7 +193,7 @@ func lookup(name string) (*throttle.Throttle, error) {
 		if len(all) == 1 {
 			return all[0], nil
 		}
-		return nil, badRequest(fmt.Sprintf(`"instance" is required: %d instances are configured`, len(all)))
+		return nil, badRequest(fmt.Sprintf(`"name" is required: %d instances are configured`, len(all)))
 	}
 	var found *throttle.Throttle
 	instances.Range(func(k, v any) bool {
@@ -201,7 +204,7 @@ func lookup(name string) (*throttle.Throttle, error) {
 		return true
 	})
 	if found == nil {
-		return nil, caddy.APIError{HTTPStatus: http.StatusNotFound, Message: "unknown instance"}
+		return nil, caddy.APIError{HTTPStatus: http.StatusNotFound, Message: "unknown name"}
 	}
 	return found, nil
 }
@@ -224,6 +227,9 @@ func decodeStrict(w http.ResponseWriter, r *http.Request, v any) error {
 		}
 		return badRequest("body must be a JSON object")
 	}
+	if err := exactKeys(body, reflect.TypeOf(v).Elem()); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -243,12 +249,18 @@ func decodeStrict(w http.ResponseWriter, r *http.Request, v any) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return badRequest("body has data after the JSON object")
 	}
-	return exactKeys(body, reflect.TypeOf(v).Elem())
+	return nil
 }
+
+// renamedFields maps a field or query parameter's former name to its name
+// now: the former is refused, naming the new.
+var renamedFields = map[string]string{"instance": "name"}
+
+func renamed(old string) string { return fmt.Sprintf("%q is now %q", old, renamedFields[old]) }
 
 // exactKeys refuses a top-level key of body (valid JSON) that is not
 // exactly one of t's json field names: encoding/json matches them without
-// regard to case.
+// regard to case. A former name is refused naming the new.
 func exactKeys(body []byte, t reflect.Type) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
@@ -260,6 +272,9 @@ func exactKeys(body []byte, t reflect.Type) error {
 			return badRequest("body is not valid JSON")
 		}
 		key, _ := tok.(string)
+		if _, ok := renamedFields[key]; ok {
+			return badRequest(renamed(key))
+		}
 		if name, ok := fieldNamed(t, key); !ok {
 			if name == "" {
 				return badRequest("unknown field in body")

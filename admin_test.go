@@ -51,8 +51,21 @@ func TestStatusIsBounded(t *testing.T) {
 	if perInstance := w.Body.Len() / maxInstancesShown; perInstance > 4096 {
 		t.Fatalf("%d bytes per instance", perInstance)
 	}
-	if resp.Instances[0].Instance != "bounded-000" {
-		t.Fatalf("not sorted by name: %s first", resp.Instances[0].Instance)
+	if resp.Instances[0].Name != "bounded-000" {
+		t.Fatalf("not sorted by name: %s first", resp.Instances[0].Name)
+	}
+	// One is asked for by its name; the former ?instance= names the new.
+	w = httptest.NewRecorder()
+	if err := (adminAPI{}).handleStatus(w, httptest.NewRequest(http.MethodGet, "/throttle/status?name=bounded-007", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &resp); err != nil || len(resp.Instances) != 1 || resp.Instances[0].Name != "bounded-007" {
+		t.Fatalf("?name=bounded-007: %v %s", err, w.Body)
+	}
+	var apiErr caddy.APIError
+	err := (adminAPI{}).handleStatus(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/throttle/status?instance=bounded-007", nil))
+	if !errors.As(err, &apiErr) || apiErr.HTTPStatus != 400 || apiErr.Message != `"instance" is now "name"` {
+		t.Fatalf("?instance=: %v", err)
 	}
 }
 
@@ -99,41 +112,44 @@ func TestAdminBodiesAreStrict(t *testing.T) {
 		code       int
 		reason     string
 	}{
-		{ov, `{"instance":"strict-body","state":"auto"}`, 200, ""},
-		{ov, " \n{\"instance\":\"strict-body\",\"state\":\"auto\"}\n ", 200, ""},
-		{rs, `{"instance":"strict-body","what":"circuit"}`, 200, ""},
+		{ov, `{"name":"strict-body","state":"auto"}`, 200, ""},
+		{ov, " \n{\"name\":\"strict-body\",\"state\":\"auto\"}\n ", 200, ""},
+		{rs, `{"name":"strict-body","what":"circuit"}`, 200, ""},
 		// trailing data encoding/json's More does not see
-		{ov, `{"instance":"strict-body","state":"shed"}}`, 400, "body has data after the JSON object"},
-		{ov, `{"instance":"strict-body","state":"shed"}]`, 400, "body has data after the JSON object"},
-		{ov, `{"instance":"strict-body","state":"shed"} ] `, 400, "body has data after the JSON object"},
-		{rs, `{"instance":"strict-body","what":"all"}}}`, 400, "body has data after the JSON object"},
+		{ov, `{"name":"strict-body","state":"shed"}}`, 400, "body has data after the JSON object"},
+		{ov, `{"name":"strict-body","state":"shed"}]`, 400, "body has data after the JSON object"},
+		{ov, `{"name":"strict-body","state":"shed"} ] `, 400, "body has data after the JSON object"},
+		{rs, `{"name":"strict-body","what":"all"}}}`, 400, "body has data after the JSON object"},
 		// keys in another case
-		{ov, `{"instance":"strict-body","STATE":"shed"}`, 400, `field names are case-sensitive: write "state"`},
-		{ov, `{"Instance":"strict-body","state":"shed"}`, 400, `field names are case-sensitive: write "instance"`},
-		{ov, `{"instance":"strict-body","state":"shed","For":"1m"}`, 400, `field names are case-sensitive: write "for"`},
-		{ov, `{"instance":"strict-body","state":"auto","STATE":"shed"}`, 400, `field names are case-sensitive: write "state"`},
-		{ov, `{"instance":"strict-body","ſtate":"shed"}`, 400, `field names are case-sensitive: write "state"`},
-		{rs, `{"instance":"strict-body","WHAT":"all"}`, 400, `field names are case-sensitive: write "what"`},
+		{ov, `{"name":"strict-body","STATE":"shed"}`, 400, `field names are case-sensitive: write "state"`},
+		{ov, `{"Name":"strict-body","state":"shed"}`, 400, `field names are case-sensitive: write "name"`},
+		{ov, `{"name":"strict-body","state":"shed","For":"1m"}`, 400, `field names are case-sensitive: write "for"`},
+		{ov, `{"name":"strict-body","state":"auto","STATE":"shed"}`, 400, `field names are case-sensitive: write "state"`},
+		{ov, `{"name":"strict-body","ſtate":"shed"}`, 400, `field names are case-sensitive: write "state"`},
+		{rs, `{"name":"strict-body","WHAT":"all"}`, 400, `field names are case-sensitive: write "what"`},
+		// the former name of "name"
+		{ov, `{"instance":"strict-body","state":"shed"}`, 400, `"instance" is now "name"`},
+		{rs, `{"what":"all","instance":"strict-body"}`, 400, `"instance" is now "name"`},
 		// as before
-		{ov, `{"instance":"strict-body","state":"shed"} {}`, 400, "body has data after the JSON object"},
-		{ov, `{"instance":"strict-body","state":"shed","until":"later"}`, 400, "unknown field in body"},
-		{ov, `{"instance":"strict-body","state":7}`, 400, `field "state" has the wrong type`},
-		{ov, `{"instance":"strict-body","state":`, 400, "body is not valid JSON"},
+		{ov, `{"name":"strict-body","state":"shed"} {}`, 400, "body has data after the JSON object"},
+		{ov, `{"name":"strict-body","state":"shed","until":"later"}`, 400, "unknown field in body"},
+		{ov, `{"name":"strict-body","state":7}`, 400, `field "state" has the wrong type`},
+		{ov, `{"name":"strict-body","state":`, 400, "body is not valid JSON"},
 		{ov, ``, 400, "empty body: a JSON object is required"},
 		{ov, " \n ", 400, "empty body: a JSON object is required"},
 		// anything but an object
 		{ov, `[]`, 400, "body must be a JSON object"},
-		{rs, ` [{"instance":"strict-body","what":"all"}]`, 400, "body must be a JSON object"},
+		{rs, ` [{"name":"strict-body","what":"all"}]`, 400, "body must be a JSON object"},
 		{ov, `null`, 400, "body must be a JSON object"},
 		{ov, `"shed"`, 400, "body must be a JSON object"},
 		{rs, `7`, 400, "body must be a JSON object"},
 		{ov, `[`, 400, "body is not valid JSON"},
 		// a reset names what it forgets
-		{rs, `{"instance":"strict-body"}`, 400, `"what" is required: baselines, circuit or all`},
-		{rs, `{"instance":"strict-body","what":""}`, 400, `"what" is required: baselines, circuit or all`},
-		{ov, `{"instance":"strict-body","state":"drained"}`, 400, `"state" must be drain, shed, pass or auto`},
-		{ov, `{"instance":"strict-body","state":"shed","x":"` + strings.Repeat("a", maxAdminBody) + `"}`, 400, "body larger than 65536 bytes"},
-		{rs, `{"instance":"strict-body","what":"all"}` + strings.Repeat(" ", maxAdminBody), 400, "body larger than 65536 bytes"},
+		{rs, `{"name":"strict-body"}`, 400, `"what" is required: baselines, circuit or all`},
+		{rs, `{"name":"strict-body","what":""}`, 400, `"what" is required: baselines, circuit or all`},
+		{ov, `{"name":"strict-body","state":"drained"}`, 400, `"state" must be drain, shed, pass or auto`},
+		{ov, `{"name":"strict-body","state":"shed","x":"` + strings.Repeat("a", maxAdminBody) + `"}`, 400, "body larger than 65536 bytes"},
+		{rs, `{"name":"strict-body","what":"all"}` + strings.Repeat(" ", maxAdminBody), 400, "body larger than 65536 bytes"},
 	} {
 		fn := api.handleOverride
 		if c.path == rs {
@@ -156,7 +172,7 @@ func TestAdminOverrideDrain(t *testing.T) {
 	h := newHandler(t, &Handler{Name: "drain-admin"})
 	h.t.SetLogger(zap.NewNop())
 	api := adminAPI{}
-	for _, body := range []string{`{"instance":"drain-admin","state":"drain"}`, `{"instance":"drain-admin","state":"drain","for":"10m"}`} {
+	for _, body := range []string{`{"name":"drain-admin","state":"drain"}`, `{"name":"drain-admin","state":"drain","for":"10m"}`} {
 		if code, reason := adminPost(t, api.handleOverride, "/throttle/override", body); code != 200 {
 			t.Fatalf("%s: %d %s", body, code, reason)
 		}

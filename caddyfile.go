@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"reflect"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -40,7 +38,7 @@ func handlerDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, erro
 	}
 	matcherSet, err := h.ExtractMatcherSet()
 	if err != nil {
-		if hasLocation(err) {
+		if hasLocation(err, h.File()) {
 			return nil, err
 		}
 		return nil, h.WrapErr(err) // the cursor is on the matcher token
@@ -52,12 +50,12 @@ func handlerDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, erro
 	return h.NewRoute(matcherSet, handler), nil
 }
 
-// location is how caddyfile.Dispenser.WrapErr ends an error.
-var location = regexp.MustCompile(`, at \S+:\d+( import chain \[.*\])?$`)
-
-// hasLocation reports whether err already names a file and line, so that
-// wrapping it again would print the location twice.
-func hasLocation(err error) bool { return location.MatchString(err.Error()) }
+// hasLocation reports whether err already names a line of file, as
+// caddyfile.Dispenser.WrapErr writes it (", at file:line"), so that
+// wrapping it again would print the location twice. Caddy's errors carry
+// no type that says so: some of its matchers' errors name the line, others
+// (an unknown matcher module) do not.
+func hasLocation(err error, file string) bool { return strings.Contains(err.Error(), ", at "+file+":") }
 
 // stateKey counts the unnamed adaptive_throttle directives in one
 // Caddyfile: the n-th is called default-n (the first plain default), so
@@ -121,7 +119,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			sigma        <n>          # 2; 0: the mean; ≤ 100
 //			trip_factor  <n>          # 1.5; above 1, ≤ 100
 //			min_baseline <req/s>      # 5; 0: no floor; ≤ 1000000
-//			limit        <req/s>      # none; ≤ 1000000
+//			max_rate     <req/s>      # none: a fixed ceiling besides the learned one; ≤ 1000000
 //			warmup       <seconds>    # 30; 0: none; ≤ the window
 //		}
 //		gpu off
@@ -199,7 +197,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneArg(d, "", func(v string) error { h.Name = v; return nil })
 		case "qps":
 			h.QPS = new(qps.Config)
-			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return scalarKey(d, "qps", h.QPS) }, func() error { return h.QPS.Validate() })
+			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return qpsKey(d, h.QPS) }, func() error { return h.QPS.Validate() })
 		case "gpu":
 			h.GPU = new(gpu.Config)
 			if d.NextArg() {
@@ -220,10 +218,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			})
 		case "latency":
 			h.Latency = new(latency.Config)
-			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return scalarKey(d, "latency", h.Latency) }, func() error { return h.Latency.Validate() })
+			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return latencyKey(d, h.Latency) }, func() error { return h.Latency.Validate() })
 		case "circuit":
 			h.Circuit = new(breaker.CircuitConfig)
-			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return scalarKey(d, "circuit", h.Circuit) }, func() error { return h.Circuit.Validate() })
+			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return circuitKey(d, h.Circuit) }, func() error { return h.Circuit.Validate() })
 		case "priority":
 			h.Priority = new(PriorityConfig)
 			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return priorityKey(d, h.Priority) }, func() error { return h.Priority.Validate() })
@@ -231,9 +229,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.Concurrency = new(admission.Config)
 			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return concurrencyKey(d, h.Concurrency) }, func() error { return h.Concurrency.Validate() })
 		case "retry_after":
-			err = oneArg(d, "", durationInto(d, &h.RetryAfter))
+			err = durationKey(d, "", &h.RetryAfter)
 		case "retry_after_max":
-			err = oneArg(d, "", durationInto(d, &h.RetryAfterMax))
+			err = durationKey(d, "", &h.RetryAfterMax)
 		case "persist":
 			h.Persist = new(PersistConfig)
 			if d.NextArg() {
@@ -247,14 +245,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.Persist.Off = true
 				continue
 			}
-			err = parseBlock(d, func(d *caddyfile.Dispenser) error {
-				if d.Val() == "off" {
-					return keyErr(d, "persist", "off", "stands alone, as: persist off")
-				}
-				return scalarKey(d, "persist", h.Persist)
-			}, func() error { return h.Persist.Validate() })
+			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return persistKey(d, h.Persist) }, func() error { return h.Persist.Validate() })
 		default:
-			return d.Errf("unrecognized subdirective %q", d.Val())
+			return unknownKey(d, "")
 		}
 		if err != nil {
 			return err
@@ -264,15 +257,38 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	// floor against the ceiling.
 	top := throttle.Config{RetryAfter: h.RetryAfter, RetryAfterMax: h.RetryAfterMax}
 	if err := top.Validate(); err != nil {
-		return fmt.Errorf("%w, at %s:%d", err, d.File(), lineOf(err.Error(), seen, directiveLine))
+		return fmt.Errorf("%w, at %s:%d", err, d.File(), lineOf(err, "", seen, directiveLine))
 	}
 	return nil
+}
+
+// keys lists each block's Caddyfile keys ("" is the directive's own), as
+// unknownKey names them; each block's parser below takes exactly these.
+var keys = map[string][]string{
+	"":            {"name", "qps", "gpu", "latency", "circuit", "priority", "concurrency", "retry_after", "retry_after_max", "persist"},
+	"qps":         {"window", "sigma", "trip_factor", "min_baseline", "max_rate", "warmup"},
+	"gpu":         {"source", "metric", "labels", "aggregate", "threshold", "interval", "timeout", "stale_after", "devices", "on_error"},
+	"latency":     {"percentile", "window", "factor", "consecutive", "ceiling", "measure", "min_threshold", "slo"},
+	"circuit":     {"error_ratio", "min_requests", "window", "open_for", "max_open_for", "probes", "probe_timeout"},
+	"priority":    {"from", "default", "high_reserve", "medium_floor", "trusted"},
+	"concurrency": {"limit", "min", "max", "initial", "queue", "max_wait", "weigh_body"},
+	"persist":     {"max_age"},
+}
+
+// unknownKey refuses the key on the line, naming the block's keys.
+func unknownKey(d *caddyfile.Dispenser, block string) error {
+	in := block
+	if in == "" {
+		in = "adaptive_throttle"
+	}
+	return keyErr(d, block, d.Val(), "is unknown (%s takes %s)", in, strings.Join(keys[block], ", "))
 }
 
 // parseBlock runs sub for each line of a nested block (a block is
 // required; a key given twice is an error), then checks the block as a
 // whole, so that what only the block can judge (a window against its
-// minimum, a timeout against the interval) fails adapt at the block's line.
+// minimum, a timeout against the interval) fails adapt at the line of the
+// key it is about.
 func parseBlock(d *caddyfile.Dispenser, sub func(*caddyfile.Dispenser) error, check func() error) error {
 	name := d.Val()
 	if d.NextArg() {
@@ -290,34 +306,136 @@ func parseBlock(d *caddyfile.Dispenser, sub func(*caddyfile.Dispenser) error, ch
 		}
 	}
 	if err := check(); err != nil {
-		return fmt.Errorf("%w, at %s:%d", err, d.File(), lineOf(err.Error(), lines, blockLine))
+		return fmt.Errorf("%w, at %s:%d", err, d.File(), lineOf(err, name, lines, blockLine))
 	}
 	return nil
 }
 
-// lineOf is the line of the key a block's error names first (the one it is
-// about), or the block's own line when it names none.
-func lineOf(msg string, lines map[string]int, blockLine int) int {
-	line, at := blockLine, len(msg)
-	for key, l := range lines {
-		for i := 0; i+len(key) <= len(msg); {
-			j := strings.Index(msg[i:], key)
-			if j < 0 {
-				break
-			}
-			j += i
-			end := j + len(key)
-			word := (j == 0 || !isKeyByte(msg[j-1])) && (end == len(msg) || !isKeyByte(msg[end]))
-			if word && j < at {
-				line, at = l, j
-			}
-			i = end
+// lineOf is the line of the first key of block that err (a Validate's:
+// one config.Error, or several joined) is about and the block wrote, or the
+// block's own line when it wrote none of them (a value checked against
+// another's default).
+func lineOf(err error, block string, lines map[string]int, blockLine int) int {
+	for _, e := range keyErrors(err) {
+		if l, ok := lines[caddyfileKey(block, e.Key)]; ok && e.Block == block {
+			return l
 		}
 	}
-	return line
+	return blockLine
 }
 
-func isKeyByte(c byte) bool { return c == '_' || 'a' <= c && c <= 'z' }
+// keyErrors lists the config errors in err, in order: err itself, or
+// those it joins.
+func keyErrors(err error) []*config.Error {
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		var all []*config.Error
+		for _, err := range joined.Unwrap() {
+			all = append(all, keyErrors(err)...)
+		}
+		return all
+	}
+	if e := (*config.Error)(nil); errors.As(err, &e) {
+		return []*config.Error{e}
+	}
+	return nil
+}
+
+// caddyfileKey is the Caddyfile key that writes the JSON key of block
+// (its first word: "max_wait high" is a priority's max_wait): the
+// Caddyfile writes some JSON keys as arguments of another key.
+func caddyfileKey(block, key string) string {
+	key, _, _ = strings.Cut(key, " ")
+	switch block + " " + key {
+	case "gpu urls", "gpu path":
+		return "source" // source prometheus <url>..., source nvidia-smi <path>
+	case "gpu pair_kind", "gpu pair_metric", "gpu metric_max":
+		return "metric" // metric <name> total|free <name>, metric <name> max <n>
+	case "priority high_reserve_share":
+		return "high_reserve" // high_reserve 20%
+	}
+	return key
+}
+
+// Each block's parser takes one line of its block: the key the cursor is
+// on and its arguments. A number's bounds, and what only the block as a
+// whole can judge, its Validate says at the end of the block; a whole
+// number or a number written as 0 is recorded in the block's Zeros, so
+// that the default never replaces it.
+
+func qpsKey(d *caddyfile.Dispenser, c *qps.Config) error {
+	const b = "qps"
+	switch d.Val() {
+	case "window":
+		return durationKey(d, b, &c.Window)
+	case "sigma":
+		return numberKey(d, b, &c.Sigma, &c.Zeros)
+	case "trip_factor":
+		return numberKey(d, b, &c.TripFactor, &c.Zeros)
+	case "min_baseline":
+		return numberKey(d, b, &c.MinBaseline, &c.Zeros)
+	case "max_rate":
+		return numberKey(d, b, &c.MaxRate, &c.Zeros)
+	case "limit":
+		return keyErr(d, b, "limit", "is now max_rate (req/s; concurrency's limit counts slots)")
+	case "warmup":
+		return wholeKey(d, b, &c.Warmup, &c.Zeros)
+	}
+	return unknownKey(d, b)
+}
+
+func latencyKey(d *caddyfile.Dispenser, c *latency.Config) error {
+	const b = "latency"
+	switch d.Val() {
+	case "percentile":
+		return numberKey(d, b, &c.Percentile, &c.Zeros)
+	case "window":
+		return durationKey(d, b, &c.Window)
+	case "factor":
+		return numberKey(d, b, &c.Factor, &c.Zeros)
+	case "consecutive":
+		return wholeKey(d, b, &c.Consecutive, &c.Zeros)
+	case "ceiling":
+		return durationKey(d, b, &c.Ceiling)
+	case "measure":
+		return oneArg(d, b, func(v string) error { c.Measure = v; return nil }) // Validate names the choices
+	case "min_threshold":
+		return durationKey(d, b, &c.MinThreshold)
+	case "slo":
+		return durationKey(d, b, &c.SLO)
+	}
+	return unknownKey(d, b)
+}
+
+func circuitKey(d *caddyfile.Dispenser, c *breaker.CircuitConfig) error {
+	const b = "circuit"
+	switch d.Val() {
+	case "error_ratio":
+		return numberKey(d, b, &c.ErrorRatio, &c.Zeros)
+	case "min_requests":
+		return wholeKey(d, b, &c.MinRequests, &c.Zeros)
+	case "window":
+		return durationKey(d, b, &c.Window)
+	case "open_for":
+		return durationKey(d, b, &c.OpenFor)
+	case "max_open_for":
+		return durationKey(d, b, &c.MaxOpenFor)
+	case "probes":
+		return wholeKey(d, b, &c.Probes, &c.Zeros)
+	case "probe_timeout":
+		return durationKey(d, b, &c.ProbeTimeout)
+	}
+	return unknownKey(d, b)
+}
+
+func persistKey(d *caddyfile.Dispenser, c *PersistConfig) error {
+	switch d.Val() {
+	case "max_age":
+		return durationKey(d, "persist", &c.MaxAge)
+	case "off":
+		return keyErr(d, "persist", "off", "stands alone, as: persist off")
+	}
+	return unknownKey(d, "persist")
+}
 
 func gpuKey(d *caddyfile.Dispenser, c *gpu.Config) error {
 	switch d.Val() {
@@ -415,8 +533,14 @@ func gpuKey(d *caddyfile.Dispenser, c *gpu.Config) error {
 			c.OnError = v
 			return nil
 		})
+	case "interval":
+		return durationKey(d, "gpu", &c.Interval)
+	case "timeout":
+		return durationKey(d, "gpu", &c.Timeout)
+	case "stale_after":
+		return durationKey(d, "gpu", &c.StaleAfter)
 	}
-	return scalarKey(d, "gpu", c)
+	return unknownKey(d, "gpu")
 }
 
 func priorityKey(d *caddyfile.Dispenser, c *PriorityConfig) error {
@@ -453,7 +577,7 @@ func priorityKey(d *caddyfile.Dispenser, c *PriorityConfig) error {
 	case "trusted":
 		set, err := caddyhttp.ParseCaddyfileNestedMatcherSet(d)
 		if err != nil {
-			if hasLocation(err) {
+			if hasLocation(err, d.File()) {
 				// Most of Caddy's matcher errors name the line already.
 				return fmt.Errorf("priority: trusted: %w", err)
 			}
@@ -464,8 +588,12 @@ func priorityKey(d *caddyfile.Dispenser, c *PriorityConfig) error {
 		}
 		c.TrustedRaw = set
 		return nil
+	case "default":
+		return oneArg(d, "priority", func(v string) error { c.Default = v; return nil }) // Validate names the choices
+	case "medium_floor":
+		return numberKey(d, "priority", &c.MediumFloor, &c.Zeros)
 	}
-	return scalarKey(d, "priority", c)
+	return unknownKey(d, "priority")
 }
 
 func concurrencyKey(d *caddyfile.Dispenser, c *admission.Config) error {
@@ -535,8 +663,16 @@ func concurrencyKey(d *caddyfile.Dispenser, c *admission.Config) error {
 			}
 		}
 		return nil
+	case "min":
+		return wholeKey(d, "concurrency", &c.Min, &c.Zeros)
+	case "max":
+		return wholeKey(d, "concurrency", &c.Max, &c.Zeros)
+	case "initial":
+		return wholeKey(d, "concurrency", &c.Initial, &c.Zeros)
+	case "queue":
+		return wholeKey(d, "concurrency", &c.Queue, &c.Zeros)
 	}
-	return scalarKey(d, "concurrency", c)
+	return unknownKey(d, "concurrency")
 }
 
 // oneArg reads exactly one argument of a key of block ("" at the top
@@ -559,84 +695,49 @@ func keyErr(d *caddyfile.Dispenser, block, key, format string, args ...any) erro
 	return d.Err(config.Errorf(block, key, format, args...).Error())
 }
 
-func durationInto(d *caddyfile.Dispenser, dst *config.Duration) func(string) error {
-	name := d.Val()
-	return func(v string) error {
+// durationKey sets dst from the key's one argument, a positive duration.
+func durationKey(d *caddyfile.Dispenser, block string, dst *config.Duration) error {
+	key := d.Val()
+	return oneArg(d, block, func(v string) error {
 		dur, err := caddy.ParseDuration(v)
 		if err != nil || dur <= 0 {
-			return keyErr(d, "", name, "must be a positive duration such as 10s, got %q", v)
+			return keyErr(d, block, key, "must be a positive duration such as 10s, got %q", v)
 		}
 		*dst = config.Duration(dur)
 		return nil
-	}
+	})
 }
 
-// scalarKey sets the field of block (a pointer to the block's config
-// struct) whose JSON tag is the key on the line, from its one argument:
-// the block's own type says what a key is, so a new key of a level needs
-// no change here. Durations must be positive; numbers finite (a trailing %
-// divides by 100); whole numbers whole (a *int, such as high_reserve, at
-// least 0). A number written as 0 is recorded in the block's Zeros, so
-// that the default never replaces it. What only the block can judge (a
-// range, a bound, an enum, a zero) its Validate says at the end of the
-// block, at this key's line.
-func scalarKey(d *caddyfile.Dispenser, name string, block any) error {
+// numberKey sets dst from the key's one argument, a finite number (a
+// trailing % divides by 100), and records a 0 in zeros.
+func numberKey(d *caddyfile.Dispenser, block string, dst *float64, zeros *config.Zeros) error {
 	key := d.Val()
-	f, ok := fieldByKey(reflect.ValueOf(block).Elem(), key)
-	if !ok {
-		return d.Errf("unrecognized %s subdirective %q", name, key)
-	}
-	return oneArg(d, name, func(v string) error {
-		zero := false
-		switch dst := f.Addr().Interface().(type) {
-		case *config.Duration:
-			dur, err := caddy.ParseDuration(v)
-			if err != nil || dur <= 0 {
-				return keyErr(d, name, key, "must be a positive duration such as 10s, got %q", v)
-			}
-			*dst = config.Duration(dur)
-		case *float64:
-			x, err := parseNumber(v)
-			if err != nil {
-				return keyErr(d, name, key, "must be a finite number, got %q", v)
-			}
-			*dst, zero = x, x == 0
-		case *int:
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				return keyErr(d, name, key, "must be a whole number, got %q", v)
-			}
-			*dst, zero = n, n == 0
-		case **int:
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 {
-				return keyErr(d, name, key, "must be a whole number ≥ 0, got %q", v)
-			}
-			*dst = &n
-		case *string:
-			*dst = v
-		default:
-			return keyErr(d, name, key, "cannot be set from the Caddyfile")
+	return oneArg(d, block, func(v string) error {
+		x, err := parseNumber(v)
+		if err != nil {
+			return keyErr(d, block, key, "must be a finite number, got %q", v)
 		}
-		if z := reflect.ValueOf(block).Elem().FieldByName("Zeros"); zero && z.IsValid() {
-			z.Addr().Interface().(*config.Zeros).Add(key)
+		if *dst = x; x == 0 {
+			zeros.Add(key)
 		}
 		return nil
 	})
 }
 
-// fieldByKey finds the field of struct v (or of a struct it embeds) whose
-// JSON name is key.
-func fieldByKey(v reflect.Value, key string) (reflect.Value, bool) {
-	for _, sf := range reflect.VisibleFields(v.Type()) {
-		if !sf.IsExported() || sf.Anonymous {
-			continue
+// wholeKey sets dst from the key's one argument, a whole number, and
+// records a 0 in zeros.
+func wholeKey(d *caddyfile.Dispenser, block string, dst *int, zeros *config.Zeros) error {
+	key := d.Val()
+	return oneArg(d, block, func(v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return keyErr(d, block, key, "must be a whole number, got %q", v)
 		}
-		if name, _, _ := strings.Cut(sf.Tag.Get("json"), ","); name == key {
-			return v.FieldByIndex(sf.Index), true
+		if *dst = n; n == 0 {
+			zeros.Add(key)
 		}
-	}
-	return reflect.Value{}, false
+		return nil
+	})
 }
 
 // parseNumber reads a finite number; "50%" is 0.5.

@@ -3,6 +3,7 @@ package adaptivethrottle
 import (
 	"encoding/json"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -47,7 +48,7 @@ func TestCaddyfileBare(t *testing.T) {
 		{"qps sigma", s.QPS.Sigma, 2.0},
 		{"qps trip_factor", s.QPS.TripFactor, 1.5},
 		{"qps min_baseline", s.QPS.MinBaseline, 5.0},
-		{"qps limit", s.QPS.Limit, 0.0},
+		{"qps max_rate", s.QPS.MaxRate, 0.0},
 		{"gpu source", s.GPU.Source, "auto"},
 		{"gpu threshold", s.GPU.Threshold, 0.75},
 		{"gpu interval", s.GPU.Interval.D(), 2 * time.Second},
@@ -92,7 +93,7 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 			sigma 3
 			trip_factor 2
 			min_baseline 10
-			limit 200
+			max_rate 200
 			warmup 20
 		}
 		gpu {
@@ -149,7 +150,7 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 	want := &Handler{
 		Name: "llm-main",
 		QPS: &qps.Config{Window: config.Duration(2 * time.Minute), Sigma: 3, TripFactor: 2, MinBaseline: 10,
-			Limit: 200, Warmup: 20},
+			MaxRate: 200, Warmup: 20},
 		GPU: &gpu.Config{Source: "prometheus", URLs: []string{"http://10.0.0.5:8000/metrics", "http://10.0.0.6:8000/metrics"},
 			Metric: "DCGM_FI_DEV_FB_USED", PairKind: "free", PairMetric: "DCGM_FI_DEV_FB_FREE",
 			Labels: map[string]string{"gpu": "0", "model_name": "llama"}, Aggregate: "mean", Threshold: 0.8,
@@ -210,9 +211,10 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		line       int
 	}{
 		{"adaptive_throttle extra", "wrong argument count", 1},
-		{"adaptive_throttle {\n\tbogus 1\n}", `unrecognized subdirective "bogus"`, 2},
-		{"adaptive_throttle {\n\tqps {\n\t\twindow 5m\n\t\tsigmaa 2\n\t}\n}", `unrecognized qps subdirective "sigmaa"`, 4},
+		{"adaptive_throttle {\n\tbogus 1\n}", `bogus is unknown (adaptive_throttle takes name, qps, gpu, latency, circuit, priority, concurrency, retry_after, retry_after_max, persist)`, 2},
+		{"adaptive_throttle {\n\tqps {\n\t\twindow 5m\n\t\tsigmaa 2\n\t}\n}", `qps: sigmaa is unknown (qps takes window, sigma, trip_factor, min_baseline, max_rate, warmup)`, 4},
 		{"adaptive_throttle {\n\tqps {\n\t\twindow soon\n\t}\n}", "window must be a positive duration", 3},
+		{"adaptive_throttle {\n\tqps {\n\t\tlimit 50\n\t}\n}", "qps: limit is now max_rate (req/s; concurrency's limit counts slots)", 3},
 		{"adaptive_throttle {\n\tqps {\n\t\ttrip_factor 0.5\n\t}\n}", "trip_factor must be above 1", 3},
 		{"adaptive_throttle {\n\tqps 5m\n}", "qps takes a block", 2},
 		{"adaptive_throttle {\n\tgpu {\n\t\tsource cuda\n\t}\n}", `gpu: source must be auto, nvml, nvidia-smi, prometheus or off, got "cuda"`, 3},
@@ -299,6 +301,18 @@ func TestInconsistentBlocksFailAtTheirLine(t *testing.T) {
 	}
 }
 
+// A JSON config with qps's former "limit" fails naming max_rate; max_rate
+// is read.
+func TestJSONQPSLimitIsNowMaxRate(t *testing.T) {
+	var h Handler
+	if err := json.Unmarshal([]byte(`{"qps":{"limit":50}}`), &h); err == nil || !strings.Contains(err.Error(), "qps: limit is now max_rate") {
+		t.Errorf(`{"qps":{"limit":50}}: %v`, err)
+	}
+	if err := json.Unmarshal([]byte(`{"qps":{"max_rate":50}}`), &h); err != nil || h.QPS.MaxRate != 50 {
+		t.Errorf(`{"qps":{"max_rate":50}}: %v, %+v`, err, h.QPS)
+	}
+}
+
 // Mistakes that used to be taken silently fail at their line.
 func TestCaddyfileRefusesSilentMistakes(t *testing.T) {
 	cases := []struct {
@@ -310,7 +324,7 @@ func TestCaddyfileRefusesSilentMistakes(t *testing.T) {
 		{"adaptive_throttle {\n\tgpu off {\n\t\tsource nvml\n\t}\n}", "gpu off takes no block", 2},
 		{"adaptive_throttle {\n\tqps {\n\t\tsigma 1\n\t\tsigma 2\n\t}\n}", "qps: sigma given twice", 4},
 		{"adaptive_throttle {\n\tpriority {\n\t\tfrom X-Priority\n\t}\n}", "from must be a placeholder", 3},
-		{"adaptive_throttle {\n\tqps {\n\t\tlimit inf\n\t}\n}", "limit must be a finite number", 3},
+		{"adaptive_throttle {\n\tqps {\n\t\tmax_rate inf\n\t}\n}", "max_rate must be a finite number", 3},
 		{"adaptive_throttle {\n\tqps {\n\t\tsigma NaN\n\t}\n}", "sigma must be a finite number", 3},
 		{"adaptive_throttle {\n\tlatency {\n\t\tfactor +Inf\n\t}\n}", "factor must be a finite number", 3},
 		{"adaptive_throttle {\n\tpriority {\n\t\tmedium_floor inf\n\t}\n}", "medium_floor must be a finite number", 3},
@@ -325,31 +339,79 @@ func TestCaddyfileRefusesSilentMistakes(t *testing.T) {
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
-// Every scalar key of every block's config type can be written in the
-// Caddyfile under its JSON name: a level's new key needs no change to the
-// parser.
+// Every scalar JSON key of every block's config type is a Caddyfile key of
+// its block, or one the Caddyfile writes as an argument of another key: a
+// level's new key fails here until the parser takes it.
 func TestEveryScalarJSONKeyIsACaddyfileKey(t *testing.T) {
 	blocks := map[string]any{"qps": qps.Config{}, "latency": latency.Config{}, "circuit": breaker.CircuitConfig{},
-		"priority": priority.Config{}, "gpu": gpu.Config{}}
-	values := map[reflect.Type]string{reflect.TypeOf(config.Duration(0)): "30s", reflect.TypeOf(0.0): "2",
-		reflect.TypeOf(0): "3", reflect.TypeOf((*int)(nil)): "2", reflect.TypeOf(""): "x"}
+		"priority": priority.Config{}, "gpu": gpu.Config{}, "concurrency": admission.Config{}, "persist": PersistConfig{}}
+	// JSON keys the Caddyfile writes as arguments of another key.
+	argument := map[string]bool{"gpu path": true, "gpu pair_kind": true, "gpu pair_metric": true,
+		"gpu metric_max": true, "gpu urls": true, "priority high_reserve_share": true, "persist off": true}
 	n := 0
 	for name, block := range blocks {
 		for _, f := range reflect.VisibleFields(reflect.TypeOf(block)) {
 			key, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-			v, scalar := values[f.Type]
-			if !f.IsExported() || key == "" || !scalar {
+			if !f.IsExported() || key == "" || argument[name+" "+key] {
 				continue
 			}
-			_, err := parse(t, "adaptive_throttle {\n"+name+" {\n"+key+" "+v+"\n}\n}")
-			if err != nil && strings.Contains(err.Error(), "unrecognized") {
-				t.Errorf("%s %s: %v", name, key, err)
+			if !slices.Contains(keys[name], key) {
+				t.Errorf("%s %s: not a Caddyfile key", name, key)
 			}
 			n++
 		}
 	}
-	if n < 20 {
+	if n < 40 {
 		t.Fatalf("only %d keys tried", n)
+	}
+}
+
+// The JSON keys that the Caddyfile writes as arguments of another key are
+// no Caddyfile keys of their own: each is refused at its line, naming the
+// block and the keys it takes.
+func TestCaddyfileRefusesJSONOnlyKeys(t *testing.T) {
+	for _, c := range []struct{ block, key, value string }{
+		{"gpu", "path", "/usr/bin/nvidia-smi"},
+		{"gpu", "pair_kind", "total"},
+		{"gpu", "pair_metric", "DCGM_FI_DEV_FB_FREE"},
+		{"gpu", "metric_max", "32"},
+		{"gpu", "urls", "http://127.0.0.1:8000/metrics"},
+		{"priority", "high_reserve_share", "0.2"},
+	} {
+		in := "adaptive_throttle {\n\t" + c.block + " {\n\t\tinterval 5s\n\t\t" + c.key + " " + c.value + "\n\t}\n}"
+		if c.block == "priority" {
+			in = "adaptive_throttle {\n\t" + c.block + " {\n\t\tdefault low\n\t\t" + c.key + " " + c.value + "\n\t}\n}"
+		}
+		_, err := parse(t, in)
+		want := c.block + ": " + c.key + " is unknown (" + c.block + " takes " + strings.Join(keys[c.block], ", ") + "), at Testfile:4"
+		if err == nil || err.Error() != want {
+			t.Errorf("%s %s:\n got  %v\n want %s", c.block, c.key, err, want)
+		}
+	}
+}
+
+// An unknown key in any block is refused at its line, naming the block,
+// the key and the keys the block takes; every key listed is taken.
+func TestCaddyfileUnknownKeyNamesBlockAndLine(t *testing.T) {
+	for block, ks := range keys {
+		in := "adaptive_throttle {\n\tbogus_key 1\n}"
+		want := "bogus_key is unknown (adaptive_throttle takes " + strings.Join(ks, ", ") + "), at Testfile:2"
+		if block != "" {
+			in = "adaptive_throttle {\n\tname x\n\t" + block + " {\n\t\tbogus_key 1\n\t}\n}"
+			want = block + ": bogus_key is unknown (" + block + " takes " + strings.Join(ks, ", ") + "), at Testfile:4"
+		}
+		if _, err := parse(t, in); err == nil || err.Error() != want {
+			t.Errorf("%q:\n got  %v\n want %s", in, err, want)
+		}
+		for _, key := range ks {
+			in := "adaptive_throttle {\n" + key + " x\n}"
+			if block != "" {
+				in = "adaptive_throttle {\n" + block + " {\n" + key + " x\n}\n}"
+			}
+			if _, err := parse(t, in); err != nil && strings.Contains(err.Error(), "is unknown") {
+				t.Errorf("%s %s is listed but not taken: %v", block, key, err)
+			}
+		}
 	}
 }
 
@@ -379,7 +441,7 @@ func TestCaddyfileConcurrency(t *testing.T) {
 		"concurrency {\nmax_wait -1s\n}":              `concurrency: max_wait must be a positive duration such as 1s, got "-1s", at Testfile:3`,
 		"concurrency {\nmin 5\nmax 3\n}":              `concurrency: min 5 must not exceed max 3, at Testfile:3`,
 		"concurrency {\nqueue none\n}":                `concurrency: queue must be a whole number, got "none", at Testfile:3`,
-		"concurrency {\nslots 4\n}":                   `unrecognized concurrency subdirective "slots", at Testfile:3`,
+		"concurrency {\nslots 4\n}":                   `concurrency: slots is unknown (concurrency takes limit, min, max, initial, queue, max_wait, weigh_body), at Testfile:3`,
 		"concurrency {\nweigh_body lots\n}":           `concurrency: weigh_body must be a size such as 64KiB (at most 16MiB), or off, got "lots", at Testfile:3`,
 		"concurrency {\nweigh_body 0\n}":              `concurrency: weigh_body must be a size such as 64KiB (at most 16MiB), or off, got "0", at Testfile:3`,
 		"priority {\nhigh_reserve 100%\n}":            `priority: high_reserve must be a share from 0% to under 100% of the limit, or a whole number of slots, got "100%", at Testfile:3`,
@@ -426,7 +488,7 @@ func TestCaddyfilePersist(t *testing.T) {
 		{"adaptive_throttle {\n\tpersist {\n\t\tmax_age soon\n\t}\n}", "max_age must be a positive duration", 3},
 		{"adaptive_throttle {\n\tpersist {\n\t\tmax_age 0s\n\t}\n}", "max_age must be a positive duration", 3},
 		{"adaptive_throttle {\n\tpersist {\n\t\toff\n\t}\n}", "persist: off stands alone", 3},
-		{"adaptive_throttle {\n\tpersist {\n\t\tmaxage 1h\n\t}\n}", `unrecognized persist subdirective "maxage"`, 3},
+		{"adaptive_throttle {\n\tpersist {\n\t\tmaxage 1h\n\t}\n}", `persist: maxage is unknown (persist takes max_age)`, 3},
 		{"adaptive_throttle {\n\tpersist off\n\tpersist {\n\t}\n}", "persist given twice", 3},
 	} {
 		_, err := parse(t, c.input)
@@ -448,7 +510,7 @@ func TestCaddyfilePersist(t *testing.T) {
 // block's Validate at the block's end, or the whole's at the directive's.
 func TestConfigErrorsNameBlockAndKey(t *testing.T) {
 	keys := map[string][]string{
-		"qps":         {"window", "sigma", "trip_factor", "min_baseline", "limit", "warmup"},
+		"qps":         {"window", "sigma", "trip_factor", "min_baseline", "max_rate", "warmup"},
 		"gpu":         {"source", "labels", "aggregate", "threshold", "interval", "timeout", "stale_after", "on_error"},
 		"latency":     {"percentile", "window", "factor", "consecutive", "ceiling", "measure", "slo", "min_threshold"},
 		"circuit":     {"error_ratio", "min_requests", "window", "open_for", "max_open_for", "probes", "probe_timeout"},

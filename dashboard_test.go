@@ -24,7 +24,7 @@ import (
 const dashboardFile = "dashboards/adaptive-throttle.json"
 
 // exportedLabels is the bounded label set the module promises (README, "Prometheus metrics").
-var exportedLabels = []string{"throttle", "level", "cause", "priority", "decision", "state", "sensor", "upstream"}
+var exportedLabels = []string{"name", "level", "cause", "priority", "decision", "state", "sensor", "upstream"}
 
 // notOnDashboard lists exported metrics the dashboard may leave out, each
 // with its reason. Empty: the dashboard shows every metric.
@@ -166,7 +166,7 @@ func describedLabels(t *testing.T) map[string][]string {
 }
 
 // knownValues returns the values a label takes on a metric, as the
-// collector writes them; nil where any value is possible (throttle).
+// collector writes them; nil where any value is possible (name).
 func knownValues(metric, label string) []string {
 	var vs []string
 	switch label {
@@ -443,7 +443,7 @@ var legendLabel = regexp.MustCompile(`\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}`)
 // dashboardQuery is one query of the dashboard with where it comes from.
 type dashboardQuery struct {
 	where, expr, legend string
-	panel               bool // a panel's target (must honour $throttle)
+	panel               bool // a panel's target (must honour $name)
 }
 
 func dashboardQueries(t *testing.T, d grafanaDashboard) []dashboardQuery {
@@ -492,14 +492,14 @@ func TestDashboardIsWellFormed(t *testing.T) {
 		t.Errorf("templating needs a datasource variable of type prometheus, have %+v", v)
 	}
 	if _, ok := vars["instance"]; ok {
-		t.Error(`templating has an "instance" variable: the instance's label is throttle (instance is Prometheus's target label)`)
+		t.Error(`templating has an "instance" variable: the throttle's label is name (instance is Prometheus's target label)`)
 	}
-	inst, ok := vars["throttle"]
+	inst, ok := vars["name"]
 	if !ok || inst.Type != "query" || !inst.Multi || !inst.IncludeAll {
-		t.Errorf("templating needs a multi-select throttle query variable with All, have %+v", inst)
+		t.Errorf("templating needs a multi-select name query variable with All, have %+v", inst)
 	}
-	if got, want := varQuery(inst), "label_values("+metricsPrefix+"shedding, throttle)"; got != want {
-		t.Errorf("throttle variable query %q, want %q", got, want)
+	if got, want := varQuery(inst), "label_values("+metricsPrefix+"shedding, name)"; got != want {
+		t.Errorf("name variable query %q, want %q", got, want)
 	}
 	checkDS := func(where string, raw json.RawMessage) {
 		var ds dsRef
@@ -507,7 +507,7 @@ func TestDashboardIsWellFormed(t *testing.T) {
 			t.Errorf("%s: datasource %s, want {type: prometheus, uid: ${datasource}}", where, strings.Join(strings.Fields(string(raw)), " "))
 		}
 	}
-	checkDS("variable throttle", inst.Datasource)
+	checkDS("variable name", inst.Datasource)
 
 	ids := map[int]string{}
 	var n int
@@ -597,13 +597,13 @@ func TestDashboardQueriesUseExportedMetrics(t *testing.T) {
 					t.Errorf("%s: %s has no label %q (it has %v)", dq.where, name, m.Key, labels)
 					continue
 				}
-				if m.Key == instanceLabel && m.Op == "=~" && m.Value == "$throttle" {
+				if m.Key == nameLabel && m.Op == "=~" && m.Value == "$name" {
 					honoursInstance = true
 				}
 				checkMatcherValue(t, dq.where, name, m)
 			}
 			if dq.panel && !honoursInstance {
-				t.Errorf(`%s: %s is not filtered by throttle=~"$throttle"`, dq.where, sel.Metric)
+				t.Errorf(`%s: %s is not filtered by name=~"$name"`, dq.where, sel.Metric)
 			}
 		}
 		for _, l := range q.Grouping {
@@ -803,7 +803,7 @@ func TestDashboardShowsLearning(t *testing.T) {
 				continue
 			}
 			e := p.Targets[0].Expr
-			if !strings.HasPrefix(e, "max by (throttle) ("+metric+"{") || !strings.HasSuffix(e, " * 0 - 1") || !strings.Contains(e, " or ") {
+			if !strings.HasPrefix(e, "max by (name) ("+metric+"{") || !strings.HasSuffix(e, " * 0 - 1") || !strings.Contains(e, " or ") {
 				continue
 			}
 			for _, m := range p.FieldConfig.Defaults.Mappings {
@@ -828,9 +828,9 @@ func TestDashboardQueryParser(t *testing.T) {
 		grouping []string
 		err      string
 	}{
-		{expr: `sum by (priority) (rate(caddy_adaptive_throttle_requests_total{throttle=~"$throttle",decision=~"shed.*"}[1m]))`,
-			metrics: []string{px + "requests_total"}, keys: []string{"throttle", "decision"}, grouping: []string{"priority"}},
-		{expr: `sum by (throttle) (x_y{a="1"})`, err: "is not the module's"},
+		{expr: `sum by (priority) (rate(caddy_adaptive_throttle_requests_total{name=~"$name",decision=~"shed.*"}[1m]))`,
+			metrics: []string{px + "requests_total"}, keys: []string{"name", "decision"}, grouping: []string{"priority"}},
+		{expr: `sum by (name) (x_y{a="1"})`, err: "is not the module's"},
 		{expr: `{__name__="caddy_adaptive_throttle_shedding"}`, err: "without a metric name"},
 		{expr: `up + caddy_adaptive_throttle_shedding`, err: "unknown identifier"},
 		{expr: `caddy_adaptive_throttle_a{b="x\"}"} / on(instance) group_left(level) caddy_adaptive_throttle_c offset 5m`,

@@ -31,7 +31,7 @@ func FuzzCaddyfile(f *testing.F) {
 	for _, seed := range []string{
 		"",
 		"name llm\nretry_after 2s",
-		"qps {\nwindow 5m\nsigma 2\ntrip_factor 1.5\nmin_baseline 5\nlimit 100\nwarmup 30\n}",
+		"qps {\nwindow 5m\nsigma 2\ntrip_factor 1.5\nmin_baseline 5\nmax_rate 100\nwarmup 30\n}",
 		"gpu off",
 		"gpu {\nsource prometheus http://a/metrics http://b/metrics\nmetric DCGM_FI_DEV_FB_USED free DCGM_FI_DEV_FB_FREE\nlabels gpu=0\nthreshold 80%\n}",
 		"gpu {\nsource nvidia-smi /usr/bin/nvidia-smi\ninterval 1s\ntimeout 500ms\nstale_after 5s\ndevices 0 GPU-1\non_error shed\n}",
@@ -43,7 +43,7 @@ func FuzzCaddyfile(f *testing.F) {
 		"latency {\npercentile NaN\n}",
 		"priority {\nhigh_reserve 99999999999999999999\n}",
 		// Every bound at once: the largest config that adapts.
-		"qps {\nwindow 24h\nwarmup 86400\nlimit 1000000\nmin_baseline 1000000\nsigma 100\ntrip_factor 100\n}\nlatency {\nwindow 1h\nceiling 1h\nslo 1h\nconsecutive 1000\nfactor 100\n}\n" +
+		"qps {\nwindow 24h\nwarmup 86400\nmax_rate 1000000\nmin_baseline 1000000\nsigma 100\ntrip_factor 100\n}\nlatency {\nwindow 1h\nceiling 1h\nslo 1h\nconsecutive 1000\nfactor 100\n}\n" +
 			"circuit {\nwindow 1h\nopen_for 24h\nmax_open_for 24h\nprobes 1024\nprobe_timeout 1h\nmin_requests 1000000\n}\n" +
 			"concurrency {\nmax 100000\nlimit 100000\ninitial 100000\nmin 100000\nqueue 100000\nmax_wait 1h\nweigh_body 16MiB\n}\n" +
 			"priority {\nhigh_reserve 100000\nmedium_floor 1000000\n}\nretry_after 1h\nretry_after_max 1h\npersist {\nmax_age 30d\n}",
@@ -53,7 +53,7 @@ func FuzzCaddyfile(f *testing.F) {
 	extremes := []string{"0", "0%", "-1", "1", "1e-300", "0.0000001", "100%", "1e18", "1e308", "9223372036854775807",
 		"99999999999999999999", "1000000000", "1000000000000", "1000000h", "2562047h", "87600h", "999999h", "10000h", "1ns", "1GiB"}
 	keys := map[string][]string{
-		"qps":         {"window", "sigma", "trip_factor", "min_baseline", "limit", "warmup"},
+		"qps":         {"window", "sigma", "trip_factor", "min_baseline", "max_rate", "warmup"},
 		"gpu":         {"threshold", "interval", "timeout", "stale_after"},
 		"latency":     {"percentile", "window", "factor", "consecutive", "ceiling", "slo", "min_threshold"},
 		"circuit":     {"error_ratio", "min_requests", "window", "open_for", "max_open_for", "probes", "probe_timeout"},
@@ -128,20 +128,20 @@ const provisionBudget = 64 << 20
 // APIError, never a panic, never a 5xx; a refused body changes nothing.
 func FuzzAdminBodies(f *testing.F) {
 	for _, seed := range []string{
-		`{"instance":"fuzz","state":"shed","for":"10m"}`,
-		`{"instance":"fuzz","state":"auto"}`,
-		`{"instance":"fuzz","state":"pass","for":"1h"}`,
-		`{"instance":"fuzz","what":"baselines"}`,
-		`{"instance":"fuzz","what":"circuit"}`,
+		`{"name":"fuzz","state":"shed","for":"10m"}`,
+		`{"name":"fuzz","state":"auto"}`,
+		`{"name":"fuzz","state":"pass","for":"1h"}`,
+		`{"name":"fuzz","what":"baselines"}`,
+		`{"name":"fuzz","what":"circuit"}`,
 		`{"state":"shed"}`,
-		`{"instance":"fuzz","state":"shed","for":"-1s"}`,
-		`{"instance":"fuzz","state":"shed","for":"999999999999h"}`,
-		`{"instance":"fuzz","state":"shed"}{}`,
-		`{"instance":"fuzz","state":"shed"}}`,
-		`{"instance":"fuzz","state":"shed"}]`,
-		`{"instance":"fuzz","STATE":"shed"}`,
+		`{"name":"fuzz","state":"shed","for":"-1s"}`,
+		`{"name":"fuzz","state":"shed","for":"999999999999h"}`,
+		`{"name":"fuzz","state":"shed"}{}`,
+		`{"name":"fuzz","state":"shed"}}`,
+		`{"name":"fuzz","state":"shed"}]`,
+		`{"name":"fuzz","STATE":"shed"}`,
 		`{"INSTANCE":"fuzz","What":"all"}`,
-		`[]`, `null`, `"shed"`, `{"instance":1}`, `{`, ``,
+		`[]`, `null`, `"shed"`, `{"name":1}`, `{`, ``,
 	} {
 		f.Add(seed)
 	}

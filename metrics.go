@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/levels"
 	"github.com/ai-guardian/adaptivethrottle/priority"
 	"github.com/ai-guardian/adaptivethrottle/throttle"
@@ -36,17 +37,19 @@ const metricsPrefix = "caddy_adaptive_throttle_"
 // checks its queries against it).
 var MetricNames []string
 
-// instanceLabel is the label naming the instance on every metric.
-const instanceLabel = "throttle"
+// nameLabel is the label naming the throttle on every metric: its name, as
+// the Caddyfile writes it. (Not instance: Prometheus sets that on every
+// series to the scraped target, and renames a clashing one.)
+const nameLabel = "name"
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
 	MetricNames = append(MetricNames, metricsPrefix+name)
-	return prometheus.NewDesc(metricsPrefix+name, help, append([]string{instanceLabel}, labels...), nil)
+	return prometheus.NewDesc(metricsPrefix+name, help, append([]string{nameLabel}, labels...), nil)
 }
 
 var (
 	mRequests = desc("requests_total", "Requests decided on, by priority and decision: pass; pass_queued (after a wait for a slot); "+
-		"pass_reserved (high, while shedding); pass_bucket (medium, while shedding); shed_reserve_full (high); shed_bucket (medium); "+
+		"pass_reserved (high, while shedding); pass_paced (medium, while shedding); shed_reserve_full (high); shed_paced (medium); "+
 		"shed_low (low); shed_queue (no slot within the wait, nothing tripped); shed_gone (the client left while waiting); "+
 		"shed_circuit (the circuit refused it); shed_drain (an override drain refused it). Only the pairs admission can give are exported.",
 		"priority", "decision")
@@ -54,7 +57,7 @@ var (
 		"override (shed or drain); concurrency (no slot within the wait, nothing tripped); upstream (the upstream answered that it is full). A client that left while waiting is not counted.",
 		"cause")
 	mQPSValue     = desc("qps_requests_per_second", "The QPS level's last sample: arrivals per second.")
-	mQPSThreshold = desc("qps_threshold_requests_per_second", "The QPS level's trip threshold (learned baseline × trip_factor, or limit when lower); "+
+	mQPSThreshold = desc("qps_threshold_requests_per_second", "The QPS level's trip threshold (learned baseline × trip_factor, or max_rate when lower); "+
 		"no sample while there is none (the baseline warming up and no limit).")
 	mQPSBaseline = desc("qps_baseline_requests_per_second", "The learned arrival baseline (mean + sigma × σ); no sample while warming up.")
 	mGPUValue    = desc("gpu_ratio", "The GPU level's last reading, 0–1: memory used / total, or the model server's saturation gauge; "+
@@ -79,7 +82,7 @@ var (
 	mReserveCap = desc("reserve_capacity", "Slots of the concurrency limit that medium and low requests not known to be short "+
 		"may not take while the reserve is held (while shedding, or while high or short requests are about and slots turn over slowly); "+
 		"0 while slots turn over fast enough, at most high_reserve while shedding.")
-	mMediumRate = desc("medium_rate_requests_per_second", "The medium lane's pacing into free slots while shedding "+
+	mMediumRate = desc("medium_rate_requests_per_second", "Medium priority's pacing into free slots while shedding "+
 		"(the rate its share of the limit turns over, at least medium_floor), steered every 250 ms; beyond it medium waits for a slot.")
 	mInFlight        = desc("in_flight", "Requests admitted and not yet answered.")
 	mLimit           = desc("concurrency_limit", "The limit on requests in flight at the upstream (learned, or fixed).")
@@ -195,16 +198,16 @@ func collect(ch chan<- prometheus.Metric, t *throttle.Throttle, now time.Time) {
 	for _, o := range overrideStates {
 		gauge(mOverride, b2f(st.Override != nil && st.Override.State == o), o)
 	}
-	for _, s := range []string{"closed", "open", "half-open"} {
-		gauge(mCircuitState, b2f(st.Circuit.State == s), s)
+	for _, s := range []breaker.State{breaker.Closed, breaker.Open, breaker.HalfOpen} {
+		gauge(mCircuitState, b2f(st.Circuit.State == s), s.String())
 	}
 	counter(mCircuitOpens, float64(st.Circuit.Opens))
 	counter(mUpstreamFull, float64(st.Upstream.FullAnswers))
 	gauge(mUpstreamOnlyFull, st.Upstream.OnlyFullS)
-	gauge(mReserveInUse, float64(st.Lanes.High.InUse))
-	gauge(mReserveCap, float64(st.Lanes.High.Reserve))
-	gauge(mMediumRate, st.Lanes.Medium.Rate)
-	gauge(mInFlight, float64(st.InFlight))
+	gauge(mReserveInUse, float64(st.Priorities.High.InUse))
+	gauge(mReserveCap, float64(st.Priorities.High.Reserve))
+	gauge(mMediumRate, st.Priorities.Medium.Rate)
+	gauge(mInFlight, float64(st.Admission.InFlight))
 	gauge(mLimit, float64(st.Admission.Limit))
 	for _, p := range []string{"high", "medium", "low"} {
 		gauge(mQueued, float64(st.Admission.Queued[p]), p)

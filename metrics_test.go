@@ -53,7 +53,7 @@ func collected(t *testing.T, th *throttle.Throttle) map[string][]map[string]stri
 // Before anything is learned the collector writes no threshold, baseline
 // or history sample (a 0 would draw a line at 0 on every graph), and
 // nothing of a GPU level that is off; the values and the rest are there, each
-// labelled throttle, never instance (Prometheus's target label).
+// labelled name, never instance (Prometheus's target label).
 func TestCollectorOmitsWhatIsNotLearned(t *testing.T) {
 	th, err := throttle.New(throttle.WithName("fresh"), throttle.WithConfig(throttle.Config{GPU: gpu.Config{Source: "off"}}))
 	if err != nil {
@@ -78,8 +78,8 @@ func TestCollectorOmitsWhatIsNotLearned(t *testing.T) {
 			t.Errorf("%s collected but not in MetricNames", name)
 		}
 		for _, l := range samples {
-			if _, clash := l["instance"]; clash || l["throttle"] != "fresh" {
-				t.Errorf("%s%v: want throttle=\"fresh\" and no instance label", name, l)
+			if _, clash := l["instance"]; clash || l["name"] != "fresh" {
+				t.Errorf("%s%v: want name=\"fresh\" and no instance label", name, l)
 			}
 		}
 	}
@@ -92,7 +92,7 @@ func TestCollectorOmitsWhatIsNotLearned(t *testing.T) {
 // baseline has warmed up.
 func TestCollectorExportsAThresholdOnceOneExists(t *testing.T) {
 	th, err := throttle.New(throttle.WithName("limited"),
-		throttle.WithConfig(throttle.Config{GPU: gpu.Config{Source: "off"}}), throttle.WithQPSLimit(40)) // WithConfig first: it replaces the whole config
+		throttle.WithConfig(throttle.Config{GPU: gpu.Config{Source: "off"}}), throttle.WithQPSMaxRate(40)) // WithConfig first: it replaces the whole config
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,7 +278,7 @@ func TestRequestsTotalExportsOnlyPossiblePairs(t *testing.T) {
 			}
 		}
 	}
-	for _, pair := range [][2]string{{"high", "shed_low"}, {"low", "pass_reserved"}, {"low", "shed_bucket"}, {"high", "pass_bucket"}} {
+	for _, pair := range [][2]string{{"high", "shed_low"}, {"low", "pass_reserved"}, {"low", "shed_paced"}, {"high", "pass_paced"}} {
 		if got[pair] {
 			t.Errorf("requests_total%v exported: admission never gives it", pair)
 		}
@@ -326,7 +326,7 @@ func TestHelpTextsNameWhatTheCodeEmits(t *testing.T) {
 	for name, samples := range collected(t, th) {
 		for _, l := range samples {
 			for k, v := range l {
-				if k == instanceLabel {
+				if k == nameLabel {
 					continue
 				}
 				if emitted[name] == nil {
@@ -345,7 +345,7 @@ func TestHelpTextsNameWhatTheCodeEmits(t *testing.T) {
 			t.Errorf("%s: the help names %v, which are no decisions", name, bad)
 		}
 		for _, label := range labels[name] {
-			if label == instanceLabel || label == "upstream" { // values from the config
+			if label == nameLabel || label == "upstream" { // values from the config
 				continue
 			}
 			if len(emitted[name][label]) == 0 && name == metricsPrefix+"pool_upstream_first_byte_seconds" {

@@ -166,16 +166,16 @@ func TestShedByPriority(t *testing.T) {
 	// High takes the reserve and holds it until its response is done; a
 	// second high meanwhile finds the limit full (503).
 	releaseHigh, _ := hold("high")
-	if h.t.Status(time.Now()).Lanes.High.InUse != 1 {
-		t.Fatalf("high in use %d", h.t.Status(time.Now()).Lanes.High.InUse)
+	if h.t.Status(time.Now()).Priorities.High.InUse != 1 {
+		t.Fatalf("high in use %d", h.t.Status(time.Now()).Priorities.High.InUse)
 	}
 	if w, _, _ := serve("high", ok200); w.Code != http.StatusServiceUnavailable {
 		t.Fatalf("second high with a full limit: %d", w.Code)
 	}
 	releaseHigh()
 	releaseMedium()
-	if st := h.t.Status(time.Now()); st.Lanes.High.InUse != 0 || st.InFlight != 0 {
-		t.Fatalf("slots not released after the responses: high %d, in flight %d", st.Lanes.High.InUse, st.InFlight)
+	if st := h.t.Status(time.Now()); st.Priorities.High.InUse != 0 || st.Admission.InFlight != 0 {
+		t.Fatalf("slots not released after the responses: high %d, in flight %d", st.Priorities.High.InUse, st.Admission.InFlight)
 	}
 
 	// With its slot free again, medium out of pacing tokens waits and is
@@ -196,8 +196,8 @@ func TestShedByPriority(t *testing.T) {
 		t.Fatalf("low with nothing tripped: %d", w.Code)
 	}
 	st := h.t.Status(time.Now())
-	if st.Lanes.Low.Shed != 1 || st.Lanes.High.Shed != 1 || st.Lanes.Medium.Shed != 1 || st.Shed["override"] != 3 {
-		t.Fatalf("counts: %+v %v", st.Lanes, st.Shed)
+	if st.Priorities.Low.Shed != 1 || st.Priorities.High.Shed != 1 || st.Priorities.Medium.Shed != 1 || st.Shed["override"] != 3 {
+		t.Fatalf("counts: %+v %v", st.Priorities, st.Shed)
 	}
 }
 
@@ -221,7 +221,7 @@ func TestOutcomesFeedTheCircuit(t *testing.T) {
 		r := httptest.NewRequest(http.MethodGet, "/", nil).WithContext(canceled)
 		_ = h.ServeHTTP(httptest.NewRecorder(), r, fail)
 	}
-	if st := h.t.Status(time.Now()).Circuit; st.Failures != 0 || st.State != "closed" {
+	if st := h.t.Status(time.Now()).Circuit; st.Failures != 0 || st.State != breaker.Closed {
 		t.Fatalf("client cancellations counted as failures: %+v", st)
 	}
 	for range 3 {
@@ -230,7 +230,7 @@ func TestOutcomesFeedTheCircuit(t *testing.T) {
 			t.Fatalf("the handler error was not passed on: %v", err)
 		}
 	}
-	if st := h.t.Status(time.Now()).Circuit; st.State != "open" || st.Failures != 3 {
+	if st := h.t.Status(time.Now()).Circuit; st.State != breaker.Open || st.Failures != 3 {
 		t.Fatalf("three 502s of eight requests: %+v", st)
 	}
 	w := httptest.NewRecorder()
@@ -372,7 +372,7 @@ func TestAbortedResponseReleasesItsSlot(t *testing.T) {
 		}()
 		_ = h.ServeHTTP(httptest.NewRecorder(), request("high", caddy.NewReplacer()), abort)
 	}()
-	if st := h.t.Status(time.Now()); st.Lanes.High.InUse != 0 || st.InFlight != 0 {
-		t.Fatalf("after an aborted response: reserve in use %d, in flight %d", st.Lanes.High.InUse, st.InFlight)
+	if st := h.t.Status(time.Now()); st.Priorities.High.InUse != 0 || st.Admission.InFlight != 0 {
+		t.Fatalf("after an aborted response: reserve in use %d, in flight %d", st.Priorities.High.InUse, st.Admission.InFlight)
 	}
 }

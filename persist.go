@@ -171,7 +171,7 @@ func (p *persister) save() {
 	defer p.mu.Unlock()
 	p.failed++
 	if now := time.Now(); now.Sub(p.warned) >= warnEvery {
-		p.logger.Warn("cannot write the learned state to storage", zap.String("instance", p.t.Name()),
+		p.logger.Warn("cannot write the learned state to storage", zap.String("name", p.t.Name()),
 			zap.String("key", p.key), zap.Int("failures", p.failed), zap.Error(err))
 		p.warned, p.failed = now, 0
 	}
@@ -191,7 +191,7 @@ func (p *persister) close() {
 	case <-wrote:
 	case <-time.After(p.timeout):
 		p.mu.Lock()
-		p.logger.Warn("storage did not take the learned state in time; going on without", zap.String("instance", p.t.Name()),
+		p.logger.Warn("storage did not take the learned state in time; going on without", zap.String("name", p.t.Name()),
 			zap.String("key", p.key), zap.Duration("waited", p.timeout))
 		p.mu.Unlock()
 	}
@@ -202,7 +202,7 @@ func (p *persister) close() {
 // one that is unreadable, foreign or old is logged and ignored.
 func restore(t *throttle.Throttle, storage store, maxAge time.Duration, logger *zap.Logger) {
 	key := storageKey(t.Name())
-	fields := []zap.Field{zap.String("instance", t.Name()), zap.String("key", key)}
+	fields := []zap.Field{zap.String("name", t.Name()), zap.String("key", key)}
 	ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
 	data, err := storage.Load(ctx, key)
 	cancel()

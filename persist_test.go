@@ -63,7 +63,7 @@ func observed() (*zap.Logger, *observer.ObservedLogs) {
 // in the log, never an error.
 func TestPersisterWritesAndRestores(t *testing.T) {
 	// Ten seconds learned at 8 req/s, as a throttle of the name kept them.
-	doc := `{"version":1,"instance":"persisted","saved_at":"` + time.Now().Add(-time.Minute).UTC().Format(time.RFC3339Nano) +
+	doc := `{"version":2,"name":"persisted","saved_at":"` + time.Now().Add(-time.Minute).UTC().Format(time.RFC3339Nano) +
 		`","qps":{"window_s":300,"rates":[8,8,8,8,8,8,8,8,8,8]}}`
 	st := &memStore{data: map[string][]byte{"adaptive_throttle/persisted.json": []byte(doc)}}
 	logger, logs := observed()
@@ -93,9 +93,9 @@ func TestPersisterWritesAndRestores(t *testing.T) {
 	}{
 		{"missing", "", "debug", "nothing stored to restore"},
 		{"corrupt", `{"version":`, "warn", "stored state ignored"},
-		{"foreign", `{"version":1,"instance":"someone-else","saved_at":"2026-01-01T00:00:00Z"}`, "warn", "stored state ignored"},
+		{"foreign", `{"version":2,"name":"someone-else","saved_at":"2026-01-01T00:00:00Z"}`, "warn", "stored state ignored"},
 		{"old", `{"version":7}`, "warn", "stored state ignored"},
-		{"too old", `{"version":1,"instance":"fresh","saved_at":"2001-01-01T00:00:00Z"}`, "info", "stored state not restored"},
+		{"too old", `{"version":2,"name":"fresh","saved_at":"2001-01-01T00:00:00Z"}`, "info", "stored state not restored"},
 	} {
 		st := &memStore{data: map[string][]byte{}}
 		if c.data != "" {

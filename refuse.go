@@ -61,10 +61,16 @@ func publish(repl *caddy.Replacer, decision, cause int, p priority.Priority) {
 // refuse answers a refused request: Retry-After, and either the JSON body
 // or, when one of the server's error routes takes the refusal's status, a
 // caddyhttp.Error carrying a *throttle.Refusal so that handle_errors can
-// answer instead (a cheaper fallback model, say). An error route that does
-// not match (handle_errors 404 only) would leave the client a bare status
-// without a body: Caddy's server answers an unhandled error with its status
-// alone, so the module answers itself unless a route will.
+// answer instead (a cheaper fallback model, say).
+//
+// Why not always return the caddyhttp.Error and let Caddy route it: Caddy's
+// server answers an error that no error route takes with its bare status
+// and an empty body (caddyhttp's errorEmptyHandler, as of v2.11.9), and
+// error routes are per server, not per site. So a site with only
+// `handle_errors 404`, or with none beside a site that has one, would send
+// its shed clients a 429 without the JSON the README promises
+// (tests.TestHandleErrorsForAnotherStatusKeepsTheRefusal fails so). The
+// module answers itself unless a route will take the error.
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, d throttle.Decision) error {
 	publish(repl, decisionShed, d.CauseIndex(), d.Priority())
 	return answerRefusal(h.t, w, r, repl, d)

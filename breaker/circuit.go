@@ -541,28 +541,29 @@ func (c *Circuit) Poll(now time.Time) (Transition, bool) {
 	return Transition{}, false
 }
 
-// CircuitSnapshot is a JSON-ready snapshot of a Circuit.
-type CircuitSnapshot struct {
-	State          State         `json:"state"`
-	Since          time.Time     `json:"since,omitzero"` // last transition; zero if none
-	Opens          uint64        `json:"opens"`
-	Transitions    uint64        `json:"transitions"`
-	OpenFor        time.Duration `json:"open_for"` // current backoff; nanoseconds in JSON
-	RetryIn        time.Duration `json:"retry_in"` // Open: time to Half-Open; nanoseconds in JSON
-	Requests       uint64        `json:"window_requests"`
-	Failures       uint64        `json:"window_failures"`
-	Ratio          float64       `json:"window_ratio"`
-	ProbesInFlight int           `json:"probes_in_flight"`
-	LastReason     string        `json:"last_reason,omitempty"`
+// CircuitStatus is a Circuit at one moment; its JSON (status.go) is the
+// circuit's part of /throttle/status.
+type CircuitStatus struct {
+	State          State
+	Since          time.Time // last transition; zero if none
+	Opens          uint64
+	Transitions    uint64
+	OpenFor        time.Duration // current backoff
+	RetryIn        time.Duration // Open: time to Half-Open
+	Requests       uint64        // in the window
+	Failures       uint64        // in the window
+	Ratio          float64       // failures ÷ requests in the window
+	ProbesInFlight int
+	LastReason     string
 }
 
 // Status returns a snapshot of the circuit. Lock-free; its fields are read
 // one by one, so under concurrent change they may disagree slightly.
-func (c *Circuit) Status(now time.Time) CircuitSnapshot {
+func (c *Circuit) Status(now time.Time) CircuitStatus {
 	m := mono(now)
 	p := c.ph.Load()
 	total, failures := c.win.Load().sum(m)
-	st := CircuitSnapshot{
+	st := CircuitStatus{
 		State:       p.state,
 		Since:       p.since,
 		Opens:       c.opens.Load(),

@@ -74,13 +74,23 @@ func Finite(block, key string, v float64) error {
 	return nil
 }
 
+// Error is a config error about one key of a block, which it names:
+// "block: key message" ("key message" at the top level). The Caddyfile
+// parser finds the key's line by its Key.
+type Error struct {
+	Block, Key, Msg string
+}
+
+func (e *Error) Error() string {
+	if e.Block == "" {
+		return e.Key + " " + e.Msg
+	}
+	return e.Block + ": " + e.Key + " " + e.Msg
+}
+
 // Errorf is the one shape of a config error: "block: key message".
 func Errorf(block, key, format string, args ...any) error {
-	msg := fmt.Sprintf(format, args...)
-	if block == "" {
-		return fmt.Errorf("%s %s", key, msg)
-	}
-	return fmt.Errorf("%s: %s %s", block, key, msg)
+	return &Error{Block: block, Key: key, Msg: fmt.Sprintf(format, args...)}
 }
 
 // Zeros is the set of a block's keys that the user wrote as zero (0, 0s).
@@ -128,6 +138,19 @@ func MarshalBlock(v any, z Zeros) ([]byte, error) {
 		out = append(strconv.AppendQuote(out, k), ":0"...)
 	}
 	return append(out, '}'), nil
+}
+
+// Renamed refuses the JSON object b when it has the key old, naming the
+// key current that replaced it: "block: old is now current".
+func Renamed(b []byte, block, old, current string) error {
+	var raw map[string]json.RawMessage
+	if json.Unmarshal(b, &raw) != nil {
+		return nil // not an object: the decoder says why
+	}
+	if _, ok := raw[old]; ok {
+		return Errorf(block, old, "is now %s", current)
+	}
+	return nil
 }
 
 // UnmarshalBlock reads the JSON object b into v (a pointer to a block's

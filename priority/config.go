@@ -3,9 +3,10 @@ package priority
 import "github.com/ai-guardian/adaptivethrottle/config"
 
 // Config is the engine's part of the `priority` block: what a request that
-// claims nothing gets, and how the lanes are sized. (Where the claim is
-// read from, and whose claims are honoured, is the HTTP layer's: the Caddy
-// module's `from` and `trusted`, the middleware's header.)
+// claims nothing gets, and how high's reserve and medium's pacing are
+// sized. (Where the claim is read from, and whose claims are honoured, is
+// the HTTP layer's: the Caddy module's `from` and `trusted`, the
+// middleware's header.)
 type Config struct {
 	// Priority of requests that claim none: high, medium or low. Default medium.
 	Default string `json:"default,omitempty"`
@@ -17,7 +18,7 @@ type Config struct {
 	// unset. Default 0.2; 0 written: no reserve. The Caddyfile writes it
 	// `high_reserve 20%`.
 	HighReserveShare float64 `json:"high_reserve_share,omitempty"`
-	// Lowest rate (req/s) of the medium lane. Default 1; 0 written: no floor.
+	// Lowest rate (req/s) of medium's pacing. Default 1; 0 written: no floor.
 	MediumFloor float64 `json:"medium_floor,omitempty"`
 
 	config.Zeros // the keys written as 0: honoured

@@ -14,15 +14,15 @@ const (
 	// PassReserved: high priority admitted while shedding, inside the
 	// share of the limit kept for it.
 	PassReserved
-	// PassBucket: medium priority admitted while shedding, within the
-	// medium lane's pacing or handed a slot by a completion.
-	PassBucket
+	// PassPaced: medium priority admitted while shedding, within the
+	// medium pacing or handed a slot by a completion.
+	PassPaced
 	// ShedReserveFull: high priority while shedding, and no slot came
 	// within its wait.
 	ShedReserveFull
-	// ShedBucket: medium priority while shedding, and no slot came within
+	// ShedPaced: medium priority while shedding, and no slot came within
 	// its wait.
-	ShedBucket
+	ShedPaced
 	// ShedLow: low priority while shedding, and no slot free at once.
 	ShedLow
 	// ShedQueue: nothing tripped, but no slot came within the wait, or
@@ -40,18 +40,18 @@ const (
 // Verdicts is the number of verdicts, for arrays indexed by Verdict.
 const Verdicts = int(ShedDrain) + 1
 
-var verdictNames = [Verdicts]string{"pass", "pass_queued", "pass_reserved", "pass_bucket",
-	"shed_reserve_full", "shed_bucket", "shed_low", "shed_queue", "shed_gone", "shed_circuit", "shed_drain"}
+var verdictNames = [Verdicts]string{"pass", "pass_queued", "pass_reserved", "pass_paced",
+	"shed_reserve_full", "shed_paced", "shed_low", "shed_queue", "shed_gone", "shed_circuit", "shed_drain"}
 
 // Possible reports whether admission can give a request of priority p
 // verdict v: the reserve is high's (pass_reserved, shed_reserve_full), the
-// pacing medium's (pass_bucket, shed_bucket), the refusal at once low's
+// pacing medium's (pass_paced, shed_paced), the refusal at once low's
 // (shed_low); the other verdicts come to every priority.
 func (v Verdict) Possible(p Priority) bool {
 	switch v {
 	case PassReserved, ShedReserveFull:
 		return p == High
-	case PassBucket, ShedBucket:
+	case PassPaced, ShedPaced:
 		return p == Medium
 	case ShedLow:
 		return p == Low
@@ -67,7 +67,7 @@ func (v Verdict) String() string {
 }
 
 // Admitted reports whether the request goes on to the upstream.
-func (v Verdict) Admitted() bool { return v <= PassBucket }
+func (v Verdict) Admitted() bool { return v <= PassPaced }
 
 // Status is the HTTP status of a refusal of priority p: 503 when the
 // server cannot take even high priority now (its wait ran out, the
@@ -82,7 +82,7 @@ func (v Verdict) Status(p Priority) int {
 			return http.StatusServiceUnavailable
 		}
 		return http.StatusTooManyRequests
-	case ShedBucket, ShedLow:
+	case ShedPaced, ShedLow:
 		return http.StatusTooManyRequests
 	}
 	return 0

@@ -43,7 +43,7 @@ func eventsNamed(name, instance string) []caddy.Event {
 	defer received.Unlock()
 	var out []caddy.Event
 	for _, e := range received.events {
-		if e.Name() == name && e.Data["instance"] == instance {
+		if e.Name() == name && e.Data["name"] == instance {
 			out = append(out, e)
 		}
 	}

@@ -182,8 +182,8 @@ func TestUpstreamFaultsAreFailures(t *testing.T) {
 	}
 	sim.SetFault(llmsim.Fault{})
 	st := status(t, "upfaults")
-	if st.Circuit.Failures != 2 || st.InFlight != 0 {
-		t.Fatalf("after a reset and a timeout: %+v in flight %d", st.Circuit, st.InFlight)
+	if st.Circuit.Failures != 2 || st.Admission.InFlight != 0 {
+		t.Fatalf("after a reset and a timeout: %+v in flight %d", st.Circuit, st.Admission.InFlight)
 	}
 }
 
@@ -220,7 +220,7 @@ func TestHungUpstreamTripsLatency(t *testing.T) {
 	}
 	cancel() // the client gives up
 	<-done
-	eventually(t, 5*time.Second, "the request to leave", func() bool { return status(t, "hung").InFlight == 0 })
+	eventually(t, 5*time.Second, "the request to leave", func() bool { return status(t, "hung").Admission.InFlight == 0 })
 	if f := status(t, "hung").Circuit.Failures; f != 0 {
 		t.Fatalf("a client giving up counted as %d upstream failures", f)
 	}
@@ -249,7 +249,7 @@ func TestClientLeavesEndlessStream(t *testing.T) {
 	}
 	reverse_proxy `+strings.TrimPrefix(endless.URL, "http://")+`
 }`)
-	adminDo(t, "POST", "/throttle/override", `{"instance":"endless","state":"shed"}`)
+	adminDo(t, "POST", "/throttle/override", `{"name":"endless","state":"shed"}`)
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "POST", siteURL+"/v1/chat/completions", strings.NewReader(`{"stream":true}`))
 	req.Header.Set("X-Priority", "high")
@@ -263,14 +263,14 @@ func TestClientLeavesEndlessStream(t *testing.T) {
 			i++
 		}
 	}
-	if st := status(t, "endless"); st.Lanes.High.InUse != 1 || st.InFlight != 1 {
-		t.Fatalf("while streaming: %+v in flight %d", st.Lanes.High, st.InFlight)
+	if st := status(t, "endless"); st.Priorities.High.InUse != 1 || st.Admission.InFlight != 1 {
+		t.Fatalf("while streaming: %+v in flight %d", st.Priorities.High, st.Admission.InFlight)
 	}
 	cancel()
 	resp.Body.Close()
 	eventually(t, 5*time.Second, "the slot to be released", func() bool {
 		st := status(t, "endless")
-		return st.Lanes.High.InUse == 0 && st.InFlight == 0
+		return st.Priorities.High.InUse == 0 && st.Admission.InFlight == 0
 	})
 	if resp := quick(t, tc.Client, "high", 2*time.Second); resp.StatusCode != 200 {
 		t.Fatalf("the reserve was not reusable: %d", resp.StatusCode)

@@ -196,7 +196,7 @@ func drain(t *testing.T, resp *http.Response) string {
 // status fetches one instance from the admin API.
 func status(t *testing.T, name string) throttle.Status {
 	t.Helper()
-	resp, err := http.Get(adminURL + "/throttle/status?instance=" + name)
+	resp, err := http.Get(adminURL + "/throttle/status?name=" + name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/internal/llmsim"
 )
 
@@ -47,7 +48,7 @@ func TestAdminOverrideAndReset(t *testing.T) {
 	}
 	reverse_proxy `+addr+`
 }`)
-	code, body := adminDo(t, "POST", "/throttle/override", `{"instance":"ops","state":"shed","for":"1m"}`)
+	code, body := adminDo(t, "POST", "/throttle/override", `{"name":"ops","state":"shed","for":"1m"}`)
 	if code != 200 || !strings.Contains(body, `"state":"shed"`) {
 		t.Fatalf("override: %d %s", code, body)
 	}
@@ -67,7 +68,7 @@ func TestAdminOverrideAndReset(t *testing.T) {
 		drain(t, resp)
 	}
 
-	adminDo(t, "POST", "/throttle/override", `{"instance":"ops","state":"auto"}`)
+	adminDo(t, "POST", "/throttle/override", `{"name":"ops","state":"auto"}`)
 	if resp := chat(t, tc, "low", false); resp.StatusCode != 200 {
 		t.Fatalf("after auto: %d", resp.StatusCode)
 	} else {
@@ -75,7 +76,7 @@ func TestAdminOverrideAndReset(t *testing.T) {
 	}
 
 	// An override with an expiry ends by itself.
-	adminDo(t, "POST", "/throttle/override", `{"instance":"ops","state":"shed","for":"300ms"}`)
+	adminDo(t, "POST", "/throttle/override", `{"name":"ops","state":"shed","for":"300ms"}`)
 	eventually(t, 5*time.Second, "the override to expire", func() bool { return status(t, "ops").Override == nil })
 	if resp := chat(t, tc, "low", false); resp.StatusCode != 200 {
 		t.Fatalf("after expiry: %d", resp.StatusCode)
@@ -85,7 +86,7 @@ func TestAdminOverrideAndReset(t *testing.T) {
 
 	// Open the circuit, then close it through the admin API.
 	sim.SetFault(llmsim.Fault{Status: 502})
-	for i := 0; status(t, "ops").Circuit.State != "open"; i++ {
+	for i := 0; status(t, "ops").Circuit.State != breaker.Open; i++ {
 		if i == 10 {
 			t.Fatalf("the circuit did not open: %+v", status(t, "ops").Circuit)
 		}
@@ -94,16 +95,16 @@ func TestAdminOverrideAndReset(t *testing.T) {
 	sim.SetFault(llmsim.Fault{})
 	assertShed(t, chat(t, tc, "high", false), 503, "circuit", "high", 5)
 	// Everything is refused: status and the metric say shedding.
-	if st := status(t, "ops"); st.Circuit.State != "open" || !st.Shedding {
+	if st := status(t, "ops"); st.Circuit.State != breaker.Open || !st.Shedding {
 		t.Fatalf("open circuit: shedding %v, %+v", st.Shedding, st.Circuit)
 	}
-	if m := scrape(t); m[`caddy_adaptive_throttle_shedding{throttle="ops"}`] != 1 ||
-		m[`caddy_adaptive_throttle_requests_total{decision="shed_circuit",priority="high",throttle="ops"}`] < 1 {
-		t.Fatalf("open circuit: shedding %v, shed_circuit %v on /metrics", m[`caddy_adaptive_throttle_shedding{throttle="ops"}`],
-			m[`caddy_adaptive_throttle_requests_total{decision="shed_circuit",priority="high",throttle="ops"}`])
+	if m := scrape(t); m[`caddy_adaptive_throttle_shedding{name="ops"}`] != 1 ||
+		m[`caddy_adaptive_throttle_requests_total{decision="shed_circuit",name="ops",priority="high"}`] < 1 {
+		t.Fatalf("open circuit: shedding %v, shed_circuit %v on /metrics", m[`caddy_adaptive_throttle_shedding{name="ops"}`],
+			m[`caddy_adaptive_throttle_requests_total{decision="shed_circuit",name="ops",priority="high"}`])
 	}
-	code, body = adminDo(t, "POST", "/throttle/reset", `{"instance":"ops","what":"circuit"}`)
-	if st := status(t, "ops"); code != 200 || st.Circuit.State != "closed" || st.Shedding {
+	code, body = adminDo(t, "POST", "/throttle/reset", `{"name":"ops","what":"circuit"}`)
+	if st := status(t, "ops"); code != 200 || st.Circuit.State != breaker.Closed || st.Shedding {
 		t.Fatalf("reset circuit: %d %s (shedding %v)", code, body, st.Shedding)
 	}
 	if resp := chat(t, tc, "high", false); resp.StatusCode != 200 {
@@ -145,9 +146,9 @@ func TestAdminOverrideDrain(t *testing.T) {
 		resp.Body.Close()
 		inFlight <- answer{resp.StatusCode, string(b), err}
 	}()
-	eventually(t, 5*time.Second, "a request in flight", func() bool { return status(t, "drain").InFlight == 1 })
+	eventually(t, 5*time.Second, "a request in flight", func() bool { return status(t, "drain").Admission.InFlight == 1 })
 
-	code, body := adminDo(t, "POST", "/throttle/override", `{"instance":"drain","state":"drain","for":"1m"}`)
+	code, body := adminDo(t, "POST", "/throttle/override", `{"name":"drain","state":"drain","for":"1m"}`)
 	if code != 200 || !strings.Contains(body, `"state":"drain"`) {
 		t.Fatalf("override drain: %d %s", code, body)
 	}
@@ -158,16 +159,16 @@ func TestAdminOverrideDrain(t *testing.T) {
 		}
 	}
 	st := status(t, "drain")
-	if st.Override == nil || st.Override.State != "drain" || !st.Shedding || st.InFlight != 1 || st.Shed["override"] != 3 {
-		t.Fatalf("status under drain: override %+v, shedding %v, in flight %d, shed %v", st.Override, st.Shedding, st.InFlight, st.Shed)
+	if st.Override == nil || st.Override.State != "drain" || !st.Shedding || st.Admission.InFlight != 1 || st.Shed["override"] != 3 {
+		t.Fatalf("status under drain: override %+v, shedding %v, in flight %d, shed %v", st.Override, st.Shedding, st.Admission.InFlight, st.Shed)
 	}
 	m := scrape(t)
 	for k, want := range map[string]float64{
-		`caddy_adaptive_throttle_shedding{throttle="drain"}`:                                             1,
-		`caddy_adaptive_throttle_override{state="drain",throttle="drain"}`:                               1,
-		`caddy_adaptive_throttle_override{state="shed",throttle="drain"}`:                                0,
-		`caddy_adaptive_throttle_requests_total{decision="shed_drain",priority="high",throttle="drain"}`: 1,
-		`caddy_adaptive_throttle_shed_total{cause="override",throttle="drain"}`:                          3,
+		`caddy_adaptive_throttle_shedding{name="drain"}`:                                             1,
+		`caddy_adaptive_throttle_override{name="drain",state="drain"}`:                               1,
+		`caddy_adaptive_throttle_override{name="drain",state="shed"}`:                                0,
+		`caddy_adaptive_throttle_requests_total{decision="shed_drain",name="drain",priority="high"}`: 1,
+		`caddy_adaptive_throttle_shed_total{cause="override",name="drain"}`:                          3,
 	} {
 		if got, ok := m[k]; !ok || got != want {
 			t.Errorf("%s = %v (exported %v), want %v", k, got, ok, want)
@@ -182,11 +183,11 @@ func TestAdminOverrideDrain(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the request in flight never finished")
 	}
-	if st := status(t, "drain"); st.InFlight != 0 || st.Lanes.Low.Passed != 1 {
-		t.Fatalf("after the drain: in flight %d, low passed %d", st.InFlight, st.Lanes.Low.Passed)
+	if st := status(t, "drain"); st.Admission.InFlight != 0 || st.Priorities.Low.Passed != 1 {
+		t.Fatalf("after the drain: in flight %d, low passed %d", st.Admission.InFlight, st.Priorities.Low.Passed)
 	}
 
-	adminDo(t, "POST", "/throttle/override", `{"instance":"drain","state":"auto"}`)
+	adminDo(t, "POST", "/throttle/override", `{"name":"drain","state":"auto"}`)
 	if resp := chat(t, tc, "low", false); resp.StatusCode != 200 {
 		t.Fatalf("after auto: %d %s", resp.StatusCode, drain(t, resp))
 	} else {
@@ -214,25 +215,25 @@ func TestAdminRefusesBadRequests(t *testing.T) {
 		code               int
 		reason             string
 	}{
-		{"POST", "/throttle/override", `{"instance":"strict","state":`, 400, "not valid JSON"},
-		{"POST", "/throttle/override", `{"instance":"strict","state":"shed","until":"later"}`, 400, "unknown field"},
-		{"POST", "/throttle/override", `{"instance":"strict","state":"maybe"}`, 400, "state"},
-		{"POST", "/throttle/override", `{"instance":"strict","state":"shed","for":"-5s"}`, 400, "positive duration"},
-		{"POST", "/throttle/override", `{"instance":"strict","state":"auto","for":"5s"}`, 400, "does not apply"},
-		{"POST", "/throttle/override", `{"instance":"strict","state":7}`, 400, "wrong type"},
+		{"POST", "/throttle/override", `{"name":"strict","state":`, 400, "not valid JSON"},
+		{"POST", "/throttle/override", `{"name":"strict","state":"shed","until":"later"}`, 400, "unknown field"},
+		{"POST", "/throttle/override", `{"name":"strict","state":"maybe"}`, 400, "state"},
+		{"POST", "/throttle/override", `{"name":"strict","state":"shed","for":"-5s"}`, 400, "positive duration"},
+		{"POST", "/throttle/override", `{"name":"strict","state":"auto","for":"5s"}`, 400, "does not apply"},
+		{"POST", "/throttle/override", `{"name":"strict","state":7}`, 400, "wrong type"},
 		{"POST", "/throttle/override", ``, 400, "empty body"},
-		{"POST", "/throttle/override", `{"instance":"strict","state":"shed"} {}`, 400, "after the JSON"},
-		{"POST", "/throttle/override", `{"instance":"nope","state":"shed"}`, 404, "unknown instance"},
-		{"POST", "/throttle/reset", `{"instance":"strict","what":"everything"}`, 400, "what"},
-		{"POST", "/throttle/reset", `{"instance":"strict"}`, 400, `"what" is required`},
+		{"POST", "/throttle/override", `{"name":"strict","state":"shed"} {}`, 400, "after the JSON"},
+		{"POST", "/throttle/override", `{"name":"nope","state":"shed"}`, 404, "unknown name"},
+		{"POST", "/throttle/reset", `{"name":"strict","what":"everything"}`, 400, "what"},
+		{"POST", "/throttle/reset", `{"name":"strict"}`, 400, `"what" is required`},
 		{"POST", "/throttle/override", `[]`, 400, "body must be a JSON object"},
 		{"POST", "/throttle/reset", `null`, 400, "body must be a JSON object"},
-		{"POST", "/throttle/reset", `{"instance":"nope","what":"all"}`, 404, "unknown instance"},
+		{"POST", "/throttle/reset", `{"name":"nope","what":"all"}`, 404, "unknown name"},
 		{"GET", "/throttle/override", ``, 405, "method not allowed"},
 		{"DELETE", "/throttle/reset", ``, 405, "method not allowed"},
 		{"POST", "/throttle/status", `{}`, 405, "method not allowed"},
-		{"GET", "/throttle/status?instance=nope", ``, 404, "unknown instance"},
-		{"POST", "/throttle/override", `{"instance":"strict","state":"shed","x":"` + strings.Repeat("a", 70000) + `"}`, 400, "larger than"},
+		{"GET", "/throttle/status?name=nope", ``, 404, "unknown name"},
+		{"POST", "/throttle/override", `{"name":"strict","state":"shed","x":"` + strings.Repeat("a", 70000) + `"}`, 400, "larger than"},
 	}
 	for _, c := range cases {
 		code, body := adminDo(t, c.method, c.path, c.body)
@@ -381,27 +382,27 @@ func TestMetricsAcrossReload(t *testing.T) {
 	}
 	drain(t, chat(t, tc, "high", false))
 	m := scrape(t)
-	if got := m[`caddy_adaptive_throttle_requests_total{decision="pass",priority="low",throttle="metrics"}`]; got != 3 {
+	if got := m[`caddy_adaptive_throttle_requests_total{decision="pass",name="metrics",priority="low"}`]; got != 3 {
 		t.Fatalf("low passes: %v", got)
 	}
-	if got := m[`caddy_adaptive_throttle_requests_total{decision="pass",priority="high",throttle="metrics"}`]; got != 1 {
+	if got := m[`caddy_adaptive_throttle_requests_total{decision="pass",name="metrics",priority="high"}`]; got != 1 {
 		t.Fatalf("high passes: %v", got)
 	}
-	for _, k := range []string{`caddy_adaptive_throttle_level_tripped{level="latency",throttle="metrics"}`,
-		`caddy_adaptive_throttle_circuit_state{state="closed",throttle="metrics"}`,
-		`caddy_adaptive_throttle_reserve_capacity{throttle="metrics"}`, `caddy_adaptive_throttle_medium_rate_requests_per_second{throttle="metrics"}`} {
+	for _, k := range []string{`caddy_adaptive_throttle_level_tripped{level="latency",name="metrics"}`,
+		`caddy_adaptive_throttle_circuit_state{name="metrics",state="closed"}`,
+		`caddy_adaptive_throttle_reserve_capacity{name="metrics"}`, `caddy_adaptive_throttle_medium_rate_requests_per_second{name="metrics"}`} {
 		if _, ok := m[k]; !ok {
 			t.Fatalf("%s missing from /metrics", k)
 		}
 	}
-	if m[`caddy_adaptive_throttle_circuit_state{state="closed",throttle="metrics"}`] != 1 || m[`caddy_adaptive_throttle_reserve_capacity{throttle="metrics"}`] != 1 {
+	if m[`caddy_adaptive_throttle_circuit_state{name="metrics",state="closed"}`] != 1 || m[`caddy_adaptive_throttle_reserve_capacity{name="metrics"}`] != 1 {
 		t.Fatalf("circuit or reserve gauge wrong (the reserve: 20%% of the initial limit of 4, rounded)")
 	}
 
 	start(t, site("9s")) // a reload with a changed threshold
 	drain(t, chat(t, tc, "low", false))
 	m = scrape(t)
-	if got := m[`caddy_adaptive_throttle_requests_total{decision="pass",priority="low",throttle="metrics"}`]; got != 4 {
+	if got := m[`caddy_adaptive_throttle_requests_total{decision="pass",name="metrics",priority="low"}`]; got != 4 {
 		t.Fatalf("low passes after a reload: %v, want the count to continue at 4", got)
 	}
 }
@@ -456,7 +457,7 @@ func TestPlaceholdersAndFallback(t *testing.T) {
 		t.Fatalf("pass: %d %q %s", resp.StatusCode, resp.Header.Get("X-Throttle"), body)
 	}
 
-	adminDo(t, "POST", "/throttle/override", `{"instance":"fallback","state":"shed"}`)
+	adminDo(t, "POST", "/throttle/override", `{"name":"fallback","state":"shed"}`)
 	resp = chat(t, tc, "low", false)
 	body = drain(t, resp)
 	if resp.StatusCode != 200 || !strings.Contains(body, "small-llm") {
@@ -469,8 +470,8 @@ func TestPlaceholdersAndFallback(t *testing.T) {
 		t.Fatalf("the fallback's answer kept Retry-After")
 	}
 	st := status(t, "fallback")
-	if st.Lanes.Low.Shed != 1 {
-		t.Fatalf("the fallback answer is still a shed for the module: %+v", st.Lanes.Low)
+	if st.Priorities.Low.Shed != 1 {
+		t.Fatalf("the fallback answer is still a shed for the module: %+v", st.Priorities.Low)
 	}
 }
 
@@ -488,7 +489,7 @@ func TestAdminChecksHostAndOrigin(t *testing.T) {
 	for _, hdr := range []struct{ name, value string }{{"Host", "evil.example"}, {"Origin", "http://evil.example"}} {
 		for _, c := range []struct{ method, path, body string }{
 			{"GET", "/throttle/status", ""},
-			{"POST", "/throttle/override", `{"instance":"guarded","state":"shed"}`},
+			{"POST", "/throttle/override", `{"name":"guarded","state":"shed"}`},
 		} {
 			req, _ := http.NewRequest(c.method, adminURL+c.path, strings.NewReader(c.body))
 			if hdr.name == "Host" {

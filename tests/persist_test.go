@@ -56,16 +56,16 @@ func TestRestartKeepsWhatWasLearned(t *testing.T) {
 }`)
 	file := filepath.Join(dir, "adaptive_throttle", "restart.json")
 	var doc struct {
-		Version  int
-		Instance string
-		QPS      struct{ Rates []float64 }
+		Version int
+		Name    string
+		QPS     struct{ Rates []float64 }
 	}
 	eventually(t, 5*time.Second, "the state written to "+file, func() bool {
 		b, err := os.ReadFile(file)
 		return err == nil && json.Unmarshal(b, &doc) == nil
 	})
-	if doc.Version != 1 || doc.Instance != "restart" || len(doc.QPS.Rates) < before.Levels.QPS.LearnedS {
-		t.Fatalf("stored document %+v, want version 1 of instance restart with %d s of rates", doc, before.Levels.QPS.LearnedS)
+	if doc.Version != 2 || doc.Name != "restart" || len(doc.QPS.Rates) < before.Levels.QPS.LearnedS {
+		t.Fatalf("stored document %+v, want version 2 of name restart with %d s of rates", doc, before.Levels.QPS.LearnedS)
 	}
 
 	// Started again, next to a fresh instance that never learned anything.

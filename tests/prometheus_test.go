@@ -291,10 +291,10 @@ func dashboardTargets(t *testing.T) (targets []dashTarget, variables []string) {
 
 // substitute fills in the dashboard's variables as Grafana would for a
 // 1 s scrape interval.
-func substitute(t *testing.T, expr, throttle string) string {
+func substitute(t *testing.T, expr, name string) string {
 	t.Helper()
 	e := strings.NewReplacer("$__rate_interval", "15s", "$__interval", "5s", "$__range", "60s",
-		"${throttle}", throttle, "$throttle", throttle).Replace(expr)
+		"${name}", name, "$name", name).Replace(expr)
 	if strings.Contains(e, "$") {
 		t.Fatalf("%q: a variable left after substitution", e)
 	}
@@ -304,7 +304,7 @@ func substitute(t *testing.T, expr, throttle string) string {
 // A real Prometheus (Debian's package) scrapes a real Caddy through an
 // overload against the simulator, and every query of the dashboard, with
 // its variables filled in, parses and returns data; the shed and tripped
-// panels are non-zero during the overload; the throttle label survives
+// panels are non-zero during the overload; the name label survives
 // Prometheus's own instance label; before anything is learned the
 // threshold stats read "learning" (-1); the trips panel's bars are whole
 // counts that add up to the level's transitions; and the module's metrics
@@ -340,7 +340,7 @@ func TestDashboardAgainstRealPrometheus(t *testing.T) {
 	reverse_proxy `+addr+`
 }`)
 	loadedAt := time.Now()
-	sel := `{throttle="` + name + `"}`
+	sel := `{name="` + name + `"}`
 	stopCalm := lightTraffic(t, tc.Client, 15)
 	defer stopCalm()
 
@@ -388,20 +388,20 @@ func TestDashboardAgainstRealPrometheus(t *testing.T) {
 		stop := lightTraffic(t, tc.Client, 20)
 		defer stop()
 	}
-	prom.until(15*time.Second, "the QPS level tripped", `caddy_adaptive_throttle_level_tripped{throttle="`+name+`",level="qps"}`,
+	prom.until(15*time.Second, "the QPS level tripped", `caddy_adaptive_throttle_level_tripped{level="qps",name="`+name+`"}`,
 		func(v float64) bool { return v == 1 })
-	prom.until(10*time.Second, "sheds", `rate(caddy_adaptive_throttle_shed_total{throttle="`+name+`",cause="qps"}[15s])`,
+	prom.until(10*time.Second, "sheds", `rate(caddy_adaptive_throttle_shed_total{cause="qps",name="`+name+`"}[15s])`,
 		func(v float64) bool { return v > 0 })
 	during := time.Now()
 
-	// The instance's label is throttle; Prometheus's instance and job are
+	// The throttle's label is name; Prometheus's instance and job are
 	// the target's, and nothing was renamed exported_instance.
 	s, err := prom.query("caddy_adaptive_throttle_shedding"+sel, during)
 	if err != nil || len(s) != 1 {
 		t.Fatalf("shedding: %+v %v", s, err)
 	}
 	if m := s[0].Metric; m["instance"] != strings.TrimPrefix(adminURL, "http://") || m["job"] != "caddy" || m["exported_instance"] != "" {
-		t.Errorf("shedding's labels %v: want throttle, the target's instance and job, no exported_instance", m)
+		t.Errorf("shedding's labels %v: want name, the target's instance and job, no exported_instance", m)
 	}
 
 	for _, tg := range targets {
@@ -458,7 +458,7 @@ func TestDashboardAgainstRealPrometheus(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%q: %v", trips, err)
 	}
-	total, err := prom.query(`caddy_adaptive_throttle_level_transitions_total{throttle="`+name+`",level="qps"}`, last)
+	total, err := prom.query(`caddy_adaptive_throttle_level_transitions_total{level="qps",name="`+name+`"}`, last)
 	if err != nil || len(total) != 1 {
 		t.Fatalf("transitions at %v: %+v %v", last, total, err)
 	}
@@ -479,8 +479,8 @@ func TestDashboardAgainstRealPrometheus(t *testing.T) {
 	}
 	if !found || sum != total[0].Value || sum < 1 {
 		t.Errorf("trips panel: QPS bars add up to %v (series found %v), the counter reads %v: want equal and ≥ 1", sum, found, total[0].Value)
-		for _, e := range []string{`caddy_adaptive_throttle_level_transitions_total{throttle="` + name + `",level="qps"}`,
-			`caddy_adaptive_throttle_level_tripped{throttle="` + name + `",level="qps"}`} {
+		for _, e := range []string{`caddy_adaptive_throttle_level_transitions_total{level="qps",name="` + name + `"}`,
+			`caddy_adaptive_throttle_level_tripped{level="qps",name="` + name + `"}`} {
 			raw, err := prom.queryRange(e, startAt, end, time.Second)
 			t.Logf("%s from %v to %v: %+v %v", e, startAt, end, raw, err)
 		}
@@ -501,12 +501,12 @@ func TestDashboardAgainstRealPrometheus(t *testing.T) {
 	if shedState == "" || overridePanel == "" {
 		t.Fatal(`no "Shedding state" or "Operator override" panel`)
 	}
-	if code, body := adminDo(t, "POST", "/throttle/override", `{"instance":"`+name+`","state":"drain","for":"1m"}`); code != 200 {
+	if code, body := adminDo(t, "POST", "/throttle/override", `{"name":"`+name+`","state":"drain","for":"1m"}`); code != 200 {
 		t.Fatalf("override drain: %d %s", code, body)
 	}
 	prom.until(10*time.Second, "the shedding panel to read refusing all", shedState, func(v float64) bool { return v == 2 })
 	prom.until(5*time.Second, "the override panel to read drain", overridePanel, func(v float64) bool { return v == 3 })
-	adminDo(t, "POST", "/throttle/override", `{"instance":"`+name+`","state":"auto"}`)
+	adminDo(t, "POST", "/throttle/override", `{"name":"`+name+`","state":"auto"}`)
 	t.Logf("real-Prometheus test: %.1f s", time.Since(begin).Seconds())
 }
 

@@ -86,8 +86,8 @@ func TestWaitingRequestIsHandedTheFreedSlot(t *testing.T) {
 	if c := <-low; c != 200 {
 		t.Fatalf("low: %d", c)
 	}
-	if st := status(t, "handoff"); st.InFlight != 0 || queued(t, "handoff") != 0 || st.Lanes.High.Passed != 1 || st.Lanes.Low.Passed != 2 {
-		t.Fatalf("after: in flight %d, lanes %+v", st.InFlight, st.Lanes)
+	if st := status(t, "handoff"); st.Admission.InFlight != 0 || queued(t, "handoff") != 0 || st.Priorities.High.Passed != 1 || st.Priorities.Low.Passed != 2 {
+		t.Fatalf("after: in flight %d, priorities %+v", st.Admission.InFlight, st.Priorities)
 	}
 }
 
@@ -118,7 +118,7 @@ func TestCancelledWaiterLeavesNoSlot(t *testing.T) {
 			if c := <-gone; c != 0 {
 				t.Fatalf("a cancelled request got %d", c)
 			}
-			shedGone := `caddy_adaptive_throttle_requests_total{decision="shed_gone",priority="medium",throttle="` + name + `"}`
+			shedGone := `caddy_adaptive_throttle_requests_total{decision="shed_gone",name="` + name + `",priority="medium"}`
 			eventually(t, time.Second, "the waiter to leave the queue, counted shed_gone, while the slot is held", func() bool {
 				return queued(t, name) == 0 && scrape(t)[shedGone] == 1
 			})
@@ -166,8 +166,8 @@ func TestReloadWhileRequestsWait(t *testing.T) {
 			t.Fatalf("request %d across the reload: %d (all: %v)", i, c, codes)
 		}
 	}
-	if st := status(t, "reloadwait"); st.InFlight != 0 || queued(t, "reloadwait") != 0 {
-		t.Fatalf("after the reload: in flight %d, queued %v", st.InFlight, st.Admission.Queued)
+	if st := status(t, "reloadwait"); st.Admission.InFlight != 0 || queued(t, "reloadwait") != 0 {
+		t.Fatalf("after the reload: in flight %d, queued %v", st.Admission.InFlight, st.Admission.Queued)
 	}
 }
 

@@ -153,7 +153,7 @@ func TestReadmeConfigAPIExample(t *testing.T) {
 		}
 	})
 	eventually(t, 20*time.Second, "the binary's admin API", func() bool {
-		resp, err := http.Get("http://" + admin + "/throttle/status?instance=llm-main")
+		resp, err := http.Get("http://" + admin + "/throttle/status?name=llm-main")
 		if err != nil {
 			return false
 		}
@@ -187,7 +187,7 @@ func TestReadmeConfigAPIExample(t *testing.T) {
 		}
 	}
 	// The changed config is live and the throttle the same instance.
-	resp, err := http.Get("http://" + admin + "/throttle/status?instance=llm-main")
+	resp, err := http.Get("http://" + admin + "/throttle/status?name=llm-main")
 	if err != nil {
 		t.Fatal(err)
 	}

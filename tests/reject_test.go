@@ -90,7 +90,7 @@ func TestRejectedReloadKeepsTheRunningThrottle(t *testing.T) {
 		if q := after.Levels.QPS; abs(q.Threshold-2*q.Baseline) > 1e-3 {
 			t.Fatalf("%s: the rejected trip factor was applied: %+v", c.name, q)
 		}
-		if _, ok := scrape(t)[`caddy_adaptive_throttle_shedding{throttle="llm-main"}`]; !ok {
+		if _, ok := scrape(t)[`caddy_adaptive_throttle_shedding{name="llm-main"}`]; !ok {
 			t.Fatalf("%s: the metrics series are gone", c.name)
 		}
 		if resp := chat(t, tc, "low", false); resp.StatusCode != http.StatusOK {

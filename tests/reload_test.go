@@ -109,7 +109,7 @@ func TestReloadsUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	body := drain(t, resp)
-	if n := strings.Count(body, `caddy_adaptive_throttle_shedding{throttle="reloads"}`); n != 1 {
+	if n := strings.Count(body, `caddy_adaptive_throttle_shedding{name="reloads"}`); n != 1 {
 		t.Fatalf("%d shedding series for one instance after 50 reloads", n)
 	}
 	// The module's own goroutines (samplers, event emitters, the clock) are

@@ -25,7 +25,7 @@ func TestSpoofedHighIsCappedByTheLimit(t *testing.T) {
 	}
 	reverse_proxy `+addr+`
 }`)
-	adminDo(t, "POST", "/throttle/override", `{"instance":"spoof","state":"shed"}`)
+	adminDo(t, "POST", "/throttle/override", `{"name":"spoof","state":"shed"}`)
 	var mu sync.Mutex
 	codes := map[int]int{}
 	var wg sync.WaitGroup
@@ -42,8 +42,8 @@ func TestSpoofedHighIsCappedByTheLimit(t *testing.T) {
 	if codes[200] != 2 || codes[503] != 4 {
 		t.Fatalf("six concurrent high claims (a second each) against a limit of 2: %v", codes)
 	}
-	if st := status(t, "spoof"); st.Lanes.High.InUse != 0 || st.Lanes.High.Shed != 4 || st.Admission.InFlight != 0 {
-		t.Fatalf("after the burst: %+v %+v", st.Lanes.High, st.Admission)
+	if st := status(t, "spoof"); st.Priorities.High.InUse != 0 || st.Priorities.High.Shed != 4 || st.Admission.InFlight != 0 {
+		t.Fatalf("after the burst: %+v %+v", st.Priorities.High, st.Admission)
 	}
 }
 
@@ -66,7 +66,7 @@ func TestTrustedMatcherDecidesWhoseClaimCounts(t *testing.T) {
 }`
 	}
 	tc := start(t, site("10.0.0.0/8"))
-	adminDo(t, "POST", "/throttle/override", `{"instance":"trust","state":"shed"}`)
+	adminDo(t, "POST", "/throttle/override", `{"name":"trust","state":"shed"}`)
 	resp := chat(t, tc, "high", false)
 	if seen := resp.Header.Get("X-Priority-Seen"); seen != "low" {
 		t.Fatalf("an untrusted client's high claim was taken as %q", seen)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/internal/llmsim"
 )
 
@@ -80,7 +81,7 @@ func TestUpstream503StormLeavesTheCircuitClosed(t *testing.T) {
 		t.Fatalf("%d ok, %d refused for the upstream; status full answers %d, shed upstream %d: want refusals counted alike",
 			ok, refused, st.Upstream.FullAnswers, st.Shed["upstream"])
 	}
-	if st.Circuit.State != "closed" || st.Circuit.Failures != 0 || st.Circuit.Opens != 0 {
+	if st.Circuit.State != breaker.Closed || st.Circuit.Failures != 0 || st.Circuit.Opens != 0 {
 		t.Fatalf("circuit %+v after %d upstream 503s, want closed with no failure", st.Circuit, refused)
 	}
 	eventually(t, 3*time.Second, fmt.Sprintf("the limit to come down from 12 to about the %d slots", slots), func() bool {

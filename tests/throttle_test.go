@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/internal/llmsim"
 )
 
@@ -76,7 +77,7 @@ func TestHealthyTrafficPassesUntouched(t *testing.T) {
 	}
 
 	st := status(t, "healthy")
-	if st.Shedding || st.Lanes.Low.Passed != 1 || st.Lanes.High.Passed != 1 || st.InFlight != 0 {
+	if st.Shedding || st.Priorities.Low.Passed != 1 || st.Priorities.High.Passed != 1 || st.Admission.InFlight != 0 {
 		t.Fatalf("status after two healthy requests: %+v", st)
 	}
 }
@@ -124,8 +125,8 @@ func TestSlowUpstreamTripsLatency(t *testing.T) {
 		t.Fatalf("high priority refused while latency tripped: %d %s", resp.StatusCode, body)
 	}
 	st = status(t, "slow")
-	if st.Lanes.Low.Shed != 1 || st.Shed["latency"] != 1 || st.Lanes.High.InUse != 0 {
-		t.Fatalf("counts after one shed and a reserved pass: lanes %+v shed %v", st.Lanes, st.Shed)
+	if st.Priorities.Low.Shed != 1 || st.Shed["latency"] != 1 || st.Priorities.High.InUse != 0 {
+		t.Fatalf("counts after one shed and a reserved pass: priorities %+v shed %v", st.Priorities, st.Shed)
 	}
 }
 
@@ -207,20 +208,20 @@ func TestCircuitOpensAndClosesThroughHalfOpen(t *testing.T) {
 		}
 	}
 	st := status(t, "circuit")
-	if st.Circuit.State != "open" || st.Circuit.Opens != 1 || st.Circuit.Failures != 4 {
+	if st.Circuit.State != breaker.Open || st.Circuit.Opens != 1 || st.Circuit.Failures != 4 {
 		t.Fatalf("circuit after 4 failures of 4: %+v", st.Circuit)
 	}
 	// Open: everything, high included, gets 503 and the time to Half-Open.
 	assertShed(t, chat(t, tc, "high", false), http.StatusServiceUnavailable, "circuit", "high", 1)
 
 	sim.SetFault(llmsim.Fault{})
-	eventually(t, 5*time.Second, "Half-Open", func() bool { return status(t, "circuit").Circuit.State == "half-open" })
+	eventually(t, 5*time.Second, "Half-Open", func() bool { return status(t, "circuit").Circuit.State == breaker.HalfOpen })
 	resp := chat(t, tc, "low", false) // the probe
 	if body := drain(t, resp); resp.StatusCode != http.StatusOK {
 		t.Fatalf("probe: %d %s", resp.StatusCode, body)
 	}
 	st = status(t, "circuit")
-	if st.Circuit.State != "closed" || !strings.Contains(st.Circuit.LastReason, "probe") {
+	if st.Circuit.State != breaker.Closed || !strings.Contains(st.Circuit.LastReason, "probe") {
 		t.Fatalf("circuit after a good probe: %+v", st.Circuit)
 	}
 	resp = chat(t, tc, "low", false)

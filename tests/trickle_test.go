@@ -47,7 +47,7 @@ func TestReadTimeoutFreesSlotsHeldByTricklers(t *testing.T) {
 	}
 	reverse_proxy `+addr+`
 }`)
-	adminDo(t, "POST", "/throttle/override", `{"instance":"trickle","state":"shed"}`)
+	adminDo(t, "POST", "/throttle/override", `{"name":"trickle","state":"shed"}`)
 	trickle(t)
 	trickle(t)
 	eventually(t, 5*time.Second, "the tricklers to hold both slots", func() bool { return status(t, "trickle").Admission.InFlight == 2 })

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/internal/llmsim"
 )
 
@@ -65,7 +66,7 @@ func TestRefusedUploadsDoNotOpenTheCircuit(t *testing.T) {
 	reverse_proxy @upload `+refusing+`
 	reverse_proxy `+healthy+`
 }`)
-	adminDo(t, "POST", "/throttle/reset", `{"instance":"uploads","what":"all"}`) // a circuit an earlier run opened
+	adminDo(t, "POST", "/throttle/reset", `{"name":"uploads","what":"all"}`) // a circuit an earlier run opened
 	opens := status(t, "uploads").Circuit.Opens
 	big := bytes.Repeat([]byte("x"), 32<<20) // well beyond what the sockets buffer, so the reset comes mid-body
 	for i := range 25 {
@@ -81,8 +82,8 @@ func TestRefusedUploadsDoNotOpenTheCircuit(t *testing.T) {
 			t.Fatalf("upload %d: %d %s", i, resp.StatusCode, body)
 		}
 	}
-	eventually(t, 5*time.Second, "every upload finished", func() bool { return status(t, "uploads").InFlight == 0 })
-	if c := status(t, "uploads").Circuit; c.State != "closed" || c.Failures != 0 || c.Opens != opens {
+	eventually(t, 5*time.Second, "every upload finished", func() bool { return status(t, "uploads").Admission.InFlight == 0 })
+	if c := status(t, "uploads").Circuit; c.State != breaker.Closed || c.Failures != 0 || c.Opens != opens {
 		t.Fatalf("circuit after 25 refused uploads: %+v", c)
 	}
 	resp := chat(t, tc, "low", false)
@@ -98,5 +99,5 @@ func TestRefusedUploadsDoNotOpenTheCircuit(t *testing.T) {
 			drain(t, resp)
 		}
 	}
-	eventually(t, 5*time.Second, "the circuit to open", func() bool { return status(t, "uploads").Circuit.State == "open" })
+	eventually(t, 5*time.Second, "the circuit to open", func() bool { return status(t, "uploads").Circuit.State == breaker.Open })
 }

@@ -162,7 +162,7 @@ func (t *Throttle) graded(ctx context.Context, r *http.Request, p priority.Prior
 		}
 	case priority.Medium:
 		if t.pacer.AllowN(now.Time, 1) && t.gate.TryAcquire(p, true) {
-			return priority.PassBucket, now.Mono, false, classUnknown
+			return priority.PassPaced, now.Mono, false, classUnknown
 		}
 	default:
 		if !hurting && t.gate.TryAcquire(p, true) {
@@ -256,7 +256,7 @@ func (t *Throttle) wait(ctx context.Context, r *http.Request, p priority.Priorit
 		case p == priority.High:
 			return priority.PassReserved, start, false, class
 		}
-		return priority.PassBucket, start, short, class
+		return priority.PassPaced, start, short, class
 	case admission.Gone:
 		return priority.ShedGone, 0, false, classUnknown
 	}
@@ -266,7 +266,7 @@ func (t *Throttle) wait(ctx context.Context, r *http.Request, p priority.Priorit
 	case p == priority.High:
 		return priority.ShedReserveFull, 0, false, classUnknown
 	}
-	return priority.ShedBucket, 0, false, classUnknown
+	return priority.ShedPaced, 0, false, classUnknown
 }
 
 // refusal is a refused Decision: its cause, and Retry-After from when

@@ -46,7 +46,7 @@ func TestAdmitFinishOpensTheCircuitAndEmits(t *testing.T) {
 	if !errors.As(err, &ref) || ref.Status != http.StatusServiceUnavailable || ref.Cause != "circuit" || d.Admitted() || ref.RetryAfter < 48 || ref.RetryAfter > 60 {
 		t.Fatalf("open circuit: %+v %v", ref, err)
 	}
-	if st := th.Status(time.Now()); st.InFlight != 0 || st.Shed["circuit"] != 1 || st.Circuit.State != "open" {
+	if st := th.Status(time.Now()); st.Admission.InFlight != 0 || st.Shed["circuit"] != 1 || st.Circuit.State != breaker.Open {
 		t.Fatalf("status %+v", st)
 	}
 	// A caller whose context is done is refused before anything is counted.
@@ -72,7 +72,7 @@ func TestOverridePassKeepsTheCircuitCounting(t *testing.T) {
 		}
 		th.Finish(&d, Outcome{Status: 500, End: breaker.Mono(now)})
 	}
-	if st := th.Status(now).Circuit; st.State != "open" || st.Failures != 20 {
+	if st := th.Status(now).Circuit; st.State != breaker.Open || st.Failures != 20 {
 		t.Fatalf("circuit under pass: %+v", st)
 	}
 	if d := th.Admit(context.Background(), priority.Low, InstantOf(now)); !d.Admitted() {
@@ -156,8 +156,8 @@ func TestAdmitWaitExpiresOrIsCancelled(t *testing.T) {
 		t.Fatalf("a cancelled wait: %v", d.Verdict())
 	}
 	th.Finish(&first, Outcome{Status: 200})
-	if st := th.Status(time.Now()); st.InFlight != 0 || st.Admission.Queued["low"] != 0 || st.Shed["concurrency"] != 2 {
-		t.Fatalf("after the cancel: in flight %d, queued %v, shed %v", st.InFlight, st.Admission.Queued, st.Shed)
+	if st := th.Status(time.Now()); st.Admission.InFlight != 0 || st.Admission.Queued["low"] != 0 || st.Shed["concurrency"] != 2 {
+		t.Fatalf("after the cancel: in flight %d, queued %v, shed %v", st.Admission.InFlight, st.Admission.Queued, st.Shed)
 	}
 }
 
@@ -184,7 +184,7 @@ func TestAdmitGradedWhileShedding(t *testing.T) {
 	if d := th.Admit(ctx, priority.Low, Now()); d.Verdict() != priority.ShedLow || d.Status() != 429 || d.Cause() != "qps" {
 		t.Fatalf("low with only the reserve free: %v %q", d.Verdict(), d.Cause())
 	}
-	if d := th.Admit(ctx, priority.Medium, Now()); d.Verdict() != priority.ShedBucket || d.Status() != 429 {
+	if d := th.Admit(ctx, priority.Medium, Now()); d.Verdict() != priority.ShedPaced || d.Status() != 429 {
 		t.Fatalf("medium with only the reserve free: %v", d.Verdict())
 	}
 	h := th.Admit(ctx, priority.High, Now())
@@ -194,15 +194,15 @@ func TestAdmitGradedWhileShedding(t *testing.T) {
 	if d := th.Admit(ctx, priority.High, Now()); d.Verdict() != priority.ShedReserveFull || d.Status() != 503 {
 		t.Fatalf("high with the limit full: %v", d.Verdict())
 	}
-	if st := th.Status(time.Now()).Lanes.High; st.InUse != 1 || st.Reserve != 1 {
+	if st := th.Status(time.Now()).Priorities.High; st.InUse != 1 || st.Reserve != 1 {
 		t.Fatalf("high lane %+v", st)
 	}
 	th.Finish(&h, Outcome{Status: 200})
 	for i := range held {
 		th.Finish(&held[i], Outcome{Status: 200})
 	}
-	if st := th.Status(time.Now()); st.InFlight != 0 || st.Lanes.High.InUse != 0 {
-		t.Fatalf("in flight %d, high in use %d at the end", st.InFlight, st.Lanes.High.InUse)
+	if st := th.Status(time.Now()); st.Admission.InFlight != 0 || st.Priorities.High.InUse != 0 {
+		t.Fatalf("in flight %d, high in use %d at the end", st.Admission.InFlight, st.Priorities.High.InUse)
 	}
 
 	for _, mask := range []uint32{1 << levelGPU, 1 << levelLatency} {

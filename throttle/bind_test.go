@@ -58,7 +58,7 @@ func TestBoundRequestsCountOnTheirMember(t *testing.T) {
 	if b.State != "open" || b.Circuit.Failures != 2 {
 		t.Fatalf("b: %+v, want its circuit open on its 2 failures", b)
 	}
-	if c := th.Status(now).Circuit; c.State != "closed" || c.Requests != 0 {
+	if c := th.Status(now).Circuit; c.State != breaker.Closed || c.Requests != 0 {
 		t.Fatalf("the throttle's own circuit counted what members answered: %+v", c)
 	}
 	if n := ms[0].InFlight() + ms[1].InFlight(); n != 0 {

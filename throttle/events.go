@@ -92,9 +92,9 @@ func (t *Throttle) transition(tr breaker.Transition) {
 	case tr.Tripped:
 		name, msg = EventTripped, "level tripped"
 	}
-	fields := []zap.Field{zap.String("instance", t.name), zap.String("level", tr.Name), zap.String("reason", tr.Reason),
+	fields := []zap.Field{zap.String("name", t.name), zap.String("level", tr.Name), zap.String("reason", tr.Reason),
 		zap.Float64("value", tr.Value), zap.Float64("threshold", tr.Threshold)}
-	data := map[string]any{"instance": t.name, "level": tr.Name, "reason": tr.Reason, "value": tr.Value,
+	data := map[string]any{"name": t.name, "level": tr.Name, "reason": tr.Reason, "value": tr.Value,
 		"threshold": tr.Threshold, "at": tr.At}
 	if tr.Name == "circuit" {
 		fields = append(fields, zap.String("from", tr.From.String()), zap.String("to", tr.To.String()))

@@ -92,11 +92,11 @@ func (t *Throttle) fullSecond(now time.Time) {
 	switch {
 	case began:
 		t.logger.Load().Warn("the upstream answers only that it is full (503, 429 or 529): saturated, not broken; the circuit stays closed",
-			zap.String("instance", t.name), zap.Duration("for", now.Sub(since).Round(time.Second)),
+			zap.String("name", t.name), zap.Duration("for", now.Sub(since).Round(time.Second)),
 			zap.Int("limit", t.limit.Value()))
 	case ended:
 		t.logger.Load().Info("the upstream serves again after answering only that it was full",
-			zap.String("instance", t.name), zap.Duration("for", now.Sub(since).Round(time.Second)))
+			zap.String("name", t.name), zap.Duration("for", now.Sub(since).Round(time.Second)))
 	}
 }
 

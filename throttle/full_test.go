@@ -88,7 +88,7 @@ func TestUpstreamFullLowersTheLimitAndLeavesTheCircuitClosed(t *testing.T) {
 				}
 			}
 			st := th.Status(now)
-			if st.Circuit.State != "closed" || st.Circuit.Failures != 0 {
+			if st.Circuit.State != breaker.Closed || st.Circuit.Failures != 0 {
 				t.Fatalf("circuit %+v after 30 full answers, want closed with no failure", st.Circuit)
 			}
 			if st.Upstream.FullAnswers != 30 || st.Shed["upstream"] != 30 {
@@ -127,7 +127,7 @@ func TestOtherFailuresStillOpenTheCircuit(t *testing.T) {
 				d := th.Admit(context.Background(), priority.Medium, InstantOf(now))
 				_ = th.Serve(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil), d, next)
 			}
-			if st := th.Status(now); st.Circuit.State != "open" || st.Upstream.FullAnswers != 0 {
+			if st := th.Status(now); st.Circuit.State != breaker.Open || st.Upstream.FullAnswers != 0 {
 				t.Fatalf("circuit %q, full answers %d after 5 × %s, want open and 0", st.Circuit.State, st.Upstream.FullAnswers, name)
 			}
 		})
@@ -139,7 +139,7 @@ func TestOtherFailuresStillOpenTheCircuit(t *testing.T) {
 		d := th.Admit(context.Background(), priority.Medium, InstantOf(now))
 		th.Finish(&d, Outcome{Status: 503, End: breaker.Mono(now)})
 	}
-	if st := th.Status(now); st.Circuit.State != "closed" || st.Upstream.FullAnswers != 10 {
+	if st := th.Status(now); st.Circuit.State != breaker.Closed || st.Upstream.FullAnswers != 10 {
 		t.Fatalf("Finish with 503 × 10: circuit %q, full answers %d; want closed, 10", st.Circuit.State, st.Upstream.FullAnswers)
 	}
 }

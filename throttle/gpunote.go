@@ -13,8 +13,8 @@ func (t *Throttle) logGPUNote() {
 	}
 	t.gpuNote = seq
 	if note == "" {
-		t.logger.Load().Info("gpu memory readings judged against the threshold again", zap.String("instance", t.name))
+		t.logger.Load().Info("gpu memory readings judged against the threshold again", zap.String("name", t.name))
 		return
 	}
-	t.logger.Load().Warn("gpu memory cannot judge load", zap.String("instance", t.name), zap.String("note", note))
+	t.logger.Load().Warn("gpu memory cannot judge load", zap.String("name", t.name), zap.String("note", note))
 }

@@ -30,7 +30,7 @@ func (t *Throttle) LogRefusal(r *http.Request, d Decision) {
 		t.shedLog.suppressed.Add(1)
 		return
 	}
-	ce.Write(zap.String("instance", t.name), zap.String("level", d.Cause()), zap.String("priority", d.Priority().String()),
+	ce.Write(zap.String("name", t.name), zap.String("level", d.Cause()), zap.String("priority", d.Priority().String()),
 		zap.Int("status", d.Status()), zap.Int("retry_after", d.RetryAfter()), zap.String("trace_id", traceID(r)),
 		zap.Uint64("suppressed_since_last", t.shedLog.suppressed.Swap(0)))
 }

@@ -22,7 +22,7 @@ func (t *Throttle) SetOverride(state string, now, until time.Time) error {
 	default:
 		return fmt.Errorf("override state must be drain, shed, pass or auto, got %q", state)
 	}
-	fields := []zap.Field{zap.String("instance", t.name), zap.String("state", state)}
+	fields := []zap.Field{zap.String("name", t.name), zap.String("state", state)}
 	if !until.IsZero() {
 		fields = append(fields, zap.Time("until", until))
 	}
@@ -56,7 +56,7 @@ func (t *Throttle) Reset(what string, now time.Time) error {
 		t.circuit.Reset(now)
 		t.pool.Close(now)
 	}
-	t.logger.Load().Info("state reset", zap.String("instance", t.name), zap.String("what", what))
+	t.logger.Load().Info("state reset", zap.String("name", t.name), zap.String("what", what))
 	t.refresh(now)
 	return nil
 }

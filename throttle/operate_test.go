@@ -45,12 +45,12 @@ func TestOverrideDrainRefusesEverythingNew(t *testing.T) {
 		}
 	}
 	st := th.Status(now)
-	if !st.Shedding || st.Override == nil || st.Override.State != "drain" || st.Shed["override"] != 3 || st.InFlight != 1 {
-		t.Fatalf("status under drain: shedding %v override %+v shed %v in flight %d", st.Shedding, st.Override, st.Shed, st.InFlight)
+	if !st.Shedding || st.Override == nil || st.Override.State != "drain" || st.Shed["override"] != 3 || st.Admission.InFlight != 1 {
+		t.Fatalf("status under drain: shedding %v override %+v shed %v in flight %d", st.Shedding, st.Override, st.Shed, st.Admission.InFlight)
 	}
 	th.Finish(&held, Outcome{Status: 200, End: breaker.Mono(now)})
-	if st := th.Status(now); st.InFlight != 0 || st.Lanes.Low.Passed != 1 {
-		t.Fatalf("the request in flight did not finish under drain: %+v", st.Lanes.Low)
+	if st := th.Status(now); st.Admission.InFlight != 0 || st.Priorities.Low.Passed != 1 {
+		t.Fatalf("the request in flight did not finish under drain: %+v", st.Priorities.Low)
 	}
 
 	// With the circuit due for Half-Open, a drain takes no probe.
@@ -98,12 +98,12 @@ func TestStatusShedsWhileTheCircuitRefuses(t *testing.T) {
 	if d := th.Admit(ctx, priority.High, InstantOf(now)); d.Verdict() != priority.ShedCircuit {
 		t.Fatalf("open circuit: %v", d.Verdict())
 	}
-	if st := th.Status(now); !st.Shedding || st.Circuit.State != "open" {
+	if st := th.Status(now); !st.Shedding || st.Circuit.State != breaker.Open {
 		t.Fatalf("open circuit refusing everything: shedding %v, circuit %s", st.Shedding, st.Circuit.State)
 	}
 	later := now.Add(2 * breaker.DefaultOpenFor)
 	probe := th.Admit(ctx, priority.High, InstantOf(later))
-	if st := th.Status(later); !probe.Admitted() || !st.Shedding || st.Circuit.State != "half-open" {
+	if st := th.Status(later); !probe.Admitted() || !st.Shedding || st.Circuit.State != breaker.HalfOpen {
 		t.Fatalf("half-open circuit (only its probe passes): admitted %v, shedding %v, circuit %s", probe.Admitted(), st.Shedding, st.Circuit.State)
 	}
 	if err := th.SetOverride("pass", later, time.Time{}); err != nil {
@@ -116,7 +116,7 @@ func TestStatusShedsWhileTheCircuitRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	th.Finish(&probe, Outcome{Status: 200, End: breaker.Mono(later)})
-	if st := th.Status(later); st.Shedding || st.Circuit.State != "closed" {
+	if st := th.Status(later); st.Shedding || st.Circuit.State != breaker.Closed {
 		t.Fatalf("closed again: shedding %v, circuit %s", st.Shedding, st.Circuit.State)
 	}
 }

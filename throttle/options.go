@@ -61,9 +61,9 @@ func WithQPSWindow(d time.Duration) Option {
 // trip anything (qps warmup).
 func WithQPSWarmup(seconds int) Option { return func(o *options) { o.cfg.QPS.Warmup = seconds } }
 
-// WithQPSLimit sets a fixed ceiling in req/s besides the learned baseline
-// (qps limit).
-func WithQPSLimit(rps float64) Option { return func(o *options) { o.cfg.QPS.Limit = rps } }
+// WithQPSMaxRate sets a fixed ceiling in req/s besides the learned baseline
+// (qps max_rate).
+func WithQPSMaxRate(rps float64) Option { return func(o *options) { o.cfg.QPS.MaxRate = rps } }
 
 // WithGPUSource sets where GPU pressure is read (gpu source): "auto",
 // "nvml", "nvidia-smi", "prometheus" (give the /metrics URLs) or "off".

@@ -13,7 +13,7 @@ import (
 // ones, and a bad value is refused by New with the key's name.
 func TestOptionsSetTheirKeys(t *testing.T) {
 	th, err := New(WithName("opts"), WithConfig(Config{QPS: qpsWarmup(5)}), WithGPUSource("off"), WithGPUThreshold(0.9),
-		WithQPSWindow(time.Minute), WithQPSWarmup(12), WithQPSLimit(40), WithLatencyPercentile(95),
+		WithQPSWindow(time.Minute), WithQPSWarmup(12), WithQPSMaxRate(40), WithLatencyPercentile(95),
 		WithLatencyWindow(5*time.Second), WithHighReserve(3), WithRetryAfter(2*time.Second),
 		WithConcurrencyLimit(12), WithMaxWait(3*time.Second, 2*time.Second, 0))
 	if err != nil {
@@ -30,7 +30,7 @@ func TestOptionsSetTheirKeys(t *testing.T) {
 		{"gpu threshold", c.GPU.Threshold, 0.9},
 		{"qps window", c.QPS.Window, config.Duration(time.Minute)},
 		{"qps warmup", c.QPS.Warmup, 12},
-		{"qps limit", c.QPS.Limit, 40.0},
+		{"qps max_rate", c.QPS.MaxRate, 40.0},
 		{"latency percentile", c.Latency.Percentile, 95.0},
 		{"latency window", c.Latency.Window, config.Duration(5 * time.Second)},
 		{"priority high_reserve", c.Priority.Reserve(10), 3},
@@ -46,7 +46,7 @@ func TestOptionsSetTheirKeys(t *testing.T) {
 			t.Errorf("%s: %v, want %v", k.key, k.got, k.want)
 		}
 	}
-	if st := th.Status(time.Now()); st.Lanes.High.Reserve != 3 || st.Admission.Limit != 12 || !st.Admission.Fixed || st.Levels.GPU.Source != "off" {
+	if st := th.Status(time.Now()); st.Priorities.High.Reserve != 3 || st.Admission.Limit != 12 || !st.Admission.Fixed || st.Levels.GPU.Source != "off" {
 		t.Fatalf("status %+v", st)
 	}
 	if _, err := New(WithGPUSource("off"), WithLatencyPercentile(120)); err == nil || !strings.Contains(err.Error(), "latency: percentile") {

@@ -13,14 +13,14 @@ import (
 )
 
 // SnapshotVersion is the version of the document Snapshot writes; Restore
-// takes no other.
-const SnapshotVersion = 1
+// takes no other. (Version 1 named the throttle "instance".)
+const SnapshotVersion = 2
 
 // snapshot is the document a restart keeps: what each part learned, each
 // in its own package's type. A part with nothing learned is left out.
 type snapshot struct {
 	Version     int                 `json:"version"`
-	Instance    string              `json:"instance"`
+	Name        string              `json:"name"`
 	SavedAt     time.Time           `json:"saved_at"`
 	QPS         *qps.Snapshot       `json:"qps,omitempty"`
 	Latency     *latency.Snapshot   `json:"latency,omitempty"`
@@ -33,7 +33,7 @@ type snapshot struct {
 // circuit, counters and overrides are not in it: they describe the moment,
 // not the upstream.
 func (t *Throttle) Snapshot(now time.Time) ([]byte, error) {
-	s := snapshot{Version: SnapshotVersion, Instance: t.name, SavedAt: now.UTC()}
+	s := snapshot{Version: SnapshotVersion, Name: t.name, SavedAt: now.UTC()}
 	if q := t.qps.Snapshot(); len(q.Rates) > 0 {
 		s.QPS = &q
 	}
@@ -73,8 +73,8 @@ func (t *Throttle) Restore(data []byte, now time.Time, maxAge time.Duration) (Re
 	switch {
 	case s.Version != SnapshotVersion:
 		return RestoreInfo{}, fmt.Errorf("stored state has version %d, want %d", s.Version, SnapshotVersion)
-	case s.Instance != t.name:
-		return RestoreInfo{}, fmt.Errorf("stored state is of instance %q, not %q", s.Instance, t.name)
+	case s.Name != t.name:
+		return RestoreInfo{}, fmt.Errorf("stored state is of name %q, not %q", s.Name, t.name)
 	case s.SavedAt.IsZero():
 		return RestoreInfo{}, errors.New("stored state has no saved_at")
 	}

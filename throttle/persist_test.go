@@ -43,7 +43,7 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	var doc map[string]any
-	if err := json.Unmarshal(data, &doc); err != nil || doc["version"] != float64(1) || doc["instance"] != "test" {
+	if err := json.Unmarshal(data, &doc); err != nil || doc["version"] != float64(SnapshotVersion) || doc["name"] != "test" {
 		t.Fatalf("document %s: %v", data, err)
 	}
 	for _, part := range []string{"qps", "latency", "concurrency", "saved_at"} {
@@ -132,9 +132,9 @@ func TestRestoreRefusesForeignData(t *testing.T) {
 		{"bad JSON", []byte(`{"version":1,`), now, "no JSON snapshot"},
 		{"not an object", []byte(`[1,2]`), now, "no JSON snapshot"},
 		{"a wrong type", edit(func(m map[string]any) { m["qps"] = "lots" }), now, "no JSON snapshot"},
-		{"another version", edit(func(m map[string]any) { m["version"] = 2 }), now, "version 2, want 1"},
-		{"no version", edit(func(m map[string]any) { delete(m, "version") }), now, "version 0, want 1"},
-		{"another name", edit(func(m map[string]any) { m["instance"] = "other" }), now, `instance "other", not "test"`},
+		{"another version", edit(func(m map[string]any) { m["version"] = 1 }), now, "version 1, want 2"},
+		{"no version", edit(func(m map[string]any) { delete(m, "version") }), now, "version 0, want 2"},
+		{"another name", edit(func(m map[string]any) { m["name"] = "other" }), now, `name "other", not "test"`},
 		{"no time", edit(func(m map[string]any) { delete(m, "saved_at") }), now, "no saved_at"},
 		{"too old", data, now.Add(2 * time.Hour), "too old: saved 2h0m0s ago, max_age 1h0m0s"},
 		{"from the future", data, now.Add(-time.Hour), "in the future"},

@@ -259,7 +259,7 @@ func (o *override) at(now time.Time) string {
 func (t *Throttle) expireOverride(now time.Time) {
 	o := t.override.Load()
 	if o != nil && !o.Until.IsZero() && !now.Before(o.Until) && t.override.CompareAndSwap(o, nil) {
-		t.logger.Load().Info("override expired", zap.String("instance", t.name), zap.String("state", o.State))
+		t.logger.Load().Info("override expired", zap.String("name", t.name), zap.String("state", o.State))
 	}
 }
 

@@ -154,7 +154,7 @@ func TestMediumPacingFollowsTheLimit(t *testing.T) {
 	// Arrivals do not move it: five times as many, the same completions.
 	for range 3 {
 		for range 100 {
-			th.verdicts[priority.Medium][priority.ShedBucket].Add(0)
+			th.verdicts[priority.Medium][priority.ShedPaced].Add(0)
 		}
 		steady(th, &now, 1, 20)
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/ai-guardian/adaptivethrottle/admission"
+	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/levels"
 	"github.com/ai-guardian/adaptivethrottle/levels/gpu"
 	"github.com/ai-guardian/adaptivethrottle/levels/latency"
@@ -17,7 +18,9 @@ import (
 // seconds (fields ending _s); latency values and thresholds too. Every
 // figure is rounded to four decimals.
 type Status struct {
-	Instance string `json:"instance"`
+	// Name is the throttle's name: the Caddyfile's name, the metrics'
+	// name label, the admin API's name.
+	Name string `json:"name"`
 	// Shedding: requests are refused, or graded by priority, for anything
 	// but the concurrency limit: a tripped level, a circuit that is not
 	// closed (it refuses all but its probes), or an override shed or drain.
@@ -25,12 +28,13 @@ type Status struct {
 	Override *OverrideStatus `json:"override"`
 	// Restored is what was restored from storage at start (the Caddy
 	// module's persist); null when nothing was.
-	Restored  *RestoredStatus `json:"restored"`
-	InFlight  int64           `json:"in_flight"`
-	Levels    LevelsStatus    `json:"levels"`
-	Circuit   CircuitStatus   `json:"circuit"`
-	Admission AdmissionStatus `json:"admission"`
-	Lanes     LanesStatus     `json:"lanes"`
+	Restored  *RestoredStatus       `json:"restored"`
+	Levels    LevelsStatus          `json:"levels"`
+	Circuit   breaker.CircuitStatus `json:"circuit"`
+	Admission AdmissionStatus       `json:"admission"`
+	// Priorities is what each priority passed and shed, and high's
+	// reserve and medium's pacing.
+	Priorities PrioritiesStatus `json:"priorities"`
 	// Upstream is the upstream's answers that it is full.
 	Upstream UpstreamStatus `json:"upstream"`
 	// Upstreams is each upstream of a pool (lb_policy adaptive_throttle),
@@ -58,25 +62,11 @@ type LevelsStatus struct {
 	Latency latency.Status `json:"latency"`
 }
 
-// CircuitStatus is the breaker on upstream failures.
-type CircuitStatus struct {
-	State          string     `json:"state"` // closed, open, half-open
-	Since          *time.Time `json:"since"`
-	Opens          uint64     `json:"opens"`
-	OpenForS       float64    `json:"open_for_s"` // the current (doubled) open period
-	RetryInS       float64    `json:"retry_in_s"` // Open: time to Half-Open
-	Requests       uint64     `json:"window_requests"`
-	Failures       uint64     `json:"window_failures"`
-	Ratio          float64    `json:"window_ratio"`
-	ProbesInFlight int        `json:"probes_in_flight"`
-	LastReason     string     `json:"last_reason"`
-}
-
-// LanesStatus is occupancy and counts per priority since start.
-type LanesStatus struct {
-	High   HighLane   `json:"high"`
-	Medium MediumLane `json:"medium"`
-	Low    LowLane    `json:"low"`
+// PrioritiesStatus is occupancy and counts per priority since start.
+type PrioritiesStatus struct {
+	High   HighStatus   `json:"high"`
+	Medium MediumStatus `json:"medium"`
+	Low    LowStatus    `json:"low"`
 }
 
 // AdmissionStatus is the concurrency limit and its queues.
@@ -109,17 +99,17 @@ type ShortStatus struct {
 	Guarded     bool   `json:"reserve_guarded"`
 }
 
-// HighLane is high priority: the slots of the limit only it may take while
+// HighStatus is high priority: the slots of the limit only it may take while
 // shedding, and how many of its requests are in flight.
-type HighLane struct {
+type HighStatus struct {
 	Reserve int    `json:"reserve"`
 	InUse   int    `json:"in_use"`
 	Passed  uint64 `json:"passed"`
 	Shed    uint64 `json:"shed"`
 }
 
-// MediumLane is the paced lane.
-type MediumLane struct {
+// MediumStatus is medium priority, paced into free slots while shedding.
+type MediumStatus struct {
 	// Rate (req/s) at which medium may take free slots while shedding:
 	// the rate its share of the limit turns over. It is computed all the
 	// time and in force only while shedding.
@@ -128,15 +118,15 @@ type MediumLane struct {
 	Shed   uint64  `json:"shed"`
 }
 
-// LowLane is refused while shedding.
-type LowLane struct {
+// LowStatus is low priority, refused while shedding.
+type LowStatus struct {
 	Passed uint64 `json:"passed"`
 	Shed   uint64 `json:"shed"`
 }
 
 // Status takes a snapshot of the throttle at now.
 func (t *Throttle) Status(now time.Time) Status {
-	st := Status{Instance: t.name, Shedding: t.refusing(now), InFlight: t.inflight(), Shed: map[string]uint64{},
+	st := Status{Name: t.name, Shedding: t.refusing(now), Shed: map[string]uint64{},
 		EventsDropped: t.events.dropped.Load(), Restored: t.restored.Load()}
 	if o := t.override.Load(); o != nil && t.overrideAt(now) != "" {
 		st.Override = &OverrideStatus{State: o.State, Set: o.Set}
@@ -148,10 +138,7 @@ func (t *Throttle) Status(now time.Time) Status {
 	}
 	st.Levels = LevelsStatus{QPS: t.qps.Status(now), GPU: t.gpu.Status(now), Latency: t.latency.Status(now)}
 
-	c := t.circuit.Status(now)
-	st.Circuit = CircuitStatus{State: c.State.String(), Since: levels.TimePtr(c.Since), Opens: c.Opens,
-		OpenForS: levels.Round(c.OpenFor.Seconds()), RetryInS: levels.Round(c.RetryIn.Seconds()), Requests: c.Requests,
-		Failures: c.Failures, Ratio: levels.Round(c.Ratio), ProbesInFlight: c.ProbesInFlight, LastReason: c.LastReason}
+	st.Circuit = t.circuit.Status(now)
 
 	counts := t.Verdicts()
 	passed := func(p priority.Priority) uint64 {
@@ -168,10 +155,10 @@ func (t *Throttle) Status(now time.Time) Status {
 		}
 		return n
 	}
-	st.Lanes = LanesStatus{
-		High:   HighLane{Reserve: t.gate.Reserve(), InUse: int(t.highIn.Load()), Passed: passed(priority.High), Shed: shed(priority.High)},
-		Medium: MediumLane{Rate: levels.Round(float64(t.pacer.Limit())), Passed: passed(priority.Medium), Shed: shed(priority.Medium)},
-		Low:    LowLane{Passed: passed(priority.Low), Shed: shed(priority.Low)},
+	st.Priorities = PrioritiesStatus{
+		High:   HighStatus{Reserve: t.gate.Reserve(), InUse: int(t.highIn.Load()), Passed: passed(priority.High), Shed: shed(priority.High)},
+		Medium: MediumStatus{Rate: levels.Round(float64(t.pacer.Limit())), Passed: passed(priority.Medium), Shed: shed(priority.Medium)},
+		Low:    LowStatus{Passed: passed(priority.Low), Shed: shed(priority.Low)},
 	}
 	queued, oldest := t.gate.Queues(Now().Mono)
 	inShort, waitShort := t.gate.Shorts()

@@ -226,7 +226,7 @@ func build(name string, cfg Config, logger *zap.Logger) (*Throttle, error) {
 	t.logger.Store(logger)
 	t.events.init()
 	if w := g.Warning(); w != "" {
-		logger.Warn("gpu level off", zap.String("instance", name), zap.String("reason", w))
+		logger.Warn("gpu level off", zap.String("name", name), zap.String("reason", w))
 	}
 	return t, nil
 }
@@ -278,16 +278,16 @@ func (t *Throttle) Apply(cfg Config) error {
 		return err
 	}
 	if reopened {
-		logger.Info("gpu source reopened for the new config", zap.String("instance", t.name), zap.String("source", cfg.GPU.Source))
+		logger.Info("gpu source reopened for the new config", zap.String("name", t.name), zap.String("source", cfg.GPU.Source))
 		if w := t.gpu.Warning(); w != "" {
-			logger.Warn("gpu level off", zap.String("instance", t.name), zap.String("reason", w))
+			logger.Warn("gpu level off", zap.String("name", t.name), zap.String("reason", w))
 		}
 	}
 	old := t.cfg
 	t.cfg = cfg
 	if t.qps.SetConfig(cfg.QPS) {
 		logger.Info("qps window changed: learned baseline forgotten",
-			zap.String("instance", t.name), zap.Duration("old", old.QPS.Window.D()), zap.Duration("new", cfg.QPS.Window.D()))
+			zap.String("name", t.name), zap.Duration("old", old.QPS.Window.D()), zap.Duration("new", cfg.QPS.Window.D()))
 	}
 	t.latency.SetConfig(cfg.Latency)
 	if old.Circuit != cfg.Circuit {

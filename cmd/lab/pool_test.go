@@ -389,7 +389,7 @@ func TestPoolCaddyfile(t *testing.T) {
 // lab's upstream by address.
 func TestReadMembers(t *testing.T) {
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte(`{"instances":[{"instance":"pool","upstreams":[` +
+		w.Write([]byte(`{"instances":[{"name":"pool","upstreams":[` +
 			`{"upstream":"127.0.0.1:9002","state":"open","limit":3},{"upstream":"127.0.0.1:9001","state":"closed","limit":7}]}]}`))
 	}))
 	defer ts.Close()

@@ -87,9 +87,9 @@ func TestRunLiveFlag(t *testing.T) {
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		if r.URL.Path == "/throttle/status" {
-			io.WriteString(w, `{"instances":[{"instance":"llm-main","shedding":true,"override":null,
+			io.WriteString(w, `{"instances":[{"name":"llm-main","shedding":true,"override":null,
 				"levels":{"qps":{"value":30,"threshold":10.5,"tripped":true,"learned_s":31},"gpu":{},"latency":{"tripped":true}},
-				"circuit":{"state":"closed"},"lanes":{"medium":{"rate":4}}}]}`)
+				"circuit":{"state":"closed"},"priorities":{"medium":{"rate":4}}}]}`)
 			return
 		}
 		w.Header().Set("Content-Type", "text/event-stream")

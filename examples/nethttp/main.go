@@ -1,5 +1,5 @@
 // Command nethttp protects a plain net/http server with adaptivethrottle's
-// engine, no Caddy involved: the same levels, circuit and priority lanes as
+// engine, no Caddy involved: the same levels, circuit and priorities as
 // the Caddy module, through throttle.New and Throttle.Middleware.
 //
 //	go run ./examples/nethttp -listen 127.0.0.1:8090 -upstream http://127.0.0.1:8000

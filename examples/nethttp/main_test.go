@@ -85,7 +85,7 @@ func TestExampleProtectsAPlainServer(t *testing.T) {
 	if err := json.Unmarshal(raw, &st); err != nil {
 		t.Fatalf("status %s: %v", raw, err)
 	}
-	if st.Instance != "example" || !st.Shedding || st.Lanes.Low.Shed != 1 || st.Lanes.High.Passed != 2 || st.InFlight != 0 {
+	if st.Name != "example" || !st.Shedding || st.Priorities.Low.Shed != 1 || st.Priorities.High.Passed != 2 || st.Admission.InFlight != 0 {
 		t.Fatalf("status %+v", st)
 	}
 }

@@ -138,7 +138,7 @@ func gatewayText(th *ThrottleState) string {
 		parts = append(parts, "passing all")
 	}
 	if th.Shedding {
-		parts = append(parts, fmt.Sprintf("medium ≤ %.1f/s", th.Lanes.Medium.Rate))
+		parts = append(parts, fmt.Sprintf("medium ≤ %.1f/s", th.Priorities.Medium.Rate))
 	}
 	q := th.Levels.QPS
 	switch {
@@ -152,8 +152,8 @@ func gatewayText(th *ThrottleState) string {
 
 // lanes reads the gateway's cumulative passed and shed counters.
 func lanes(th *ThrottleState) (passed, shed tally) {
-	passed = tally{int64(th.Lanes.High.Passed), int64(th.Lanes.Medium.Passed), int64(th.Lanes.Low.Passed)}
-	shed = tally{int64(th.Lanes.High.Shed), int64(th.Lanes.Medium.Shed), int64(th.Lanes.Low.Shed)}
+	passed = tally{int64(th.Priorities.High.Passed), int64(th.Priorities.Medium.Passed), int64(th.Priorities.Low.Passed)}
+	shed = tally{int64(th.Priorities.High.Shed), int64(th.Priorities.Medium.Shed), int64(th.Priorities.Low.Shed)}
 	return passed, shed
 }
 

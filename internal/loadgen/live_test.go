@@ -22,13 +22,13 @@ func fakeStatus(n int) string {
 	if n == 1 {
 		threshold, baseline = 0, 0 // still warming up
 	}
-	return fmt.Sprintf(`{"instances":[{"instance":"llm-main","shedding":%t,"override":null,"in_flight":3,
+	return fmt.Sprintf(`{"instances":[{"name":"llm-main","shedding":%t,"override":null,"in_flight":3,
 	"levels":{"qps":{"value":%g,"threshold":%g,"tripped":%t,"since":null,"last_reason":"","recover_in_s":0,
 	               "transitions":0,"min_tripped_s":0,"baseline":%g,"learned_s":%d,"learning":%t},
 	          "gpu":{"value":0.2,"threshold":0.75,"tripped":false,"source":"nvidia-smi","available":true},
 	          "latency":{"value":0.1,"threshold":0,"tripped":false,"percentile":99}},
 	"circuit":{"state":"closed","since":null,"opens":0},
-	"lanes":{"high":{"reserve":8,"in_use":0,"passed":%d,"shed":0},
+	"priorities":{"high":{"reserve":8,"in_use":0,"passed":%d,"shed":0},
 	         "medium":{"rate":4.25,"upstream_capacity":0,"upstream_concurrency":1,"passed":%d,"shed":%d},
 	         "low":{"passed":%d,"shed":%d}},
 	"shed":{"circuit":0,"gpu":0,"latency":0,"override":0,"qps":0}}]}`,

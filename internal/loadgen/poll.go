@@ -41,13 +41,13 @@ func (u UpstreamState) MemoryRatio() float64 {
 // instance) the lab needs. It mirrors that JSON rather than importing the
 // module, so the generator stays free of Caddy.
 type ThrottleState struct {
-	Instance string         `json:"instance"`
+	Name     string         `json:"name"`
 	Shedding bool           `json:"shedding"`
 	Override *OverrideState `json:"override,omitempty"` // null unless an operator forced a state
-	InFlight int64          `json:"in_flight"`
 	// Admission is the concurrency limit on requests in flight.
 	Admission struct {
-		Limit int `json:"limit"`
+		Limit    int   `json:"limit"`
+		InFlight int64 `json:"in_flight"`
 	} `json:"admission"`
 	Levels struct {
 		QPS     QPSLevelState `json:"qps"`
@@ -58,7 +58,7 @@ type ThrottleState struct {
 		State string `json:"state"`
 		Opens uint64 `json:"opens"`
 	} `json:"circuit"`
-	Lanes struct {
+	Priorities struct {
 		High struct {
 			Reserve int    `json:"reserve"`
 			InUse   int    `json:"in_use"`
@@ -74,7 +74,7 @@ type ThrottleState struct {
 			Passed uint64 `json:"passed"`
 			Shed   uint64 `json:"shed"`
 		} `json:"low"`
-	} `json:"lanes"`
+	} `json:"priorities"`
 }
 
 // LevelState is one level of the throttle.
@@ -166,7 +166,7 @@ func pollThrottle(ctx context.Context, c *http.Client, url, name string) (*Throt
 		return nil, err
 	}
 	for i := range resp.Instances {
-		if name == "" || resp.Instances[i].Instance == name {
+		if name == "" || resp.Instances[i].Name == name {
 			return &resp.Instances[i], nil
 		}
 	}

@@ -182,9 +182,9 @@ func TestRunAgainstLLMSim(t *testing.T) {
 	defer ts.Close()
 	defer sim.Close()
 	throttle := newServer(t, func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, `{"instances":[{"instance":"other"},{"instance":"llm","shedding":true,
+		io.WriteString(w, `{"instances":[{"name":"other"},{"name":"llm","shedding":true,
 			"levels":{"qps":{"tripped":true,"transitions":1},"gpu":{},"latency":{"transitions":2}},
-			"circuit":{"state":"closed"},"lanes":{"medium":{"rate":3.5}}}]}`)
+			"circuit":{"state":"closed"},"priorities":{"medium":{"rate":3.5}}}]}`)
 	})
 
 	res, err := Run(context.Background(), Config{
@@ -213,7 +213,7 @@ func TestRunAgainstLLMSim(t *testing.T) {
 		t.Fatalf("polls %d, first second %+v", len(res.Polls), res.Series[0])
 	}
 	th := res.Polls[0].Throttle
-	if th == nil || th.Instance != "llm" || th.Transitions() != 3 || res.Series[0].Tripped[0] != "qps" || *res.Series[0].MediumRate != 3.5 {
+	if th == nil || th.Name != "llm" || th.Transitions() != 3 || res.Series[0].Tripped[0] != "qps" || *res.Series[0].MediumRate != 3.5 {
 		t.Errorf("throttle poll %+v", th)
 	}
 	if _, err := json.Marshal(res); err != nil {

@@ -102,9 +102,9 @@ func BuildSeries(recs []Record, polls []Poll, seconds int) []Second {
 			s.GPUMemory, s.KVCache, s.Waiting = &mem, &kv, &w
 		}
 		if t := p.Throttle; t != nil {
-			shed, rate := t.Shedding, t.Lanes.Medium.Rate
+			shed, rate := t.Shedding, t.Priorities.Medium.Rate
 			s.Shedding, s.Tripped, s.MediumRate = &shed, t.Tripped(), &rate
-			limit, inflight, reserve := t.Admission.Limit, int(t.InFlight), t.Lanes.High.Reserve
+			limit, inflight, reserve := t.Admission.Limit, int(t.Admission.InFlight), t.Priorities.High.Reserve
 			s.Limit, s.InFlight, s.Reserve = &limit, &inflight, &reserve
 		}
 	}

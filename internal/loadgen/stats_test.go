@@ -114,8 +114,8 @@ func TestBuildSeries(t *testing.T) {
 	th := &ThrottleState{Shedding: true}
 	th.Levels.QPS.Tripped = true
 	th.Circuit.State = "open"
-	th.Lanes.Medium.Rate = 4.5
-	th.InFlight, th.Admission.Limit, th.Lanes.High.Reserve = 9, 10, 2
+	th.Priorities.Medium.Rate = 4.5
+	th.Admission.InFlight, th.Admission.Limit, th.Priorities.High.Reserve = 9, 10, 2
 	polls := []Poll{{T: 0.2, Upstream: &mem}, {T: 1.1, Throttle: th}}
 	s := BuildSeries(recs, polls, 2)
 	if len(s) != 32 { // the timeout sent at 1.3 s ends at 31.3 s

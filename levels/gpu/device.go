@@ -211,8 +211,8 @@ func (c Config) Validate() error {
 	}
 	if c.Source == "prometheus" {
 		errs = append(errs, c.validatePrometheus()...)
-	} else if len(c.URLs) > 0 || c.Metric != "" || c.PairKind != "" || c.PairMetric != "" || c.MetricMax != 0 || len(c.Labels) > 0 {
-		bad("urls", "metric and labels need source prometheus (source is %q)", c.Source)
+	} else if key := c.prometheusKey(); key != "" {
+		bad(key, "given, but urls, metric and labels need source prometheus (source is %q)", c.Source)
 	}
 	return errors.Join(errs...)
 }
@@ -228,6 +228,20 @@ func (c *Config) UnmarshalJSON(b []byte) (err error) {
 	type plain Config
 	c.Zeros, err = config.UnmarshalBlock(b, (*plain)(c))
 	return err
+}
+
+// prometheusKey names a key given that only a Prometheus source reads,
+// or is "" when none is.
+func (c Config) prometheusKey() string {
+	switch {
+	case c.Metric != "" || c.PairKind != "" || c.PairMetric != "" || c.MetricMax != 0:
+		return "metric"
+	case len(c.Labels) > 0:
+		return "labels"
+	case len(c.URLs) > 0:
+		return "urls"
+	}
+	return ""
 }
 
 func (c Config) validatePrometheus() []error {

@@ -78,8 +78,8 @@ func (q *rates) sample(now time.Time, total uint64, learn bool) rateSample {
 	}
 	s.Learned = q.n
 	s.Baseline, s.Threshold = q.learned()
-	if q.cfg.Limit > 0 && (s.Threshold == 0 || q.cfg.Limit < s.Threshold) {
-		s.Threshold, s.Fixed = q.cfg.Limit, true
+	if q.cfg.MaxRate > 0 && (s.Threshold == 0 || q.cfg.MaxRate < s.Threshold) {
+		s.Threshold, s.Fixed = q.cfg.MaxRate, true
 	}
 	q.last = s
 	return s

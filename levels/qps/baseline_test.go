@@ -71,11 +71,11 @@ func TestQPSMinBaselineAndLimit(t *testing.T) {
 	if s.Baseline != 5 || s.Threshold != 7.5 {
 		t.Fatalf("quiet traffic: baseline %v threshold %v, want the floor 5 and 7.5", s.Baseline, s.Threshold)
 	}
-	q.setConfig(Config{Window: config.Duration(time.Minute), MinBaseline: 5, TripFactor: 1.5, Warmup: 3, Limit: 4})
+	q.setConfig(Config{Window: config.Duration(time.Minute), MinBaseline: 5, TripFactor: 1.5, Warmup: 3, MaxRate: 4})
 	if s = feed(q, &now, 1, true); s.Threshold != 4 {
 		t.Fatalf("a fixed limit below the learned threshold: %v", s.Threshold)
 	}
-	fresh := newCounted(Config{Limit: 50})
+	fresh := newCounted(Config{MaxRate: 50})
 	fresh.Sample(now, true)
 	if s := feed(fresh, &now, 1, true); s.Threshold != 50 {
 		t.Fatalf("the fixed limit applies during warm-up: %v", s.Threshold)

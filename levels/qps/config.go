@@ -23,7 +23,8 @@ type Config struct {
 	// Never take the baseline below this rate (req/s). Default 5; 0: no floor.
 	MinBaseline float64 `json:"min_baseline,omitempty"`
 	// Optional fixed ceiling in req/s, besides the learned one; positive.
-	Limit float64 `json:"limit,omitempty"`
+	// (Not "limit": concurrency's limit counts slots.)
+	MaxRate float64 `json:"max_rate,omitempty"`
 	// Seconds learned before the baseline may trip anything. Default 30,
 	// at most the window: a baseline from three seconds of traffic is noise.
 	Warmup int `json:"warmup,omitempty"`
@@ -77,7 +78,7 @@ func (c Config) Validate() error {
 	for _, f := range []struct {
 		key string
 		v   float64
-	}{{"sigma", c.Sigma}, {"trip_factor", c.TripFactor}, {"min_baseline", c.MinBaseline}, {"limit", c.Limit}} {
+	}{{"sigma", c.Sigma}, {"trip_factor", c.TripFactor}, {"min_baseline", c.MinBaseline}, {"max_rate", c.MaxRate}} {
 		if err := config.Finite(b, f.key, f.v); err != nil {
 			return err
 		}
@@ -92,8 +93,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.Given("trip_factor", c.TripFactor) && c.TripFactor <= 1:
 		return config.Errorf(b, "trip_factor", "must be above 1, got %v", c.TripFactor)
-	case c.Given("limit", c.Limit) && c.Limit == 0:
-		return config.Errorf(b, "limit", "must be positive (leave it out for no fixed ceiling), got 0")
+	case c.Given("max_rate", c.MaxRate) && c.MaxRate == 0:
+		return config.Errorf(b, "max_rate", "must be positive (leave it out for no fixed ceiling), got 0")
 	case window < minWindow:
 		return config.Errorf(b, "window", "must be at least %v, got %v", minWindow, window)
 	case c.Warmup < 0:
@@ -106,7 +107,7 @@ func (c Config) Validate() error {
 		config.AtMost(b, "trip_factor", c.TripFactor, MaxFactor),
 		config.DurationAtMost(b, "window", c.Window, MaxWindow),
 		config.AtMost(b, "min_baseline", c.MinBaseline, config.MaxRate),
-		config.AtMost(b, "limit", c.Limit, config.MaxRate),
+		config.AtMost(b, "max_rate", c.MaxRate, config.MaxRate),
 	)
 }
 
@@ -116,8 +117,12 @@ func (c Config) MarshalJSON() ([]byte, error) {
 	return config.MarshalBlock(plain(c), c.Zeros)
 }
 
-// UnmarshalJSON reads the block, recording the keys written as zero.
+// UnmarshalJSON reads the block, recording the keys written as zero. The
+// former name of max_rate is refused, naming it.
 func (c *Config) UnmarshalJSON(b []byte) (err error) {
+	if err := config.Renamed(b, "qps", "limit", "max_rate"); err != nil {
+		return err
+	}
 	type plain Config
 	c.Zeros, err = config.UnmarshalBlock(b, (*plain)(c))
 	return err

@@ -125,17 +125,17 @@ func (l *Level) Forget() {
 // Status is the QPS level in /throttle/status: value and threshold in req/s.
 type Status struct {
 	levels.Common
-	Baseline float64 `json:"baseline"`  // 0 while warming up
-	LearnedS int     `json:"learned_s"` // seconds of history in the baseline
-	Learning bool    `json:"learning"`  // false while shedding: the baseline is frozen
-	Limit    float64 `json:"limit,omitempty"`
+	Baseline float64 `json:"baseline"`           // 0 while warming up
+	LearnedS int     `json:"learned_s"`          // seconds of history in the baseline
+	Learning bool    `json:"learning"`           // false while shedding: the baseline is frozen
+	MaxRate  float64 `json:"max_rate,omitempty"` // the fixed ceiling, if any
 }
 
 // Status returns the level's status at now.
 func (l *Level) Status(now time.Time) Status {
 	q := l.rates.lastSample()
 	return Status{Common: levels.CommonOf(l.h, now), Baseline: levels.Round(q.Baseline),
-		LearnedS: l.rates.learnedSeconds(), Learning: q.Learning, Limit: l.cfg.Load().Limit}
+		LearnedS: l.rates.learnedSeconds(), Learning: q.Learning, MaxRate: l.cfg.Load().MaxRate}
 }
 
 var _ levels.Level = (*Level)(nil)

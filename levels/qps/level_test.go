@@ -12,7 +12,7 @@ import (
 
 // A recovery is worded like a trip, in req/s, with how long it held.
 func TestLevelRecoveryReason(t *testing.T) {
-	l := New(Config{Limit: 15})
+	l := New(Config{MaxRate: 15})
 	now, arrivals := time.Unix(1000, 0), uint64(0)
 	var trs []breaker.Transition
 	second := func(rate uint64) {
@@ -59,7 +59,7 @@ func TestFixedLimitToleratesPoissonArrivals(t *testing.T) {
 		seconds  int
 		maxTrips int
 	}{{0.5, 3600, 0}, {0.9, 3600, 0}} {
-		l := New(Config{Limit: limit})
+		l := New(Config{MaxRate: limit})
 		r := rand.New(rand.NewPCG(1, uint64(c.load*10)))
 		now, arrivals, trips := time.Unix(1000, 0), uint64(0), 0
 		last := ""
@@ -78,7 +78,7 @@ func TestFixedLimitToleratesPoissonArrivals(t *testing.T) {
 		}
 	}
 
-	l := New(Config{Limit: limit})
+	l := New(Config{MaxRate: limit})
 	r := rand.New(rand.NewPCG(2, 2))
 	now, arrivals, tripped := time.Unix(1000, 0), uint64(0), time.Duration(0)
 	l.Sample(now, levels.Inputs{Second: true, Learn: true}, func(breaker.Transition) {}) // the level was running before

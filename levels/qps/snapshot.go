@@ -57,8 +57,8 @@ func (l *Level) Restore(s Snapshot) error {
 	// from the next whole second.
 	q.last = rateSample{Learned: q.n}
 	q.last.Baseline, q.last.Threshold = q.learned()
-	if q.cfg.Limit > 0 && (q.last.Threshold == 0 || q.cfg.Limit < q.last.Threshold) {
-		q.last.Threshold, q.last.Fixed = q.cfg.Limit, true
+	if q.cfg.MaxRate > 0 && (q.last.Threshold == 0 || q.cfg.MaxRate < q.last.Threshold) {
+		q.last.Threshold, q.last.Fixed = q.cfg.MaxRate, true
 	}
 	return nil
 }
