@@ -93,8 +93,11 @@ func newLLMDScorer(upstreams []string, cfg llmdConfig) (*llmdScorer, error) {
 	if len(upstreams) == 0 {
 		return nil, errors.New("llm-d scorer: no upstreams")
 	}
+	// A scrape may take up to a second on a loaded machine: a slow one
+	// leaves the metrics stale, which the saturation check reads as no
+	// room, as published; only a failed one takes the endpoint out.
 	s := &llmdScorer{cfg: cfg, now: time.Now, rnd: rand.New(rand.NewPCG(1, 2)),
-		client: &http.Client{Timeout: 4 * cfg.Refresh}}
+		client: &http.Client{Timeout: time.Second}}
 	for _, a := range upstreams {
 		p, err := newPeerProxy(&url.URL{Scheme: "http", Host: a}, nil)
 		if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -399,5 +400,29 @@ func TestReadMembers(t *testing.T) {
 	if looks[0].Limit == nil || *looks[0].Limit != 7 || looks[0].State != "closed" ||
 		looks[1].Limit == nil || *looks[1].Limit != 3 || looks[1].State != "open" || looks[2].Limit != nil {
 		t.Errorf("looks %+v", looks)
+	}
+}
+
+// TestPlayAppliesChanges: a pool's change is applied at its offset, even
+// while looks at the upstreams are slow, and noted as an event.
+func TestPlayAppliesChanges(t *testing.T) {
+	sim := llmsim.New(llmsim.Config{Slots: 5})
+	ts := httptest.NewServer(sim)
+	t.Cleanup(func() { sim.Close(); ts.Close() })
+	port := ts.Listener.Addr().(*net.TCPAddr).Port
+	pe := &poolEnv{client: ts.Client(), ups: []*poolProc{{port: port, proc: &proc{done: make(chan struct{})},
+		u: poolUpstream{Slots: 5, Changes: []poolChange{{At: 100 * time.Millisecond, Slots: 1}}}}}}
+	done := make(chan struct{})
+	time.AfterFunc(400*time.Millisecond, func() { close(done) })
+	pe.play(t.Context(), time.Now(), done)
+	r := pe.result()
+	if len(r.Events) != 1 || !strings.Contains(r.Events[0].What, "slots set to 1") || r.Events[0].T < 0.1 {
+		t.Errorf("events %+v, want the slots set to 1 at 0.1 s or later", r.Events)
+	}
+	if st := sim.State(); st.Slots != 1 {
+		t.Errorf("the upstream runs %d slots, want 1", st.Slots)
+	}
+	if len(r.Samples) < 2 || !r.Samples[0].Upstreams[0].Up {
+		t.Errorf("samples %+v", r.Samples)
 	}
 }

@@ -187,7 +187,8 @@ func timeline(pool []poolUpstream) []timed {
 }
 
 // play applies the pool's changes at their offsets from start and looks
-// at every upstream once a second, until done closes.
+// at every upstream once a second, until done closes. The changes run on
+// their own goroutine, so that a slow look cannot delay one.
 func (pe *poolEnv) play(ctx context.Context, start time.Time, done <-chan struct{}) {
 	pe.mu.Lock()
 	pe.started = start
@@ -196,17 +197,26 @@ func (pe *poolEnv) play(ctx context.Context, start time.Time, done <-chan struct
 	for _, p := range pe.ups {
 		pool = append(pool, p.u)
 	}
-	changes := timeline(pool)
+	changed := make(chan struct{})
+	go func() {
+		defer close(changed)
+		for _, c := range timeline(pool) {
+			t := time.NewTimer(time.Until(start.Add(c.change.At)))
+			select {
+			case <-done:
+				t.Stop()
+				return
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			pe.apply(ctx, c.upstream, c.change)
+		}
+	}()
+	defer func() { <-changed }()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	next := time.NewTimer(time.Hour)
-	defer next.Stop()
-	arm := func() {
-		if len(changes) > 0 {
-			next.Reset(time.Until(start.Add(changes[0].change.At)))
-		}
-	}
-	arm()
 	pe.look(ctx)
 	for {
 		select {
@@ -217,11 +227,6 @@ func (pe *poolEnv) play(ctx context.Context, start time.Time, done <-chan struct
 			return
 		case <-tick.C:
 			pe.look(ctx)
-		case <-next.C:
-			c := changes[0]
-			changes = changes[1:]
-			pe.apply(ctx, c.upstream, c.change)
-			arm()
 		}
 	}
 }
