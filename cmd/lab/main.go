@@ -172,11 +172,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if o.parallel || o.smoke {
-		var wg sync.WaitGroup
-		for _, sc := range scs {
-			wg.Go(func() { runOne(sc) })
+		// Two waves, the single-upstream scenarios then the pool ones:
+		// all of them at once start over a hundred processes, more than
+		// two CPUs bring up within the set-ups' readiness timeouts.
+		for _, pool := range []bool{false, true} {
+			var wg sync.WaitGroup
+			for _, sc := range scs {
+				if (len(sc.Pool) > 0) == pool {
+					wg.Go(func() { runOne(sc) })
+				}
+			}
+			wg.Wait()
 		}
-		wg.Wait()
 	} else {
 		for _, sc := range scs {
 			if ctx.Err() != nil {
