@@ -49,7 +49,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 
 var (
 	mRequests = desc("requests_total", "Requests decided on, by priority and decision: pass; pass_queued (after a wait for a slot); "+
-		"pass_reserved (high, while shedding); pass_paced (medium, while shedding); shed_reserve_full (high); shed_paced (medium); "+
+		"pass_reserved (high, while shedding); pass_graded (medium, while shedding); shed_reserve_full (high); shed_graded (medium); "+
 		"shed_low (low); shed_queue (no slot within the wait, nothing tripped); shed_gone (the client left while waiting); "+
 		"shed_circuit (the circuit refused it); shed_drain (an override drain refused it). Only the pairs admission can give are exported.",
 		"priority", "decision")

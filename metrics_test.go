@@ -264,7 +264,7 @@ func TestRequestsTotalExportsOnlyPossiblePairs(t *testing.T) {
 			}
 		}
 	}
-	for _, pair := range [][2]string{{"high", "shed_low"}, {"low", "pass_reserved"}, {"low", "shed_paced"}, {"high", "pass_paced"}} {
+	for _, pair := range [][2]string{{"high", "shed_low"}, {"low", "pass_reserved"}, {"low", "shed_graded"}, {"high", "pass_graded"}} {
 		if got[pair] {
 			t.Errorf("requests_total%v exported: admission never gives it", pair)
 		}

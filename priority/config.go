@@ -7,7 +7,7 @@ import (
 )
 
 // Config is the engine's part of the `priority` block: what a request that
-// claims nothing gets, and how high's reserve and medium's pacing are
+// claims nothing gets, and how high's reserve is
 // sized. (Where the claim is read from, and whose claims are honoured, is
 // the HTTP layer's: the Caddy module's `from` and `trusted`, the
 // middleware's header.)

@@ -38,9 +38,9 @@ func TestVerdictStatus(t *testing.T) {
 		p    Priority
 		want int
 	}{
-		{Pass, Low, 0}, {PassQueued, Medium, 0}, {PassReserved, High, 0}, {PassPaced, Medium, 0},
+		{Pass, Low, 0}, {PassQueued, Medium, 0}, {PassReserved, High, 0}, {PassGraded, Medium, 0},
 		{ShedReserveFull, High, 503}, {ShedCircuit, Low, 503},
-		{ShedPaced, Medium, 429}, {ShedLow, Low, 429},
+		{ShedGraded, Medium, 429}, {ShedLow, Low, 429},
 		{ShedQueue, Low, 429}, {ShedQueue, Medium, 429}, {ShedQueue, High, 503}, {ShedGone, High, 503},
 	}
 	for _, c := range cases {

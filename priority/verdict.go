@@ -14,15 +14,15 @@ const (
 	// PassReserved: high priority admitted while shedding, inside the
 	// share of the limit kept for it.
 	PassReserved
-	// PassPaced: medium priority admitted while shedding, into a free
+	// PassGraded: medium priority admitted while shedding, into a free
 	// slot outside the reserve or handed one by a completion.
-	PassPaced
+	PassGraded
 	// ShedReserveFull: high priority while shedding, and no slot came
 	// within its wait.
 	ShedReserveFull
-	// ShedPaced: medium priority while shedding, and no slot came within
+	// ShedGraded: medium priority while shedding, and no slot came within
 	// its wait.
-	ShedPaced
+	ShedGraded
 	// ShedLow: low priority while shedding, and no slot free at once.
 	ShedLow
 	// ShedQueue: nothing tripped, but no slot came within the wait, or
@@ -40,18 +40,18 @@ const (
 // Verdicts is the number of verdicts, for arrays indexed by Verdict.
 const Verdicts = int(ShedDrain) + 1
 
-var verdictNames = [Verdicts]string{"pass", "pass_queued", "pass_reserved", "pass_paced",
-	"shed_reserve_full", "shed_paced", "shed_low", "shed_queue", "shed_gone", "shed_circuit", "shed_drain"}
+var verdictNames = [Verdicts]string{"pass", "pass_queued", "pass_reserved", "pass_graded",
+	"shed_reserve_full", "shed_graded", "shed_low", "shed_queue", "shed_gone", "shed_circuit", "shed_drain"}
 
 // Possible reports whether admission can give a request of priority p
 // verdict v: the reserve is high's (pass_reserved, shed_reserve_full), the
-// waiting medium's (pass_paced, shed_paced), the refusal at once low's
+// waiting medium's (pass_graded, shed_graded), the refusal at once low's
 // (shed_low); the other verdicts come to every priority.
 func (v Verdict) Possible(p Priority) bool {
 	switch v {
 	case PassReserved, ShedReserveFull:
 		return p == High
-	case PassPaced, ShedPaced:
+	case PassGraded, ShedGraded:
 		return p == Medium
 	case ShedLow:
 		return p == Low
@@ -67,7 +67,7 @@ func (v Verdict) String() string {
 }
 
 // Admitted reports whether the request goes on to the upstream.
-func (v Verdict) Admitted() bool { return v <= PassPaced }
+func (v Verdict) Admitted() bool { return v <= PassGraded }
 
 // Status is the HTTP status of a refusal of priority p: 503 when the
 // server cannot take even high priority now (its wait ran out, the
@@ -82,7 +82,7 @@ func (v Verdict) Status(p Priority) int {
 			return http.StatusServiceUnavailable
 		}
 		return http.StatusTooManyRequests
-	case ShedPaced, ShedLow:
+	case ShedGraded, ShedLow:
 		return http.StatusTooManyRequests
 	}
 	return 0

@@ -170,7 +170,7 @@ func (t *Throttle) graded(ctx context.Context, r *http.Request, p priority.Prior
 		}
 	case priority.Medium:
 		if t.gate.TryAcquire(p, true) {
-			return priority.PassPaced, now, false, classUnknown
+			return priority.PassGraded, now, false, classUnknown
 		}
 	default:
 		if !hurting && t.gate.TryAcquire(p, true) {
@@ -263,7 +263,7 @@ func (t *Throttle) wait(ctx context.Context, r *http.Request, p priority.Priorit
 		case p == priority.High:
 			return priority.PassReserved, start, false, class
 		}
-		return priority.PassPaced, start, short, class
+		return priority.PassGraded, start, short, class
 	case admission.Gone:
 		return priority.ShedGone, 0, false, classUnknown
 	}
@@ -273,7 +273,7 @@ func (t *Throttle) wait(ctx context.Context, r *http.Request, p priority.Priorit
 	case p == priority.High:
 		return priority.ShedReserveFull, 0, false, classUnknown
 	}
-	return priority.ShedPaced, 0, false, classUnknown
+	return priority.ShedGraded, 0, false, classUnknown
 }
 
 // refusal is a refused Decision: its cause, and Retry-After from when

@@ -184,7 +184,7 @@ func TestAdmitGradedWhileShedding(t *testing.T) {
 	if d := th.Admit(ctx, priority.Low, Now()); d.Verdict() != priority.ShedLow || d.Status() != 429 || d.Cause() != "qps" {
 		t.Fatalf("low with only the reserve free: %v %q", d.Verdict(), d.Cause())
 	}
-	if d := th.Admit(ctx, priority.Medium, Now()); d.Verdict() != priority.ShedPaced || d.Status() != 429 {
+	if d := th.Admit(ctx, priority.Medium, Now()); d.Verdict() != priority.ShedGraded || d.Status() != 429 {
 		t.Fatalf("medium with only the reserve free: %v", d.Verdict())
 	}
 	h := th.Admit(ctx, priority.High, Now())

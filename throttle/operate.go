@@ -12,7 +12,7 @@ import (
 // SetOverride installs an operator's override at now, until until (zero:
 // until cleared): "drain" refuses every new request with 503 while those
 // in flight finish; "shed" grades by priority as if a level that says the
-// upstream hurts were tripped (high passes, medium is paced, low is
+// upstream hurts were tripped (high passes, medium waits for a slot, low is
 // refused); "pass" admits everything (the levels and the circuit keep
 // measuring). "auto" clears it.
 func (t *Throttle) SetOverride(state string, now, until time.Time) error {

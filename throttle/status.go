@@ -33,7 +33,7 @@ type Status struct {
 	Circuit   breaker.CircuitStatus `json:"circuit"`
 	Admission AdmissionStatus       `json:"admission"`
 	// Priorities is what each priority passed and shed, and high's
-	// reserve and medium's pacing.
+	// reserve.
 	Priorities PrioritiesStatus `json:"priorities"`
 	// Upstream is the upstream's answers that it is full.
 	Upstream UpstreamStatus `json:"upstream"`

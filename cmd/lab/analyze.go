@@ -67,6 +67,13 @@ type outcome struct {
 	// second half (adaptive only).
 	CircuitNotClosedS int      `json:"circuit_not_closed_s"`
 	LimitSettled      *float64 `json:"limit_settled,omitempty"`
+
+	// Pool is a pool scenario's upstreams over the run (nil otherwise).
+	Pool *poolRun `json:"pool,omitempty"`
+	// Failed counts, over the whole run, the requests that neither got
+	// their answer nor a refusal: timeouts, 5xx other than a refusal,
+	// network errors, streams cut short.
+	Failed int `json:"failed"`
 }
 
 // peerSample is a peer's snapshot at T seconds from the load's start.
@@ -121,6 +128,9 @@ func analyze(sc scenario, setup string, res *loadgen.Result) outcome {
 		if r.Class == loadgen.ClassUpstream5xx && r.Status == http.StatusServiceUnavailable {
 			o.UpstreamRefusals++
 		}
+		if failed(r.Class) {
+			o.Failed++
+		}
 		if r.Class == loadgen.ClassOK {
 			if done := r.DoneMS(); done >= from && done < to {
 				served++
@@ -160,6 +170,9 @@ func analyze(sc scenario, setup string, res *loadgen.Result) outcome {
 	case sc.tokens() && sc.TokenCapacity > 0:
 		o.GoodputRatio = o.GoodTokensWindow / sc.TokenCapacity
 		o.ServedRatio = servedTokens / secs / sc.TokenCapacity
+	case sc.WindowServable > 0:
+		o.GoodputRatio = o.GoodputWindow / sc.WindowServable
+		o.ServedRatio = float64(served) / secs / sc.WindowServable
 	case sc.WindowCapacity > 0:
 		o.GoodputRatio = o.GoodputWindow / sc.WindowCapacity
 		o.ServedRatio = float64(served) / secs / sc.WindowCapacity
@@ -221,6 +234,15 @@ func analyze(sc scenario, setup string, res *loadgen.Result) outcome {
 		}
 	}
 	return o
+}
+
+// failed reports a request that got neither its answer nor a refusal.
+func failed(c loadgen.Class) bool {
+	switch c {
+	case loadgen.ClassUpstream5xx, loadgen.ClassOtherStatus, loadgen.ClassTimeout, loadgen.ClassNetError, loadgen.ClassBroken:
+		return true
+	}
+	return false
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -48,7 +48,7 @@ type ceiling struct {
 // IdealKeep; nil for drop, whose
 // slots change, or when no records were kept.
 func ceilingOf(sc scenario, outs []outcome) []ceiling {
-	if sc.DropTo != 0 || len(outs) == 0 || outs[0].Res == nil || len(outs[0].Res.Records) == 0 {
+	if sc.DropTo != 0 || len(sc.Pool) > 0 || len(outs) == 0 || outs[0].Res == nil || len(outs[0].Res.Records) == 0 {
 		return nil
 	}
 	keeps := max(1, sc.IdealKeep+1)

@@ -1,7 +1,9 @@
 // Command lab is the overload lab: it plays each scenario (a step to 3×
 // capacity, a capacity drop, heterogeneous answer lengths at 2×, a slow
 // ramp to 3× and back, a cold start into 2×, a steady 0.9×, a step under a
-// tight objective stated to the module) against four
+// tight objective stated to the module, upstreams that answer 503 when
+// full; and the pool scenarios of pool.go, several upstreams behind one
+// gateway, played against set-ups of their own) against four
 // set-ups at once — Caddy with a plain reverse_proxy; the same with one of
 // two peers behind it, a static in-flight limit and Gradient2 (the
 // published algorithm, implemented in the lab); and Caddy with
@@ -17,6 +19,7 @@
 //	go run ./cmd/lab -upstream ollama  # the step scenario against a real Ollama (ollama.go)
 //	go run ./cmd/lab -overhead=false -scenarios step -setups adaptive -rules-off "turnover stuck"
 //	                               # the module, and the module without each rule (admission.Rule)
+//	go run ./cmd/lab -scenarios pool-drop,pool-slow,pool-death -overhead=false  # the pool scenarios
 //
 // It builds nothing twice: llmsim and loadgen once into a temporary bin
 // folder, ./caddy only when missing (./xcaddy-build.sh), then copied so a
@@ -162,7 +165,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	runOne := func(sc scenario) {
 		outs, cs, err := runScenario(ctx, b, root, tmp, o.out, sc, machine, stdout)
 		if err == nil && o.smoke {
-			err = smokeCheck(outs)
+			err = smokeCheck(sc, outs)
 		}
 		if err == nil {
 			var buf strings.Builder
@@ -178,11 +181,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if o.parallel || o.smoke {
-		var wg sync.WaitGroup
-		for _, sc := range scs {
-			wg.Go(func() { runOne(sc) })
+		// Two waves, the single-upstream scenarios then the pool ones:
+		// all of them at once start over a hundred processes, more than
+		// two CPUs bring up within the set-ups' readiness timeouts.
+		for _, pool := range []bool{false, true} {
+			var wg sync.WaitGroup
+			for _, sc := range scs {
+				if (len(sc.Pool) > 0) == pool {
+					wg.Go(func() { runOne(sc) })
+				}
+			}
+			wg.Wait()
 		}
-		wg.Wait()
 	} else {
 		for _, sc := range scs {
 			if ctx.Err() != nil {
@@ -250,6 +260,9 @@ func prepareBins(ctx context.Context, root, tmp string, stdout, stderr io.Writer
 	if !strings.Contains(string(mods), "http.handlers.adaptive_throttle") {
 		return bins{}, errors.New("./caddy lacks http.handlers.adaptive_throttle: rebuild it with ./xcaddy-build.sh")
 	}
+	if policyAvailable = strings.Contains(string(mods), policyModule); !policyAvailable {
+		fmt.Fprintf(stdout, "lab: ./caddy has no %s: the pool scenarios run without the policy's set-up\n", policyModule)
+	}
 	return b, nil
 }
 
@@ -274,13 +287,13 @@ func copyFile(from, to string) error {
 // at once, stops them, and writes results/<name>.{md,png,json}.
 func runScenario(ctx context.Context, b bins, root, tmp, outDir string, sc scenario, machine string, stdout io.Writer) ([]outcome, []ceiling, error) {
 	fmt.Fprintf(stdout, "lab: %s — starting set-ups\n", sc.Title)
-	envs := make([]*env, 0, len(labSetups))
+	envs := make([]*env, 0, len(sc.setups()))
 	defer func() {
 		for _, e := range envs {
 			e.stop()
 		}
 	}()
-	for _, s := range labSetups {
+	for _, s := range sc.setups() {
 		e, err := startSetup(ctx, b, filepath.Join(root, "lab"), filepath.Join(tmp, sc.Name, s), s, sc)
 		for try := 2; errors.Is(err, errPortTaken) && try <= 3; try++ {
 			fmt.Fprintf(stdout, "lab: %s/%s: %v\nlab: %s/%s: starting it again on other ports (try %d of 3)\n", sc.Name, s, err, sc.Name, s, try)
@@ -318,8 +331,15 @@ func runScenario(ctx context.Context, b bins, root, tmp, outDir string, sc scena
 	}
 	for _, o := range outs {
 		s := o.Res.Overall
-		fmt.Fprintf(stdout, "lab: %s/%s: sent %d, OK within SLO %s, shed %d, upstream OOMs %d, goodput in window %.2f req/s (%.2f of capacity%s)\n",
-			sc.Name, o.Setup, s.Sent, pct(s.SLOAttainment), s.Shed(), o.UpstreamOOMs, o.GoodputWindow, o.GoodputRatio, map[bool]string{true: ", tokens"}[sc.tokens()])
+		of := "capacity"
+		if len(sc.Pool) > 0 {
+			of = "what the pool can serve"
+		}
+		fmt.Fprintf(stdout, "lab: %s/%s: sent %d, OK within SLO %s, shed %d, upstream OOMs %d, goodput in window %.2f req/s (%.2f of %s%s)\n",
+			sc.Name, o.Setup, s.Sent, pct(s.SLOAttainment), s.Shed(), o.UpstreamOOMs, o.GoodputWindow, o.GoodputRatio, of, map[bool]string{true: ", tokens"}[sc.tokens()])
+		if o.Pool != nil && len(poolDeaths(sc.Pool)) > 0 {
+			fmt.Fprintf(stdout, "lab: %s/%s: %d failed (neither answered nor refused), %d in flight on upstreams when they died\n", sc.Name, o.Setup, o.Failed, o.Pool.DeadInFlight)
+		}
 	}
 	cs := ceilingOf(sc, outs)
 	if cs != nil {
@@ -336,9 +356,9 @@ func runScenario(ctx context.Context, b bins, root, tmp, outDir string, sc scena
 // smokeCheck asks of a smoke run only that every part worked: each set-up
 // was sent load and served some of it, the adaptive one was polled, the
 // peers were sampled, and token counts came back.
-func smokeCheck(outs []outcome) error {
-	if len(outs) != len(labSetups) {
-		return fmt.Errorf("smoke: %d set-ups ran, want %d", len(outs), len(labSetups))
+func smokeCheck(sc scenario, outs []outcome) error {
+	if len(outs) != len(sc.setups()) {
+		return fmt.Errorf("smoke: %d set-ups ran, want %d", len(outs), len(sc.setups()))
 	}
 	for _, o := range outs {
 		if o.Res.Overall.Tokens == 0 {
@@ -353,8 +373,16 @@ func smokeCheck(outs []outcome) error {
 		if o.UpstreamOOMs < 0 {
 			return fmt.Errorf("smoke: set-up %s: the upstream was never polled", o.Setup)
 		}
-		if o.Setup == setupAdaptive && o.Transitions == nil {
+		if moduleSetup(o.Setup) && o.Transitions == nil {
 			return fmt.Errorf("smoke: set-up %s: /throttle/status was never polled", o.Setup)
+		}
+		if len(sc.Pool) > 0 {
+			if o.Pool == nil || len(o.Pool.Samples) == 0 {
+				return fmt.Errorf("smoke: set-up %s: the pool's upstreams were never looked at", o.Setup)
+			}
+			if want := len(timeline(sc.Pool)); len(o.Pool.Events) != want {
+				return fmt.Errorf("smoke: set-up %s: %d changes to the pool, want %d: %+v", o.Setup, len(o.Pool.Events), want, o.Pool.Events)
+			}
 		}
 	}
 	return nil
@@ -370,6 +398,16 @@ func playAll(ctx context.Context, sc scenario, envs []*env, load func(context.Co
 		wg.Go(func() {
 			var samples []peerSample
 			stopSampling := func() {}
+			poolStart := time.Now()
+			if e.pool != nil {
+				done := make(chan struct{})
+				finished := make(chan struct{})
+				go func() {
+					defer close(finished)
+					e.pool.play(ctx, poolStart, done)
+				}()
+				stopSampling = func() { close(done); <-finished }
+			}
 			if e.peer != nil {
 				done := make(chan struct{})
 				finished := make(chan struct{})
@@ -377,7 +415,8 @@ func playAll(ctx context.Context, sc scenario, envs []*env, load func(context.Co
 					defer close(finished)
 					samples = samplePeer(e.peer, done)
 				}()
-				stopSampling = func() { close(done); <-finished }
+				stopPool := stopSampling
+				stopSampling = func() { close(done); <-finished; stopPool() }
 			}
 			res, err := load(ctx, *e)
 			stopSampling()
@@ -385,7 +424,16 @@ func playAll(ctx context.Context, sc scenario, envs []*env, load func(context.Co
 				errs[i] = fmt.Errorf("%s: %w", e.Setup, err)
 				return
 			}
-			outs[i] = analyze(sc, e.Setup, res)
+			if e.pool != nil {
+				r := e.pool.result()
+				r.shift(res.Start.Sub(poolStart))
+				res.Events = append(res.Events, r.Events...)
+				outs[i] = analyze(sc, e.Setup, res)
+				outs[i].Pool = &r
+				outs[i].UpstreamOOMs = r.OOMs
+			} else {
+				outs[i] = analyze(sc, e.Setup, res)
+			}
 			outs[i].Peer = samples
 		})
 	}
@@ -458,7 +506,8 @@ func caddyStale(root, path string) string {
 			return filepath.SkipDir
 		}
 		if d.IsDir() {
-			if n := d.Name(); p != root && (strings.HasPrefix(n, ".") || n == "testdata" || n == "results") {
+			// cmd/ holds the lab and its tools, never built into ./caddy.
+			if n := d.Name(); p != root && (strings.HasPrefix(n, ".") || n == "testdata" || n == "results" || p == filepath.Join(root, "cmd")) {
 				return filepath.SkipDir
 			}
 			return nil

@@ -74,13 +74,22 @@ func writePlot(path string, sc scenario, outs []outcome) error {
 		if grid[1][c], err = ttfbPlot(sc, o, xmax); err != nil {
 			return err
 		}
-		if grid[2][c], err = memPlot(sc, o, xmax); err != nil {
-			return err
+		if len(sc.Pool) > 0 {
+			if grid[2][c], err = poolKVPlot(sc, o, xmax); err != nil {
+				return err
+			}
+			if grid[3][c], err = poolLoadPlot(sc, o, xmax); err != nil {
+				return err
+			}
+		} else {
+			if grid[2][c], err = memPlot(sc, o, xmax); err != nil {
+				return err
+			}
+			if grid[3][c], err = concurrencyPlot(sc, o, xmax, concMax*1.3); err != nil {
+				return err
+			}
 		}
-		if grid[3][c], err = concurrencyPlot(sc, o, xmax, concMax*1.3); err != nil {
-			return err
-		}
-		if isAdaptive(o.Setup) {
+		if moduleSetup(o.Setup) {
 			if grid[4][c], err = levelsPlot(sc, o, xmax); err != nil {
 				return err
 			}
@@ -200,12 +209,7 @@ func ratePlot(sc scenario, o outcome, xmax, ymax float64) (*plot.Plot, error) {
 			return nil, err
 		}
 	}
-	capLine := plotter.XYs{{X: 0, Y: sc.Capacity}, {X: xmax, Y: sc.Capacity}}
-	if sc.Profile.Kind == loadgen.CapacityDrop {
-		at := sc.Profile.DropAt.Seconds()
-		capLine = plotter.XYs{{X: 0, Y: sc.Capacity}, {X: at, Y: sc.Capacity}, {X: at, Y: sc.WindowCapacity}, {X: xmax, Y: sc.WindowCapacity}}
-	}
-	if err := addLine(p, "capacity", capLine, color.Black, true); err != nil {
+	if err := addLine(p, "capacity", capacitySteps(sc, xmax), color.Black, true); err != nil {
 		return nil, err
 	}
 	return p, markers(p, sc, 0, ymax)
@@ -382,4 +386,113 @@ func concurrencyPlot(sc scenario, o outcome, xmax, ymax float64) (*plot.Plot, er
 		return nil, err
 	}
 	return p, markers(p, sc, 0, ymax)
+}
+
+// capacitySteps is the capacity over time as a step line to xmax.
+func capacitySteps(sc scenario, xmax float64) plotter.XYs {
+	c := sc.capacityAt(0)
+	xys := plotter.XYs{{X: 0, Y: c}}
+	for t := scanStep; t.Seconds() < xmax && t < sc.Profile.Duration; t += scanStep {
+		if v := sc.capacityAt(t); v != c {
+			xys = append(xys, plotter.XY{X: t.Seconds(), Y: c}, plotter.XY{X: t.Seconds(), Y: v})
+			c = v
+		}
+	}
+	return append(xys, plotter.XY{X: xmax, Y: c})
+}
+
+var upstreamColors = []color.Color{colServed, colShed, colGood, colTimeout, colOOM, colSent}
+
+// poolLine is one value of every upstream over a pool run, a line each.
+func poolLines(p *plot.Plot, o outcome, label string, f func(upstreamLook) (float64, bool)) error {
+	if o.Pool == nil || len(o.Pool.Samples) == 0 {
+		return nil
+	}
+	n := len(o.Pool.Samples[0].Upstreams)
+	for i := range n {
+		var xys plotter.XYs
+		for _, s := range o.Pool.Samples {
+			if i < len(s.Upstreams) {
+				if y, ok := f(s.Upstreams[i]); ok {
+					xys = append(xys, plotter.XY{X: s.T, Y: y})
+				}
+			}
+		}
+		if err := addLine(p, fmt.Sprintf("#%d %s", i+1, label), xys, upstreamColors[i%len(upstreamColors)], false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// poolKVPlot is each upstream's vllm:kv_cache_usage_perc.
+func poolKVPlot(sc scenario, o outcome, xmax float64) (*plot.Plot, error) {
+	p := newPlot("KV-cache use per upstream (1 s)", "vllm:kv_cache_usage_perc", xmax)
+	p.Y.Min, p.Y.Max = 0, 1.05
+	if err := poolLines(p, o, "KV", func(u upstreamLook) (float64, bool) { return u.KV, u.Up }); err != nil {
+		return nil, err
+	}
+	return p, markers(p, sc, 0, 1.05)
+}
+
+// poolLoadPlot is each upstream's requests running and waiting, and its
+// slots (dashed), once a second; a dead upstream drops to 0.
+func poolLoadPlot(sc scenario, o outcome, xmax float64) (*plot.Plot, error) {
+	p := newPlot("per upstream: running + waiting, and slots (dashed)", "requests", xmax)
+	top := 0.0
+	for _, u := range sc.Pool {
+		top = math.Max(top, float64(u.Slots))
+	}
+	ymax := 4 * top
+	p.Y.Min, p.Y.Max = 0, ymax
+	if err := poolLines(p, o, "running + waiting", func(u upstreamLook) (float64, bool) {
+		return math.Min(float64(u.Running+u.Waiting), ymax), true
+	}); err != nil {
+		return nil, err
+	}
+	if o.Pool != nil {
+		for i := range sc.Pool {
+			var xys plotter.XYs
+			for _, s := range o.Pool.Samples {
+				if i < len(s.Upstreams) {
+					xys = append(xys, plotter.XY{X: s.T, Y: float64(s.Upstreams[i].Slots)})
+				}
+			}
+			if err := addLine(p, "", xys, upstreamColors[i%len(upstreamColors)], true); err != nil {
+				return nil, err
+			}
+		}
+	}
+	// The module's learned limit per upstream (the policy's set-up).
+	if err := poolLimitLines(p, o, ymax); err != nil {
+		return nil, err
+	}
+	return p, markers(p, sc, 0, ymax)
+}
+
+// poolLimitLines draws, dotted, each upstream's limit as the module
+// learned it, where status listed the pool's upstreams.
+func poolLimitLines(p *plot.Plot, o outcome, ymax float64) error {
+	if o.Pool == nil || len(o.Pool.Samples) == 0 {
+		return nil
+	}
+	for i := range len(o.Pool.Samples[0].Upstreams) {
+		var xys plotter.XYs
+		for _, s := range o.Pool.Samples {
+			if i < len(s.Upstreams) && s.Upstreams[i].Limit != nil {
+				xys = append(xys, plotter.XY{X: s.T, Y: math.Min(float64(*s.Upstreams[i].Limit), ymax)})
+			}
+		}
+		if len(xys) == 0 {
+			continue
+		}
+		l, err := plotter.NewLine(xys)
+		if err != nil {
+			return err
+		}
+		l.Color, l.Width, l.Dashes = upstreamColors[i%len(upstreamColors)], vg.Points(1), []vg.Length{vg.Points(1), vg.Points(2)}
+		p.Add(l)
+		p.Legend.Add(fmt.Sprintf("#%d module's limit (dotted)", i+1), l)
+	}
+	return nil
 }

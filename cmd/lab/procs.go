@@ -75,6 +75,15 @@ func (p *proc) stop(grace time.Duration) {
 	}
 }
 
+// kill ends the process at once (SIGKILL), as a crash would.
+func (p *proc) kill() {
+	if ended, _ := p.exited(); ended {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
 // wait waits for the process to end or ctx to be done.
 func (p *proc) wait(ctx context.Context) error {
 	select {

@@ -148,4 +148,17 @@ func TestCaddyStale(t *testing.T) {
 	if why := caddyStale(root, caddy); why != "" {
 		t.Errorf("fresh binary: %q", why)
 	}
+	// The lab's own code (cmd/) is not in the binary.
+	lab := filepath.Join(root, "cmd", "lab", "main.go")
+	if err := os.MkdirAll(filepath.Dir(lab), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(lab, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	later := recent.Add(time.Hour)
+	os.Chtimes(lab, later, later)
+	if why := caddyStale(root, caddy); why != "" {
+		t.Errorf("a newer file under cmd/ made the binary stale: %q", why)
+	}
 }

@@ -19,12 +19,17 @@ func writeMarkdown(w io.Writer, sc scenario, outs []outcome, cs []ceiling, machi
 	var b strings.Builder
 	fmt.Fprintf(&b, "## %s\n\n", sc.Title)
 	p := sc.Profile
-	slots := fmt.Sprintf("defaults (%d slots)", sc.Slots)
-	if sc.Slots != llmsim.DefaultSlots {
-		slots = fmt.Sprintf("defaults but %d slots (-slots %d)", sc.Slots, sc.Slots)
+	if len(sc.Pool) > 0 {
+		fmt.Fprintf(&b, "Upstreams: %d llmsim, defaults but slots and speed (-slots, -prefill and -token-time divided by the speed): %s. Pool capacity (Config.Capacity, summed) %.2f req/s at the start, %.2f on average in the window; what the pool can serve there (moment by moment the offered load or the capacity, whichever is less) %.2f req/s",
+			len(sc.Pool), poolText(sc.Pool), sc.Capacity, sc.WindowCapacity, sc.WindowServable)
+	} else {
+		slots := fmt.Sprintf("defaults (%d slots)", sc.Slots)
+		if sc.Slots != llmsim.DefaultSlots {
+			slots = fmt.Sprintf("defaults but %d slots (-slots %d)", sc.Slots, sc.Slots)
+		}
+		fmt.Fprintf(&b, "Upstream: llmsim %s, capacity %.2f req/s (Config.Capacity%s), %.2f req/s in the window",
+			slots, sc.Capacity, capacityNote(sc), sc.WindowCapacity)
 	}
-	fmt.Fprintf(&b, "Upstream: llmsim %s, capacity %.2f req/s (Config.Capacity%s), %.2f req/s in the window",
-		slots, sc.Capacity, capacityNote(sc), sc.WindowCapacity)
 	if sc.tokens() {
 		fmt.Fprintf(&b, ", %.0f tokens/s", sc.TokenCapacity)
 	}
@@ -47,6 +52,9 @@ func writeMarkdown(w io.Writer, sc scenario, outs []outcome, cs []ceiling, machi
 	fmt.Fprintf(&b, ". %s\n\n", machine)
 
 	goodCol := "goodput ÷ capacity"
+	if len(sc.Pool) > 0 {
+		goodCol = "goodput ÷ what the pool can serve"
+	}
 	if sc.tokens() {
 		goodCol = "goodput ÷ capacity (tokens)"
 	}
@@ -132,8 +140,16 @@ func writeMarkdown(w io.Writer, sc scenario, outs []outcome, cs []ceiling, machi
 		}
 	}
 
+	if len(sc.Pool) > 0 {
+		writePoolTable(&b, sc, outs)
+	}
+
 	if ts := evalTargets(sc, outs, cs); len(ts) > 0 {
-		fmt.Fprintln(&b, "\nTargets, adaptive set-up (a missed target is a finding, not a failed run):")
+		who := "adaptive set-up"
+		if len(sc.Pool) > 0 {
+			who = "the policy's set-up (" + setupTitle(setupPolicy, sc) + ")"
+		}
+		fmt.Fprintf(&b, "\nTargets, %s (a missed target is a finding, not a failed run):\n", who)
 		fmt.Fprintln(&b)
 		fmt.Fprintln(&b, "| target | want | got | margin | |")
 		fmt.Fprintln(&b, "|---|---|---|--:|---|")
@@ -255,6 +271,53 @@ func peerSettled(sc scenario, o outcome) (float64, bool) {
 	}
 	slices.Sort(v)
 	return v[len(v)/2], true
+}
+
+// writePoolTable is a pool scenario's table of what became of the
+// upstreams: requests failed (neither answered nor refused) against what
+// was in flight on an upstream when it died, refusals while the offered
+// load was at most 0.9× the pool, the upstreams' OOMs, and each upstream's
+// mean requests in flight (running and waiting) in the window.
+func writePoolTable(b *strings.Builder, sc scenario, outs []outcome) {
+	fmt.Fprintln(b, "\nThe pool, whole run: requests that failed (neither answered nor refused: timeouts, 502s, cut streams), what was running or waiting on an upstream when it was killed, refusals while the offered load was ≤ 0.9× the pool, and each upstream's mean load in the window (running + waiting, 1 s looks at /admin/state):")
+	fmt.Fprintln(b)
+	fmt.Fprintln(b, "| set-up | failed | in flight at deaths | refused while ≤ 0.9× | upstream OOMs | mean running + waiting per upstream (window) |")
+	fmt.Fprintln(b, "|---|--:|--:|--:|--:|---|")
+	for _, o := range outs {
+		dead, loads := "–", "–"
+		if o.Pool != nil {
+			if len(poolDeaths(sc.Pool)) > 0 {
+				dead = fmt.Sprint(o.Pool.DeadInFlight)
+			}
+			loads = meanUpstreamLoads(sc, *o.Pool)
+		}
+		fmt.Fprintf(b, "| %s | %d | %s | %d | %s | %s |\n", setupTitle(o.Setup, sc), o.Failed, dead, o.CalmRefusals, oomText(o), loads)
+	}
+}
+
+// meanUpstreamLoads is each upstream's mean running + waiting over the
+// window's looks, "#1 4.2 · #2 1.0" (a look it did not answer counts 0).
+func meanUpstreamLoads(sc scenario, r poolRun) string {
+	from, to := sc.WindowFrom.Seconds(), sc.WindowTo.Seconds()
+	sums := make([]float64, len(sc.Pool))
+	n := 0
+	for _, s := range r.Samples {
+		if s.T < from || s.T >= to || len(s.Upstreams) != len(sums) {
+			continue
+		}
+		n++
+		for i, u := range s.Upstreams {
+			sums[i] += float64(u.Running + u.Waiting)
+		}
+	}
+	if n == 0 {
+		return "–"
+	}
+	parts := make([]string, len(sums))
+	for i, v := range sums {
+		parts[i] = fmt.Sprintf("#%d %.1f", i+1, v/float64(n))
+	}
+	return strings.Join(parts, " · ")
 }
 
 // slotsText is "one slot", "two slots", or "n slots".

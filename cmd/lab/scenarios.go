@@ -59,6 +59,14 @@ type scenario struct {
 	// busy") once its slots and its queue are full, and the scenario's
 	// targets are the storm's (stormTargets).
 	Storm *storm `json:",omitempty"`
+	// Pool, when not empty, is a pool scenario's upstreams (pool.go):
+	// Capacity is then the pool's at the start, Slots the sum of its
+	// slots, WindowCapacity its mean capacity in the window, and
+	// WindowServable what it can serve there (the offered load or the
+	// capacity, whichever is less, moment by moment), the goodput ratio's
+	// denominator.
+	Pool           []poolUpstream `json:",omitempty"`
+	WindowServable float64        `json:",omitempty"`
 }
 
 // storm is an upstream that answers when full, as Ollama at
@@ -83,6 +91,9 @@ func (sc scenario) tokens() bool { return len(sc.Sizes) > 0 }
 
 // capacityAt is the capacity (req/s) at offset t.
 func (sc scenario) capacityAt(t time.Duration) float64 {
+	if len(sc.Pool) > 0 {
+		return poolCapacityAt(sc.Pool, t)
+	}
 	if sc.Profile.Kind == loadgen.CapacityDrop && t >= sc.Profile.DropAt {
 		return sc.WindowCapacity
 	}
@@ -160,6 +171,14 @@ func setupTitle(s string, sc scenario) string {
 			return "adaptive_throttle (concurrency { " + adaptiveConcurrency + " })"
 		}
 		return "adaptive_throttle (defaults)"
+	case setupPoolPlain:
+		return "Caddy lb_policy least_conn, no module"
+	case setupPoolModule:
+		return "adaptive_throttle + lb_policy least_conn"
+	case setupLLMD:
+		return "llm-d-style scorer (published algorithm, lab implementation)"
+	case setupPolicy:
+		return "adaptive_throttle + lb_policy adaptive_throttle"
 	}
 	if isAdaptive(s) {
 		return "adaptive_throttle without " + rulesOffOf(s)
@@ -168,7 +187,7 @@ func setupTitle(s string, sc scenario) string {
 }
 
 // scenarioNames lists every scenario, in the order the lab runs them.
-var scenarioNames = []string{"step", "drop", "hetero", "hetero32", "ramp", "cold2x", "steady09", "tightslo", "storm", "storm-q2"}
+var scenarioNames = append([]string{"step", "drop", "hetero", "hetero32", "ramp", "cold2x", "steady09", "tightslo", "storm", "storm-q2"}, poolScenarioNames...)
 
 // Tight-SLO scenario: every answer tightTokens long, and an end-to-end
 // objective of tightSLO. At a full batch llmsim serves such an answer in
@@ -195,12 +214,14 @@ const wideSlots = 32
 // per-priority figures to mean something.
 var heteroSizes = loadgen.Sizes{{MaxTokens: 16, Share: 0.75}, {MaxTokens: 512, Share: 0.25}}
 
-// scenarios are the lab's eight, against llmsim with sim's configuration
+// scenarios are the lab's thirteen, against llmsim with sim's configuration
 // (the lab's upstreams run its defaults): a step to 3× capacity, a
 // capacity drop under steady 0.9× load, heterogeneous answer lengths at 2×
 // capacity in tokens (on llmsim's 8 slots, and on 32), a slow ramp to 3×
 // and back, a cold start straight into 2×, a steady 0.9× from cold, and
-// a step to 3× under a tight objective (tightslo). smoke shrinks every duration (and
+// a step to 3× under a tight objective (tightslo), two upstreams that
+// answer 503 when full (storm, storm-q2), and the pool scenarios of
+// several upstreams (poolScenarios). smoke shrinks every duration (and
 // the long answers) so that the whole lab runs in seconds; its figures
 // mean nothing. Capacity scales with the slots (llmsim.Config.Capacity),
 // so the drop to half the slots halves it.
@@ -342,7 +363,7 @@ func scenarios(sim llmsim.Config, inflightN int, smoke bool) []scenario {
 	}
 	storm0, storm2 := stormOn("storm", 0), stormOn("storm-q2", 2)
 
-	all := []scenario{step, drop, hetero, hetero32, ramp, cold, steady, tight, storm0, storm2}
+	all := append([]scenario{step, drop, hetero, hetero32, ramp, cold, steady, tight, storm0, storm2}, poolScenarios(base, pick)...)
 	for i := range all {
 		all[i].CalmTo = calmUntil(all[i])
 	}

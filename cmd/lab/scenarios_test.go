@@ -20,10 +20,14 @@ func TestScenarioDefinitions(t *testing.T) {
 	c := sim.Capacity()
 	full := scenarios(sim, 0, false)
 	var names []string
-	var total time.Duration
+	var total, poolTotal time.Duration
 	for _, sc := range full {
 		names = append(names, sc.Name)
-		total += sc.Profile.Duration + sc.Timeout
+		if len(sc.Pool) > 0 {
+			poolTotal += sc.Profile.Duration + sc.Timeout
+		} else {
+			total += sc.Profile.Duration + sc.Timeout
+		}
 		if err := sc.Profile.Validate(); err != nil {
 			t.Errorf("%s: %v", sc.Name, err)
 		}
@@ -37,7 +41,7 @@ func TestScenarioDefinitions(t *testing.T) {
 		if sc.Name == "hetero32" {
 			wantSlots = wideSlots
 		}
-		if sc.Slots != wantSlots || sc.InflightN != defaultInflight(wantSlots) {
+		if len(sc.Pool) == 0 && sc.Slots != wantSlots || sc.InflightN != defaultInflight(wantSlots) {
 			t.Errorf("%s: in-flight N %d for %d slots, want %d for %d", sc.Name, sc.InflightN, sc.Slots, defaultInflight(wantSlots), wantSlots)
 		}
 		// Offered load while calm is at most 0.9× capacity, and the calm
@@ -58,6 +62,10 @@ func TestScenarioDefinitions(t *testing.T) {
 	// All ten one after another, drains included: under 24 minutes.
 	if total > 24*time.Minute {
 		t.Errorf("the ten scenarios take up to %v", total)
+	}
+	// The three pool scenarios: under 8 minutes.
+	if poolTotal > 8*time.Minute {
+		t.Errorf("the pool scenarios take up to %v", poolTotal)
 	}
 	mid := func(sc scenario) time.Duration { return (sc.WindowFrom + sc.WindowTo) / 2 }
 	load := func(sc scenario, at time.Duration) float64 { return sc.Profile.RateAt(at) / sc.capacityAt(at) }
@@ -169,7 +177,7 @@ func TestScenarioDefinitions(t *testing.T) {
 		if sc.Name != "steady09" && sc.GoodputRef != 1 {
 			t.Errorf("%s: goodput reference %g, want 1 (an overload)", sc.Name, sc.GoodputRef)
 		}
-		if !sc.tokens() && sc.MaxTokens == 0 && sc.Capacity != c {
+		if !sc.tokens() && sc.MaxTokens == 0 && len(sc.Pool) == 0 && sc.Capacity != c {
 			t.Errorf("%s: capacity %g, want %g", sc.Name, sc.Capacity, c)
 		}
 	}

@@ -18,10 +18,11 @@ import (
 // env is one running set-up: where the load goes and what to poll.
 type env struct {
 	Setup          string
-	Target         string // the URL the generator hits (Caddy's site)
-	Upstream       string // llmsim's base URL
-	ThrottleStatus string // Caddy admin /throttle/status; adaptive only
-	peer           peer   // the lab's limiter in front of llmsim; peers only
+	Target         string   // the URL the generator hits (Caddy's site)
+	Upstream       string   // llmsim's base URL
+	ThrottleStatus string   // Caddy admin /throttle/status; adaptive only
+	peer           peer     // the lab's limiter in front of llmsim; peers only
+	pool           *poolEnv // a pool scenario's upstreams; pool scenarios only
 	stop           func()
 }
 
@@ -69,6 +70,9 @@ func renderCaddyfile(path, out string, v any) error {
 // one set-up of a scenario. Everything listens on 127.0.0.1; stop ends it
 // all. dir holds the rendered Caddyfile, Caddy's XDG folders and the logs.
 func startSetup(ctx context.Context, b bins, labDir, dir, setup string, sc scenario) (e *env, err error) {
+	if len(sc.Pool) > 0 {
+		return startPoolSetup(ctx, b, labDir, dir, setup, sc)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -172,11 +176,21 @@ func servePeer(setup, upstream string, sc scenario) (peer, string, func(), error
 	if err != nil {
 		return nil, "", nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, stop, err := serveHandler(lim)
 	if err != nil {
 		return nil, "", nil, err
 	}
-	srv := &http.Server{Handler: lim, ReadHeaderTimeout: 10 * time.Second}
+	return lim, addr, stop, nil
+}
+
+// serveHandler serves h on a port of its own on 127.0.0.1; it returns the
+// address and what stops it.
+func serveHandler(h http.Handler) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	stop := func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -185,5 +199,5 @@ func servePeer(setup, upstream string, sc scenario) (peer, string, func(), error
 			srv.Close()
 		}
 	}
-	return lim, ln.Addr().String(), stop, nil
+	return ln.Addr().String(), stop, nil
 }

@@ -22,6 +22,9 @@ const (
 // ideal gateway cs (ceilingOf) where sc.IdealKeep sets the goodput bar. A
 // missed target is a finding, not a failure: the caller reports it.
 func evalTargets(sc scenario, outs []outcome, cs []ceiling) []target {
+	if len(sc.Pool) > 0 {
+		return poolTargets(sc, outs)
+	}
 	a := find(outs, setupAdaptive)
 	if a == nil {
 		return nil
@@ -124,8 +127,13 @@ func evalTargets(sc scenario, outs []outcome, cs []ceiling) []target {
 
 // bestPeer is the highest f among the peers present, and which one it is.
 func bestPeer(outs []outcome, f func(outcome) float64) (float64, string) {
+	return bestOf(peers, outs, f)
+}
+
+// bestOf is the highest f among the set-ups named that are present.
+func bestOf(names []string, outs []outcome, f func(outcome) float64) (float64, string) {
 	best, name := 0.0, ""
-	for _, p := range peers {
+	for _, p := range names {
 		if o := find(outs, p); o != nil && (name == "" || f(*o) > best) {
 			best, name = f(*o), p
 		}
@@ -218,5 +226,62 @@ func stormTargets(sc scenario, a outcome) []target {
 	ts = append(ts, target{What: "goodput ÷ capacity in the window", Want: fmt.Sprintf("≥ %.2f", stormGoodputBar),
 		Got: fmt.Sprintf("%.2f", a.GoodputRatio), Margin: fmt.Sprintf("%+.2f", a.GoodputRatio-stormGoodputBar),
 		Met: a.GoodputRatio >= stormGoodputBar, Measured: true})
+	return ts
+}
+
+// poolTargets are a pool scenario's targets for the policy's set-up, none
+// when it did not run: goodput against what the pool can serve moment by
+// moment, high's attainment, high+medium against the best other set-up,
+// no refusal while the offered load is at most 0.9× the pool, and, where
+// an upstream dies, no more failed requests than were in flight on it.
+func poolTargets(sc scenario, outs []outcome) []target {
+	a := find(outs, setupPolicy)
+	if a == nil {
+		return nil
+	}
+	var ts []target
+	ts = append(ts, target{What: "goodput ÷ what the pool can serve in the window", Want: fmt.Sprintf("≥ %.2f", goodputBar),
+		Got: fmt.Sprintf("%.2f", a.GoodputRatio), Margin: fmt.Sprintf("%+.2f", a.GoodputRatio-goodputBar),
+		Met: a.GoodputRatio >= goodputBar, Measured: true})
+
+	high := a.Window.High
+	t := target{What: "high priority within the SLO (window)", Want: "≥ " + pct(highBar), Got: "no high-priority request"}
+	if high.Sent > 0 {
+		t.Got = fmt.Sprintf("%s (%d of %d)", pct(high.SLOAttainment), high.OKWithinSLO, high.Sent)
+		t.Margin = points(high.SLOAttainment - highBar)
+		t.Met, t.Measured = high.SLOAttainment >= highBar, true
+	}
+	ts = append(ts, t)
+
+	hm := func(o outcome) float64 { return o.Window.HighMedium.SLOAttainment }
+	best, bestName := bestOf(poolPeers, outs, hm)
+	t = target{What: "high+medium within the SLO vs the best other set-up (window)", Want: "≥ best other's"}
+	if bestName != "" && a.Window.HighMedium.Sent > 0 {
+		t.Got = fmt.Sprintf("%s vs %s (%s)", pct(hm(*a)), pct(best), setupTitle(bestName, sc))
+		t.Margin = points(hm(*a) - best)
+		t.Met, t.Measured = hm(*a) >= best, true
+	}
+	ts = append(ts, t)
+
+	if sc.CalmTo > 0 {
+		t = target{What: fmt.Sprintf("no refusal while the offered load ≤ 0.9× the pool (0–%.1f s)", sc.CalmTo.Seconds()),
+			Want: "0 refused", Got: fmt.Sprint(a.CalmRefusals), Margin: fmt.Sprint(-a.CalmRefusals),
+			Met: a.CalmRefusals == 0, Measured: true}
+		if a.CalmFirstS != nil {
+			t.Got += fmt.Sprintf(" (first at %.1f s)", *a.CalmFirstS)
+		}
+		ts = append(ts, t)
+	}
+
+	if len(poolDeaths(sc.Pool)) > 0 {
+		t = target{What: "failed requests (whole run) vs in flight on the upstream when it died", Want: "≤ in flight at the death",
+			Got: "the death was not seen"}
+		if a.Pool != nil {
+			t.Got = fmt.Sprintf("%d failed, %d in flight", a.Failed, a.Pool.DeadInFlight)
+			t.Margin = fmt.Sprint(a.Pool.DeadInFlight - a.Failed)
+			t.Met, t.Measured = a.Failed <= a.Pool.DeadInFlight, true
+		}
+		ts = append(ts, t)
+	}
 	return ts
 }
