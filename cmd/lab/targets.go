@@ -50,14 +50,14 @@ func evalTargets(sc scenario, outs []outcome, cs []ceiling) []target {
 		if measured {
 			bar = cs[sc.IdealKeep].Goodput - idealSlack
 		}
-		want = fmt.Sprintf("≥ %.2f (the ideal gateway keeping %d slots for high − %.2f)", bar, sc.IdealKeep, idealSlack)
+		want = fmt.Sprintf("≥ %.2f (the ideal gateway keeping %s for high − %.2f)", bar, slotsText(sc.IdealKeep), idealSlack)
 	}
 	t := target{What: "goodput ÷ capacity in the window (" + unit + ")", Want: want,
 		Got: fmt.Sprintf("%.2f", a.GoodputRatio)}
 	if measured {
 		t.Margin, t.Met, t.Measured = fmt.Sprintf("%+.2f", a.GoodputRatio-bar), a.GoodputRatio >= bar, true
 	} else {
-		t.Want = fmt.Sprintf("the ideal gateway keeping %d slots for high − %.2f", sc.IdealKeep, idealSlack)
+		t.Want = fmt.Sprintf("the ideal gateway keeping %s for high − %.2f", slotsText(sc.IdealKeep), idealSlack)
 	}
 	ts = append(ts, t)
 

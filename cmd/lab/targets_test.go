@@ -192,7 +192,7 @@ func TestEvalTargets(t *testing.T) {
 		met   bool
 	}{{0.92, true}, {0.91, false}} {
 		g := evalTargets(het, append(peersOut, madeUp(setupAdaptive, c.ratio, 1, 1, 0, 0, 0)), cs)[0]
-		if g.Met != c.met || !g.Measured || !strings.Contains(g.Want, "≥ 0.92 (the ideal gateway keeping 2 slots") {
+		if g.Met != c.met || !g.Measured || !strings.Contains(g.Want, "≥ 0.92 (the ideal gateway keeping two slots") {
 			t.Errorf("hetero goodput %.2f: %+v, want met %v", c.ratio, g, c.met)
 		}
 	}
