@@ -2,6 +2,10 @@ package adaptivethrottle
 
 import (
 	"encoding/json"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os"
 	"reflect"
 	"slices"
 	"strconv"
@@ -541,4 +545,135 @@ func TestConfigErrorsNameBlockAndKey(t *testing.T) {
 	if n < 80 {
 		t.Fatalf("only %d errors seen", n)
 	}
+}
+
+// The README's "Every key" table lists every key the Caddyfile parser
+// takes, block by block, and no other. The parser's keys are its key
+// switches' cases (read from caddyfile.go), less the former spellings it
+// refuses; they must agree with the list unknownKey names.
+func TestReadmeKeysTable(t *testing.T) {
+	raw, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(raw), "\n## Every key\n")
+	if !ok {
+		t.Fatal(`README: no "Every key" section`)
+	}
+	if end := strings.Index(section, "\n#"); end >= 0 {
+		section = section[:end]
+	}
+	table := map[string]bool{}
+	for _, row := range strings.Split(section, "\n") {
+		cells := strings.Split(row, "|")
+		if len(cells) < 6 || !strings.HasPrefix(strings.TrimSpace(cells[2]), "`") {
+			continue
+		}
+		block := strings.Trim(strings.TrimSpace(cells[1]), "`")
+		if block == "—" {
+			block = ""
+		}
+		key := block + " " + strings.Trim(strings.TrimSpace(cells[2]), "`")
+		if table[key] {
+			t.Errorf("README's keys table lists %q twice", key)
+		}
+		table[key] = true
+	}
+	if len(table) == 0 {
+		t.Fatal("README's keys table has no rows")
+	}
+
+	parsed := caseKeys(t)
+	taken := map[string]bool{}
+	for block, cases := range parsed {
+		for _, k := range cases {
+			if slices.Contains(keys[block], k) {
+				taken[block+" "+k] = true
+				continue
+			}
+			// Not in the list: the parser must refuse it whatever follows.
+			for _, arg := range []string{"", "1", "1s", "auto", "off", "50%"} {
+				if _, err := parse(t, snippet(block, k+" "+arg)); err == nil {
+					t.Errorf("%s %s %s is taken, but the keys unknownKey names leave it out", block, k, arg)
+				}
+			}
+		}
+	}
+	for block, ks := range keys {
+		for _, k := range ks {
+			key := block + " " + k
+			if !taken[key] {
+				t.Errorf("%q is listed in keys but no case of the parser takes it", key)
+			}
+			if !table[key] {
+				t.Errorf("README's keys table lacks %q", key)
+			}
+		}
+	}
+	for key := range table {
+		if !taken[key] {
+			t.Errorf("README's keys table lists %q, which the parser does not take", key)
+		}
+	}
+}
+
+// snippet is a directive with line in block ("" the directive's own).
+func snippet(block, line string) string {
+	if block == "" {
+		return "adaptive_throttle {\n" + line + "\n}"
+	}
+	return "adaptive_throttle {\n" + block + " {\n" + line + "\n}\n}"
+}
+
+// caseKeys reads caddyfile.go's key switches: for each block, the cases of
+// the first switch of its parser (UnmarshalCaddyfile for the directive's
+// own keys, <block>Key for a block's).
+func caseKeys(t *testing.T) map[string][]string {
+	t.Helper()
+	f, err := parser.ParseFile(token.NewFileSet(), "caddyfile.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]string{}
+	for _, decl := range f.Decls {
+		fn, ok := decl.(*ast.FuncDecl)
+		if !ok {
+			continue
+		}
+		block, ok := strings.CutSuffix(fn.Name.Name, "Key")
+		if fn.Name.Name == "UnmarshalCaddyfile" && fn.Recv != nil {
+			block, ok = "", true
+		}
+		if !ok {
+			continue
+		}
+		if _, known := keys[block]; !known {
+			continue // durationKey, unknownKey, …
+		}
+		var sw *ast.SwitchStmt
+		ast.Inspect(fn.Body, func(n ast.Node) bool {
+			if s, ok := n.(*ast.SwitchStmt); ok && sw == nil {
+				sw = s
+			}
+			return sw == nil
+		})
+		if sw == nil {
+			t.Fatalf("%s has no key switch", fn.Name.Name)
+		}
+		for _, stmt := range sw.Body.List {
+			for _, e := range stmt.(*ast.CaseClause).List {
+				if lit, ok := e.(*ast.BasicLit); ok && lit.Kind == token.STRING {
+					k, err := strconv.Unquote(lit.Value)
+					if err != nil {
+						t.Fatal(err)
+					}
+					out[block] = append(out[block], k)
+				}
+			}
+		}
+	}
+	if len(out) != len(keys) {
+		t.Fatalf("key switches found for %d blocks, keys lists %d", len(out), len(keys))
+	}
+	return out
 }

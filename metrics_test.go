@@ -114,24 +114,23 @@ func TestCollectorExportsAThresholdOnceOneExists(t *testing.T) {
 }
 
 // The README's metrics section names exactly what the collector exports
-// (the table's "_name" shorthand continues the prefix); the upgrade notes
-// map every old name to one that exists.
+// (the table's "_name" shorthand continues the prefix).
 func TestReadmeMetricNames(t *testing.T) {
 	raw, err := os.ReadFile("README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	readme := string(raw)
-	start := strings.Index(readme, "### Prometheus metrics")
-	notes := strings.Index(readme, "#### Upgrade notes: metric names")
-	end := strings.Index(readme, "### Placeholders and logs")
-	if start < 0 || notes < start || end < notes {
-		t.Fatal("README: no metrics section with its upgrade notes")
+	_, section, ok := strings.Cut(readme, "### Prometheus metrics\n")
+	if !ok {
+		t.Fatal("README: no metrics section")
+	}
+	if end := strings.Index(section, "\n#"); end >= 0 {
+		section = section[:end]
 	}
 	full := regexp.MustCompile(`\b` + metricsPrefix + `[a-z_]+`)
 	short := regexp.MustCompile("`(_[a-z_]+)`")
 	seen := map[string]bool{}
-	section := readme[start:notes]
 	for _, m := range full.FindAllString(section, -1) {
 		seen[m] = true
 	}
@@ -146,19 +145,6 @@ func TestReadmeMetricNames(t *testing.T) {
 	for _, name := range MetricNames {
 		if !seen[name] {
 			t.Errorf("README's metrics section does not list %s", name)
-		}
-	}
-	for _, row := range strings.Split(readme[notes:end], "\n") {
-		cells := strings.Split(row, "|")
-		if len(cells) != 4 || !strings.Contains(cells[1], metricsPrefix) {
-			continue
-		}
-		now := full.FindString(cells[2])
-		if !slices.Contains(MetricNames, now) {
-			t.Errorf("upgrade notes: %q maps to %q, which is not exported", strings.TrimSpace(cells[1]), now)
-		}
-		if old := full.FindString(cells[1]); slices.Contains(MetricNames, old) && !strings.Contains(cells[1], "{") {
-			t.Errorf("upgrade notes: %s is still exported", old)
 		}
 	}
 }

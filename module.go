@@ -1,7 +1,7 @@
 // Package adaptivethrottle is the Caddy module: an HTTP handler,
 // adaptive_throttle, that protects LLM inference servers from overload. It
-// sits before reverse_proxy and, per request and reading only atomics,
-// passes, rations or sheds the request from three signals (arrival rate
+// sits before reverse_proxy and, per request (a free slot costs a few
+// atomic operations), passes, rations or sheds the request from three signals (arrival rate
 // against a learned baseline, GPU memory or a model server's saturation
 // gauge, latency against its own history) and a circuit breaker on
 // upstream failures. See the README for the contract.

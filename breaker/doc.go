@@ -6,7 +6,7 @@
 // Like golang.org/x/time/rate, every time-dependent method takes the time
 // from its caller, so callers and tests own the clock: the Hysteresis,
 // fed by the sampler, a time.Time; the Circuit, on the request path, a
-// Mono. The request path only reads atomics: Hysteresis.Tripped,
-// Circuit.Allow and Circuit.Done's common case take no lock and allocate
-// nothing.
+// Mono. What the request path calls, Hysteresis.Tripped, Circuit.Allow and
+// Circuit.Done, takes no lock; their common case is a few atomic
+// operations and allocates nothing.
 package breaker

@@ -222,7 +222,7 @@ type Candidate interface{ Available() bool }
 // (reservoir sampling: each of k equals wins with chance 1/k, from one
 // random draw per pick stirred by xorshift).
 //
-// It reads atomics only and allocates nothing.
+// It takes no lock and allocates nothing: atomic operations only.
 func Pick[C Candidate](cands []C, members []*Member, now breaker.Mono, probe bool) (int, breaker.Ticket) {
 	best, ties, room := -1, uint64(0), int64(0)
 	x := rand.Uint64() | 1 // xorshift's state: never 0

@@ -68,8 +68,8 @@ func (d Decision) Cause() string {
 func (d Decision) CauseIndex() int { return int(uint8(d.info >> 16)) }
 
 // Admit decides for one request of priority p that arrived at now (Now(),
-// on the request path). When a slot is free it reads atomics only and
-// allocates nothing; when none is, the request waits for one in its
+// on the request path). When a slot is free it costs a few atomic
+// operations and allocates nothing; when none is, the request waits for one in its
 // priority's queue, up to its max_wait, or until ctx ends (the client went
 // away). A nil ctx never ends.
 //

@@ -75,8 +75,10 @@ func CauseName(c int) string { return causeNames[c] }
 // Throttle is one named throttle: what it has learned, its sampler and the
 // atomics the request path reads.
 //
-// Invariants: the request path (Admit, Serve, Finish) reads atomics and
-// bumps sharded counters only; it never locks. The sampler is the one
+// Invariants: the request path (Admit, Serve, Finish) takes a free slot
+// with atomic operations and no allocation; it locks only one shard of the
+// latency histograms (Finish), and the gate's mutex when a request waits or
+// a freed slot goes to a waiter. The sampler is the one
 // writer of tripped and shedUntil. Every admitted Decision is finished
 // exactly once, so in flight = admitted − finished ≥ 0.
 type Throttle struct {
