@@ -203,7 +203,10 @@ func (l *Limit) Serving() int {
 func (l *Limit) Step(s Signal) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.cfg.Limit > 0 {
+	if l.cfg.Limit > 0 { // fixed: nothing to learn, but status shows the first bytes
+		if s.Count > 0 {
+			l.short = float64(s.TTFB) / float64(s.Count)
+		}
 		return l.cfg.Limit
 	}
 	if l.since.IsZero() {

@@ -196,6 +196,11 @@ func TestLimitFixedAndBounds(t *testing.T) {
 	if lo, hi := span(saturate(l, u, &now, 40)); lo != 7 || hi != 7 {
 		t.Fatalf("fixed limit moved: [%d, %d]", lo, hi)
 	}
+	// Fixed, it still reports the step's first bytes.
+	l.Step(Signal{Now: now, TTFB: 90 * time.Millisecond, Count: 3})
+	if s := l.Status(); s.ShortS != 0.03 || s.Limit != 7 || !s.Fixed {
+		t.Fatalf("fixed limit's status %+v, want first bytes of 0.03 s at 7", s)
+	}
 	l.SetConfig(Config{Min: 3, Max: 5})
 	lo, hi := span(saturate(l, upstream{slots: 100, prefill: time.Millisecond, service: time.Second}, &now, 100))
 	if lo < 3 || hi > 5 {
