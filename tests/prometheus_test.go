@@ -302,7 +302,8 @@ func substitute(t *testing.T, expr, name string) string {
 }
 
 // A real Prometheus (Debian's package) scrapes a real Caddy through an
-// overload against the simulator, and every query of the dashboard, with
+// overload against the simulator (a pool of one upstream, so that the
+// pool's panels have data too), and every query of the dashboard, with
 // its variables filled in, parses and returns data; the shed and tripped
 // panels are non-zero during the overload; the name label survives
 // Prometheus's own instance label; before anything is learned the
@@ -337,7 +338,9 @@ func TestDashboardAgainstRealPrometheus(t *testing.T) {
 			window 3s
 		}
 	}
-	reverse_proxy `+addr+`
+	reverse_proxy `+addr+` {
+		lb_policy adaptive_throttle `+name+`
+	}
 }`)
 	loadedAt := time.Now()
 	sel := `{name="` + name + `"}`
