@@ -89,7 +89,7 @@ func TestRunLiveFlag(t *testing.T) {
 		if r.URL.Path == "/throttle/status" {
 			io.WriteString(w, `{"instances":[{"name":"llm-main","shedding":true,"override":null,
 				"levels":{"qps":{"value":30,"threshold":10.5,"tripped":true,"learned_s":31},"gpu":{},"latency":{"tripped":true}},
-				"circuit":{"state":"closed"},"priorities":{"medium":{"rate":4}}}]}`)
+				"circuit":{"state":"closed"}}]}`)
 			return
 		}
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -105,7 +105,7 @@ func TestRunLiveFlag(t *testing.T) {
 	lines := strings.Split(stderr.String(), "\n")
 	if len(lines) < 2 || !strings.Contains(lines[0], "passed h/m/l") || !strings.Contains(lines[0], "gateway") ||
 		!strings.HasPrefix(strings.TrimSpace(lines[1]), "1s ") ||
-		!strings.HasSuffix(lines[1], "SHEDDING qps latency · medium ≤ 4.0/s · qps 30.0/s, trips above 10.5/s") {
+		!strings.HasSuffix(lines[1], "SHEDDING qps latency · qps 30.0/s, trips above 10.5/s") {
 		t.Errorf("stderr:\n%s", stderr.String())
 	}
 	if strings.Contains(stdout.String(), "gateway") || !strings.Contains(stdout.String(), "profile constant") {

@@ -15,7 +15,7 @@ import (
 //
 //	    t    rate  sent h/m/l  passed h/m/l  shed h/m/l  failed  queue  gateway
 //	  34s     5/s       0/3/2         0/3/2       0/0/0       0      0  passing all · qps 5.0/s, trips above 7.5/s
-//	  37s    30/s      5/8/17         5/5/0      0/3/17       0      3  SHEDDING qps · medium ≤ 4.5/s · qps 30.0/s, trips above 7.5/s
+//	  37s    30/s      5/8/17         5/5/0      0/3/17       0      3  SHEDDING qps · qps 30.0/s, trips above 7.5/s
 //
 // sent is what this generator sent, by priority; passed and shed are the
 // gateway's own lane counters from /throttle/status (the difference since
