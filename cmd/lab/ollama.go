@@ -469,11 +469,7 @@ func startOllamaSetup(ctx context.Context, b bins, labDir, dir, setup, lines, up
 		return nil, err
 	}
 	var stops []func()
-	stopAll := func() {
-		for i := len(stops) - 1; i >= 0; i-- {
-			stops[i]()
-		}
-	}
+	stopAll := inReverse(&stops)
 	defer func() {
 		if err != nil {
 			stopAll()

@@ -189,3 +189,13 @@ func lastLines(s string, n, most int) string {
 	}
 	return s
 }
+
+// inReverse returns a func that calls the funcs in *fs, the last added
+// first, as they are when it is called.
+func inReverse(fs *[]func()) func() {
+	return func() {
+		for i := len(*fs) - 1; i >= 0; i-- {
+			(*fs)[i]()
+		}
+	}
+}

@@ -77,11 +77,7 @@ func startSetup(ctx context.Context, b bins, labDir, dir, setup string, sc scena
 		return nil, err
 	}
 	var stops []func()
-	stopAll := func() {
-		for i := len(stops) - 1; i >= 0; i-- {
-			stops[i]()
-		}
-	}
+	stopAll := inReverse(&stops)
 	defer func() {
 		if err != nil {
 			stopAll()
