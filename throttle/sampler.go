@@ -62,14 +62,17 @@ func (t *Throttle) step(now time.Time, second bool) {
 }
 
 // setHighWait publishes how long a high request may wait for a slot:
-// its max_wait, or under an slo its budget if shorter (the budget of a
-// request of unknown length: what most of them are). Whether slots turn
-// over fast enough for high to find one within it decides whether the
-// reserve is held.
+// its max_wait, or under an slo the shortest budget of any class learned
+// if shorter (a high request that waits is weighed, and waits its own
+// class's budget: the class of the shortest budget is the one a freed
+// slot must reach in time). Whether slots turn over fast enough for high
+// to find one within it decides whether the reserve is held.
 func (t *Throttle) setHighWait() {
 	w := time.Duration(t.maxWait[priority.High].Load())
-	if b, ok := t.service.waitBudget(classUnknown); ok && t.slo.Load() > 0 && t.off.On(admission.RuleWaitBudget) {
-		w = max(0, min(w, b))
+	if t.slo.Load() > 0 && t.off.On(admission.RuleWaitBudget) {
+		if b, ok := t.service.shortestBudget(); ok {
+			w = max(0, min(w, b))
+		}
 	}
 	t.highWait.Store(int64(w))
 }

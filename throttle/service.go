@@ -135,3 +135,15 @@ func (s *service) waitBudget(c uint8) (time.Duration, bool) {
 	b := s.budget[c].Load()
 	return time.Duration(b), b != noBudget
 }
+
+// shortestBudget is the shortest wait budget of the classes learned, and
+// whether any is.
+func (s *service) shortestBudget() (time.Duration, bool) {
+	shortest, known := time.Duration(noBudget), false
+	for c := range serviceClasses {
+		if b, ok := s.waitBudget(uint8(c)); ok {
+			shortest, known = min(shortest, b), true
+		}
+	}
+	return shortest, known
+}

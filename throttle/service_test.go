@@ -152,3 +152,24 @@ func TestStandingQueueShortensWaits(t *testing.T) {
 		t.Fatalf("an emptied queue: wait %v, want 1m", w)
 	}
 }
+
+// High's wait, on which the turnover judges whether the reserve is held,
+// is the shortest budget of the classes learned: requests that found a
+// free slot teach the unknown class quick answers at a light load, while
+// the high requests that wait are weighed and wait their class's budget.
+func TestHighWaitIsTheShortestBudget(t *testing.T) {
+	th := testThrottle(t, Config{Latency: latency.Config{SLO: config.Duration(2500 * time.Millisecond), Measure: "total"}})
+	now := time.Unix(1000, 0)
+	th.step(now, true)
+	if w := time.Duration(th.highWait.Load()); w != time.Duration(th.maxWait[priority.High].Load()) {
+		t.Fatalf("nothing learned: high waits %v, want its max_wait", w)
+	}
+	for i := range 8 {
+		th.service.record(uint32(i), classUnknown, time.Second)
+		th.service.record(uint32(i), classOf(64), 2*time.Second)
+	}
+	th.step(now.Add(250*time.Millisecond), false)
+	if w := time.Duration(th.highWait.Load()); w != 400*time.Millisecond {
+		t.Fatalf("answers of 1 s unweighed, 2 s of 64 tokens, slo 2.5 s: high waits %v, want 400ms (64 tokens' budget)", w)
+	}
+}
