@@ -86,8 +86,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.parallel, "parallel", false, "run the scenarios at the same time too (4 set-ups each; always on with -smoke)")
 	fs.IntVar(&o.inflight, "inflight", 0, "the static in-flight limit's N (0: 1.5 × llmsim's slots)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary folder with logs and rendered Caddyfiles")
-	fs.StringVar(&o.setups, "setups", strings.Join(setupNames, ","), "set-ups to run, comma-separated")
-	fs.StringVar(&o.rulesOff, "rules-off", "", `admission rules to turn off, one more adaptive set-up per space-separated item, each a comma-separated list of rules (e.g. "turnover standingqueue,guard"): see the admission package doc`)
+	fs.StringVar(&o.setups, "setups", strings.Join(setupNames, ","), "set-ups to run, comma-separated (with -upstream ollama: the peers to run; the module's set-ups always run)")
+	fs.StringVar(&o.rulesOff, "rules-off", "", `admission rules to turn off, one more adaptive set-up per space-separated item, each a comma-separated list of rules (e.g. "turnover standingqueue,guard"): see the admission package doc; with -upstream ollama, the first -ollama-adaptive set-up with those rules off`)
 	fs.StringVar(&adaptiveConcurrency, "adaptive-concurrency", "", `lines for the adaptive set-up's concurrency block, to measure a setting against the defaults (e.g. "weigh_body off")`)
 	o.ollama.register(fs)
 	if err := fs.Parse(args); err != nil {

@@ -22,11 +22,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/ai-guardian/adaptivethrottle/admission"
 	"github.com/ai-guardian/adaptivethrottle/internal/loadgen"
 )
 
@@ -503,7 +505,8 @@ func startOllamaSetup(ctx context.Context, b bins, labDir, dir, setup, lines, up
 	}
 	xdg := filepath.Join(dir, "xdg")
 	bin, args := pinned(cpus, b.caddy, "run", "--config", cfgPath, "--adapter", "caddyfile")
-	cad, err := startProc("caddy", dir, bin, args, []string{"XDG_DATA_HOME=" + xdg, "XDG_CONFIG_HOME=" + xdg})
+	cad, err := startProc("caddy", dir, bin, args,
+		[]string{"XDG_DATA_HOME=" + xdg, "XDG_CONFIG_HOME=" + xdg, admission.RulesOffEnv + "=" + rulesOffOf(setup)})
 	if err != nil {
 		return nil, err
 	}
@@ -525,6 +528,41 @@ func startOllamaSetup(ctx context.Context, b bins, labDir, dir, setup, lines, up
 	return e, nil
 }
 
+// planned is one set-up of an Ollama run: its name, and the lines of the
+// module's block for the module's set-ups.
+type planned struct{ name, lines string }
+
+// ollamaPlan is what an Ollama run plays, in order: the peers -setups
+// names, the module's -ollama-adaptive set-ups, and one more per item of
+// -rules-off, the first of those with the item's rules off. It returns
+// the module's set-ups too.
+func ollamaPlan(o options) ([]planned, []adaptiveSetup, error) {
+	setups, err := o.ollama.adaptiveSetups()
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, item := range strings.Fields(o.rulesOff) {
+		if _, err := admission.ParseRulesOff(item); err != nil {
+			return nil, nil, fmt.Errorf("-rules-off: %w", err)
+		}
+		setups = append(setups, adaptiveSetup{Name: adaptiveWithout + item, Lines: setups[0].Lines})
+	}
+	chosen, err := chooseSetups(o.setups, "")
+	if err != nil {
+		return nil, nil, err
+	}
+	var plan []planned
+	for _, p := range peers {
+		if slices.Contains(chosen, p) {
+			plan = append(plan, planned{p, ""})
+		}
+	}
+	for _, s := range setups {
+		plan = append(plan, planned{s.Name, s.Lines})
+	}
+	return plan, setups, nil
+}
+
 // runOllama is the lab with -upstream ollama: start the server, measure
 // its capacity, play the step scenario against each set-up in turn, and
 // write results/ollama-step.{md,png,json}.
@@ -533,7 +571,10 @@ func runOllama(ctx context.Context, o options, root string, stdout, stderr io.Wr
 	if err := oo.check(); err != nil {
 		return err
 	}
-	setups, _ := oo.adaptiveSetups()
+	plan, setups, err := ollamaPlan(o)
+	if err != nil {
+		return err
+	}
 	for _, p := range []*string{&oo.bin, &oo.model} {
 		if !filepath.IsAbs(*p) {
 			*p = filepath.Join(root, *p)
@@ -603,11 +644,6 @@ func runOllama(ctx context.Context, o options, root string, stdout, stderr io.Wr
 	machine := machineInfo()
 	answer := time.Duration(cr.MeanAnswerS * float64(time.Second))
 
-	type planned struct{ name, lines string }
-	plan := []planned{{setupNone, ""}, {setupInflight, ""}, {setupGradient2, ""}}
-	for _, s := range setups {
-		plan = append(plan, planned{s.Name, s.Lines})
-	}
 	var outs []outcome
 	for i, p := range plan {
 		if err := ctx.Err(); err != nil {

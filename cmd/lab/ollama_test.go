@@ -65,6 +65,30 @@ func TestOllamaAdaptiveSetups(t *testing.T) {
 	}
 }
 
+// An Ollama run plays the peers -setups names, then the module's set-ups,
+// then one per -rules-off item: the first module set-up with its rules off.
+func TestOllamaPlan(t *testing.T) {
+	o := options{setups: setupInflight + "," + setupAdaptive, rulesOff: "standingqueue turnover,guard",
+		ollama: defaultOllamaOptions(t, "-ollama-adaptive", "latency { slo 1s };defaults")}
+	plan, setups, err := ollamaPlan(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []planned{{setupInflight, ""}, {"adaptive_throttle (latency { slo 1s })", "latency { slo 1s }"}, {setupAdaptive, ""},
+		{"adaptive-no-standingqueue", "latency { slo 1s }"}, {"adaptive-no-turnover,guard", "latency { slo 1s }"}}
+	if !slices.Equal(plan, want) {
+		t.Errorf("plan %+v, want %+v", plan, want)
+	}
+	if len(setups) != 4 || rulesOffOf(setups[3].Name) != "turnover,guard" {
+		t.Errorf("the module's set-ups %+v", setups)
+	}
+	for _, bad := range []options{{setups: "nosuch", ollama: o.ollama}, {setups: setupNone, rulesOff: "nosuch", ollama: o.ollama}} {
+		if _, _, err := ollamaPlan(bad); err == nil {
+			t.Errorf("-setups %q -rules-off %q accepted", bad.setups, bad.rulesOff)
+		}
+	}
+}
+
 func TestOllamaPinningAndEnvironment(t *testing.T) {
 	if got := otherCPUs(2, 1); got != "0" {
 		t.Errorf("otherCPUs(2, 1) = %q", got)
