@@ -56,10 +56,11 @@
 // The reserve, each sampler step (Reserve.Step; the Gate enforces it):
 //
 //  9. Turnover (turnover). No reserve while a wait of high's (max_wait,
-//     or its budget under an slo) passes with no slot freed less often
-//     than once in 200: e^(−slots·wait/hold) < 1/200, hold = the mean
-//     hold of the requests that hold a slot longer than the wait
-//     (Turnover). The hand-off then serves high in time.
+//     or under an slo the shortest budget of any class learned, if
+//     shorter: the one a freed slot must reach in time) passes with no
+//     slot freed less often than once in 200: e^(−slots·wait/hold) <
+//     1/200, hold = the mean hold of the requests that hold a slot
+//     longer than the wait (Turnover). The hand-off then serves high in time.
 //  10. Weigher (weigher). A medium or low request asking at most half the
 //     mean answer length asked (max_tokens) is short, and may take the
 //     reserve: it gives it back within a moment.
