@@ -222,10 +222,61 @@ type Candidate interface{ Available() bool }
 // (reservoir sampling: each of k equals wins with chance 1/k, from one
 // random draw per pick stirred by xorshift).
 //
+// While every member's circuit is closed, one pass reads the rooms and
+// asks only the winner whether it is available; when it is not, or a
+// circuit is not closed, pickScan asks every candidate. The winner is
+// the same: each available member of the most room still wins with
+// chance 1/k.
+//
 // It takes no lock and allocates nothing: atomic operations only.
 func Pick[C Candidate](cands []C, members []*Member, now breaker.Mono, probe bool) (int, breaker.Ticket) {
 	best, ties, room := -1, uint64(0), int64(0)
 	x := rand.Uint64() | 1 // xorshift's state: never 0
+	for i, m := range members[:len(cands)] {
+		if m == nil {
+			continue
+		}
+		if !m.closed.Load() {
+			if probe {
+				return pickScan(cands, members, now, probe)
+			}
+			continue
+		}
+		best, room, ties, x = better(i, m.Room(), best, room, ties, x)
+	}
+	if best < 0 {
+		return -1, breaker.Ticket{}
+	}
+	if !cands[best].Available() {
+		return pickScan(cands, members, now, probe)
+	}
+	tk, _, _ := members[best].circuit.Allow(now) // closed: the normal ticket
+	return best, tk
+}
+
+// better is one step of the search for the most room: candidate i with
+// room r against the best so far (−1: none), its room and the ties at it,
+// with xorshift state x. It returns them updated.
+func better(i int, r int64, best int, room int64, ties, x uint64) (int, int64, uint64, uint64) {
+	switch {
+	case best < 0 || r > room:
+		return i, r, 1, x
+	case r == room:
+		ties++
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		if (x>>32)*ties>>32 == 0 { // a uniform draw below ties is 0
+			best = i
+		}
+	}
+	return best, room, ties, x
+}
+
+// pickScan is Pick asking every candidate whether it is available.
+func pickScan[C Candidate](cands []C, members []*Member, now breaker.Mono, probe bool) (int, breaker.Ticket) {
+	best, ties, room := -1, uint64(0), int64(0)
+	x := rand.Uint64() | 1
 	for i, c := range cands {
 		m := members[i]
 		if m == nil || !c.Available() {
@@ -241,18 +292,7 @@ func Pick[C Candidate](cands []C, members []*Member, now breaker.Mono, probe boo
 			}
 			continue
 		}
-		switch r := m.Room(); {
-		case best < 0 || r > room:
-			best, room, ties = i, r, 1
-		case r == room:
-			ties++
-			x ^= x << 13
-			x ^= x >> 7
-			x ^= x << 17
-			if (x>>32)*ties>>32 == 0 { // a uniform draw below ties is 0
-				best = i
-			}
-		}
+		best, room, ties, x = better(i, m.Room(), best, room, ties, x)
 	}
 	if best < 0 {
 		return -1, breaker.Ticket{}

@@ -69,6 +69,24 @@ func TestPickMostRoom(t *testing.T) {
 	}
 }
 
+// Among equals, one that is not available is never picked, and the
+// others still split evenly: the one pass that asks only its winner
+// falls back to asking every candidate.
+func TestPickTiesSkipTheUnavailable(t *testing.T) {
+	p := New(admission.Config{Limit: 4}, breaker.CircuitConfig{})
+	ms := p.Hold(keys(3))
+	cs := cands(3)
+	cs[0].up = false
+	var got [3]int
+	for range 1000 {
+		i, _ := Pick(cs, ms, breaker.MonoOf(t0), true)
+		got[i]++
+	}
+	if got[0] != 0 || got[1] < 400 || got[2] < 400 {
+		t.Fatalf("ties split %v, want none to 0 (unavailable), about 500 each to 1 and 2", got)
+	}
+}
+
 func TestPickRespectsAvailable(t *testing.T) {
 	p := New(admission.Config{Limit: 4}, breaker.CircuitConfig{})
 	ms := p.Hold(keys(3))
