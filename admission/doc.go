@@ -76,7 +76,12 @@
 //  12. Wait budget (waitbudget). Under an slo a request waits at most
 //     slo − its class's expected service time, and is refused at once
 //     when more than 2 × budget × completions/s wait ahead of it.
-//  13. Standing queue (standingqueue). A queue that has neither emptied
+//  13. High's budget (highbudget). High's budget is the slo less its
+//     class's mean service time (at least 5% over it), not the mean + 2
+//     standard deviations: a high request refused is late for certain,
+//     one that waits longer is on time whenever its answer is not slower
+//     than the mean.
+//  14. Standing queue (standingqueue). A queue that has neither emptied
 //     nor served a waiter within max_wait/4 for a whole max_wait is
 //     standing (CoDel): it is served newest first (adaptive LIFO) and new
 //     waits are max_wait/4, until it empties.

@@ -25,6 +25,7 @@ const (
 	RuleWeigher                   // reserve: lent to requests known to be short
 	RuleGuard                     // reserve: held while not shedding when high or short requests are about
 	RuleWaitBudget                // waits: under an slo, no longer than the answer can still be on time
+	RuleHighBudget                // waits: under an slo, high's budget leaves room for its class's mean answer, not a spread above it
 	RuleStandingQueue             // waits: a standing queue is served newest first, with shorter waits
 	numRules
 )
@@ -32,7 +33,7 @@ const (
 var ruleNames = [numRules]string{
 	RuleSlowStart: "slowstart", RuleAppLimited: "applimited", RuleStuck: "stuck", RuleProbeHold: "probehold",
 	RuleProbeBackoff: "probebackoff", RuleCapacityRise: "capacityrise",
-	RulePressureCut: "pressurecut", RuleTurnover: "turnover", RuleWeigher: "weigher", RuleGuard: "guard", RuleWaitBudget: "waitbudget", RuleStandingQueue: "standingqueue",
+	RulePressureCut: "pressurecut", RuleTurnover: "turnover", RuleWeigher: "weigher", RuleGuard: "guard", RuleWaitBudget: "waitbudget", RuleHighBudget: "highbudget", RuleStandingQueue: "standingqueue",
 }
 
 func (r Rule) String() string {

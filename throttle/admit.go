@@ -199,7 +199,7 @@ const standingCut = 4
 // on time.
 func (t *Throttle) waitFor(p priority.Priority, c uint8) (wait time.Duration, ahead int, ok bool) {
 	wait, ahead = time.Duration(t.maxWait[p].Load()), admission.NoBound
-	b, known := t.service.waitBudget(c)
+	b, known := t.service.waitBudget(c, p == priority.High)
 	if t.slo.Load() <= 0 || !known || t.off.Off(admission.RuleWaitBudget) {
 		if t.gate.Standing(p) {
 			wait /= standingCut

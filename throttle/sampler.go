@@ -54,7 +54,7 @@ func (t *Throttle) step(now time.Time, second bool) {
 		t.measureDrain(now)
 		t.fullSecond(now)
 	}
-	t.service.step(time.Duration(t.slo.Load()))
+	t.service.step(time.Duration(t.slo.Load()), t.off.On(admission.RuleHighBudget))
 	t.setHighWait()
 	t.admitStep(now)
 	t.watchQueues(now)
@@ -62,7 +62,7 @@ func (t *Throttle) step(now time.Time, second bool) {
 }
 
 // setHighWait publishes how long a high request may wait for a slot:
-// its max_wait, or under an slo the shortest budget of any class learned
+// its max_wait, or under an slo its shortest budget of any class learned
 // if shorter (a high request that waits is weighed, and waits its own
 // class's budget: the class of the shortest budget is the one a freed
 // slot must reach in time). Whether slots turn over fast enough for high

@@ -27,8 +27,8 @@ type service struct {
 	sum, sq, count [serviceClasses]*shard.Counter
 
 	// Per class, read by the request path: the budget in ns, noBudget
-	// while nothing is learned.
-	budget [serviceClasses]atomic.Int64
+	// while nothing is learned; for medium and low, and for high.
+	budget, high [serviceClasses]atomic.Int64
 
 	// Sampler only: the counters at the last step, and the decaying sums
 	// of the times, their squares and their number.
@@ -68,6 +68,7 @@ func newService() *service {
 	for c := range serviceClasses {
 		s.sum[c], s.sq[c], s.count[c] = shard.NewCounter(), shard.NewCounter(), shard.NewCounter()
 		s.budget[c].Store(noBudget)
+		s.high[c].Store(noBudget)
 	}
 	return s
 }
@@ -96,12 +97,14 @@ func (s *service) record(sh uint32, c uint8, d time.Duration) {
 }
 
 // step learns what the request path counted since the last step and
-// publishes each class's budget: slo less the expected service time
-// (mean + serviceSpread standard deviations, at least serviceFloor over
-// the mean), noBudget with no slo or
-// while neither the class nor the unknown class is learned.
-func (s *service) step(slo time.Duration) {
-	var expect [serviceClasses]float64 // µs; 0: not learned
+// publishes each class's budgets: slo less the expected service time,
+// noBudget with no slo or while neither the class nor the unknown class
+// is learned. The expected time is, for medium and low, the mean +
+// serviceSpread standard deviations, at least serviceFloor over the mean;
+// for high (highMean: admission.RuleHighBudget), serviceFloor over the
+// mean.
+func (s *service) step(slo time.Duration, highMean bool) {
+	var expect, expectHigh [serviceClasses]float64 // µs; 0: not learned
 	for c := range serviceClasses {
 		now := [3]uint64{s.sum[c].Load(), s.sq[c].Load(), s.count[c].Load()}
 		d := [3]float64{float64(now[0] - s.last[c][0]), float64(now[1] - s.last[c][1]), float64(now[2] - s.last[c][2])}
@@ -113,35 +116,44 @@ func (s *service) step(slo time.Duration) {
 			m := s.mean[c] / s.nn[c]
 			sd := math.Sqrt(max(0, s.meanSq[c]/s.nn[c]-m*m))
 			expect[c] = max(m+serviceSpread*sd, (1+serviceFloor)*m)
+			expectHigh[c] = expect[c]
+			if highMean {
+				expectHigh[c] = (1 + serviceFloor) * m
+			}
 		}
 	}
+	budget := func(e [serviceClasses]float64, c int) int64 {
+		if e[c] == 0 {
+			c = classUnknown
+		}
+		if slo <= 0 || e[c] == 0 {
+			return noBudget
+		}
+		return int64(slo) - int64(e[c]*float64(time.Microsecond))
+	}
 	for c := range serviceClasses {
-		e := expect[c]
-		if e == 0 {
-			e = expect[classUnknown]
-		}
-		b := int64(noBudget)
-		if slo > 0 && e > 0 {
-			b = int64(slo) - int64(e*float64(time.Microsecond))
-		}
-		s.budget[c].Store(b)
+		s.budget[c].Store(budget(expect, c))
+		s.high[c].Store(budget(expectHigh, c))
 	}
 }
 
 // waitBudget is how long a request of class c may wait for a slot and
 // still be answered within the slo (≤ 0: it cannot), and whether that is
-// known.
-func (s *service) waitBudget(c uint8) (time.Duration, bool) {
+// known; high's if high.
+func (s *service) waitBudget(c uint8, high bool) (time.Duration, bool) {
 	b := s.budget[c].Load()
+	if high {
+		b = s.high[c].Load()
+	}
 	return time.Duration(b), b != noBudget
 }
 
-// shortestBudget is the shortest wait budget of the classes learned, and
-// whether any is.
+// shortestBudget is high's shortest wait budget of the classes learned,
+// and whether any is.
 func (s *service) shortestBudget() (time.Duration, bool) {
 	shortest, known := time.Duration(noBudget), false
 	for c := range serviceClasses {
-		if b, ok := s.waitBudget(uint8(c)); ok {
+		if b, ok := s.waitBudget(uint8(c), true); ok {
 			shortest, known = min(shortest, b), true
 		}
 	}

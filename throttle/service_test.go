@@ -173,3 +173,34 @@ func TestHighWaitIsTheShortestBudget(t *testing.T) {
 		t.Fatalf("answers of 1 s unweighed, 2 s of 64 tokens, slo 2.5 s: high waits %v, want 400ms (64 tokens' budget)", w)
 	}
 }
+
+// High's budget leaves room for its class's mean answer (5% over it), not
+// for the mean and two standard deviations as medium's: a high request
+// refused is late for certain. With the rule off, high's is medium's.
+func TestHighBudgetIsTheMean(t *testing.T) {
+	for _, off := range []bool{false, true} {
+		th := testThrottle(t, Config{Latency: latency.Config{SLO: config.Duration(2500 * time.Millisecond), Measure: "total"}})
+		if off {
+			th.off = admission.Rules(1 << admission.RuleHighBudget)
+		}
+		now := time.Unix(1000, 0)
+		th.step(now, true)
+		// Answers of 64 tokens: half take 1.6 s, half 2 s (mean 1.8 s, sd 0.2 s).
+		for i := range 8 {
+			th.service.record(uint32(i), classOf(64), 1600*time.Millisecond+time.Duration(i%2)*400*time.Millisecond)
+		}
+		th.step(now.Add(250*time.Millisecond), false)
+		medium, _, okM := th.waitFor(priority.Medium, classOf(64))
+		high, _, okH := th.waitFor(priority.High, classOf(64))
+		wantHigh := 610 * time.Millisecond // 2.5 s − 1.05 × 1.8 s
+		if off {
+			wantHigh = 300 * time.Millisecond
+		}
+		if !okM || !okH || medium != 300*time.Millisecond || high != wantHigh {
+			t.Errorf("highbudget off %v: medium waits %v (%v), high %v (%v); want 300ms (2.5 s − 1.8 s − 2 × 0.2 s), high %v", off, medium, okM, high, okH, wantHigh)
+		}
+		if w := time.Duration(th.highWait.Load()); w != wantHigh {
+			t.Errorf("highbudget off %v: the turnover judges a wait of %v, want high's %v", off, w, wantHigh)
+		}
+	}
+}
