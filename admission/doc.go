@@ -22,46 +22,49 @@
 //     4 first bytes: one quick answer (a health check) would otherwise
 //     set a norm that later first bytes can never reach, g = ½ for good,
 //     and limit = 4, the fixed point of 0.8·L + 0.2·(L/2 + √L).
-//  2. App-limited (applimited). The limit grows only while it binds: a
+//  2. Slow start (slowstart). From a cold start until g first falls
+//     below 1 or requests get stuck: limit ← 1.5·limit in a step where a
+//     request waited for a slot and g = 1.
+//  3. App-limited (applimited). The limit grows only while it binds: a
 //     request found every slot taken, or in flight ≥ limit − √limit
 //     (only below the measured capacity). An idle gateway cannot inflate
 //     it and then let a surge through.
-//  3. Stuck (stuck). stuck = requests that have held a slot longer than
+//  4. Stuck (stuck). stuck = requests that have held a slot longer than
 //     2·long with no first byte yet (a queue inside the upstream, seen
 //     before any first byte can say so). limit ← min(limit, in flight −
 //     stuck, max(gradient's, served now)), and measured ← in flight −
 //     stuck. Off when under a quarter of those in flight have their
 //     first byte (answers sent whole).
-//  4. Full answers. The upstream answered 503, 429 or 529 with n others
+//  5. Full answers. The upstream answered 503, 429 or 529 with n others
 //     in flight: limit ← min(limit, n), measured ← n.
-//  5. Probe hold (probehold, probebackoff). For a hold after 3 or 4:
+//  6. Probe hold (probehold, probebackoff). For a hold after 4 or 5:
 //     limit ≤ max(limit, measured) (a probe above it waits in the
 //     upstream's queue) and, when cut, ≥ the requests served now (the
-//     stuck ones' late first bytes are the queue 3 already counted).
+//     stuck ones' late first bytes are the queue 4 already counted).
 //     hold = 15 s, doubled up to 2 min by each probe that finds no more
 //     room, 15 s again once more is served.
-//  6. Capacity rise (capacityrise). measured ← the fewest served at once
+//  7. Capacity rise (capacityrise). measured ← the fewest served at once
 //     over a second in which more than measured were served throughout
 //     (not one step's count: an answer the upstream finished still
 //     counts until its last bytes pass the gateway).
-//  7. Pressure cut (pressurecut). While the GPU level is tripped or the
+//  8. Pressure cut (pressurecut). While the GPU level is tripped or the
 //     circuit is not closed: limit ← max(0.9·limit, floor), floor = half
-//     the limit when the pressure began; then the gradient climbs back.
+//     the limit when the pressure began; then slow start again.
 //
 // Then min ≤ limit ≤ max.
 //
 // The reserve, each sampler step (Reserve.Step; the Gate enforces it):
 //
-//  8. Turnover (turnover). No reserve while a wait of high's (max_wait,
+//  9. Turnover (turnover). No reserve while a wait of high's (max_wait,
 //     or under an slo the shortest budget of any class learned, if
 //     shorter: the one a freed slot must reach in time) passes with no
 //     slot freed less often than once in 200: e^(−slots·wait/hold) <
 //     1/200, hold = the mean hold of the requests that hold a slot
 //     longer than the wait (Turnover). The hand-off then serves high in time.
-//  9. Weigher (weigher). A medium or low request asking at most half the
+//  10. Weigher (weigher). A medium or low request asking at most half the
 //     mean answer length asked (max_tokens) is short, and may take the
 //     reserve: it gives it back within a moment.
-//  10. Guard (guard). While nothing is tripped the reserve is held too
+//  11. Guard (guard). While nothing is tripped the reserve is held too
 //     when a high request came within a minute or short requests are
 //     about (their demand, averaged over 2.5 s, ≥ 0.5 slots). Its size:
 //     while shedding min(cap, shorts + 1); while guarding
@@ -70,15 +73,15 @@
 //
 // The waits (the throttle's, on the Gate):
 //
-//  11. Wait budget (waitbudget). Under an slo a request waits at most
+//  12. Wait budget (waitbudget). Under an slo a request waits at most
 //     slo − its class's expected service time, and is refused at once
 //     when more than 2 × budget × completions/s wait ahead of it.
-//  12. High's budget (highbudget). High's budget is the slo less its
+//  13. High's budget (highbudget). High's budget is the slo less its
 //     class's mean service time (at least 5% over it), not the mean + 2
 //     standard deviations: a high request refused is late for certain,
 //     one that waits longer is on time whenever its answer is not slower
 //     than the mean.
-//  13. Standing queue (standingqueue). A queue that has neither emptied
+//  14. Standing queue (standingqueue). A queue that has neither emptied
 //     nor served a waiter within max_wait/4 for a whole max_wait is
 //     standing (CoDel): it is served newest first (adaptive LIFO) and new
 //     waits are max_wait/4, until it empties.

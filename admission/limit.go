@@ -8,18 +8,19 @@ import (
 )
 
 // Limit learns how many requests in flight the upstream takes before a
-// queue builds inside it: rules 1 to 7 of the package doc, in the family
+// queue builds inside it: rules 1 to 8 of the package doc, in the family
 // of Netflix's Gradient2 and Envoy's adaptive concurrency. It sees time to
 // first byte, never the whole response: an answer's length is not
 // congestion. Its methods may be called from any goroutine.
 type Limit struct {
-	mu       sync.Mutex
-	cfg      Config
-	off      Rules // rules turned off (SetRulesOff): the lab's, to measure them
-	limit    float64
-	long     float64 // ns: long-run average time to first byte
-	short    float64 // ns: the last step's average
-	gradient float64
+	mu        sync.Mutex
+	cfg       Config
+	off       Rules // rules turned off (SetRulesOff): the lab's, to measure them
+	limit     float64
+	long      float64 // ns: long-run average time to first byte
+	short     float64 // ns: the last step's average
+	gradient  float64
+	slowStart bool
 	// floor is half the limit when the current pressure began: pressure
 	// cuts no further (0: no pressure now).
 	floor float64
@@ -72,6 +73,12 @@ const (
 	minSamples = 4
 	// pressureCut: the cut per step under pressure.
 	pressureCut = 0.9
+	// slowStartGrowth: the slow start's growth a step. Each step past the
+	// upstream's slots admits up to (growth − 1) × slots requests that
+	// wait in its queue until answers end: by half, not double, that
+	// overshoot drains in half the time, at one step more to a cold
+	// start's limit.
+	slowStartGrowth = 1.5
 	// probeHold: how long the upstream's measured capacity (what it
 	// served when requests got stuck) holds probes off; doubled after
 	// each probe that finds no more room, up to maxProbeHold, and back to
@@ -130,7 +137,7 @@ func (l *Limit) start() {
 	if l.cfg.Limit > 0 {
 		l.limit, l.why = float64(l.cfg.Limit), "fixed"
 	}
-	l.long, l.short, l.gradient, l.floor = 0, 0, 1, 0
+	l.long, l.short, l.gradient, l.slowStart, l.floor = 0, 0, 1, true, 0
 	l.sum, l.count, l.since = 0, 0, time.Time{}
 	l.seedSum, l.seedCount = 0, 0
 	l.marks, l.head = [markSteps]mark{}, 0
@@ -150,7 +157,7 @@ func (l *Limit) SetConfig(cfg Config) {
 	case cfg.Limit > 0:
 		l.limit, l.why = float64(cfg.Limit), "fixed"
 	case old.Limit > 0: // fixed before: learn from the initial limit
-		l.limit, l.why = float64(cfg.Initial), "initial"
+		l.limit, l.slowStart, l.why = float64(cfg.Initial), true, "initial"
 	default:
 		l.limit = l.clamp(l.limit)
 	}
@@ -205,8 +212,8 @@ func (l *Limit) Step(s Signal) int {
 	if l.since.IsZero() {
 		l.since = s.Now
 	}
-	if !s.Pressure && l.floor != 0 { // the pressure is over: the gradient climbs back
-		l.floor = 0
+	if !s.Pressure && l.floor != 0 { // the pressure is over: climb back as from a cold start
+		l.floor, l.slowStart = 0, true
 	}
 	l.sum += s.TTFB
 	l.count += s.Count
@@ -248,16 +255,21 @@ func (l *Limit) Step(s Signal) int {
 		}
 		switch {
 		case l.gradient < 1:
+			l.slowStart = false
 			next = l.limit*(1-smoothing) + (l.limit*l.gradient+math.Sqrt(l.limit))*smoothing
 			l.why = fmt.Sprintf("first byte %v > %g × %v", ms(l.short), tolerance, ms(l.long))
 		case !used:
 			l.why = "limit unused"
+		case l.slowStart && s.Waiting && l.off.On(RuleSlowStart):
+			next = slowStartGrowth * l.limit
+			l.why = "slow start"
 		default:
 			next = l.limit + math.Sqrt(l.limit)*smoothing
 			l.why = "probing up"
 		}
 	}
 	if stuck > 0 {
+		l.slowStart = false
 		// In flight less those stuck understates what is served when a
 		// stuck request is taking a slot just freed (in flight fell, its
 		// first byte is yet to come): within a run of steps with requests
@@ -305,6 +317,7 @@ func (l *Limit) Step(s Signal) int {
 		// FullInFlight too, so while the answers go on each step takes
 		// the limit at least one lower.
 		took := math.Max(1, float64(s.FullInFlight))
+		l.slowStart = false
 		next = math.Min(math.Min(next, l.limit), took)
 		if stuck == 0 {
 			if !l.wasFull && l.known > 0 && l.limit > l.known && took <= l.known && l.off.On(RuleProbeBackoff) {
@@ -335,6 +348,7 @@ func (l *Limit) Step(s Signal) int {
 		if l.floor == 0 {
 			l.floor = l.limit / 2
 		}
+		l.slowStart = false
 		next = math.Max(math.Min(next, l.limit*pressureCut), math.Min(l.floor, l.limit))
 		l.why = "pressure from the GPU or the circuit"
 	}

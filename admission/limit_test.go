@@ -151,7 +151,7 @@ func TestLimitTakesASteadyRiseAsTheNorm(t *testing.T) {
 
 // Pressure from a level cuts the limit by a tenth a step, even while first
 // bytes come fast, down to half what it was; once it is gone, the limit
-// climbs back by the gradient's probe.
+// climbs back as from a cold start (by half a step).
 func TestLimitPressureCuts(t *testing.T) {
 	l := NewLimit(Config{Initial: 100})
 	now := time.Unix(0, 0)
@@ -165,8 +165,8 @@ func TestLimitPressureCuts(t *testing.T) {
 		t.Fatalf("limit %d after 25 steps of pressure, want half of 100", v)
 	}
 	step(1, Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 50, Waiting: true})
-	if v, d := l.Value(), l.Status().Driver; v != 51 || d != "probing up" {
-		t.Fatalf("after the pressure: limit %d, driver %q; want 50 + 0.2 × √50 by probing up", v, d)
+	if v, d := l.Value(), l.Status().Driver; v != 75 || d != "slow start" {
+		t.Fatalf("after the pressure: limit %d, driver %q; want 50 × 1.5 by slow start", v, d)
 	}
 }
 
@@ -273,19 +273,18 @@ func (s *server) admit(now time.Time) {
 func (s *server) inflight() int64 { return int64(s.started - s.ended) }
 
 // With answers that hold a slot for 12 s, a first byte is the late news
-// of a queue: the requests stuck waiting for one say it first. From a
-// limit of twice the server's 8 slots (an initial limit set high), the
-// limit comes down to what the server serves within a step or two of a
-// request's getting stuck, and once the first overshoot (12 s to drain)
-// is gone, the server's own queue stays within one or two, where first
-// bytes alone leave it at 9.
+// of a queue: the requests stuck waiting for one say it first. The limit
+// comes down to what the server serves within a step or two of a
+// request's getting stuck, and once the cold start's overshoot (one
+// growth step too many, 12 s to drain) is gone, the server's own queue stays
+// within one or two, where first bytes alone let it grow with every probe.
 func TestLimitSeesRequestsStuckBeforeTheirFirstByte(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		stuck bool // report Started and Answered
 	}{{"first bytes only", false}, {"stuck requests seen", true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			l := NewLimit(Config{Initial: 16})
+			l := NewLimit(Config{})
 			srv := &server{slots: 8, prefill: 40 * time.Millisecond, hold: 12 * time.Second}
 			now := time.Unix(0, 0)
 			var lastSum time.Duration

@@ -7,7 +7,7 @@ import (
 
 // Reserve sizes high's reserve each sampler step: the slots of the limit
 // that medium and low requests not known to be short may not take (Gate
-// enforces it; see the package doc, rules 8 to 10). With
+// enforces it; see the package doc, rules 9 to 11). With
 //
 //	cap    = high_reserve's slots of the limit (priority.Config.Reserve)
 //	want   = round(short demand) + 1   (the short requests' slots, and one for the next high request)

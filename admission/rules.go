@@ -14,7 +14,8 @@ type Rule uint8
 // The rules that can be turned off, in the order the package doc lists
 // them.
 const (
-	RuleAppLimited    Rule = iota // Limit: grow only while the limit binds
+	RuleSlowStart     Rule = iota // Limit: grow by half a step while requests wait, from a cold start
+	RuleAppLimited                // Limit: grow only while the limit binds
 	RuleStuck                     // Limit: requests waiting too long for a first byte cut it to what is served
 	RuleProbeHold                 // Limit: no probe above the measured capacity for a hold
 	RuleProbeBackoff              // Limit: a probe that finds no room doubles the hold
@@ -30,7 +31,7 @@ const (
 )
 
 var ruleNames = [numRules]string{
-	RuleAppLimited: "applimited", RuleStuck: "stuck", RuleProbeHold: "probehold",
+	RuleSlowStart: "slowstart", RuleAppLimited: "applimited", RuleStuck: "stuck", RuleProbeHold: "probehold",
 	RuleProbeBackoff: "probebackoff", RuleCapacityRise: "capacityrise",
 	RulePressureCut: "pressurecut", RuleTurnover: "turnover", RuleWeigher: "weigher", RuleGuard: "guard", RuleWaitBudget: "waitbudget", RuleHighBudget: "highbudget", RuleStandingQueue: "standingqueue",
 }

@@ -7,14 +7,14 @@ import (
 )
 
 func TestParseRulesOff(t *testing.T) {
-	s, err := ParseRulesOff(" applimited, standingqueue ,")
+	s, err := ParseRulesOff(" slowstart, standingqueue ,")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !s.Off(RuleAppLimited) || !s.Off(RuleStandingQueue) || s.Off(RuleStuck) || !s.On(RuleStuck) {
-		t.Errorf("ParseRulesOff = %v, want applimited and standingqueue off only", s)
+	if !s.Off(RuleSlowStart) || !s.Off(RuleStandingQueue) || s.Off(RuleStuck) || !s.On(RuleStuck) {
+		t.Errorf("ParseRulesOff = %v, want slowstart and standingqueue off only", s)
 	}
-	if got := s.String(); got != "applimited,standingqueue" {
+	if got := s.String(); got != "slowstart,standingqueue" {
 		t.Errorf("String = %q", got)
 	}
 	if s, err := ParseRulesOff(""); err != nil || s != 0 {
@@ -25,24 +25,23 @@ func TestParseRulesOff(t *testing.T) {
 			t.Errorf("ParseRulesOff(%q) = %v, %v", r, s, err)
 		}
 	}
-	if _, err := ParseRulesOff("applimited,nosuch"); err == nil || !strings.Contains(err.Error(), `"nosuch"`) || !strings.Contains(err.Error(), "applimited") {
+	if _, err := ParseRulesOff("slowstart,nosuch"); err == nil || !strings.Contains(err.Error(), `"nosuch"`) || !strings.Contains(err.Error(), "slowstart") {
 		t.Errorf("an unknown rule: err = %v, want it named with the known ones", err)
 	}
 }
 
-// A rule turned off no longer acts: without the app-limited rule a limit
-// nobody uses probes up by √limit × smoothing; without the pressure cut,
-// pressure leaves it.
+// A rule turned off no longer acts: without slow start the limit probes
+// up by √limit × smoothing; without the pressure cut, pressure leaves it.
 func TestLimitRulesOff(t *testing.T) {
-	idle := Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 2}
+	busy := Signal{TTFB: 5 * 40 * time.Millisecond, Count: 5, InFlight: 10, Waiting: true}
 	for _, tc := range []struct {
 		off        Rules
 		s          Signal
 		want       int
 		wantDriver string
 	}{
-		{0, idle, 10, "limit unused"},
-		{1 << RuleAppLimited, idle, 11, "probing up"},
+		{0, busy, 15, "slow start"},
+		{1 << RuleSlowStart, busy, 11, "probing up"},
 	} {
 		l := NewLimit(Config{Initial: 10})
 		l.SetRulesOff(tc.off)

@@ -41,6 +41,6 @@ func (l *Limit) Restore(s Snapshot) error {
 	}
 	l.start()
 	l.limit, l.long = l.clamp(s.Limit), math.Round(s.TTFBLongS*1e9)
-	l.why = "restored"
+	l.slowStart, l.why = false, "restored"
 	return nil
 }

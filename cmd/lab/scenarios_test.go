@@ -228,11 +228,11 @@ func TestLoadArgs(t *testing.T) {
 }
 
 func TestChooseSetups(t *testing.T) {
-	got, err := chooseSetups("adaptive", "turnover applimited,stuck")
+	got, err := chooseSetups("adaptive", "turnover slowstart,stuck")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"adaptive", "adaptive-no-turnover", "adaptive-no-applimited,stuck"}
+	want := []string{"adaptive", "adaptive-no-turnover", "adaptive-no-slowstart,stuck"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("chooseSetups = %q, want %q", got, want)
 	}
@@ -241,7 +241,7 @@ func TestChooseSetups(t *testing.T) {
 			t.Errorf("isAdaptive(%q) = false", s)
 		}
 	}
-	if rulesOffOf("adaptive") != "" || rulesOffOf("adaptive-no-applimited,stuck") != "applimited,stuck" || isAdaptive("inflight") {
+	if rulesOffOf("adaptive") != "" || rulesOffOf("adaptive-no-slowstart,stuck") != "slowstart,stuck" || isAdaptive("inflight") {
 		t.Error("rulesOffOf/isAdaptive")
 	}
 	for _, bad := range [][2]string{{"nosuch", ""}, {"adaptive", "nosuch"}} {
