@@ -31,10 +31,13 @@
 //     it and then let a surge through.
 //  4. Stuck (stuck). stuck = requests that have held a slot longer than
 //     2·long with no first byte yet (a queue inside the upstream, seen
-//     before any first byte can say so). limit ← min(limit, in flight −
-//     stuck, max(gradient's, served now)), and measured ← in flight −
-//     stuck. Off when under a quarter of those in flight have their
-//     first byte (answers sent whole).
+//     before any first byte can say so). served = in flight − stuck, but
+//     ≥ measured in a run of stuck steps or when the limit was probing
+//     above measured (the probe found no more room, not less; a stuck
+//     request may hold a slot just freed). limit ← min(limit, served,
+//     max(gradient's, served now)), and measured ← served. Off when under
+//     a quarter of those in flight have their first byte (answers sent
+//     whole).
 //  5. Full answers. The upstream answered 503, 429 or 529 with n others
 //     in flight: limit ← min(limit, n), measured ← n.
 //  6. Probe hold (probehold, probebackoff). For a hold after 4 or 5:

@@ -275,7 +275,10 @@ func (l *Limit) Step(s Signal) int {
 		// first byte is yet to come): within a run of steps with requests
 		// stuck, the most served stands.
 		served := math.Max(1, float64(s.InFlight-stuck))
-		if l.wasStuck {
+		if l.wasStuck || (l.known > 0 && l.limit > l.known) {
+			// Within a run of stuck steps the most served stands; and a
+			// probe above the measured capacity that got stuck found no
+			// more room, not less.
 			served = math.Max(served, l.known)
 		}
 		// The gradient may take it lower (in flight less those stuck

@@ -448,6 +448,19 @@ func TestLimitProbesLessOftenWhenTheyFindNoRoom(t *testing.T) {
 	if v := served(4 * time.Second); v <= 8 {
 		t.Fatalf("limit %d after twice the hold, want a probe", v)
 	}
+	// The probe's request gets stuck just as an answer ends: 8 in flight,
+	// 1 of them stuck, and the server still serves 8 (the stuck one takes
+	// the slot freed). The probe found no more room, not less.
+	stuck(8, 1)
+	if v, m := l.Value(), l.Status().Measured; v != 8 || m != 8 {
+		t.Fatalf("a probe stuck as an answer ended: limit %d, measured %d, want 8 and 8 (%+v)", v, m, l.Status())
+	}
+	if v := served(4*probeHold - 3*time.Second); v != 8 {
+		t.Fatalf("limit %d within four times the hold, want 8 (%+v)", v, l.Status())
+	}
+	if v := served(4 * time.Second); v <= 8 {
+		t.Fatalf("limit %d after four times the hold, want a probe", v)
+	}
 	// The next probe finds room: 10 served at once for a second, and the hold is back
 	// to probeHold, so the probe after it that finds none holds the next
 	// for twice that, not four times.
