@@ -503,25 +503,13 @@ func startOllamaSetup(ctx context.Context, b bins, labDir, dir, setup, lines, up
 	if err != nil {
 		return nil, err
 	}
-	xdg := filepath.Join(dir, "xdg")
 	bin, args := pinned(cpus, b.caddy, "run", "--config", cfgPath, "--adapter", "caddyfile")
-	cad, err := startProc("caddy", dir, bin, args,
-		[]string{"XDG_DATA_HOME=" + xdg, "XDG_CONFIG_HOME=" + xdg, admission.RulesOffEnv + "=" + rulesOffOf(setup)})
+	cad, status, err := startCaddy(ctx, dir, bin, args, rulesOffOf(setup), "http://"+hostPort(adminPort), adaptive)
 	if err != nil {
 		return nil, err
 	}
 	stops = append(stops, func() { cad.stop(5 * time.Second) })
-	admin := "http://" + hostPort(adminPort)
-	if err := waitReady(ctx, admin+"/config/", cad, 20*time.Second); err != nil {
-		return nil, err
-	}
-	e = &env{Setup: setup, Target: "http://" + hostPort(port), Upstream: ollamaURL, peer: lim, stop: stopAll}
-	if adaptive {
-		e.ThrottleStatus = admin + "/throttle/status"
-		if err := waitReady(ctx, e.ThrottleStatus, cad, 10*time.Second); err != nil {
-			return nil, errors.Join(err, errors.New("is ./caddy built with adaptive_throttle?"))
-		}
-	}
+	e = &env{Setup: setup, Target: "http://" + hostPort(port), Upstream: ollamaURL, ThrottleStatus: status, peer: lim, stop: stopAll}
 	if err := waitReady(ctx, e.Target+"/api/version", cad, 10*time.Second); err != nil {
 		return nil, err
 	}

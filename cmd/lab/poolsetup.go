@@ -437,25 +437,14 @@ func startPoolSetup(ctx context.Context, b bins, labDir, dir, setup string, sc s
 		poolCaddyVarsFor(setup, hostPort(adminPort), port, upstreams)); err != nil {
 		return nil, err
 	}
-	xdg := filepath.Join(dir, "xdg")
-	cad, err := startProc("caddy", dir, b.caddy, []string{"run", "--config", cfgPath, "--adapter", "caddyfile"},
-		[]string{"XDG_DATA_HOME=" + xdg, "XDG_CONFIG_HOME=" + xdg})
+	cad, status, err := startCaddy(ctx, dir, b.caddy, []string{"run", "--config", cfgPath, "--adapter", "caddyfile"},
+		"", "http://"+hostPort(adminPort), moduleSetup(setup))
 	if err != nil {
 		return nil, err
 	}
 	stops = append(stops, func() { cad.stop(5 * time.Second) })
-	admin := "http://" + hostPort(adminPort)
-	if err := waitReady(ctx, admin+"/config/", cad, 20*time.Second); err != nil {
-		return nil, err
-	}
-	e = &env{Setup: setup, Target: "http://" + hostPort(port), peer: lim, pool: pe, stop: stopAll}
-	if moduleSetup(setup) {
-		e.ThrottleStatus = admin + "/throttle/status"
-		pe.status = e.ThrottleStatus
-		if err := waitReady(ctx, e.ThrottleStatus, cad, 10*time.Second); err != nil {
-			return nil, err
-		}
-	}
+	pe.status = status
+	e = &env{Setup: setup, Target: "http://" + hostPort(port), ThrottleStatus: status, peer: lim, pool: pe, stop: stopAll}
 	if err := waitReady(ctx, e.Target+"/health", cad, 10*time.Second); err != nil {
 		return nil, err
 	}

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ai-guardian/adaptivethrottle/admission"
 )
 
 // proc is a child process the lab started; stop ends it and only it.
@@ -49,6 +51,32 @@ func startProc(name, logDir, bin string, args, env []string) (*proc, error) {
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// startCaddy runs Caddy (bin with args, pinned or not) in dir, with XDG
+// folders of its own and the admission rules rulesOff turned off, and
+// waits for its admin API at admin (http://host:port) and, for a set-up
+// that runs the module, for its /throttle/status, which it returns (""
+// otherwise). On an error it has stopped Caddy.
+func startCaddy(ctx context.Context, dir, bin string, args []string, rulesOff, admin string, module bool) (cad *proc, status string, err error) {
+	xdg := filepath.Join(dir, "xdg")
+	cad, err = startProc("caddy", dir, bin, args,
+		[]string{"XDG_DATA_HOME=" + xdg, "XDG_CONFIG_HOME=" + xdg, admission.RulesOffEnv + "=" + rulesOff})
+	if err != nil {
+		return nil, "", err
+	}
+	if err := waitReady(ctx, admin+"/config/", cad, 20*time.Second); err != nil {
+		cad.stop(5 * time.Second)
+		return nil, "", err
+	}
+	if module {
+		status = admin + "/throttle/status"
+		if err := waitReady(ctx, status, cad, 10*time.Second); err != nil {
+			cad.stop(5 * time.Second)
+			return nil, "", errors.Join(err, errors.New("is ./caddy built with adaptive_throttle?"))
+		}
+	}
+	return cad, status, nil
 }
 
 // exited reports whether the process has ended (and how).

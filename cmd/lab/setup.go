@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -11,8 +10,6 @@ import (
 	"path/filepath"
 	"text/template"
 	"time"
-
-	"github.com/ai-guardian/adaptivethrottle/admission"
 )
 
 // env is one running set-up: where the load goes and what to poll.
@@ -124,24 +121,13 @@ func startSetup(ctx context.Context, b bins, labDir, dir, setup string, sc scena
 	}); err != nil {
 		return nil, err
 	}
-	xdg := filepath.Join(dir, "xdg")
-	cad, err := startProc("caddy", dir, b.caddy, []string{"run", "--config", cfgPath, "--adapter", "caddyfile"},
-		[]string{"XDG_DATA_HOME=" + xdg, "XDG_CONFIG_HOME=" + xdg, admission.RulesOffEnv + "=" + rulesOffOf(setup)})
+	cad, status, err := startCaddy(ctx, dir, b.caddy, []string{"run", "--config", cfgPath, "--adapter", "caddyfile"},
+		rulesOffOf(setup), "http://"+hostPort(adminPort), isAdaptive(setup))
 	if err != nil {
 		return nil, err
 	}
 	stops = append(stops, func() { cad.stop(5 * time.Second) })
-	admin := "http://" + hostPort(adminPort)
-	if err := waitReady(ctx, admin+"/config/", cad, 20*time.Second); err != nil {
-		return nil, err
-	}
-	e = &env{Setup: setup, Target: "http://" + hostPort(port), Upstream: simURL, peer: lim, stop: stopAll}
-	if isAdaptive(setup) {
-		e.ThrottleStatus = admin + "/throttle/status"
-		if err := waitReady(ctx, e.ThrottleStatus, cad, 10*time.Second); err != nil {
-			return nil, errors.Join(err, errors.New("is ./caddy built with adaptive_throttle?"))
-		}
-	}
+	e = &env{Setup: setup, Target: "http://" + hostPort(port), Upstream: simURL, ThrottleStatus: status, peer: lim, stop: stopAll}
 	// The site itself: llmsim's /health through Caddy (and the limiter).
 	if err := waitReady(ctx, e.Target+"/health", cad, 10*time.Second); err != nil {
 		return nil, err
