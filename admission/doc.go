@@ -24,12 +24,7 @@
 //     and limit = 4, the fixed point of 0.8·L + 0.2·(L/2 + √L).
 //  2. Slow start (slowstart). From a cold start until g first falls
 //     below 1 or requests get stuck: limit ← 1.5·limit in a step where a
-//     request waited for a slot and g = 1. Not in a step where more
-//     requests wait for a first byte than those started in the newest
-//     step explain, started × long ÷ the step (slowstartcheck): a growth
-//     past the upstream's slots is seen stuck only once it is older than
-//     a step, and growing again meanwhile puts half the limit more in
-//     the upstream's queue.
+//     request waited for a slot and g = 1.
 //  3. App-limited (applimited). The limit grows only while it binds: a
 //     request found every slot taken, or in flight ≥ limit − √limit
 //     (only below the measured capacity). An idle gateway cannot inflate

@@ -223,7 +223,7 @@ func (l *Limit) Step(s Signal) int {
 	// asked for puts a request in the upstream's queue for nothing.
 	near := float64(s.InFlight) >= l.limit-math.Sqrt(l.limit) && (l.known == 0 || l.limit < l.known)
 	used := s.Waiting || near || l.off.Off(RuleAppLimited)
-	stuck, wait, servedNow, queued := l.stuck(s)
+	stuck, wait, servedNow := l.stuck(s)
 
 	next := l.limit
 	if judged {
@@ -261,13 +261,6 @@ func (l *Limit) Step(s Signal) int {
 		case !used:
 			l.why = "limit unused"
 		case l.slowStart && s.Waiting && l.off.On(RuleSlowStart):
-			if queued && l.off.On(RuleSlowStartCheck) {
-				// A request may wait in the upstream's queue: growing now
-				// would admit half the limit more before the stuck rule
-				// can see it (a step later).
-				l.why = "slow start: waiting for first bytes"
-				break
-			}
 			next = slowStartGrowth * l.limit
 			l.why = "slow start"
 		default:
@@ -371,38 +364,25 @@ func (l *Limit) Step(s Signal) int {
 // before the newest step at least that old, less every wait that is
 // over), and returns it with that wait and the requests in flight that
 // have their first byte (served); 0 stuck when nothing is learned yet or
-// the upstream does not stream. queued is whether more wait for a first
-// byte than the requests started in the newest step explain at the
-// long-run first byte (Little's law: started × long ÷ the step): one may
-// wait in the upstream's queue, too recently to be seen stuck. It notes
-// s.Started for the steps to come.
-func (l *Limit) stuck(s Signal) (n int64, wait time.Duration, served float64, queued bool) {
+// the upstream does not stream. It notes s.Started for the steps to come.
+func (l *Limit) stuck(s Signal) (n int64, wait time.Duration, served float64) {
 	wait = time.Duration(tolerance * l.long)
 	pending := int64(s.Started) - int64(s.Answered)
 	inFlightServed := s.InFlight - pending // in flight with a first byte
 	served = float64(max(0, inFlightServed))
 	// Nothing learned, nobody waiting for a first byte, or answers sent
 	// whole (a wait for a first byte is then the answer's length).
-	if l.long > 0 && pending > 0 && inFlightServed >= max(1, s.InFlight/4) {
-		if l.off.On(RuleStuck) {
-			for i := 1; i <= min(l.head, markSteps); i++ {
-				if m := l.marks[(l.head-i)%markSteps]; s.Now.Sub(m.at) >= wait {
-					n = max(0, int64(m.started)-int64(s.Answered))
-					break
-				}
-			}
-		}
-		if l.head > 0 {
-			last := l.marks[(l.head-1)%markSteps]
-			if dt := s.Now.Sub(last.at); dt > 0 {
-				fresh := float64(int64(s.Started) - int64(last.started))
-				queued = float64(pending) > fresh*l.long/float64(dt)
+	if l.long > 0 && pending > 0 && inFlightServed >= max(1, s.InFlight/4) && l.off.On(RuleStuck) {
+		for i := 1; i <= min(l.head, markSteps); i++ {
+			if m := l.marks[(l.head-i)%markSteps]; s.Now.Sub(m.at) >= wait {
+				n = max(0, int64(m.started)-int64(s.Answered))
+				break
 			}
 		}
 	}
 	l.marks[l.head%markSteps] = mark{at: s.Now, started: s.Started}
 	l.head++
-	return n, wait, served, queued
+	return n, wait, served
 }
 
 func (l *Limit) clamp(v float64) float64 {

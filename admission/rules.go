@@ -14,25 +14,24 @@ type Rule uint8
 // The rules that can be turned off, in the order the package doc lists
 // them.
 const (
-	RuleSlowStart      Rule = iota // Limit: grow by half a step while requests wait, from a cold start
-	RuleSlowStartCheck             // Limit: slow start grows only when no request waits for a first byte beyond what the step's new ones explain
-	RuleAppLimited                 // Limit: grow only while the limit binds
-	RuleStuck                      // Limit: requests waiting too long for a first byte cut it to what is served
-	RuleProbeHold                  // Limit: no probe above the measured capacity for a hold
-	RuleProbeBackoff               // Limit: a probe that finds no room doubles the hold
-	RuleCapacityRise               // Limit: the measured capacity rises after a second of more served
-	RulePressureCut                // Limit: GPU pressure or a circuit not closed cut it a tenth a step
-	RuleTurnover                   // reserve: kept only while slots turn over too slowly for high's wait
-	RuleWeigher                    // reserve: lent to requests known to be short
-	RuleGuard                      // reserve: held while not shedding when high or short requests are about
-	RuleWaitBudget                 // waits: under an slo, no longer than the answer can still be on time
-	RuleHighBudget                 // waits: under an slo, high's budget leaves room for its class's mean answer, not a spread above it
-	RuleStandingQueue              // waits: a standing queue is served newest first, with shorter waits
+	RuleSlowStart     Rule = iota // Limit: grow by half a step while requests wait, from a cold start
+	RuleAppLimited                // Limit: grow only while the limit binds
+	RuleStuck                     // Limit: requests waiting too long for a first byte cut it to what is served
+	RuleProbeHold                 // Limit: no probe above the measured capacity for a hold
+	RuleProbeBackoff              // Limit: a probe that finds no room doubles the hold
+	RuleCapacityRise              // Limit: the measured capacity rises after a second of more served
+	RulePressureCut               // Limit: GPU pressure or a circuit not closed cut it a tenth a step
+	RuleTurnover                  // reserve: kept only while slots turn over too slowly for high's wait
+	RuleWeigher                   // reserve: lent to requests known to be short
+	RuleGuard                     // reserve: held while not shedding when high or short requests are about
+	RuleWaitBudget                // waits: under an slo, no longer than the answer can still be on time
+	RuleHighBudget                // waits: under an slo, high's budget leaves room for its class's mean answer, not a spread above it
+	RuleStandingQueue             // waits: a standing queue is served newest first, with shorter waits
 	numRules
 )
 
 var ruleNames = [numRules]string{
-	RuleSlowStart: "slowstart", RuleSlowStartCheck: "slowstartcheck", RuleAppLimited: "applimited", RuleStuck: "stuck", RuleProbeHold: "probehold",
+	RuleSlowStart: "slowstart", RuleAppLimited: "applimited", RuleStuck: "stuck", RuleProbeHold: "probehold",
 	RuleProbeBackoff: "probebackoff", RuleCapacityRise: "capacityrise",
 	RulePressureCut: "pressurecut", RuleTurnover: "turnover", RuleWeigher: "weigher", RuleGuard: "guard", RuleWaitBudget: "waitbudget", RuleHighBudget: "highbudget", RuleStandingQueue: "standingqueue",
 }
