@@ -267,8 +267,8 @@ func better(i int, r int64, best int, room int64, ties, x uint64) (int, int64, u
 		x ^= x >> 7
 		x ^= x << 17
 		// i wins when a uniform draw below ties is 0, without a branch: a
-		// branch on a random outcome is mispredicted often (a pick among 8
-		// equals took 10 ns more with one).
+		// branch on a random outcome is mispredicted about once a pick
+		// among 8 equals.
 		draw := (x >> 32) * ties >> 32 // below 2³²
 		won := -int((draw - 1) >> 63)  // all ones when the draw is 0, else 0
 		best ^= (best ^ i) & won
