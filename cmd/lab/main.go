@@ -128,6 +128,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		scs = append(scs, all[i])
 	}
+	if err := poolSetupsFixed(scs, labSetups); err != nil {
+		return err
+	}
 
 	tmp, err := os.MkdirTemp("", "adaptivethrottle-lab-")
 	if err != nil {

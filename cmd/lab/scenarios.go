@@ -141,6 +141,22 @@ func chooseSetups(setups, rulesOff string) ([]string, error) {
 	return out, nil
 }
 
+// poolSetupsFixed refuses set-ups other than the lab's four (-setups,
+// -rules-off) for a run with a pool scenario: a pool scenario plays its
+// own four set-ups, and would not honour them.
+func poolSetupsFixed(scs []scenario, setups []string) error {
+	if slices.Equal(setups, setupNames) {
+		return nil
+	}
+	for _, sc := range scs {
+		if len(sc.Pool) > 0 {
+			return fmt.Errorf("-setups and -rules-off choose the set-ups of the one-upstream scenarios; %s plays its own (%s): run it apart",
+				sc.Name, strings.Join(poolSetupNames, ", "))
+		}
+	}
+	return nil
+}
+
 // isAdaptive reports whether set-up s runs the module.
 func isAdaptive(s string) bool { return s == setupAdaptive || strings.HasPrefix(s, adaptiveWithout) }
 

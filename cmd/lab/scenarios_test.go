@@ -250,3 +250,34 @@ func TestChooseSetups(t *testing.T) {
 		}
 	}
 }
+
+// A pool scenario plays its own four set-ups: -setups or -rules-off with
+// one is refused, not dropped; the lab's four are fine, and so is any
+// choice without a pool scenario.
+func TestPoolScenariosRefuseChosenSetups(t *testing.T) {
+	all := scenarios(llmsim.Config{}, 0, true)
+	var one, pool []scenario
+	for _, sc := range all {
+		if len(sc.Pool) > 0 {
+			pool = append(pool, sc)
+		} else {
+			one = append(one, sc)
+		}
+	}
+	if len(one) == 0 || len(pool) == 0 {
+		t.Fatalf("%d one-upstream and %d pool scenarios, want some of each", len(one), len(pool))
+	}
+	chosen, err := chooseSetups("adaptive", "slowstart")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := poolSetupsFixed(append(one[:1:1], pool[0]), chosen); err == nil || !strings.Contains(err.Error(), pool[0].Name) {
+		t.Errorf("-setups adaptive -rules-off slowstart with %s: %v, want an error naming it", pool[0].Name, err)
+	}
+	if err := poolSetupsFixed(one, chosen); err != nil {
+		t.Errorf("chosen set-ups without a pool scenario: %v", err)
+	}
+	if err := poolSetupsFixed(all, setupNames); err != nil {
+		t.Errorf("the lab's four set-ups with every scenario: %v", err)
+	}
+}
