@@ -124,6 +124,9 @@ func adminLoad(t *testing.T, contentType, body string) (int, string) {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", contentType)
+	// A load, taken or rolled back, replaces Caddy's admin server, which
+	// then closes this connection: a next request must not reuse it.
+	req.Close = true
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
