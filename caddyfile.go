@@ -136,6 +136,15 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			devices     <index|uuid>...
 //			on_error    allow | shed
 //		}
+//		upstream_gauge {             # with lb_policy adaptive_throttle: each upstream's own gauge
+//			path        <path>       # /metrics, on each upstream's dial address
+//			metric      <name> [total|free <name> | max <n>]   # vllm:kv_cache_usage_perc
+//			labels      <label>=<value>...
+//			threshold   <percent>%|<fraction>   # 75%
+//			interval    <duration>   # 2s; 100ms ≤ 1h
+//			timeout     <duration>   # 80% of interval
+//			stale_after <duration>   # 10s; ≤ 24h
+//		}
 //		latency {
 //			percentile  <n>          # 99
 //			window      <duration>   # 10s; 1s ≤ 1h
@@ -216,6 +225,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				g.Defaults() // its settings are checked against each other's defaults
 				return g.Validate()
 			})
+		case "upstream_gauge":
+			var path string
+			var g gpu.Config
+			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return upstreamGaugeKey(d, &path, &g) }, func() error {
+				u := gpu.UpstreamOf(path, g)
+				h.UpstreamGauge = &u
+				return u.Validate()
+			})
 		case "latency":
 			h.Latency = new(latency.Config)
 			err = parseBlock(d, func(d *caddyfile.Dispenser) error { return latencyKey(d, h.Latency) }, func() error { return h.Latency.Validate() })
@@ -265,14 +282,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // keys lists each block's Caddyfile keys ("" is the directive's own), as
 // unknownKey names them; each block's parser below takes exactly these.
 var keys = map[string][]string{
-	"":            {"name", "qps", "gpu", "latency", "circuit", "priority", "concurrency", "retry_after", "retry_after_max", "persist"},
-	"qps":         {"window", "sigma", "trip_factor", "min_baseline", "max_rate", "warmup"},
-	"gpu":         {"source", "metric", "labels", "aggregate", "threshold", "interval", "timeout", "stale_after", "devices", "on_error"},
-	"latency":     {"percentile", "window", "factor", "consecutive", "ceiling", "measure", "min_threshold", "slo"},
-	"circuit":     {"error_ratio", "min_requests", "window", "open_for", "max_open_for", "probes", "probe_timeout"},
-	"priority":    {"from", "default", "high_reserve", "trusted"},
-	"concurrency": {"limit", "min", "max", "initial", "queue", "max_wait", "weigh_body"},
-	"persist":     {"max_age"},
+	"":                {"name", "qps", "gpu", "upstream_gauge", "latency", "circuit", "priority", "concurrency", "retry_after", "retry_after_max", "persist"},
+	"qps":             {"window", "sigma", "trip_factor", "min_baseline", "max_rate", "warmup"},
+	"gpu":             {"source", "metric", "labels", "aggregate", "threshold", "interval", "timeout", "stale_after", "devices", "on_error"},
+	gpu.UpstreamBlock: {"path", "metric", "labels", "threshold", "interval", "timeout", "stale_after"},
+	"latency":         {"percentile", "window", "factor", "consecutive", "ceiling", "measure", "min_threshold", "slo"},
+	"circuit":         {"error_ratio", "min_requests", "window", "open_for", "max_open_for", "probes", "probe_timeout"},
+	"priority":        {"from", "default", "high_reserve", "trusted"},
+	"concurrency":     {"limit", "min", "max", "initial", "queue", "max_wait", "weigh_body"},
+	"persist":         {"max_age"},
 }
 
 // unknownKey refuses the key on the line, naming the block's keys.
@@ -466,57 +484,12 @@ func gpuKey(d *caddyfile.Dispenser, c *gpu.Config) error {
 			return keyErr(d, "gpu", "source", "must be auto, nvml, nvidia-smi, prometheus or off, got %q", c.Source)
 		}
 		return nil
-	case "metric":
-		args := d.RemainingArgs()
-		switch len(args) {
-		case 1:
-			c.Metric = args[0]
-		case 3:
-			if args[1] == "max" {
-				f, err := strconv.ParseFloat(args[2], 64)
-				if err != nil || !(f > 0) || math.IsInf(f, 0) {
-					return keyErr(d, "gpu", "metric", "%s max %q: must be a positive number (the count that reads as 100%%)", args[0], args[2])
-				}
-				c.Metric, c.MetricMax = args[0], f
-				return nil
-			}
-			if args[1] != "total" && args[1] != "free" {
-				return keyErr(d, "gpu", "metric", "%s: the second argument must be total, free or max, got %q", args[0], args[1])
-			}
-			c.Metric, c.PairKind, c.PairMetric = args[0], args[1], args[2]
-		default:
-			return keyErr(d, "gpu", "metric", "takes <name>, <name> total|free <name> or <name> max <n>")
-		}
-		return nil
-	case "labels":
-		args := d.RemainingArgs()
-		if len(args) == 0 {
-			return d.ArgErr()
-		}
-		c.Labels = make(map[string]string, len(args))
-		for _, a := range args {
-			k, v, ok := strings.Cut(a, "=")
-			if !ok || k == "" {
-				return keyErr(d, "gpu", "labels", "filter %q must be name=value", a)
-			}
-			c.Labels[k] = strings.Trim(v, `"`)
-		}
-		return nil
 	case "aggregate":
 		return oneArg(d, "gpu", func(v string) error {
 			if v != "max" && v != "mean" {
 				return keyErr(d, "gpu", "aggregate", "must be max or mean, got %q", v)
 			}
 			c.Aggregate = v
-			return nil
-		})
-	case "threshold":
-		return oneArg(d, "gpu", func(v string) error {
-			f, err := parseFraction(v)
-			if err != nil {
-				return keyErr(d, "gpu", "threshold", "must be a percentage such as 75%% or a fraction in (0,1], got %q", v)
-			}
-			c.Threshold = f
 			return nil
 		})
 	case "devices":
@@ -533,14 +506,78 @@ func gpuKey(d *caddyfile.Dispenser, c *gpu.Config) error {
 			c.OnError = v
 			return nil
 		})
-	case "interval":
-		return durationKey(d, "gpu", &c.Interval)
-	case "timeout":
-		return durationKey(d, "gpu", &c.Timeout)
-	case "stale_after":
-		return durationKey(d, "gpu", &c.StaleAfter)
 	}
-	return unknownKey(d, "gpu")
+	return gaugeKey(d, "gpu", c)
+}
+
+// upstreamGaugeKey reads a key of the upstream_gauge block: its path, or
+// a gauge key as the gpu block's (gaugeKey).
+func upstreamGaugeKey(d *caddyfile.Dispenser, path *string, c *gpu.Config) error {
+	switch d.Val() {
+	case "path":
+		return oneArg(d, gpu.UpstreamBlock, func(v string) error { *path = v; return nil })
+	}
+	return gaugeKey(d, gpu.UpstreamBlock, c)
+}
+
+// gaugeKey reads a key the gpu and upstream_gauge blocks share (what a
+// prometheus source reads, and how it is judged) into c, naming block in
+// its errors.
+func gaugeKey(d *caddyfile.Dispenser, block string, c *gpu.Config) error {
+	switch d.Val() {
+	case "metric":
+		args := d.RemainingArgs()
+		switch len(args) {
+		case 1:
+			c.Metric = args[0]
+		case 3:
+			if args[1] == "max" {
+				f, err := strconv.ParseFloat(args[2], 64)
+				if err != nil || !(f > 0) || math.IsInf(f, 0) {
+					return keyErr(d, block, "metric", "%s max %q: must be a positive number (the count that reads as 100%%)", args[0], args[2])
+				}
+				c.Metric, c.MetricMax = args[0], f
+				return nil
+			}
+			if args[1] != "total" && args[1] != "free" {
+				return keyErr(d, block, "metric", "%s: the second argument must be total, free or max, got %q", args[0], args[1])
+			}
+			c.Metric, c.PairKind, c.PairMetric = args[0], args[1], args[2]
+		default:
+			return keyErr(d, block, "metric", "takes <name>, <name> total|free <name> or <name> max <n>")
+		}
+		return nil
+	case "labels":
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return d.ArgErr()
+		}
+		c.Labels = make(map[string]string, len(args))
+		for _, a := range args {
+			k, v, ok := strings.Cut(a, "=")
+			if !ok || k == "" {
+				return keyErr(d, block, "labels", "filter %q must be name=value", a)
+			}
+			c.Labels[k] = strings.Trim(v, `"`)
+		}
+		return nil
+	case "threshold":
+		return oneArg(d, block, func(v string) error {
+			f, err := parseFraction(v)
+			if err != nil {
+				return keyErr(d, block, "threshold", "must be a percentage such as 75%% or a fraction in (0,1], got %q", v)
+			}
+			c.Threshold = f
+			return nil
+		})
+	case "interval":
+		return durationKey(d, block, &c.Interval)
+	case "timeout":
+		return durationKey(d, block, &c.Timeout)
+	case "stale_after":
+		return durationKey(d, block, &c.StaleAfter)
+	}
+	return unknownKey(d, block)
 }
 
 func priorityKey(d *caddyfile.Dispenser, c *PriorityConfig) error {

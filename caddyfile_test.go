@@ -213,7 +213,7 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		line       int
 	}{
 		{"adaptive_throttle extra", "wrong argument count", 1},
-		{"adaptive_throttle {\n\tbogus 1\n}", `bogus is unknown (adaptive_throttle takes name, qps, gpu, latency, circuit, priority, concurrency, retry_after, retry_after_max, persist)`, 2},
+		{"adaptive_throttle {\n\tbogus 1\n}", `bogus is unknown (adaptive_throttle takes name, qps, gpu, upstream_gauge, latency, circuit, priority, concurrency, retry_after, retry_after_max, persist)`, 2},
 		{"adaptive_throttle {\n\tqps {\n\t\twindow 5m\n\t\tsigmaa 2\n\t}\n}", `qps: sigmaa is unknown (qps takes window, sigma, trip_factor, min_baseline, max_rate, warmup)`, 4},
 		{"adaptive_throttle {\n\tqps {\n\t\twindow soon\n\t}\n}", "window must be a positive duration", 3},
 		{"adaptive_throttle {\n\tqps {\n\t\tlimit 50\n\t}\n}", "qps: limit is now max_rate (req/s; concurrency's limit counts slots)", 3},
@@ -492,6 +492,11 @@ func TestCaddyfilePersist(t *testing.T) {
 		{"adaptive_throttle {\n\tpersist {\n\t\toff\n\t}\n}", "persist: off stands alone", 3},
 		{"adaptive_throttle {\n\tpersist {\n\t\tmaxage 1h\n\t}\n}", `persist: maxage is unknown (persist takes max_age)`, 3},
 		{"adaptive_throttle {\n\tpersist off\n\tpersist {\n\t}\n}", "persist given twice", 3},
+		{"adaptive_throttle {\n\tupstream_gauge {\n\t\tpath metrics\n\t}\n}", `upstream_gauge: path must be a URL path such as /metrics, got "metrics"`, 3},
+		{"adaptive_throttle {\n\tupstream_gauge {\n\t\tsource prometheus http://x/metrics\n\t}\n}", `upstream_gauge: source is unknown (upstream_gauge takes path, metric,`, 3},
+		{"adaptive_throttle {\n\tupstream_gauge {\n\t\tinterval 1s\n\t\ttimeout 2s\n\t}\n}", `upstream_gauge: timeout 2s must not exceed 80% of interval 1s`, 4},
+		{"adaptive_throttle {\n\tupstream_gauge {\n\t\tthreshold 150%\n\t}\n}", `upstream_gauge: threshold must be`, 3},
+		{"adaptive_throttle {\n\tupstream_gauge {\n\t\tmetric a b c d\n\t}\n}", `upstream_gauge: metric takes`, 3},
 	} {
 		_, err := parse(t, c.input)
 		if err == nil || !strings.Contains(err.Error(), c.msg) || !strings.Contains(err.Error(), "Testfile:"+itoa(c.line)) {
@@ -512,14 +517,15 @@ func TestCaddyfilePersist(t *testing.T) {
 // block's Validate at the block's end, or the whole's at the directive's.
 func TestConfigErrorsNameBlockAndKey(t *testing.T) {
 	keys := map[string][]string{
-		"qps":         {"window", "sigma", "trip_factor", "min_baseline", "max_rate", "warmup"},
-		"gpu":         {"source", "labels", "aggregate", "threshold", "interval", "timeout", "stale_after", "on_error"},
-		"latency":     {"percentile", "window", "factor", "consecutive", "ceiling", "measure", "slo", "min_threshold"},
-		"circuit":     {"error_ratio", "min_requests", "window", "open_for", "max_open_for", "probes", "probe_timeout"},
-		"priority":    {"from", "default", "high_reserve"},
-		"concurrency": {"limit", "min", "max", "initial", "queue", "max_wait", "weigh_body"},
-		"persist":     {"max_age"},
-		"":            {"retry_after", "retry_after_max"},
+		"qps":            {"window", "sigma", "trip_factor", "min_baseline", "max_rate", "warmup"},
+		"gpu":            {"source", "labels", "aggregate", "threshold", "interval", "timeout", "stale_after", "on_error"},
+		"upstream_gauge": {"path", "metric", "labels", "threshold", "interval", "timeout", "stale_after"},
+		"latency":        {"percentile", "window", "factor", "consecutive", "ceiling", "measure", "slo", "min_threshold"},
+		"circuit":        {"error_ratio", "min_requests", "window", "open_for", "max_open_for", "probes", "probe_timeout"},
+		"priority":       {"from", "default", "high_reserve"},
+		"concurrency":    {"limit", "min", "max", "initial", "queue", "max_wait", "weigh_body"},
+		"persist":        {"max_age"},
+		"":               {"retry_after", "retry_after_max"},
 	}
 	n := 0
 	for block, ks := range keys {
@@ -627,38 +633,36 @@ func snippet(block, line string) string {
 
 // caseKeys reads caddyfile.go's key switches: for each block, the cases of
 // the first switch of its parser (UnmarshalCaddyfile for the directive's
-// own keys, <block>Key for a block's).
+// own keys, <block>Key for a block's, the block's name in camel case),
+// and those of gaugeKey when the parser hands keys on to it (the gpu and
+// upstream_gauge blocks share their gauge's keys).
 func caseKeys(t *testing.T) map[string][]string {
 	t.Helper()
 	f, err := parser.ParseFile(token.NewFileSet(), "caddyfile.go", nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string][]string{}
+	cases := map[string][]string{} // parser function → its switch's cases
+	calls := map[string]bool{}     // parser functions that call gaugeKey
 	for _, decl := range f.Decls {
 		fn, ok := decl.(*ast.FuncDecl)
-		if !ok {
+		if !ok || (!strings.HasSuffix(fn.Name.Name, "Key") && fn.Name.Name != "UnmarshalCaddyfile") {
 			continue
-		}
-		block, ok := strings.CutSuffix(fn.Name.Name, "Key")
-		if fn.Name.Name == "UnmarshalCaddyfile" && fn.Recv != nil {
-			block, ok = "", true
-		}
-		if !ok {
-			continue
-		}
-		if _, known := keys[block]; !known {
-			continue // durationKey, unknownKey, …
 		}
 		var sw *ast.SwitchStmt
 		ast.Inspect(fn.Body, func(n ast.Node) bool {
 			if s, ok := n.(*ast.SwitchStmt); ok && sw == nil {
 				sw = s
 			}
-			return sw == nil
+			if c, ok := n.(*ast.CallExpr); ok {
+				if id, ok := c.Fun.(*ast.Ident); ok && id.Name == "gaugeKey" {
+					calls[fn.Name.Name] = true
+				}
+			}
+			return true
 		})
 		if sw == nil {
-			t.Fatalf("%s has no key switch", fn.Name.Name)
+			continue
 		}
 		for _, stmt := range sw.Body.List {
 			for _, e := range stmt.(*ast.CaseClause).List {
@@ -667,9 +671,27 @@ func caseKeys(t *testing.T) map[string][]string {
 					if err != nil {
 						t.Fatal(err)
 					}
-					out[block] = append(out[block], k)
+					cases[fn.Name.Name] = append(cases[fn.Name.Name], k)
 				}
 			}
+		}
+	}
+	out := map[string][]string{}
+	for block := range keys {
+		name := "UnmarshalCaddyfile"
+		if block != "" {
+			parts := strings.Split(block, "_")
+			for i := 1; i < len(parts); i++ {
+				parts[i] = strings.ToUpper(parts[i][:1]) + parts[i][1:]
+			}
+			name = strings.Join(parts, "") + "Key"
+		}
+		if _, ok := cases[name]; !ok {
+			t.Fatalf("block %q: no key switch in %s", block, name)
+		}
+		out[block] = cases[name]
+		if calls[name] {
+			out[block] = append(out[block], cases["gaugeKey"]...)
 		}
 	}
 	if len(out) != len(keys) {

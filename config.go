@@ -38,6 +38,7 @@ func (h *Handler) config() (throttle.Config, error) {
 	if h.GPU != nil {
 		c.GPU = *h.GPU
 	}
+	c.UpstreamGauge = h.UpstreamGauge
 	if h.Latency != nil {
 		c.Latency = *h.Latency
 	}

@@ -99,6 +99,10 @@ var (
 	mPoolState = desc("pool_upstream_state", "1 for the state of the upstream's own circuit, 0 for the others: closed (it serves), "+
 		"open (it has left the pool until its probe), half-open (its probe is out).", "upstream", "state")
 	mPoolRequests = desc("pool_upstream_requests_total", "Requests sent to the upstream (a retry counts again on the upstream it goes to).", "upstream")
+	mPoolLoad     = desc("pool_upstream_load_ratio", "The upstream's own saturation gauge (upstream_gauge) as last judged, a fraction; "+
+		"no sample while it is unavailable.", "upstream")
+	mPoolOverloaded = desc("pool_upstream_overloaded", "1 while the upstream's own gauge is over its threshold: "+
+		"it takes no new request until the gauge recovers.", "upstream")
 )
 
 // overrideStates is the override label's values, in the order collect
@@ -134,7 +138,8 @@ func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mRequests, mShed, mQPSValue, mQPSThreshold, mQPSBaseline, mGPUValue,
 		mGPUThreshold, mLatencyValue, mLatencyThreshold, mLatencyHistory, mLevelTripped, mLevelTrans, mShedding,
 		mOverride, mCircuitState, mCircuitOpens, mUpstreamFull, mUpstreamOnlyFull, mReserveInUse, mReserveCap, mInFlight, mLimit, mQueued, mOldestWait, mSensorErrors, mSensorHung,
-		mSensorAvailable, mSensorAge, mPoolLimit, mPoolInFlight, mPoolFirstByte, mPoolState, mPoolRequests} {
+		mSensorAvailable, mSensorAge, mPoolLimit, mPoolInFlight, mPoolFirstByte, mPoolState, mPoolRequests,
+		mPoolLoad, mPoolOverloaded} {
 		ch <- d
 	}
 }
@@ -226,6 +231,12 @@ func collect(ch chan<- prometheus.Metric, t *throttle.Throttle, now time.Time) {
 			gauge(mPoolState, b2f(u.State == s), u.Upstream, s)
 		}
 		counter(mPoolRequests, float64(u.Requests), u.Upstream)
+		if g := u.Gauge; g != nil {
+			if g.Available {
+				gauge(mPoolLoad, g.Value, u.Upstream)
+			}
+			gauge(mPoolOverloaded, b2f(g.Tripped), u.Upstream)
+		}
 	}
 	if gpuOn {
 		counter(mSensorErrors, float64(g.Errors), "gpu")

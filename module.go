@@ -68,11 +68,14 @@ type Handler struct {
 	// name share one learned state. Default "default".
 	Name string `json:"name,omitempty"`
 
-	QPS      *qps.Config            `json:"qps,omitempty"`
-	GPU      *gpu.Config            `json:"gpu,omitempty"`
-	Latency  *latency.Config        `json:"latency,omitempty"`
-	Circuit  *breaker.CircuitConfig `json:"circuit,omitempty"`
-	Priority *PriorityConfig        `json:"priority,omitempty"`
+	QPS *qps.Config `json:"qps,omitempty"`
+	GPU *gpu.Config `json:"gpu,omitempty"`
+	// UpstreamGauge: with a pool (lb_policy adaptive_throttle), each
+	// upstream's own saturation gauge, read from its own /metrics.
+	UpstreamGauge *gpu.Upstream          `json:"upstream_gauge,omitempty"`
+	Latency       *latency.Config        `json:"latency,omitempty"`
+	Circuit       *breaker.CircuitConfig `json:"circuit,omitempty"`
+	Priority      *PriorityConfig        `json:"priority,omitempty"`
 	// The limit on requests in flight at the upstream, and its queues.
 	Concurrency *admission.Config `json:"concurrency,omitempty"`
 

@@ -20,6 +20,7 @@ import (
 	"github.com/ai-guardian/adaptivethrottle/admission"
 	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/internal/shard"
+	"github.com/ai-guardian/adaptivethrottle/levels/gpu"
 )
 
 // Member is one upstream of a pool, named by its key (the address it is
@@ -44,11 +45,12 @@ type Member struct {
 	started  *shard.Counter // requests ever sent to it (admission.Signal.Started)
 	fbSum    *shard.Counter // ns: their times to a successful first byte
 	fbCount  *shard.Counter
-	none     *shard.Counter // requests finished without a successful first byte
-	busy     atomic.Uint64  // requests sent while it had no room (limit − in flight ≤ 0)
-	full     atomic.Uint64  // its answers that it is full (503, 429, 529)
-	least    atomic.Int64   // the fewest others in flight at one of them since the last step
-	refs     atomic.Int64   // views of a selection policy that hold it (Pool.Hold)
+	none     *shard.Counter            // requests finished without a successful first byte
+	busy     atomic.Uint64             // requests sent while it had no room (limit − in flight ≤ 0)
+	full     atomic.Uint64             // its answers that it is full (503, 429, 529)
+	least    atomic.Int64              // the fewest others in flight at one of them since the last step
+	refs     atomic.Int64              // views of a selection policy that hold it (Pool.Hold)
+	gauge    atomic.Pointer[gpu.Level] // its own saturation gauge; nil: none (Pool.regauge)
 
 	// Sampler only.
 	last      [4]uint64 // fbSum, fbCount, busy, full at the last step
@@ -153,8 +155,11 @@ type Signal struct {
 }
 
 // step learns from the member's counts since the last step and publishes
-// its limit. It returns the circuit's state.
-func (m *Member) step(s Signal) (int, breaker.State) {
+// its limit. It returns the circuit's state. While its gauge is tripped
+// (the upstream says it is saturated), that is its pressure, and its
+// limit is at most what it holds: it takes nothing new until the gauge
+// recovers or its requests end.
+func (m *Member) step(s Signal, tripped bool) (int, breaker.State) {
 	m.circuit.Poll(breaker.MonoOf(s.Now)) // Open → Half-Open when due
 	m.look()
 	st := m.circuit.State()
@@ -164,7 +169,7 @@ func (m *Member) step(s Signal) (int, breaker.State) {
 	inflight := m.inflight.Load()
 	sig := admission.Signal{Now: s.Now, TTFB: time.Duration(now[0] - m.last[0]), Count: now[1] - m.last[1],
 		InFlight: inflight, Waiting: now[2] != m.last[2] || (s.Waiting && inflight >= m.lim.Load()),
-		Started: started, Answered: answered, Pressure: s.Pressure || st != breaker.Closed,
+		Started: started, Answered: answered, Pressure: s.Pressure || st != breaker.Closed || tripped,
 		Full: now[3] - m.last[3]}
 	least := m.least.Swap(math.MaxInt64)
 	if sig.Full > 0 {
@@ -172,6 +177,9 @@ func (m *Member) step(s Signal) (int, breaker.State) {
 	}
 	m.last = now
 	n := m.limit.Step(sig)
+	if tripped {
+		n = min(n, int(inflight))
+	}
 	m.lim.Store(int64(n))
 	return n, st
 }

@@ -2,6 +2,8 @@ package pool
 
 import (
 	"cmp"
+	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -10,6 +12,7 @@ import (
 	"github.com/ai-guardian/adaptivethrottle/admission"
 	"github.com/ai-guardian/adaptivethrottle/breaker"
 	"github.com/ai-guardian/adaptivethrottle/levels"
+	"github.com/ai-guardian/adaptivethrottle/levels/gpu"
 )
 
 // MaxMembers bounds a pool: an upstream seen beyond it gets no member
@@ -25,32 +28,75 @@ const ForgetAfter = 10 * time.Minute
 //
 // Invariants: members holds at most MaxMembers; a member is removed only
 // while nothing holds it and nothing is in flight on it, after
-// ForgetAfter; limit and serving are the sums Step last published.
+// ForgetAfter; limit and serving are the sums Step last published; every
+// member has a gauge exactly while gauge is set and the pool is not shut,
+// and a removed member's gauge is closed.
 type Pool struct {
 	mu      sync.Mutex
 	members map[string]*Member
 	cfg     admission.Config
 	circuit breaker.CircuitConfig
+	gauge   *gpu.Upstream // each upstream's own gauge; nil: none
+	shut    bool
 
 	// Sampler only (and Status, under mu).
 	limit, serving int
 }
 
-// New returns an empty pool whose members learn with cfg and judge
-// failures with cc.
-func New(cfg admission.Config, cc breaker.CircuitConfig) *Pool {
-	return &Pool{members: map[string]*Member{}, cfg: cfg, circuit: cc}
+// New returns an empty pool whose members learn with cfg, judge failures
+// with cc, and read their own gauge with g (nil: none; see
+// gpu.Upstream). g must be valid.
+func New(cfg admission.Config, cc breaker.CircuitConfig, g *gpu.Upstream) *Pool {
+	return &Pool{members: map[string]*Member{}, cfg: cfg, circuit: cc, gauge: g}
 }
 
 // SetConfig applies a reloaded config to every member, keeping what they
-// learned.
-func (p *Pool) SetConfig(cfg admission.Config, cc breaker.CircuitConfig) {
+// learned; g must be valid. A member's gauge that fails to open again is
+// an error: it keeps reading as it did.
+func (p *Pool) SetConfig(cfg admission.Config, cc breaker.CircuitConfig, g *gpu.Upstream) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.cfg, p.circuit = cfg, cc
+	p.cfg, p.circuit, p.gauge = cfg, cc, g
+	var errs []error
 	for _, m := range p.members {
 		m.limit.SetConfig(cfg)
 		m.circuit.SetConfig(cc)
+		errs = append(errs, p.regauge(m))
+	}
+	return errors.Join(errs...)
+}
+
+// regauge gives m the gauge the pool's config asks for: opened, set
+// anew, or closed. p.mu is held.
+func (p *Pool) regauge(m *Member) error {
+	old := m.gauge.Load()
+	switch {
+	case p.gauge == nil || p.shut:
+		if old != nil {
+			m.gauge.Store(nil)
+			return old.Close()
+		}
+	case old == nil:
+		l, err := gpu.New(p.gauge.For(m.key))
+		if err != nil {
+			return fmt.Errorf("upstream %s: %w", m.key, err)
+		}
+		m.gauge.Store(l)
+	default:
+		if _, err := old.SetConfig(p.gauge.For(m.key)); err != nil {
+			return fmt.Errorf("upstream %s: %w", m.key, err)
+		}
+	}
+	return nil
+}
+
+// Shut closes every member's gauge, for good: the throttle is closing.
+func (p *Pool) Shut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.shut = true
+	for _, m := range p.members {
+		_ = p.regauge(m)
 	}
 }
 
@@ -64,6 +110,7 @@ func (p *Pool) Hold(keys []string) []*Member {
 		m := p.members[k]
 		if m == nil && len(p.members) < MaxMembers {
 			m = newMember(k, p.cfg, p.circuit)
+			_ = p.regauge(m) // a prometheus source opens whatever the host
 			p.members[k] = m
 		}
 		if m != nil {
@@ -103,26 +150,40 @@ func (p *Pool) Close(now time.Time) {
 	}
 }
 
-// Change is a member's circuit changing state, for the log.
+// Change is a member's circuit changing state, or its gauge tripping or
+// recovering, for the log.
 type Change struct {
-	Key      string
+	Key string
+	// From and To: its circuit's states; equal when Gauge is set.
 	From, To breaker.State
 	Reason   string
+	// Gauge is its gauge's trip or recovery; nil for a circuit's change.
+	Gauge *breaker.Transition
 }
 
-// Step is the sampler's step: every member learns from its counts and
-// publishes its limit, and members nothing has held nor used for
-// ForgetAfter are dropped. It returns the pool's limit, the sum of what
-// its members can take (a closed member its limit, a half-open one its
-// probes, an open one nothing; at least 1), and the slots of it that
-// serve (admission.Limit.Serving); ok is false while the pool has no
-// member. Each member's circuit that changed state since the last step
-// is passed to changed.
+// Step is the sampler's step: every member's gauge, if any, is judged,
+// every member learns from its counts and publishes its limit, and
+// members nothing has held nor used for ForgetAfter are dropped. It
+// returns the pool's limit, the sum of what its members can take (a
+// closed member its limit, a half-open one its probes, an open one
+// nothing; at least 1), and the slots of it that serve
+// (admission.Limit.Serving); ok is false while the pool has no member.
+// Each member's circuit that changed state since the last step, and each
+// gauge that tripped or recovered, is passed to changed.
 func (p *Pool) Step(s Signal, changed func(Change)) (limit, serving int, ok bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for k, m := range p.members {
-		n, st := m.step(s)
+		tripped := false
+		if g := m.gauge.Load(); g != nil {
+			g.Sample(s.Now, levels.Inputs{InFlight: m.inflight.Load()}, func(tr breaker.Transition) {
+				if changed != nil {
+					changed(Change{Key: k, From: m.state, To: m.state, Reason: tr.Reason, Gauge: &tr})
+				}
+			})
+			tripped = g.Hysteresis().Tripped()
+		}
+		n, st := m.step(s, tripped)
 		if st != m.state {
 			if changed != nil {
 				changed(Change{Key: k, From: m.state, To: st, Reason: m.circuit.Status(breaker.MonoOf(s.Now)).LastReason})
@@ -132,7 +193,7 @@ func (p *Pool) Step(s Signal, changed func(Change)) (limit, serving int, ok bool
 		switch st {
 		case breaker.Closed:
 			limit += n
-			serving += m.limit.Serving()
+			serving += min(n, m.limit.Serving())
 		case breaker.HalfOpen:
 			limit += max(1, p.circuit.Probes)
 			serving += max(1, p.circuit.Probes)
@@ -143,6 +204,9 @@ func (p *Pool) Step(s Signal, changed func(Change)) (limit, serving int, ok bool
 		case m.idleSince.IsZero():
 			m.idleSince = s.Now
 		case s.Now.Sub(m.idleSince) >= ForgetAfter:
+			if g := m.gauge.Swap(nil); g != nil {
+				_ = g.Close()
+			}
 			delete(p.members, k)
 		}
 	}
@@ -173,6 +237,9 @@ type MemberStatus struct {
 	Room int64 `json:"room"`
 	admission.LimitStatus
 	Circuit CircuitStatus `json:"circuit"`
+	// Gauge is its own saturation gauge (the upstream_gauge block); nil
+	// without one.
+	Gauge *gpu.Status `json:"gauge,omitempty"`
 	// FullAnswers counts its answers that it is full (503, 429, 529).
 	FullAnswers uint64 `json:"full_answers"`
 	Requests    uint64 `json:"requests"`
@@ -203,6 +270,10 @@ func (p *Pool) Status(now time.Time) []MemberStatus {
 			LimitStatus: m.limit.Status(), FullAnswers: m.full.Load(), Requests: m.started.Load(),
 			Circuit: CircuitStatus{Opens: c.Opens, RetryInS: levels.Round(c.RetryIn.Seconds()), Failures: c.Failures,
 				Requests: c.Requests, LastReason: c.LastReason}}
+		if g := m.gauge.Load(); g != nil {
+			gs := g.Status(now)
+			out[i].Gauge = &gs
+		}
 	}
 	return out
 }

@@ -46,7 +46,7 @@ func send(t *testing.T, cs []*cand, ms []*Member, now time.Time) (*Member, break
 }
 
 func TestPickMostRoom(t *testing.T) {
-	p := New(admission.Config{Limit: 4}, breaker.CircuitConfig{})
+	p := New(admission.Config{Limit: 4}, breaker.CircuitConfig{}, nil)
 	ms := p.Hold(keys(3))
 	cs := cands(3)
 	ms[0].inflight.Store(3) // room 1
@@ -73,7 +73,7 @@ func TestPickMostRoom(t *testing.T) {
 // others still split evenly: the one pass that asks only its winner
 // falls back to asking every candidate.
 func TestPickTiesSkipTheUnavailable(t *testing.T) {
-	p := New(admission.Config{Limit: 4}, breaker.CircuitConfig{})
+	p := New(admission.Config{Limit: 4}, breaker.CircuitConfig{}, nil)
 	ms := p.Hold(keys(3))
 	cs := cands(3)
 	cs[0].up = false
@@ -88,7 +88,7 @@ func TestPickTiesSkipTheUnavailable(t *testing.T) {
 }
 
 func TestPickRespectsAvailable(t *testing.T) {
-	p := New(admission.Config{Limit: 4}, breaker.CircuitConfig{})
+	p := New(admission.Config{Limit: 4}, breaker.CircuitConfig{}, nil)
 	ms := p.Hold(keys(3))
 	cs := cands(3)
 	ms[0].inflight.Store(3)
@@ -150,7 +150,7 @@ func load(p *Pool, ms []*Member, srv []server, now *time.Time, steps int) []int 
 }
 
 func TestSlowMemberLimitFallsWhileTheOtherHolds(t *testing.T) {
-	p := New(admission.Config{}, breaker.CircuitConfig{})
+	p := New(admission.Config{}, breaker.CircuitConfig{}, nil)
 	ms := p.Hold(keys(2))
 	srv := []server{{slots: 8, prefill: 100 * time.Millisecond, service: 2 * time.Second},
 		{slots: 8, prefill: 100 * time.Millisecond, service: 2 * time.Second}}
@@ -174,7 +174,7 @@ func TestSlowMemberLimitFallsWhileTheOtherHolds(t *testing.T) {
 
 func TestFailingMemberLeavesAndReturnsByProbes(t *testing.T) {
 	cc := breaker.CircuitConfig{MinRequests: 4, ErrorRatio: 0.5, OpenFor: config.Duration(time.Second)}
-	p := New(admission.Config{Limit: 4}, cc)
+	p := New(admission.Config{Limit: 4}, cc, nil)
 	ms := p.Hold(keys(2))
 	cs := cands(2)
 	now := t0
@@ -240,7 +240,7 @@ func TestFailingMemberLeavesAndReturnsByProbes(t *testing.T) {
 }
 
 func TestFullAnswerLowersOnlyThatMember(t *testing.T) {
-	p := New(admission.Config{Initial: 10}, breaker.CircuitConfig{})
+	p := New(admission.Config{Initial: 10}, breaker.CircuitConfig{}, nil)
 	ms := p.Hold(keys(2))
 	now := t0.Add(250 * time.Millisecond)
 	for _, m := range ms {
@@ -260,7 +260,7 @@ func TestFullAnswerLowersOnlyThatMember(t *testing.T) {
 }
 
 func TestMembersOutliveAReloadAndAreForgottenLater(t *testing.T) {
-	p := New(admission.Config{Limit: 3}, breaker.CircuitConfig{})
+	p := New(admission.Config{Limit: 3}, breaker.CircuitConfig{}, nil)
 	old := p.Hold([]string{"a", "b"})
 	a := old[0]
 	// A reload: the new config holds a and c, then the old one lets go.
@@ -288,7 +288,7 @@ func TestMembersOutliveAReloadAndAreForgottenLater(t *testing.T) {
 }
 
 func TestPickAllocatesNothing(t *testing.T) {
-	p := New(admission.Config{}, breaker.CircuitConfig{})
+	p := New(admission.Config{}, breaker.CircuitConfig{}, nil)
 	ms := p.Hold(keys(8))
 	cs := cands(8)
 	if n := testing.AllocsPerRun(100, func() {
@@ -302,7 +302,7 @@ func TestPickAllocatesNothing(t *testing.T) {
 
 // BenchmarkPick8 is a pick among 8 upstreams, with its Start and Finish.
 func BenchmarkPick8(b *testing.B) {
-	p := New(admission.Config{}, breaker.CircuitConfig{})
+	p := New(admission.Config{}, breaker.CircuitConfig{}, nil)
 	ms := p.Hold(keys(8))
 	cs := cands(8)
 	b.ReportAllocs()
@@ -315,7 +315,7 @@ func BenchmarkPick8(b *testing.B) {
 
 // Forget starts every limit over; Close brings every upstream back.
 func TestForgetAndClose(t *testing.T) {
-	p := New(admission.Config{Initial: 4}, breaker.CircuitConfig{MinRequests: 1})
+	p := New(admission.Config{Initial: 4}, breaker.CircuitConfig{MinRequests: 1}, nil)
 	ms := p.Hold(keys(1))
 	m := ms[0]
 	m.limit.SetConfig(admission.Config{Limit: 9})
@@ -337,7 +337,7 @@ func TestForgetAndClose(t *testing.T) {
 // Picks, starts and finishes from many goroutines while the sampler
 // steps: every request counted once, nothing left in flight.
 func TestConcurrentPicksAndSteps(t *testing.T) {
-	p := New(admission.Config{}, breaker.CircuitConfig{MinRequests: 1000})
+	p := New(admission.Config{}, breaker.CircuitConfig{MinRequests: 1000}, nil)
 	ms := p.Hold(keys(4))
 	cs := cands(4)
 	done := make(chan struct{})

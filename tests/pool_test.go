@@ -155,3 +155,66 @@ func TestPoolReloadKeepsTheOthersLimits(t *testing.T) {
 		t.Errorf("the new upstream starts at limit %d, want the initial 4", after[c].Limit)
 	}
 }
+
+// With upstream_gauge, each upstream's own /metrics is read: an upstream
+// whose waiting queue is over the threshold (other clients filled it,
+// straight past this gateway) gets no new request while its gauge is
+// tripped, and the other serves them all. Status names the gauge of each.
+func TestPoolGaugeSendsAwayFromASaturatedUpstream(t *testing.T) {
+	cfg := llmsim.Config{Slots: 1, PrefillTime: 10 * time.Millisecond, TokenTime: 5 * time.Millisecond}
+	_, busy := upstream(t, cfg)
+	_, free := upstream(t, cfg)
+	tc := start(t, `http://localhost:9080 {
+	adaptive_throttle {
+		name pool-gauge
+		upstream_gauge {
+			metric vllm:num_requests_waiting max 4
+			threshold 50%
+			interval 200ms
+		}
+	}
+	reverse_proxy `+busy+` `+free+` {
+		lb_policy adaptive_throttle pool-gauge
+	}
+}`)
+	drain(t, chat(t, tc, "low", false)) // the policy meets its upstreams
+	// Four clients straight at busy: one runs, three wait (75% of 4).
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	for range 4 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+busy+"/v1/chat/completions",
+					strings.NewReader(`{"messages":[{"role":"user","content":"hi"}],"max_tokens":200}`))
+				if resp, err := http.DefaultClient.Do(req); err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		})
+	}
+	eventually(t, 10*time.Second, "busy's gauge to trip", func() bool {
+		g := members(t, "pool-gauge")[busy].Gauge
+		return g != nil && g.Tripped
+	})
+	before := members(t, "pool-gauge")
+	if g := before[free].Gauge; g == nil || g.Tripped || !g.Available {
+		t.Fatalf("free's gauge %+v, want read and clear", g)
+	}
+	for range 10 {
+		if resp := chat(t, tc, "low", false); resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d through the pool", resp.StatusCode)
+		} else {
+			drain(t, resp)
+		}
+	}
+	after := members(t, "pool-gauge")
+	if sent := after[busy].Requests - before[busy].Requests; sent != 0 || after[busy].Gauge == nil || !after[busy].Gauge.Tripped {
+		t.Fatalf("%d requests sent to the upstream whose gauge is tripped (%+v), want none", sent, after[busy].Gauge)
+	}
+	if sent := after[free].Requests - before[free].Requests; sent != 10 {
+		t.Fatalf("%d requests sent to the clear upstream, want all 10", sent)
+	}
+}

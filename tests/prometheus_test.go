@@ -302,8 +302,8 @@ func substitute(t *testing.T, expr, name string) string {
 }
 
 // A real Prometheus (Debian's package) scrapes a real Caddy through an
-// overload against the simulator (a pool of one upstream, so that the
-// pool's panels have data too), and every query of the dashboard, with
+// overload against the simulator (a pool of one upstream whose own gauge
+// is read, so that the pool's panels have data too), and every query of the dashboard, with
 // its variables filled in, parses and returns data; the shed and tripped
 // panels are non-zero during the overload; the name label survives
 // Prometheus's own instance label; before anything is learned the
@@ -330,6 +330,11 @@ func TestDashboardAgainstRealPrometheus(t *testing.T) {
 		}
 		gpu {
 			source prometheus http://`+addr+`/metrics
+			metric vllm:kv_cache_usage_perc
+			labels model_name=demo-llm
+			interval 500ms
+		}
+		upstream_gauge {
 			metric vllm:kv_cache_usage_perc
 			labels model_name=demo-llm
 			interval 500ms

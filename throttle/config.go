@@ -17,11 +17,14 @@ import (
 // Config is a throttle's whole configuration: one field per block, each of
 // the type the block's code runs on. The zero Config is the defaults.
 type Config struct {
-	QPS      qps.Config            `json:"qps,omitzero"`
-	GPU      gpu.Config            `json:"gpu,omitzero"`
-	Latency  latency.Config        `json:"latency,omitzero"`
-	Circuit  breaker.CircuitConfig `json:"circuit,omitzero"`
-	Priority priority.Config       `json:"priority,omitzero"`
+	QPS qps.Config `json:"qps,omitzero"`
+	GPU gpu.Config `json:"gpu,omitzero"`
+	// UpstreamGauge: with a pool, each upstream's own saturation gauge;
+	// nil: none.
+	UpstreamGauge *gpu.Upstream         `json:"upstream_gauge,omitempty"`
+	Latency       latency.Config        `json:"latency,omitzero"`
+	Circuit       breaker.CircuitConfig `json:"circuit,omitzero"`
+	Priority      priority.Config       `json:"priority,omitzero"`
 	// Concurrency is the limit on requests in flight and its wait queues.
 	Concurrency admission.Config `json:"concurrency,omitzero"`
 	// Floor for Retry-After. Default 5s; at most MaxRetryAfter.
@@ -76,5 +79,8 @@ func (c Config) Validate() error {
 	g := c.GPU
 	g.Defaults() // the GPU block checks its settings against each other's defaults
 	errs = append(errs, g.Validate())
+	if c.UpstreamGauge != nil {
+		errs = append(errs, c.UpstreamGauge.Validate())
+	}
 	return errors.Join(errs...)
 }

@@ -201,7 +201,7 @@ func build(name string, cfg Config, logger *zap.Logger) (*Throttle, error) {
 		gpu:      g,
 		circuit:  breaker.NewCircuit(cfg.Circuit),
 		limit:    admission.NewLimit(cfg.Concurrency),
-		pool:     pool.New(cfg.Concurrency, cfg.Circuit),
+		pool:     pool.New(cfg.Concurrency, cfg.Circuit, cfg.UpstreamGauge),
 		finished: shard.NewCounter(),
 		turnover: admission.NewTurnover(),
 		reserve:  admission.NewReserve(0),
@@ -259,6 +259,7 @@ func (t *Throttle) Close() error {
 		stopClock()
 		t.stop = nil
 	}
+	t.pool.Shut()
 	return t.gpu.Close()
 }
 
@@ -296,7 +297,9 @@ func (t *Throttle) Apply(cfg Config) error {
 		t.circuit.SetConfig(cfg.Circuit)
 	}
 	t.limit.SetConfig(cfg.Concurrency)
-	t.pool.SetConfig(cfg.Concurrency, cfg.Circuit)
+	if err := t.pool.SetConfig(cfg.Concurrency, cfg.Circuit, cfg.UpstreamGauge); err != nil {
+		logger.Warn("upstream gauge not reopened: it reads as before", zap.String("name", t.name), zap.Error(err))
+	}
 	t.resetGate(cfg.Priority)
 	t.gate.SetMaxQueue(cfg.Concurrency.Queue)
 	t.setMaxWait(cfg.Concurrency.MaxWait)

@@ -122,8 +122,10 @@ func (c *Config) Defaults() {
 
 // Validate checks a defaulted Config; every message names the key, and
 // the bound of a value too large.
-func (c Config) Validate() error {
-	const b = "gpu"
+func (c Config) Validate() error { return c.validate("gpu") }
+
+// validate is Validate naming block b in its messages.
+func (c Config) validate(b string) error {
 	var errs []error
 	bad := func(key, format string, a ...any) { errs = append(errs, config.Errorf(b, key, format, a...)) }
 
@@ -175,7 +177,7 @@ func (c Config) Validate() error {
 		bad("path", "of nvidia-smi must not be empty")
 	}
 	if c.Source == "prometheus" {
-		errs = append(errs, c.validatePrometheus()...)
+		errs = append(errs, c.validatePrometheus(b)...)
 	} else if key := c.prometheusKey(); key != "" {
 		bad(key, "given, but urls, metric and labels need source prometheus (source is %q)", c.Source)
 	}
@@ -209,9 +211,9 @@ func (c Config) prometheusKey() string {
 	return ""
 }
 
-func (c Config) validatePrometheus() []error {
+func (c Config) validatePrometheus(b string) []error {
 	var errs []error
-	bad := func(key, format string, a ...any) { errs = append(errs, config.Errorf("gpu", key, format, a...)) }
+	bad := func(key, format string, a ...any) { errs = append(errs, config.Errorf(b, key, format, a...)) }
 	if len(c.URLs) == 0 {
 		bad("source", "prometheus needs at least one URL")
 	}
