@@ -177,7 +177,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil || reg == nil {
 		return err
 	}
-	return reg.handler(h.Name, h.t)
+	return reg.handler(h.Name, h.t, h.UpstreamGauge != nil)
 }
 
 // Validate checks the config without side effects.

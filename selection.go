@@ -3,6 +3,7 @@ package adaptivethrottle
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"sync"
@@ -184,11 +185,14 @@ func (s *Selection) rebuild(t *throttle.Throttle, ups reverseproxy.UpstreamPool)
 // one config load: Caddy makes one app instance per load (caddy.Context's
 // App), on demand. It ties each policy to the handler of its name,
 // whichever is provisioned first, and fails the config at Start when a
-// policy's handler never came.
+// policy's handler never came, or when a handler's upstream_gauge has no
+// policy to read the upstreams of.
 type registry struct {
 	mu       sync.Mutex
 	handlers map[string]*throttle.Throttle
 	pending  []*Selection
+	gauged   map[string]bool // handlers with an upstream_gauge block, by name
+	policies map[string]bool // the names policies were given
 }
 
 // CaddyModule returns the Caddy module information.
@@ -212,15 +216,16 @@ func registryOf(ctx caddy.Context) (reg *registry, err error) {
 	return app.(*registry), nil
 }
 
-// handler notes a provisioned handler's throttle by name and resolves the
-// policies that wait for it.
-func (r *registry) handler(name string, t *throttle.Throttle) error {
+// handler notes a provisioned handler's throttle by name, and whether it
+// reads its upstreams' gauges, and resolves the policies that wait for it.
+func (r *registry) handler(name string, t *throttle.Throttle, gauged bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.handlers == nil {
-		r.handlers = map[string]*throttle.Throttle{}
+		r.handlers, r.gauged = map[string]*throttle.Throttle{}, map[string]bool{}
 	}
 	r.handlers[name] = t
+	r.gauged[name] = r.gauged[name] || gauged
 	var errs []error
 	r.pending = slices.DeleteFunc(r.pending, func(s *Selection) bool {
 		if s.Name != name {
@@ -237,6 +242,10 @@ func (r *registry) handler(name string, t *throttle.Throttle) error {
 func (r *registry) policy(s *Selection) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.policies == nil {
+		r.policies = map[string]bool{}
+	}
+	r.policies[s.Name] = true
 	if t := r.handlers[s.Name]; t != nil {
 		return s.resolve(t)
 	}
@@ -244,7 +253,8 @@ func (r *registry) policy(s *Selection) error {
 	return nil
 }
 
-// Start fails the config when a policy's handler never came.
+// Start fails the config when a policy's handler never came, or a
+// handler's upstream_gauge has no pool.
 func (r *registry) Start() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -256,6 +266,12 @@ func (r *registry) Start() error {
 		}
 		errs = append(errs, fmt.Errorf("%slb_policy adaptive_throttle: no adaptive_throttle handler is named %q in this config (name it with `name %s` in its block, or name the policy after the handler)",
 			at, s.Name, s.Name))
+	}
+	for _, name := range slices.Sorted(maps.Keys(r.gauged)) {
+		if r.gauged[name] && !r.policies[name] {
+			errs = append(errs, fmt.Errorf("adaptive_throttle %q: upstream_gauge reads the upstreams of a pool, and no reverse_proxy of this config has `lb_policy adaptive_throttle %s`",
+				name, name))
+		}
 	}
 	return errors.Join(errs...)
 }

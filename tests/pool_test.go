@@ -17,7 +17,8 @@ import (
 
 // A policy whose name no adaptive_throttle handler has, or a policy with
 // no handler at all, is refused when the config loads, naming the
-// Caddyfile line of the lb_policy. (The admin API answers the error as
+// Caddyfile line of the lb_policy; so is an upstream_gauge block with no
+// pool to read. (The admin API answers the error as
 // JSON: its quotes come escaped.)
 func TestPoolPolicyWithoutItsHandlerIsRefused(t *testing.T) {
 	caddytest.AssertLoadError(t, caddyfile(`http://localhost:9080 {
@@ -33,6 +34,15 @@ func TestPoolPolicyWithoutItsHandlerIsRefused(t *testing.T) {
 		lb_policy adaptive_throttle
 	}
 }`), "caddyfile", `Caddyfile:15: lb_policy adaptive_throttle: no adaptive_throttle handler is named \"default\"`)
+	caddytest.AssertLoadError(t, caddyfile(`http://localhost:9080 {
+	adaptive_throttle {
+		name lone
+		upstream_gauge {
+			metric vllm:num_requests_waiting max 8
+		}
+	}
+	reverse_proxy 127.0.0.1:9001 127.0.0.1:9002
+}`), "caddyfile", "adaptive_throttle \\\"lone\\\": upstream_gauge reads the upstreams of a pool, and no reverse_proxy of this config has `lb_policy adaptive_throttle lone`")
 	loaded.Add(1)
 }
 
