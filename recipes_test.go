@@ -40,6 +40,18 @@ vllm:kv_cache_usage_perc{engine="0",model_name="meta-llama/Llama-3.1-8B-Instruct
 vllm:num_preemptions_total{engine="0",model_name="meta-llama/Llama-3.1-8B-Instruct"} 0.0
 `, v)
 	},
+	"vllm-pool.Caddyfile": func(v float64) string {
+		return fmt.Sprintf(`# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="meta-llama/Llama-3.1-8B-Instruct"} 12.0
+# HELP vllm:num_requests_waiting Number of requests waiting to be processed.
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine="0",model_name="meta-llama/Llama-3.1-8B-Instruct"} %v
+# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine="0",model_name="meta-llama/Llama-3.1-8B-Instruct"} 0.97
+`, v)
+	},
 	"sglang.Caddyfile": func(v float64) string {
 		return fmt.Sprintf(`# HELP sglang:num_running_reqs The number of running requests.
 # TYPE sglang:num_running_reqs gauge
@@ -83,8 +95,9 @@ tgi_request_queue_duration_count 40
 
 // recipe is what a test reads of a recipe's handler.
 type recipe struct {
-	GPU         gpu.Config `json:"gpu"`
-	Concurrency struct {
+	GPU           gpu.Config    `json:"gpu"`
+	UpstreamGauge *gpu.Upstream `json:"upstream_gauge"`
+	Concurrency   struct {
 		Max int `json:"max"`
 	} `json:"concurrency"`
 }
@@ -139,7 +152,7 @@ func adaptRecipe(t *testing.T, name string) recipe {
 // --max-concurrent-requests, OLLAMA_NUM_PARALLEL, at their defaults).
 func TestRecipesAdapt(t *testing.T) {
 	files, _ := filepath.Glob("examples/recipes/*.Caddyfile")
-	want := map[string]int{"vllm.Caddyfile": 256, "sglang.Caddyfile": 256, "tgi.Caddyfile": 128, "ollama.Caddyfile": 4, "dcgm.Caddyfile": 0}
+	want := map[string]int{"vllm.Caddyfile": 256, "sglang.Caddyfile": 256, "tgi.Caddyfile": 128, "ollama.Caddyfile": 4, "dcgm.Caddyfile": 0, "vllm-pool.Caddyfile": 0}
 	if len(files) != len(want) {
 		t.Fatalf("recipes %v, want %d", files, len(want))
 	}
@@ -149,7 +162,7 @@ func TestRecipesAdapt(t *testing.T) {
 		if rc.Concurrency.Max != want[name] {
 			t.Errorf("%s: concurrency max %d, want %d", name, rc.Concurrency.Max, want[name])
 		}
-		if _, metrics := recipePages[name]; metrics != (rc.GPU.Source == "prometheus") {
+		if _, metrics := recipePages[name]; metrics != (rc.GPU.Source == "prometheus" || rc.UpstreamGauge != nil) {
 			t.Errorf("%s: gpu source %q", name, rc.GPU.Source)
 		}
 	}
@@ -157,7 +170,7 @@ func TestRecipesAdapt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"vllm.Caddyfile", "ollama.Caddyfile"} { // shown whole in "Recipes"
+	for _, name := range []string{"vllm.Caddyfile", "ollama.Caddyfile", "vllm-pool.Caddyfile"} { // shown whole in the README
 		b, err := os.ReadFile(filepath.Join("examples", "recipes", name))
 		if err != nil {
 			t.Fatal(err)
@@ -184,6 +197,7 @@ func TestRecipesReadAndJudge(t *testing.T) {
 		{"sglang.Caddyfile", 0.8, 0.97, 0.8},
 		{"tgi.Caddyfile", 20, 30, 20.0 / 32},
 		{"dcgm.Caddyfile", 0.5, 0.8, 0.5},
+		{"vllm-pool.Caddyfile", 12, 20, 12.0 / 32}, // each upstream's own gauge
 	}
 	for _, c := range cases {
 		t.Run(c.file, func(t *testing.T) {
@@ -198,7 +212,11 @@ func TestRecipesReadAndJudge(t *testing.T) {
 				fmt.Fprint(w, recipePages[c.file](value.Load().(float64)))
 			}))
 			defer srv.Close()
-			cfg := adaptRecipe(t, c.file).GPU
+			rc := adaptRecipe(t, c.file)
+			cfg := rc.GPU
+			if rc.UpstreamGauge != nil { // read on the upstream's own address
+				cfg = rc.UpstreamGauge.For(strings.TrimPrefix(srv.URL, "http://"))
+			}
 			cfg.URLs = []string{srv.URL + "/metrics"}
 			cfg.Interval = config.Duration(100 * time.Millisecond)
 			l, err := gpu.New(cfg)
