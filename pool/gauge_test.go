@@ -81,9 +81,9 @@ func byKey(st []MemberStatus) map[string]MemberStatus {
 
 // One upstream's gauge over its threshold: that upstream takes nothing
 // new (its limit is what it holds) and its limit is cut, while the other
-// keeps its limit and gets every pick. Its trip is reported. A gauge gone
-// stale is no evidence: the upstream is judged by its first bytes alone
-// again.
+// keeps its limit and gets every pick. Its trip is reported. Two readings
+// below take it back within seconds. A gauge gone stale is no evidence:
+// the upstream is judged by its first bytes alone again.
 func TestGaugeTripsOnlyItsUpstream(t *testing.T) {
 	a, b := newVLLM(t), newVLLM(t)
 	g := waitingGauge
@@ -122,18 +122,38 @@ func TestGaugeTripsOnlyItsUpstream(t *testing.T) {
 		t.Fatalf("status gauges %+v and %+v, want a tripped, b not", ga, gb)
 	}
 
-	// Stale: readings older than stale_after say nothing. After the
-	// hysteresis's least time tripped (5s) and two such readings, a is
-	// judged by its first bytes alone: its learned limit, not what it
-	// holds.
+	// Two readings below 90% of the threshold take it back at once: no
+	// least time tripped for an upstream's gauge.
+	a.waiting.Store(1)
 	changes = nil
-	for _, d := range []time.Duration{6 * time.Second, 7 * time.Second} {
-		p.Step(Signal{Now: now.Add(d)}, func(c Change) { changes = append(changes, c) })
+	for range 2 {
+		sampled(t, ms[:1], time.Now())
+		p.Step(Signal{Now: time.Now()}, func(c Change) { changes = append(changes, c) })
 	}
 	if len(changes) != 1 || changes[0].Gauge == nil || changes[0].Gauge.Tripped {
 		t.Fatalf("changes %+v, want a's gauge recovered", changes)
 	}
-	if g := byKey(p.Status(now.Add(7 * time.Second)))[a.addr()].Gauge; g.Available || !strings.Contains(g.Reason, "stale") {
+	if since := time.Since(now); since >= 5*time.Second {
+		t.Fatalf("recovered %v after the trip: too slow to tell", since)
+	}
+	if got, learned := ms[0].lim.Load(), ms[0].limit.Value(); got != int64(learned) || got <= 2 {
+		t.Fatalf("a's limit %d once its gauge recovered, want its learned %d, above the 2 it holds", got, learned)
+	}
+
+	// Stale: readings older than stale_after say nothing. Tripped again,
+	// then two stale readings later a is judged by its first bytes alone:
+	// its learned limit, not what it holds.
+	a.waiting.Store(8)
+	sampled(t, ms[:1], time.Now())
+	now = time.Now()
+	changes = nil
+	for _, d := range []time.Duration{0, 2 * time.Second, 3 * time.Second} {
+		p.Step(Signal{Now: now.Add(d)}, func(c Change) { changes = append(changes, c) })
+	}
+	if len(changes) != 2 || !changes[0].Gauge.Tripped || changes[1].Gauge.Tripped {
+		t.Fatalf("changes %+v, want a's gauge tripped, then recovered on stale readings", changes)
+	}
+	if g := byKey(p.Status(now.Add(3 * time.Second)))[a.addr()].Gauge; g.Available || !strings.Contains(g.Reason, "stale") {
 		t.Fatalf("a's gauge %+v, want unavailable: stale", g)
 	}
 	if got, learned := ms[0].lim.Load(), ms[0].limit.Value(); got != int64(learned) || got <= 2 {

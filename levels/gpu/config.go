@@ -64,6 +64,8 @@ type Config struct {
 	// judged above the learned floor; a threshold the user wrote is
 	// judged as written (floor.go).
 	thresholdDefault bool
+	// member: the gauge of one upstream of a pool (Upstream.For).
+	member bool
 }
 
 // Defaults for Config; DefaultMetric is the vLLM KV-cache saturation gauge,

@@ -14,9 +14,16 @@ import (
 )
 
 // hysteresisOf is the level's hysteresis: one reading over the threshold
-// trips it (an OOM does not wait), two below recover it, after at least 5 s.
+// trips it (an OOM does not wait), two below recover it, after at least 5 s
+// (more after quick re-trips). An upstream's gauge (Upstream.For) has no
+// least time tripped: its trip only keeps new requests from that upstream,
+// which drains it, so two readings below are enough to take it back.
 func hysteresisOf(c Config) breaker.HysteresisConfig {
-	return breaker.HysteresisConfig{TripAfter: 1, RecoverAfter: 2, MinTripped: 5 * time.Second, Period: c.Interval.D()}
+	h := breaker.HysteresisConfig{TripAfter: 1, RecoverAfter: 2, MinTripped: 5 * time.Second, Period: c.Interval.D()}
+	if c.member {
+		h.MinTripped = -1
+	}
+	return h
 }
 
 // Level is the GPU level. Its Sensor runs on its own goroutine and only

@@ -10,10 +10,11 @@ import (
 // Upstream is the `upstream_gauge` block: with a pool of upstreams
 // (`lb_policy adaptive_throttle`), each upstream's own saturation gauge,
 // read from its own /metrics page at http://<its dial address><Path>. A
-// Level per upstream judges it (For), exactly as the gpu level judges a
-// prometheus source; a reading over the threshold is that upstream's
-// pressure, and an unreadable or stale page is no evidence either way
-// (on_error allow). Its keys are the gpu block's for a prometheus
+// Level per upstream judges it (For), as the gpu level judges a
+// prometheus source, but recovers after two readings below 90% of the
+// threshold whatever the time tripped; a reading over the threshold is
+// that upstream's pressure, and an unreadable or stale page is no
+// evidence either way (on_error allow). Its keys are the gpu block's for a prometheus
 // source, with Path in place of the URLs; zero fields take the gpu
 // block's defaults.
 type Upstream struct {
@@ -54,7 +55,7 @@ func (u Upstream) For(addr string) Config {
 	}
 	return Config{Source: "prometheus", URLs: []string{"http://" + addr + path}, Metric: u.Metric, PairKind: u.PairKind,
 		PairMetric: u.PairMetric, MetricMax: u.MetricMax, Labels: u.Labels, Threshold: u.Threshold, Interval: u.Interval,
-		Timeout: u.Timeout, StaleAfter: u.StaleAfter, OnError: "allow", Zeros: u.Zeros}
+		Timeout: u.Timeout, StaleAfter: u.StaleAfter, OnError: "allow", Zeros: u.Zeros, member: true}
 }
 
 // Validate checks the block as written; every message names the block
