@@ -102,7 +102,7 @@ var (
 	mPoolLoad     = desc("pool_upstream_load_ratio", "The upstream's own saturation gauge (upstream_gauge) as last judged, a fraction; "+
 		"no sample while it is unavailable.", "upstream")
 	mPoolOverloaded = desc("pool_upstream_overloaded", "1 while the upstream's own gauge is over its threshold: "+
-		"it takes no new request until the gauge recovers.", "upstream")
+		"its limit is cut until the gauge recovers.", "upstream")
 )
 
 // overrideStates is the override label's values, in the order collect

@@ -147,8 +147,8 @@ func (m *Member) Finish(sh uint32, tk breaker.Ticket, r Result, end breaker.Mono
 type Signal struct {
 	Now time.Time
 	// Pressure: a level that says the upstreams are hurting (GPU) is
-	// tripped. A member's own circuit that is not closed is its own
-	// pressure.
+	// tripped. A member's own circuit that is not closed, or its own
+	// gauge tripped, is its own pressure.
 	Pressure bool
 	// Waiting: requests wait at the gate for a slot of the pool's limit.
 	Waiting bool
@@ -156,9 +156,8 @@ type Signal struct {
 
 // step learns from the member's counts since the last step and publishes
 // its limit. It returns the circuit's state. While its gauge is tripped
-// (the upstream says it is saturated), that is its pressure, and its
-// limit is at most what it holds: it takes nothing new until the gauge
-// recovers or its requests end.
+// (the upstream says it is saturated), that is its pressure, as the GPU
+// level's is the single limit's: the limit is cut and does not grow.
 func (m *Member) step(s Signal, tripped bool) (int, breaker.State) {
 	m.circuit.Poll(breaker.MonoOf(s.Now)) // Open → Half-Open when due
 	m.look()
@@ -177,9 +176,6 @@ func (m *Member) step(s Signal, tripped bool) (int, breaker.State) {
 	}
 	m.last = now
 	n := m.limit.Step(sig)
-	if tripped {
-		n = min(n, int(inflight))
-	}
 	m.lim.Store(int64(n))
 	return n, st
 }

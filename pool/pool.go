@@ -193,7 +193,7 @@ func (p *Pool) Step(s Signal, changed func(Change)) (limit, serving int, ok bool
 		switch st {
 		case breaker.Closed:
 			limit += n
-			serving += min(n, m.limit.Serving())
+			serving += m.limit.Serving()
 		case breaker.HalfOpen:
 			limit += max(1, p.circuit.Probes)
 			serving += max(1, p.circuit.Probes)

@@ -168,8 +168,9 @@ func TestPoolReloadKeepsTheOthersLimits(t *testing.T) {
 
 // With upstream_gauge, each upstream's own /metrics is read: an upstream
 // whose waiting queue is over the threshold (other clients filled it,
-// straight past this gateway) gets no new request while its gauge is
-// tripped, and the other serves them all. Status names the gauge of each.
+// straight past this gateway) has its limit cut below the other's, and
+// the other, with more room, serves every request. Status names the gauge
+// of each.
 func TestPoolGaugeSendsAwayFromASaturatedUpstream(t *testing.T) {
 	cfg := llmsim.Config{Slots: 1, PrefillTime: 10 * time.Millisecond, TokenTime: 5 * time.Millisecond}
 	_, busy := upstream(t, cfg)
@@ -205,9 +206,10 @@ func TestPoolGaugeSendsAwayFromASaturatedUpstream(t *testing.T) {
 			}
 		})
 	}
-	eventually(t, 10*time.Second, "busy's gauge to trip", func() bool {
-		g := members(t, "pool-gauge")[busy].Gauge
-		return g != nil && g.Tripped
+	eventually(t, 10*time.Second, "busy's gauge to trip and its limit to fall below free's", func() bool {
+		ms := members(t, "pool-gauge")
+		g := ms[busy].Gauge
+		return g != nil && g.Tripped && ms[busy].Limit < ms[free].Limit
 	})
 	before := members(t, "pool-gauge")
 	if g := before[free].Gauge; g == nil || g.Tripped || !g.Available {
@@ -222,7 +224,7 @@ func TestPoolGaugeSendsAwayFromASaturatedUpstream(t *testing.T) {
 	}
 	after := members(t, "pool-gauge")
 	if sent := after[busy].Requests - before[busy].Requests; sent != 0 || after[busy].Gauge == nil || !after[busy].Gauge.Tripped {
-		t.Fatalf("%d requests sent to the upstream whose gauge is tripped (%+v), want none", sent, after[busy].Gauge)
+		t.Fatalf("%d requests sent to the upstream whose gauge is tripped (%+v), want none while the other has more room", sent, after[busy].Gauge)
 	}
 	if sent := after[free].Requests - before[free].Requests; sent != 10 {
 		t.Fatalf("%d requests sent to the clear upstream, want all 10", sent)

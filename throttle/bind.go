@@ -65,14 +65,14 @@ func (rec *recorder) finishUp(r pool.Result, end breaker.Mono) {
 
 // memberChanged logs a pool member's circuit changing state (a member
 // that opens has left the pool until its probe; one that closes is back),
-// or its gauge tripping (it takes nothing new) or recovering.
+// or its gauge tripping (its limit is cut) or recovering.
 func (t *Throttle) memberChanged(c pool.Change) {
 	l := t.logger.Load()
 	if g := c.Gauge; g != nil {
 		f := []zap.Field{zap.String("name", t.name), zap.String("upstream", c.Key), zap.String("reason", g.Reason),
 			zap.Float64("value", g.Value), zap.Float64("threshold", g.Threshold)}
 		if g.Tripped {
-			l.Warn("upstream gauge tripped: it takes no new request until it recovers", f...)
+			l.Warn("upstream gauge tripped: its limit is cut until it recovers", f...)
 		} else {
 			l.Info("upstream gauge recovered", f...)
 		}

@@ -16,8 +16,9 @@ import (
 // hysteresisOf is the level's hysteresis: one reading over the threshold
 // trips it (an OOM does not wait), two below recover it, after at least 5 s
 // (more after quick re-trips). An upstream's gauge (Upstream.For) has no
-// least time tripped: its trip only keeps new requests from that upstream,
-// which drains it, so two readings below are enough to take it back.
+// least time tripped: its trip only cuts that upstream's limit, the
+// others' room takes up the rest, and nobody is shed by it, so two
+// readings below are enough to take it back.
 func hysteresisOf(c Config) breaker.HysteresisConfig {
 	h := breaker.HysteresisConfig{TripAfter: 1, RecoverAfter: 2, MinTripped: 5 * time.Second, Period: c.Interval.D()}
 	if c.member {

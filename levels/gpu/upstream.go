@@ -14,9 +14,9 @@ import (
 // prometheus source, but recovers after two readings below 90% of the
 // threshold whatever the time tripped; a reading over the threshold is
 // that upstream's pressure, and an unreadable or stale page is no
-// evidence either way (on_error allow). Its keys are the gpu block's for a prometheus
-// source, with Path in place of the URLs; zero fields take the gpu
-// block's defaults.
+// evidence either way (on_error allow). Its keys are the gpu block's for
+// a prometheus source, with Path in place of the URLs; zero fields take
+// the gpu block's defaults.
 type Upstream struct {
 	// Path is the metrics page's path on every upstream. Default /metrics.
 	Path       string            `json:"path,omitempty"`
