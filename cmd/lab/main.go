@@ -19,7 +19,7 @@
 //	go run ./cmd/lab -upstream ollama  # the step scenario against a real Ollama (ollama.go)
 //	go run ./cmd/lab -overhead=false -scenarios step -setups adaptive -rules-off "turnover stuck"
 //	                               # the module, and the module without each rule (admission.Rule)
-//	go run ./cmd/lab -scenarios pool-drop,pool-slow,pool-death -overhead=false  # the pool scenarios
+//	go run ./cmd/lab -scenarios pool-drop,pool-slow,pool-death,pool-shared -overhead=false  # the pool scenarios
 //
 // It builds nothing twice: llmsim and loadgen once into a temporary bin
 // folder, ./caddy only when missing (./xcaddy-build.sh), then copied so a
@@ -383,7 +383,11 @@ func smokeCheck(sc scenario, outs []outcome) error {
 			if o.Pool == nil || len(o.Pool.Samples) == 0 {
 				return fmt.Errorf("smoke: set-up %s: the pool's upstreams were never looked at", o.Setup)
 			}
-			if want := len(timeline(sc.Pool)); len(o.Pool.Events) != want {
+			want := len(timeline(sc.Pool)) // and three notes per outside load: it starts, stops, and is done
+			for _, u := range sc.Pool {
+				want += 3 * len(u.Outside)
+			}
+			if len(o.Pool.Events) != want {
 				return fmt.Errorf("smoke: set-up %s: %d changes to the pool, want %d: %+v", o.Setup, len(o.Pool.Events), want, o.Pool.Events)
 			}
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,6 +25,28 @@ type poolUpstream struct {
 	Speed float64 `json:"speed"`
 	// Changes, in time order, from the load's start.
 	Changes []poolChange `json:"changes,omitempty"`
+	// Outside is traffic other clients send straight to the upstream,
+	// past the gateway: what it serves of it is not the gateway's to use.
+	Outside []outsideLoad `json:"outside,omitempty"`
+}
+
+// outsideLoad is Rate req/s (Poisson arrivals of llmsim's default answer)
+// sent straight to an upstream from From to To.
+type outsideLoad struct {
+	From time.Duration `json:"from"`
+	To   time.Duration `json:"to"`
+	Rate float64       `json:"rate"`
+}
+
+// outsideAt is the outside traffic on u at offset t, req/s.
+func (u poolUpstream) outsideAt(t time.Duration) float64 {
+	r := 0.0
+	for _, o := range u.Outside {
+		if t >= o.From && t < o.To {
+			r += o.Rate
+		}
+	}
+	return r
 }
 
 // poolChange is what happens to an upstream at At: it runs Slots slots
@@ -86,13 +109,14 @@ func (u poolUpstream) stateAt(t time.Duration) (slots int, dead bool) {
 	return slots, dead
 }
 
-// capacityAt is u's capacity at offset t: none while dead.
+// capacityAt is u's capacity at offset t left to the gateway: none while
+// dead, less the outside traffic it serves.
 func (u poolUpstream) capacityAt(t time.Duration) float64 {
 	slots, dead := u.stateAt(t)
 	if dead {
 		return 0
 	}
-	return u.capacity(slots)
+	return math.Max(0, u.capacity(slots)-u.outsideAt(t))
 }
 
 // poolCapacityAt is the pool's capacity (req/s) at offset t.
@@ -143,6 +167,9 @@ func poolText(pool []poolUpstream) string {
 		for _, c := range u.Changes {
 			s += fmt.Sprintf(", at %v %s", c.At, c)
 		}
+		for _, o := range u.Outside {
+			s += fmt.Sprintf(", %.1f req/s from outside %v–%v", o.Rate, o.From, o.To)
+		}
 		parts[i] = s
 	}
 	return strings.Join(parts, "; ")
@@ -168,19 +195,20 @@ func poolDeaths(pool []poolUpstream) (deaths []struct {
 
 // Pool scenario names.
 const (
-	scPoolDrop  = "pool-drop"
-	scPoolSlow  = "pool-slow"
-	scPoolDeath = "pool-death"
+	scPoolDrop   = "pool-drop"
+	scPoolSlow   = "pool-slow"
+	scPoolDeath  = "pool-death"
+	scPoolShared = "pool-shared"
 )
 
-var poolScenarioNames = []string{scPoolDrop, scPoolSlow, scPoolDeath}
+var poolScenarioNames = []string{scPoolDrop, scPoolSlow, scPoolDeath, scPoolShared}
 
 // poolSlots is the slots of each upstream in the pool scenarios: a small
 // server, so that one losing four fifths of them is a large share of the
 // pool.
 const poolSlots = 5
 
-// poolScenarios are the three pool scenarios; base makes a scenario with
+// poolScenarios are the four pool scenarios; base makes a scenario with
 // the lab's common fields, pick shortens durations for -smoke.
 //
 //   - pool-drop: two upstreams of 5 slots under a constant 0.8× the pool;
@@ -192,6 +220,12 @@ const poolSlots = 5
 //     pool; the third dies a third of the way in and comes back at two
 //     thirds. The two left carry 0.87× of theirs: nothing need be refused,
 //     and only what was in flight on the dead one need be lost.
+//   - pool-shared: two upstreams of 5 slots under a constant 0.44× the
+//     pool; for the middle third other clients send the second one its
+//     whole capacity straight, past the gateway. The first alone can
+//     serve the gateway's load (0.88× its own), if the gateway sees that
+//     the second is full before its answers come late. The policy's
+//     set-up reads each upstream's own queue (upstream_gauge, poolGauge).
 func poolScenarios(base func(name, title string, p loadgen.Profile) scenario, pick func(full, short time.Duration) time.Duration) []scenario {
 	finish := func(sc scenario) scenario {
 		sc.Capacity = poolCapacityAt(sc.Pool, 0)
@@ -234,8 +268,24 @@ func poolScenarios(base func(name, title string, p loadgen.Profile) scenario, pi
 	death.WindowFrom, death.WindowTo = run/3, run
 	death = finish(death)
 
-	return []scenario{drop, slow, death}
+	run = pick(90*time.Second, 9*time.Second)
+	shared := []poolUpstream{{Slots: poolSlots, Speed: 1}, {Slots: poolSlots, Speed: 1}}
+	shared[1].Outside = []outsideLoad{{From: run / 3, To: 2 * run / 3, Rate: shared[1].capacity(poolSlots)}}
+	rate = round1(0.44 * poolCapacityAt(shared, 0))
+	share := base(scPoolShared, fmt.Sprintf("Pool of 2: constant %.1f req/s (0.44× the pool); other clients send one upstream its whole capacity straight from %v to %v", rate, run/3, 2*run/3),
+		loadgen.Profile{Kind: loadgen.Constant, Base: rate, Duration: run})
+	share.Pool, share.PoolGauge = shared, poolGauge
+	share.WindowFrom, share.WindowTo = run/3, 2*run/3
+	share = finish(share)
+
+	return []scenario{drop, slow, death, share}
 }
+
+// poolGauge is the upstream_gauge block of the policy's set-up in a
+// scenario whose upstreams others share: llmsim's vLLM queue gauge, read
+// as a share of 4 waiting, over 2 waiting trips it; every other key at
+// its default.
+const poolGauge = "metric vllm:num_requests_waiting max 4\n\t\t\tthreshold 50%"
 
 // Set-ups of a pool scenario, in table order: Caddy's least_conn alone,
 // with the module, the llm-d-style scorer, and the module's own policy.
@@ -244,6 +294,9 @@ const (
 	setupPoolModule = "module+least_conn"
 	setupLLMD       = "llm-d-scorer"
 	setupPolicy     = "policy"
+	// setupPolicyNoGauge is the policy without its upstream_gauge, in a
+	// scenario whose policy set-up reads one (scenario.PoolGauge).
+	setupPolicyNoGauge = "policy-no-gauge"
 )
 
 var poolSetupNames = []string{setupPoolPlain, setupPoolModule, setupLLMD, setupPolicy}
@@ -261,6 +314,9 @@ func (sc scenario) setups() []string {
 	if !policyAvailable {
 		return poolPeers
 	}
+	if sc.PoolGauge != "" {
+		return append(slices.Clone(poolSetupNames), setupPolicyNoGauge)
+	}
 	return poolSetupNames
 }
 
@@ -274,5 +330,5 @@ const policyModule = "http.reverse_proxy.selection_policies.adaptive_throttle"
 // moduleSetup reports whether setup runs adaptive_throttle in Caddy (its
 // /throttle/status is polled).
 func moduleSetup(setup string) bool {
-	return isAdaptive(setup) || setup == setupPoolModule || setup == setupPolicy
+	return isAdaptive(setup) || setup == setupPoolModule || setup == setupPolicy || setup == setupPolicyNoGauge
 }

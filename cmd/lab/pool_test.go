@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +63,25 @@ func TestPoolCapacityOverTime(t *testing.T) {
 	}
 	if d := poolDeaths(death.Pool); len(d) != 1 || d[0].Upstream != 2 || d[0].At != 30*time.Second {
 		t.Errorf("pool-death deaths: %+v", d)
+	}
+
+	// pool-shared: the second upstream's whole capacity goes to other
+	// clients in the middle third; the first alone can serve the load.
+	shared := byName(t, scs, scPoolShared)
+	for _, c := range []struct {
+		at   time.Duration
+		want float64
+	}{{0, 2 * one}, {29 * time.Second, 2 * one}, {30 * time.Second, one}, {59 * time.Second, one}, {60 * time.Second, 2 * one}} {
+		if got := shared.capacityAt(c.at); !close6(got, c.want) {
+			t.Errorf("pool-shared at %v: %g, want %g", c.at, got, c.want)
+		}
+	}
+	if !close6(shared.WindowServable, shared.Profile.Base) || shared.CalmTo != shared.Profile.Duration || shared.PoolGauge == "" {
+		t.Errorf("pool-shared: servable %g (offered %g), calm until %v of %v, gauge %q", shared.WindowServable, shared.Profile.Base,
+			shared.CalmTo, shared.Profile.Duration, shared.PoolGauge)
+	}
+	if got := shared.setups(); !slices.Equal(got, append(slices.Clone(poolSetupNames), setupPolicyNoGauge)) {
+		t.Errorf("pool-shared set-ups %v, want the pool's and the policy without its gauge", got)
 	}
 
 	slow := byName(t, scs, scPoolSlow)
@@ -353,8 +373,8 @@ func TestPoolCaddyfile(t *testing.T) {
 	dir := t.TempDir()
 	caddy, _ := filepath.Abs("../../caddy")
 	mods, _ := exec.Command(caddy, "list-modules").Output()
-	for _, setup := range poolSetupNames {
-		v := poolCaddyVarsFor(setup, "127.0.0.1:2999", 18080, []string{"127.0.0.1:9001", "127.0.0.1:9002"})
+	for _, setup := range append(slices.Clone(poolSetupNames), setupPolicyNoGauge) {
+		v := poolCaddyVarsFor(setup, "127.0.0.1:2999", 18080, []string{"127.0.0.1:9001", "127.0.0.1:9002"}, poolGauge)
 		out := filepath.Join(dir, setup+".Caddyfile")
 		if err := renderCaddyfile("../../lab/pool.Caddyfile.tmpl", out, v); err != nil {
 			t.Fatal(err)
@@ -365,17 +385,20 @@ func TestPoolCaddyfile(t *testing.T) {
 			t.Errorf("%s: upstreams missing:\n%s", setup, body)
 		}
 		wantPolicy := map[string]string{setupPoolPlain: "least_conn", setupPoolModule: "least_conn", setupLLMD: "least_conn",
-			setupPolicy: "adaptive_throttle pool"}[setup]
+			setupPolicy: "adaptive_throttle pool", setupPolicyNoGauge: "adaptive_throttle pool"}[setup]
 		if !strings.Contains(body, "lb_policy "+wantPolicy+"\n") {
 			t.Errorf("%s: want lb_policy %s:\n%s", setup, wantPolicy, body)
 		}
 		if got := strings.Contains(body, "adaptive_throttle {"); got != moduleSetup(setup) {
 			t.Errorf("%s: module in front %v, want %v", setup, got, moduleSetup(setup))
 		}
-		if setup == setupPolicy && !strings.Contains(body, "name pool") {
+		if (setup == setupPolicy || setup == setupPolicyNoGauge) && !strings.Contains(body, "name pool") {
 			t.Errorf("the policy's handler is not named:\n%s", body)
 		}
-		if len(mods) == 0 || (setup == setupPolicy && !strings.Contains(string(mods), policyModule)) {
+		if got := strings.Contains(body, "upstream_gauge {\n\t\t\tmetric vllm:num_requests_waiting max 4\n\t\t\tthreshold 50%\n\t\t}"); got != (setup == setupPolicy) {
+			t.Errorf("%s: upstream_gauge block %v, want it in the policy's set-up alone:\n%s", setup, got, body)
+		}
+		if len(mods) == 0 || ((setup == setupPolicy || setup == setupPolicyNoGauge) && !strings.Contains(string(mods), policyModule)) {
 			continue
 		}
 		cmd := exec.Command(caddy, "adapt", "--config", out, "--adapter", "caddyfile")

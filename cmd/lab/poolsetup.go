@@ -6,12 +6,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ai-guardian/adaptivethrottle/internal/loadgen"
@@ -215,6 +218,13 @@ func (pe *poolEnv) play(ctx context.Context, start time.Time, done <-chan struct
 		}
 	}()
 	defer func() { <-changed }()
+	var outside sync.WaitGroup
+	defer outside.Wait()
+	for i, p := range pe.ups {
+		for _, o := range p.u.Outside {
+			outside.Go(func() { pe.sendOutside(ctx, i, o, start, done) })
+		}
+	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	pe.look(ctx)
@@ -229,6 +239,78 @@ func (pe *poolEnv) play(ctx context.Context, start time.Time, done <-chan struct
 			pe.look(ctx)
 		}
 	}
+}
+
+// outsideBody is a request of other clients: a short prompt, llmsim's
+// default answer, streamed as the lab's own are.
+var outsideBody = []byte(`{"model":"llmsim","messages":[{"role":"user","content":"a request from another client"}],"stream":true}`)
+
+// maxOutside bounds the outside requests in flight at once: past it an
+// arrival is dropped and counted.
+const maxOutside = 256
+
+// sendOutside sends o's traffic straight to upstream i, Poisson arrivals
+// from start+o.From to start+o.To (or until done), and notes what it sent
+// as events.
+func (pe *poolEnv) sendOutside(ctx context.Context, i int, o outsideLoad, start time.Time, done <-chan struct{}) {
+	url := "http://" + hostPort(pe.ups[i].port) + "/v1/chat/completions"
+	client := &http.Client{Timeout: 60 * time.Second}
+	sem := make(chan struct{}, maxOutside)
+	var wg sync.WaitGroup
+	var sent, ok, dropped atomic.Int64
+	rng := rand.New(rand.NewPCG(uint64(i)+1, uint64(o.From)))
+	next := start.Add(o.From)
+	end := start.Add(o.To)
+	note := func(what string) {
+		pe.mu.Lock()
+		pe.run.Events = append(pe.run.Events, loadgen.Event{T: time.Since(pe.started).Seconds(), What: what})
+		pe.mu.Unlock()
+	}
+	for first := true; next.Before(end); next = next.Add(time.Duration(rng.ExpFloat64() / o.Rate * float64(time.Second))) {
+		t := time.NewTimer(time.Until(next))
+		select {
+		case <-done:
+			t.Stop()
+			wg.Wait()
+			return
+		case <-ctx.Done():
+			t.Stop()
+			wg.Wait()
+			return
+		case <-t.C:
+		}
+		if first {
+			note(fmt.Sprintf("upstream #%d: other clients send it %.1f req/s straight", i+1, o.Rate))
+			first = false
+		}
+		select {
+		case sem <- struct{}{}:
+		default:
+			dropped.Add(1)
+			continue
+		}
+		sent.Add(1)
+		wg.Go(func() {
+			defer func() { <-sem }()
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(outsideBody))
+			if err != nil {
+				return
+			}
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := client.Do(req)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				ok.Add(1)
+			}
+		})
+	}
+	note(fmt.Sprintf("upstream #%d: other clients stop (%d sent, %d dropped at %d in flight)", i+1, sent.Load(), dropped.Load(), maxOutside))
+	wg.Wait()
+	note(fmt.Sprintf("upstream #%d: other clients' requests done: %d of %d answered 200", i+1, ok.Load(), sent.Load()))
 }
 
 // look samples every upstream once.
@@ -370,16 +452,21 @@ type poolCaddyVars struct {
 	Module    bool   // adaptive_throttle in front of reverse_proxy
 	Name      string // the handler's name (the policy's set-up)
 	Policy    string // lb_policy's arguments
+	Gauge     string // the upstream_gauge block's body; "" none
 }
 
-// poolCaddyVarsFor is the Caddyfile of a pool set-up over upstreams.
-func poolCaddyVarsFor(setup, admin string, port int, upstreams []string) poolCaddyVars {
+// poolCaddyVarsFor is the Caddyfile of a pool set-up over upstreams; the
+// policy's set-up reads each upstream's gauge with gauge (scenario.PoolGauge).
+func poolCaddyVarsFor(setup, admin string, port int, upstreams []string, gauge string) poolCaddyVars {
 	v := poolCaddyVars{Admin: admin, Port: port, Upstreams: strings.Join(upstreams, " "), Policy: "least_conn"}
 	switch setup {
 	case setupPoolModule:
 		v.Module = true
-	case setupPolicy:
+	case setupPolicy, setupPolicyNoGauge:
 		v.Module, v.Name, v.Policy = true, policyName, "adaptive_throttle "+policyName
+		if setup == setupPolicy {
+			v.Gauge = gauge
+		}
 	}
 	return v
 }
@@ -434,7 +521,7 @@ func startPoolSetup(ctx context.Context, b bins, labDir, dir, setup string, sc s
 	}
 	cfgPath := filepath.Join(dir, "Caddyfile")
 	if err := renderCaddyfile(filepath.Join(labDir, "pool.Caddyfile.tmpl"), cfgPath,
-		poolCaddyVarsFor(setup, hostPort(adminPort), port, upstreams)); err != nil {
+		poolCaddyVarsFor(setup, hostPort(adminPort), port, upstreams, sc.PoolGauge)); err != nil {
 		return nil, err
 	}
 	cad, status, err := startCaddy(ctx, dir, b.caddy, []string{"run", "--config", cfgPath, "--adapter", "caddyfile"},

@@ -65,8 +65,12 @@ type scenario struct {
 	// WindowServable what it can serve there (the offered load or the
 	// capacity, whichever is less, moment by moment), the goodput ratio's
 	// denominator.
-	Pool           []poolUpstream `json:",omitempty"`
-	WindowServable float64        `json:",omitempty"`
+	Pool []poolUpstream `json:",omitempty"`
+	// PoolGauge, when set, is the body of the upstream_gauge block the
+	// policy's set-up reads each upstream's own gauge with; the policy
+	// then also runs without it (setupPolicyNoGauge).
+	PoolGauge      string  `json:",omitempty"`
+	WindowServable float64 `json:",omitempty"`
 }
 
 // storm is an upstream that answers when full, as Ollama at
@@ -194,7 +198,12 @@ func setupTitle(s string, sc scenario) string {
 	case setupLLMD:
 		return "llm-d-style scorer (published algorithm, lab implementation)"
 	case setupPolicy:
+		if sc.PoolGauge != "" {
+			return "adaptive_throttle + lb_policy adaptive_throttle, upstream_gauge"
+		}
 		return "adaptive_throttle + lb_policy adaptive_throttle"
+	case setupPolicyNoGauge:
+		return "adaptive_throttle + lb_policy adaptive_throttle, no upstream_gauge"
 	}
 	if isAdaptive(s) {
 		return "adaptive_throttle without " + rulesOffOf(s)
@@ -230,7 +239,7 @@ const wideSlots = 32
 // per-priority figures to mean something.
 var heteroSizes = loadgen.Sizes{{MaxTokens: 16, Share: 0.75}, {MaxTokens: 512, Share: 0.25}}
 
-// scenarios are the lab's thirteen, against llmsim with sim's configuration
+// scenarios are the lab's fourteen, against llmsim with sim's configuration
 // (the lab's upstreams run its defaults): a step to 3× capacity, a
 // capacity drop under steady 0.9× load, heterogeneous answer lengths at 2×
 // capacity in tokens (on llmsim's 8 slots, and on 32), a slow ramp to 3×
