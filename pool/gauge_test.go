@@ -198,3 +198,30 @@ func TestGaugeFollowsTheConfig(t *testing.T) {
 		t.Fatal("a member made after Shut has a gauge")
 	}
 }
+
+// An upstream whose address makes no URL (a placeholder Caddy fills per
+// request) gets no gauge: its status says why, and it is judged by its
+// first bytes alone. Dropping the block clears the reason.
+func TestGaugeThatCannotOpenIsShown(t *testing.T) {
+	g := waitingGauge
+	p := New(admission.Config{Initial: 4}, breaker.CircuitConfig{}, &g)
+	defer p.Shut()
+	ms := p.Hold([]string{"{http.request.host}:8000"})
+	if ms[0].gauge.Load() != nil {
+		t.Fatal("a gauge opened on an address that makes no URL")
+	}
+	st := p.Status(t0)[0].Gauge
+	if st == nil || st.Available || !strings.Contains(st.Reason, "{http.request.host}:8000") || !strings.Contains(st.Reason, "URL") {
+		t.Fatalf("status gauge %+v, want unavailable, naming the upstream and its URL", st)
+	}
+	p.Step(Signal{Now: t0}, nil)
+	if got := ms[0].lim.Load(); got != 4 {
+		t.Fatalf("limit %d, want 4: no gauge, no pressure", got)
+	}
+	if err := p.SetConfig(admission.Config{Initial: 4}, breaker.CircuitConfig{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Status(t0)[0].Gauge; st != nil {
+		t.Fatalf("status gauge %+v after the block was dropped, want none", st)
+	}
+}

@@ -51,6 +51,7 @@ type Member struct {
 	least    atomic.Int64              // the fewest others in flight at one of them since the last step
 	refs     atomic.Int64              // views of a selection policy that hold it (Pool.Hold)
 	gauge    atomic.Pointer[gpu.Level] // its own saturation gauge; nil: none (Pool.regauge)
+	gaugeErr atomic.Pointer[string]    // why its gauge could not be opened; nil: it was, or none is asked for
 
 	// Sampler only.
 	last      [4]uint64 // fbSum, fbCount, busy, full at the last step

@@ -67,11 +67,14 @@ func (p *Pool) SetConfig(cfg admission.Config, cc breaker.CircuitConfig, g *gpu.
 }
 
 // regauge gives m the gauge the pool's config asks for: opened, set
-// anew, or closed. p.mu is held.
+// anew, or closed. A gauge that cannot be opened (an address that makes
+// no URL, such as one with a placeholder) is kept as an error for status
+// and judges nothing. p.mu is held.
 func (p *Pool) regauge(m *Member) error {
 	old := m.gauge.Load()
 	switch {
 	case p.gauge == nil || p.shut:
+		m.gaugeErr.Store(nil)
 		if old != nil {
 			m.gauge.Store(nil)
 			return old.Close()
@@ -79,8 +82,12 @@ func (p *Pool) regauge(m *Member) error {
 	case old == nil:
 		l, err := gpu.New(p.gauge.For(m.key))
 		if err != nil {
-			return fmt.Errorf("upstream %s: %w", m.key, err)
+			err = fmt.Errorf("upstream %s: %w", m.key, err)
+			msg := err.Error()
+			m.gaugeErr.Store(&msg)
+			return err
 		}
+		m.gaugeErr.Store(nil)
 		m.gauge.Store(l)
 	default:
 		if _, err := old.SetConfig(p.gauge.For(m.key)); err != nil {
@@ -110,7 +117,7 @@ func (p *Pool) Hold(keys []string) []*Member {
 		m := p.members[k]
 		if m == nil && len(p.members) < MaxMembers {
 			m = newMember(k, p.cfg, p.circuit)
-			_ = p.regauge(m) // a prometheus source opens whatever the host
+			_ = p.regauge(m) // an error shows in its status
 			p.members[k] = m
 		}
 		if m != nil {
@@ -237,8 +244,8 @@ type MemberStatus struct {
 	Room int64 `json:"room"`
 	admission.LimitStatus
 	Circuit CircuitStatus `json:"circuit"`
-	// Gauge is its own saturation gauge (the upstream_gauge block); nil
-	// without one.
+	// Gauge is its own saturation gauge (the upstream_gauge block), or,
+	// unavailable, why it could not be opened; nil without one.
 	Gauge *gpu.Status `json:"gauge,omitempty"`
 	// FullAnswers counts its answers that it is full (503, 429, 529).
 	FullAnswers uint64 `json:"full_answers"`
@@ -273,6 +280,8 @@ func (p *Pool) Status(now time.Time) []MemberStatus {
 		if g := m.gauge.Load(); g != nil {
 			gs := g.Status(now)
 			out[i].Gauge = &gs
+		} else if e := m.gaugeErr.Load(); e != nil {
+			out[i].Gauge = &gpu.Status{Source: "prometheus", Reason: *e, OnError: "allow", Devices: []gpu.DeviceStatus{}}
 		}
 	}
 	return out

@@ -298,7 +298,7 @@ func (t *Throttle) Apply(cfg Config) error {
 	}
 	t.limit.SetConfig(cfg.Concurrency)
 	if err := t.pool.SetConfig(cfg.Concurrency, cfg.Circuit, cfg.UpstreamGauge); err != nil {
-		logger.Warn("upstream gauge not reopened: it reads as before", zap.String("name", t.name), zap.Error(err))
+		logger.Warn("upstream gauge not opened: the upstream's status says why", zap.String("name", t.name), zap.Error(err))
 	}
 	t.resetGate(cfg.Priority)
 	t.gate.SetMaxQueue(cfg.Concurrency.Queue)
