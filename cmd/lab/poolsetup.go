@@ -261,11 +261,6 @@ func (pe *poolEnv) sendOutside(ctx context.Context, i int, o outsideLoad, start 
 	rng := rand.New(rand.NewPCG(uint64(i)+1, uint64(o.From)))
 	next := start.Add(o.From)
 	end := start.Add(o.To)
-	note := func(what string) {
-		pe.mu.Lock()
-		pe.run.Events = append(pe.run.Events, loadgen.Event{T: time.Since(pe.started).Seconds(), What: what})
-		pe.mu.Unlock()
-	}
 	for first := true; next.Before(end); next = next.Add(time.Duration(rng.ExpFloat64() / o.Rate * float64(time.Second))) {
 		t := time.NewTimer(time.Until(next))
 		select {
@@ -280,7 +275,7 @@ func (pe *poolEnv) sendOutside(ctx context.Context, i int, o outsideLoad, start 
 		case <-t.C:
 		}
 		if first {
-			note(fmt.Sprintf("upstream #%d: other clients send it %.1f req/s straight", i+1, o.Rate))
+			pe.event(fmt.Sprintf("upstream #%d: other clients send it %.1f req/s straight", i+1, o.Rate))
 			first = false
 		}
 		select {
@@ -308,9 +303,9 @@ func (pe *poolEnv) sendOutside(ctx context.Context, i int, o outsideLoad, start 
 			}
 		})
 	}
-	note(fmt.Sprintf("upstream #%d: other clients stop (%d sent, %d dropped at %d in flight)", i+1, sent.Load(), dropped.Load(), maxOutside))
+	pe.event(fmt.Sprintf("upstream #%d: other clients stop (%d sent, %d dropped at %d in flight)", i+1, sent.Load(), dropped.Load(), maxOutside))
 	wg.Wait()
-	note(fmt.Sprintf("upstream #%d: other clients' requests done: %d of %d answered 200", i+1, ok.Load(), sent.Load()))
+	pe.event(fmt.Sprintf("upstream #%d: other clients' requests done: %d of %d answered 200", i+1, ok.Load(), sent.Load()))
 }
 
 // look samples every upstream once.
@@ -405,6 +400,11 @@ func (pe *poolEnv) apply(ctx context.Context, i int, c poolChange) {
 	default:
 		what = pe.setSlots(ctx, i, c.Slots)
 	}
+	pe.event(what)
+}
+
+// event notes what happened to the pool, at its time from the start.
+func (pe *poolEnv) event(what string) {
 	pe.mu.Lock()
 	pe.run.Events = append(pe.run.Events, loadgen.Event{T: time.Since(pe.started).Seconds(), What: what})
 	pe.mu.Unlock()
